@@ -1,0 +1,425 @@
+"""The protocol every online model implements, and the machinery they share.
+
+A model learns from :class:`Interactions` (a columnar micro-batch of events in
+arrival order) and recommends top-k items for a batch of users as
+:class:`Recommendations`. It keeps its own id indices, so new users and items
+are handled on first sight with no re-fit. Models import nothing from Kafka,
+Faust or Redis: the stream app, the backtest and the benchmarks all call the
+same methods.
+
+Subclasses implement four hooks:
+
+- ``_grow(n_users, n_items)``: make room for newly indexed users and items;
+- ``_learn(u, i, batch)``: update from the batch given as index arrays;
+- ``_score(u)``: a dense ``(len(u), n_items)`` float matrix of scores for the
+  user indices ``u`` (``-1`` marks a user never seen: score them cold);
+- ``_state()`` / ``_set_state(arrays)``: the model's arrays for save/load.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from models.ids import IdIndex
+from models.persistence import read_model_dir, write_model_dir
+from models.ranking import top_k
+
+__all__ = ["Interactions", "OnlineRecommender", "Recommendations"]
+
+ContextT = Mapping[str, Any] | None
+
+
+def _as_str_array(values: Iterable[Any]) -> np.ndarray:
+    array = np.asarray([str(v) for v in values], dtype=object)
+    return array
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """A micro-batch of user-item events in arrival order, stored by column.
+
+    Parameters
+    ----------
+    users, items
+        Opaque ids (converted to ``str``).
+    timestamps
+        Event times in seconds since the epoch (``float64``).
+    weights
+        Implicit strength of each event (a view counts less than a purchase).
+    ratings
+        Explicit rating of each event, ``NaN`` where the event is not a rating.
+    contexts
+        Optional per-event context (device, hour, ...), ``None`` where absent.
+
+    Examples
+    --------
+    >>> batch = Interactions.from_columns(["u1", "u2"], ["i1", "i1"], timestamps=[1.0, 2.0])
+    >>> len(batch), batch.users.tolist(), batch.weights.tolist()
+    (2, ['u1', 'u2'], [1.0, 1.0])
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    timestamps: np.ndarray
+    weights: np.ndarray
+    ratings: np.ndarray
+    contexts: tuple[ContextT, ...] | None = None
+
+    @classmethod
+    def from_columns(
+        cls,
+        users: Iterable[Any],
+        items: Iterable[Any],
+        timestamps: Iterable[float] | None = None,
+        weights: Iterable[float] | None = None,
+        ratings: Iterable[float] | None = None,
+        contexts: Iterable[ContextT] | None = None,
+    ) -> Interactions:
+        """Build a batch from columns, filling defaults for the optional ones."""
+        u = _as_str_array(users)
+        i = _as_str_array(items)
+        n = len(u)
+        if len(i) != n:
+            raise ValueError(f"users and items differ in length: {n} != {len(i)}")
+
+        def column(values: Iterable[float] | None, default: float, dtype: Any) -> np.ndarray:
+            if values is None:
+                return np.full(n, default, dtype=dtype)
+            array = np.array(list(values) if not isinstance(values, np.ndarray) else values, dtype=dtype)
+            if array.shape != (n,):
+                raise ValueError(f"a column has shape {array.shape}, expected ({n},)")
+            return array
+
+        ts = column(timestamps, 0.0, np.float64)
+        if timestamps is None:
+            ts = np.arange(n, dtype=np.float64)
+        ctx = None if contexts is None else tuple(contexts)
+        if ctx is not None and len(ctx) != n:
+            raise ValueError(f"contexts has {len(ctx)} entries, expected {n}")
+        return cls(
+            users=u,
+            items=i,
+            timestamps=ts,
+            weights=column(weights, 1.0, np.float32),
+            ratings=column(ratings, np.nan, np.float32),
+            contexts=ctx,
+        )
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def select(self, mask_or_index: np.ndarray) -> Interactions:
+        """Return the sub-batch picked by a boolean mask or an index array."""
+        ctx = None
+        if self.contexts is not None:
+            idx = np.arange(len(self))[mask_or_index]
+            ctx = tuple(self.contexts[j] for j in idx)
+        return Interactions(
+            users=self.users[mask_or_index],
+            items=self.items[mask_or_index],
+            timestamps=self.timestamps[mask_or_index],
+            weights=self.weights[mask_or_index],
+            ratings=self.ratings[mask_or_index],
+            contexts=ctx,
+        )
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """Top-k lists for a batch of users, best first.
+
+    ``items[n]`` and ``scores[n]`` belong to ``users[n]``; a list is shorter
+    than ``k`` when fewer items are eligible. ``reasons[n][j]``, when the model
+    gives reasons, is the id of the item that most explains ``items[n][j]``.
+    """
+
+    users: list[str]
+    items: list[list[str]]
+    scores: list[list[float]]
+    reasons: list[list[str | None]] | None = field(default=None)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        """Map each user to its ranked item ids."""
+        return dict(zip(self.users, self.items, strict=True))
+
+
+_REGISTRY: dict[str, type[OnlineRecommender]] = {}
+
+
+class OnlineRecommender(ABC):
+    """Base class of every online model: id handling, seen items, top-k, save/load.
+
+    Constructor arguments are the hyperparameters (River style): they are
+    stored as attributes of the same name, returned by :meth:`get_params` and
+    written to ``params.json`` by :meth:`save`.
+    """
+
+    #: Registry name of the model (also the suffix of its Redis keys).
+    name: ClassVar[str] = "base"
+    #: Whether scores depend on the user (popularity does not).
+    personalized: ClassVar[bool] = True
+    #: Whether learning a batch equals learning its events one by one.
+    batch_equals_sequential: ClassVar[bool] = False
+    #: Whether the model learns from explicit ratings only.
+    uses_ratings: ClassVar[bool] = False
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._init_state()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not inspect.isabstract(cls) and cls.name != "base":
+            _REGISTRY[cls.name] = cls
+
+    # -- state shared by every model -------------------------------------------------
+
+    def _init_state(self) -> None:
+        self.user_index = IdIndex()
+        self.item_index = IdIndex()
+        self._seen: list[set[int]] = []
+        self.n_learned = 0
+        self.last_timestamp = float("-inf")
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_index)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_index)
+
+    def get_params(self) -> dict[str, Any]:
+        """Return the constructor arguments (hyperparameters) of this model."""
+        signature = inspect.signature(type(self).__init__)
+        return {
+            name: getattr(self, name)
+            for name, p in signature.parameters.items()
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+
+    def clone(self) -> OnlineRecommender:
+        """Return a fresh, untrained model with the same hyperparameters."""
+        return type(self)(**self.get_params())
+
+    def has_history(self, user: Any) -> bool:
+        """Whether the model has learned at least one event of ``user``."""
+        idx = self.user_index.get(str(user))
+        return idx >= 0 and bool(self._seen[idx])
+
+    def seen_items(self, user: Any) -> set[str]:
+        """Ids of the items ``user`` interacted with (empty for unknown users)."""
+        idx = self.user_index.get(str(user))
+        if idx < 0:
+            return set()
+        return {self.item_index.id_of(i) for i in self._seen[idx]}
+
+    # -- the protocol ----------------------------------------------------------------
+
+    def learn(self, batch: Interactions) -> None:
+        """Update the model from a micro-batch of events (arrival order).
+
+        New users and items are indexed on first sight. Models that learn
+        from explicit ratings only ignore events whose rating is ``NaN``.
+        """
+        if len(batch) == 0:
+            return
+        if self.uses_ratings:
+            rated = ~np.isnan(batch.ratings)
+            if not rated.all():
+                batch = batch.select(rated)
+                if len(batch) == 0:
+                    return
+        u = self.user_index.add_many(batch.users)
+        i = self.item_index.add_many(batch.items)
+        self._grow_seen()
+        self._grow(self.n_users, self.n_items)
+        self._learn(u, i, batch)
+        for uu, ii in zip(u.tolist(), i.tolist(), strict=True):
+            self._seen[uu].add(ii)
+        self.n_learned += len(batch)
+        self.last_timestamp = max(self.last_timestamp, float(batch.timestamps.max()))
+
+    def add_items(self, items: Iterable[Any], tags: Iterable[Sequence[str]] | None = None) -> None:
+        """Add items to the catalogue before any interaction (catalogue updates).
+
+        ``tags`` (genres, categories) are ignored by models without content
+        features; the catalogue still grows so new items can be recommended.
+        """
+        ids = _as_str_array(items)
+        self.item_index.add_many(ids)
+        self._grow(self.n_users, self.n_items)
+        if tags is not None:
+            self._set_item_tags(ids, [tuple(t) for t in tags])
+
+    def recommend(
+        self,
+        users: Iterable[Any],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        exclude: Mapping[str, Iterable[Any]] | None = None,
+    ) -> Recommendations:
+        """Recommend the top-``k`` items for each user in ``users``.
+
+        Parameters
+        ----------
+        users
+            User ids; unknown users get the model's cold-start ranking.
+        k
+            List length; larger than the catalogue returns every eligible item.
+        exclude_seen
+            Leave out the items each user already interacted with.
+        exclude
+            Further item ids to leave out, per user id.
+        """
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        user_ids = [str(u) for u in users]
+        if not user_ids or self.n_items == 0 or k == 0:
+            return Recommendations(user_ids, [[] for _ in user_ids], [[] for _ in user_ids])
+        u = self.user_index.lookup(user_ids)
+        scores = np.array(self._score(u), dtype=np.float32, copy=True)
+        if scores.shape != (len(u), self.n_items):
+            raise RuntimeError(f"{self.name}._score returned {scores.shape}, expected {(len(u), self.n_items)}")
+        scores[~np.isfinite(scores)] = np.float32(-3.0e38)
+        if exclude_seen:
+            self._mask(scores, [self._seen[x] if x >= 0 else () for x in u.tolist()])
+        if exclude:
+            extra = [self.item_index.lookup([str(v) for v in exclude.get(uid, ())]) for uid in user_ids]
+            self._mask(scores, [e[e >= 0].tolist() for e in extra])
+        idx, vals = top_k(scores, k)
+        items: list[list[str]] = []
+        out_scores: list[list[float]] = []
+        for row_idx, row_vals in zip(idx, vals, strict=True):
+            keep = row_vals > -np.inf
+            items.append(self.item_index.ids_of(row_idx[keep]))
+            out_scores.append(row_vals[keep].astype(float).tolist())
+        reasons = self._reasons(u, idx, [len(r) for r in items])
+        return Recommendations(user_ids, items, out_scores, reasons)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model to directory ``path`` (JSON and ``.npz``; no pickle)."""
+        seen_sizes = np.array([len(s) for s in self._seen], dtype=np.int64)
+        seen_flat = np.fromiter((i for s in self._seen for i in sorted(s)), dtype=np.int64, count=int(seen_sizes.sum()))
+        arrays = {f"model.{k}": np.asarray(v) for k, v in self._state().items()}
+        arrays["base.seen_sizes"] = seen_sizes
+        arrays["base.seen_items"] = seen_flat
+        meta = {
+            "model": self.name,
+            "params": self.get_params(),
+            "user_ids": self.user_index.ids,
+            "item_ids": self.item_index.ids,
+            "n_learned": self.n_learned,
+            "last_timestamp": self.last_timestamp if np.isfinite(self.last_timestamp) else None,
+            "extra": self._extra_meta(),
+        }
+        return write_model_dir(path, meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> OnlineRecommender:
+        """Read a model written by :meth:`save` (any registered model class)."""
+        meta, arrays = read_model_dir(path)
+        model_cls = _REGISTRY.get(meta["model"])
+        if model_cls is None:
+            raise ValueError(f"{path}: unknown model {meta['model']!r}; known: {sorted(_REGISTRY)}")
+        if cls is not OnlineRecommender and not issubclass(model_cls, cls):
+            raise TypeError(f"{path} holds a {model_cls.__name__}, not a {cls.__name__}")
+        model = model_cls(**meta["params"])
+        model.user_index = IdIndex(meta["user_ids"])
+        model.item_index = IdIndex(meta["item_ids"])
+        sizes = arrays.pop("base.seen_sizes")
+        flat = arrays.pop("base.seen_items")
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        model._seen = [set(flat[a:b].tolist()) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        model.n_learned = int(meta["n_learned"])
+        ts = meta.get("last_timestamp")
+        model.last_timestamp = float("-inf") if ts is None else float(ts)
+        model._grow(model.n_users, model.n_items)
+        model._set_state({k.removeprefix("model."): v for k, v in arrays.items()})
+        model._load_extra_meta(meta.get("extra") or {})
+        return model
+
+    # -- helpers for subclasses --------------------------------------------------------
+
+    def _grow_seen(self) -> None:
+        while len(self._seen) < self.n_users:
+            self._seen.append(set())
+
+    @staticmethod
+    def _mask(scores: np.ndarray, per_row: Sequence[Iterable[int]]) -> None:
+        rows: list[int] = []
+        cols: list[int] = []
+        for r, items in enumerate(per_row):
+            items = list(items)
+            rows.extend([r] * len(items))
+            cols.extend(items)
+        if rows:
+            scores[np.asarray(rows), np.asarray(cols)] = -np.inf
+
+    @staticmethod
+    def _grown(array: np.ndarray, n: int, fill: float | np.ndarray = 0.0) -> np.ndarray:
+        """Return ``array`` with at least ``n`` rows (capacity doubles; new rows ``fill``)."""
+        if array.shape[0] >= n:
+            return array
+        capacity = max(n, 2 * array.shape[0], 16)
+        out = np.empty((capacity, *array.shape[1:]), dtype=array.dtype)
+        out[: array.shape[0]] = array
+        out[array.shape[0] :] = fill
+        return out
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def _grow(self, n_users: int, n_items: int) -> None:
+        """Make room for ``n_users`` users and ``n_items`` items."""
+
+    @abstractmethod
+    def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        """Update from the batch; ``u`` and ``i`` are its user and item indices."""
+
+    @abstractmethod
+    def _score(self, u: np.ndarray) -> np.ndarray:
+        """Scores of every item for user indices ``u`` (``-1``: unknown user)."""
+
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]:
+        """The model's arrays, for :meth:`save`."""
+
+    @abstractmethod
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore the arrays returned by :meth:`_state`."""
+
+    def _reasons(self, u: np.ndarray, idx: np.ndarray, lengths: list[int]) -> list[list[str | None]] | None:
+        """Explain recommendations; models that can give reasons override this."""
+        return None
+
+    def _set_item_tags(self, items: np.ndarray, tags: list[tuple[str, ...]]) -> None:
+        """Receive content tags of catalogue items; ignored unless overridden."""
+
+    def _extra_meta(self) -> dict[str, Any]:
+        """JSON-serialisable state beyond arrays, for :meth:`save`."""
+        return {}
+
+    def _load_extra_meta(self, extra: dict[str, Any]) -> None:
+        """Restore what :meth:`_extra_meta` wrote."""
+
+    @classmethod
+    def _test_params(cls) -> list[dict[str, Any]]:
+        """Hyperparameters the conformance suite runs this model with."""
+        return [{}]
+
+
+def registered_models() -> dict[str, type[OnlineRecommender]]:
+    """Models registered so far (import a model's module to register it)."""
+    return dict(_REGISTRY)

@@ -1,0 +1,97 @@
+"""Popularity with exponential time decay: the cold-start fallback of every model."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from models.base import Interactions, OnlineRecommender
+
+__all__ = ["Popularity"]
+
+_MAX_EXPONENT = 60.0  # rescale the accumulator before 2**exponent overflows float64
+
+
+class Popularity(OnlineRecommender):
+    """Items ranked by their event weight, each event decaying with a half-life.
+
+    The score of item ``i`` at time ``t`` is ``sum(w * 2 ** (-(t - t_e) / half_life))``
+    over its events ``e``. The sum is kept relative to an anchor time, so an
+    update touches only the items in the batch.
+
+    Parameters
+    ----------
+    half_life
+        Seconds after which an event counts half; ``None`` disables decay.
+    seed
+        Unused (popularity is deterministic); kept for a uniform signature.
+
+    Examples
+    --------
+    >>> model = Popularity(half_life=3600.0)
+    >>> model.learn(Interactions.from_columns(["u1", "u2", "u3"], ["a", "b", "b"], timestamps=[0, 0, 0]))
+    >>> model.recommend(["u9"], k=2).items
+    [['b', 'a']]
+    >>> model.recommend(["u1"], k=2).items   # seen items are left out
+    [['b']]
+    """
+
+    name: ClassVar[str] = "popularity"
+    personalized: ClassVar[bool] = False
+    batch_equals_sequential: ClassVar[bool] = True
+
+    def __init__(self, half_life: float | None = 7 * 24 * 3600.0, seed: int = 0) -> None:
+        if half_life is not None and not half_life > 0:
+            raise ValueError(f"half_life must be > 0 seconds or None, got {half_life}")
+        self.half_life = half_life
+        super().__init__(seed=seed)
+
+    def _init_state(self) -> None:
+        super()._init_state()
+        self._acc = np.zeros(0, dtype=np.float64)
+        self._anchor: float | None = None
+
+    def _grow(self, n_users: int, n_items: int) -> None:
+        self._acc = self._grown(self._acc, n_items)
+
+    def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        weights = batch.weights.astype(np.float64)
+        if self.half_life is not None:
+            if self._anchor is None:
+                self._anchor = float(batch.timestamps.min())
+            exponent = (batch.timestamps - self._anchor) / self.half_life
+            if exponent.max() > _MAX_EXPONENT:
+                shift = float(exponent.max())
+                self._acc *= 2.0 ** (-shift)
+                self._anchor += shift * self.half_life
+                exponent -= shift
+            weights = weights * np.exp2(exponent)
+        np.add.at(self._acc, i, weights)
+
+    def item_scores(self) -> np.ndarray:
+        """Decayed score of every item at the newest event time seen."""
+        acc = self._acc[: self.n_items]
+        if self.half_life is None or self._anchor is None:
+            return acc.copy()
+        return acc * 2.0 ** (-(self.last_timestamp - self._anchor) / self.half_life)
+
+    def _score(self, u: np.ndarray) -> np.ndarray:
+        row = self.item_scores().astype(np.float32)
+        return np.broadcast_to(row, (len(u), row.shape[0]))
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"acc": self._acc[: self.n_items]}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self._acc = self._grown(arrays["acc"].astype(np.float64), self.n_items)
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {"anchor": self._anchor}
+
+    def _load_extra_meta(self, extra: dict[str, Any]) -> None:
+        self._anchor = extra.get("anchor")
+
+    @classmethod
+    def _test_params(cls) -> list[dict[str, Any]]:
+        return [{"half_life": 3600.0}, {"half_life": None}]
