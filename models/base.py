@@ -230,23 +230,24 @@ class OnlineRecommender(ABC):
         """Update the model from a micro-batch of events (arrival order).
 
         New users and items are indexed on first sight. Models that learn
-        from explicit ratings only ignore events whose rating is ``NaN``.
+        from explicit ratings only (``uses_ratings``) learn nothing from events
+        whose rating is ``NaN``, but still record their items as seen.
         """
         if len(batch) == 0:
             return
-        if self.uses_ratings:
-            rated = ~np.isnan(batch.ratings)
-            if not rated.all():
-                batch = batch.select(rated)
-                if len(batch) == 0:
-                    return
         u = self.user_index.add_many(batch.users)
         i = self.item_index.add_many(batch.items)
         self._grow_seen()
         self._grow(self.n_users, self.n_items)
-        self._learn(u, i, batch)
+        if self.uses_ratings:
+            rated = ~np.isnan(batch.ratings)
+            if rated.any():
+                self._learn(u[rated], i[rated], batch if rated.all() else batch.select(rated))
+        else:
+            self._learn(u, i, batch)
+        seen = self._seen
         for uu, ii in zip(u.tolist(), i.tolist(), strict=True):
-            self._seen[uu].add(ii)
+            seen[uu].add(ii)
         self.n_learned += len(batch)
         self.last_timestamp = max(self.last_timestamp, float(batch.timestamps.max()))
 

@@ -1,0 +1,23 @@
+"""The agent: micro-batches of events in, fresh top-N lists out."""
+
+from __future__ import annotations
+
+from stream_app.app import app, settings
+from stream_app.topics import KIND_BY_TOPIC, deadletter_topic, events_topic
+from stream_app.worker import StreamWorker
+
+
+@app.agent(events_topic, concurrency=1)
+async def process_events(stream):  # type: ignore[no-untyped-def]
+    """Take micro-batches (``stream.take_events``), update the models, write lists to Redis.
+
+    Events are acknowledged (and their offsets become committable) only after
+    their batch has been handled.
+    """
+    worker = StreamWorker(settings, KIND_BY_TOPIC, deadletter_topic)
+    await worker.start()
+    try:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            await worker.handle(events)
+    finally:
+        await worker.stop()

@@ -1,0 +1,54 @@
+"""The Faust application object (and nothing else): ``faust -A stream_app.app worker``.
+
+Configuration comes from the environment (see :mod:`streamrec.settings`).
+When ``KAFKA_BOOTSTRAP_SERVERS`` is not set, the broker started by
+``streamrec services up`` is used if it runs, else ``127.0.0.1:9092``.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from streamrec.services import LocalServices
+from streamrec.settings import Settings
+
+
+
+def _resolve(settings: Settings) -> Settings:
+    """Fill in the broker and Redis of ``streamrec services up`` when none are configured."""
+    if settings.kafka_bootstrap_servers and settings.redis_url:
+        return settings
+    local = LocalServices().endpoints()
+    return settings.with_services(
+        settings.kafka_bootstrap_servers or (local.kafka_bootstrap_servers if local else "127.0.0.1:9092"),
+        settings.redis_url or (local.redis_url if local else "redis://127.0.0.1:6379/0"),
+    )
+
+
+settings = _resolve(Settings.from_env())
+
+
+def _broker_url(servers: str) -> str:
+    return ";".join(f"kafka://{s.strip()}" for s in servers.split(","))
+
+
+app = faust.App(
+    settings.app_id,
+    broker=_broker_url(settings.kafka_bootstrap_servers or ""),
+    store="memory://",
+    key_serializer="raw",
+    value_serializer="raw",
+    topic_partitions=settings.topic_partitions,
+    topic_replication_factor=1,
+    consumer_auto_offset_reset="earliest",
+    web_enabled=False,
+    web_host="127.0.0.1",
+    autodiscover=False,
+    producer_linger_ms=5,
+    stream_buffer_maxsize=max(4096, 4 * settings.batch_size),
+    broker_commit_every=max(1000, settings.batch_size),
+    broker_commit_interval=1.0,
+)
+
+# Import the agents so that `faust -A stream_app.app worker` registers them.
+from stream_app import agents  # noqa: E402, F401

@@ -1,0 +1,170 @@
+"""What the agent does with one micro-batch: decode, dead-letter, learn, write.
+
+:class:`StreamWorker` is deliberately thin: decoding is :mod:`streamrec.events`,
+the models are driven by :class:`streamrec.pipeline.RecommendationPipeline`
+(run in a thread so the event loop keeps fetching), and lists go to Redis
+through :class:`streamrec.store.AsyncRecSink`.
+
+Nothing stops the worker: an invalid event goes to the dead-letter topic with
+its reason and original bytes; a batch the models fail on is dead-lettered
+whole with the error; lists that cannot be written because Redis is away are
+kept (the newest per user and model) and written when Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from streamrec.events import InvalidEvent, decode
+from streamrec.pipeline import RecommendationPipeline
+from streamrec.settings import Settings
+from streamrec.store import AsyncRecSink, RecList
+
+log = logging.getLogger("streamrec.worker")
+
+REDIS_ERRORS: tuple[type[BaseException], ...]
+try:
+    import redis.exceptions
+
+    REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+except ImportError:  # pragma: no cover
+    REDIS_ERRORS = (OSError,)
+
+
+class StreamWorker:
+    """State and logic behind the agent (one instance per agent)."""
+
+    def __init__(self, settings: Settings, kind_by_topic: Mapping[str, str], deadletter_topic: Any) -> None:
+        if not settings.redis_url:
+            raise ValueError("REDIS_URL is not set")
+        self.settings = settings
+        self.kind_by_topic = dict(kind_by_topic)
+        self.deadletter_topic = deadletter_topic
+        self.pipeline = RecommendationPipeline.from_names(
+            settings.models, settings.default_model, settings.top_n, settings.model_params
+        )
+        self.sink = AsyncRecSink(settings.redis_url, settings.key_prefix, settings.key_ttl)
+        self.counters: Counter[str] = Counter()
+        self._pending: dict[tuple[str, str], tuple[RecList, bool]] = {}
+        self._pending_fallback: RecList | None = None
+        self._flush_lock = asyncio.Lock()
+        self._retry_task: asyncio.Task[None] | None = None
+        self._backoff = 0.1
+        self._meta_written = False
+
+    async def start(self) -> None:
+        try:
+            await self.sink.check()
+        except REDIS_ERRORS as exc:
+            log.warning("Redis does not answer yet (%s); lists will be written when it does", type(exc).__name__)
+        self._retry_task = asyncio.create_task(self._retry_loop())
+        log.info("worker ready: models=%s default=%s top_n=%d", ",".join(self.settings.models), self.settings.default_model, self.settings.top_n)
+
+    async def stop(self) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+        try:
+            await asyncio.wait_for(self.flush(), timeout=5)
+        except (TimeoutError, *REDIS_ERRORS):
+            log.warning("stopping with %d lists not written to Redis", len(self._pending))
+        await self.sink.close()
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        """Process one batch of Faust events (``stream.take_events``)."""
+        good = []
+        ingest: list[float | None] = []
+        sources = []
+        limits = self.settings.limits
+        for event in events:
+            msg = event.message
+            kind = self.kind_by_topic.get(msg.topic)
+            if kind is None:
+                await self.deadletter(msg, f"no event kind is configured for topic {msg.topic!r}")
+                continue
+            try:
+                good.append(decode(msg.value, kind, limits))  # type: ignore[arg-type]
+            except InvalidEvent as exc:
+                await self.deadletter(msg, str(exc))
+                continue
+            ingest.append(msg.timestamp)
+            sources.append(msg)
+        self.counters["events_received"] += len(events)
+        if good:
+            try:
+                out = await asyncio.to_thread(self.pipeline.process, good, ingest)
+            except Exception as exc:  # a model bug must neither stop the worker nor lose events
+                log.exception("processing a batch of %d events failed; dead-lettering it", len(good))
+                self.counters["batches_failed"] += 1
+                for msg in sources:
+                    await self.deadletter(msg, f"processing failed: {type(exc).__name__}: {exc}"[:500])
+            else:
+                self.counters["events_accepted"] += len(good)
+                self.counters["learn_seconds"] += out.learn_seconds
+                self.counters["recommend_seconds"] += out.recommend_seconds
+                now = time.time()
+                for doc, is_default in out.rec_lists(self.settings.default_model, now):
+                    self._pending[(doc.model, doc.user_id)] = (doc, is_default)
+                self._pending_fallback = out.fallback_list(now) or self._pending_fallback
+        self.counters["batches"] += 1
+        await self.flush()
+
+    async def deadletter(self, msg: Any, reason: str) -> None:
+        """Send the original bytes to the dead-letter topic with the reason in headers."""
+        headers = [
+            ("streamrec-reason", reason.encode("utf-8", "replace")),
+            ("streamrec-source-topic", str(msg.topic).encode()),
+            ("streamrec-source-partition", str(msg.partition).encode()),
+            ("streamrec-source-offset", str(msg.offset).encode()),
+            ("streamrec-deadlettered-at", f"{time.time():.6f}".encode()),
+        ]
+        await self.deadletter_topic.send(key=msg.key, value=msg.value, headers=headers)
+        self.counters["events_deadlettered"] += 1
+        log.debug("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+
+    async def flush(self) -> bool:
+        """Write pending lists and counters in one pipeline; keep them if Redis is away."""
+        async with self._flush_lock:
+            if not self._pending and self._pending_fallback is None and not self.counters:
+                return True
+            lists = list(self._pending.values())
+            counters = dict(self.counters)
+            meta = None
+            if not self._meta_written:
+                meta = {
+                    "models": ",".join(self.settings.models),
+                    "default_model": self.settings.default_model,
+                    "top_n": str(self.settings.top_n),
+                    "started_at": f"{time.time():.3f}",
+                }
+            try:
+                await self.sink.write(lists, self._pending_fallback, counters, meta)
+            except REDIS_ERRORS as exc:
+                self.counters["redis_errors"] += 1
+                if self.counters["redis_errors"] in (1, 10, 100) or self.counters["redis_errors"] % 1000 == 0:
+                    log.warning("Redis write failed (%s: %s); %d lists pending", type(exc).__name__, exc, len(lists))
+                return False
+            self._meta_written = True
+            for key, value in counters.items():
+                self.counters[key] -= value
+                if not self.counters[key]:
+                    del self.counters[key]
+            for doc, is_default in lists:
+                key = (doc.model, doc.user_id)
+                if self._pending.get(key, (None,))[0] is doc:
+                    del self._pending[key]
+            self._pending_fallback = None
+            self._backoff = 0.1
+            return True
+
+    async def _retry_loop(self) -> None:
+        """Retry pending writes with exponential backoff while batches are not arriving."""
+        while True:
+            await asyncio.sleep(self._backoff)
+            if self._pending or self._pending_fallback is not None:
+                ok = await self.flush()
+                self._backoff = 0.1 if ok else min(self._backoff * 2, 5.0)

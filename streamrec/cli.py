@@ -1,0 +1,243 @@
+"""The ``streamrec`` command line.
+
+``streamrec demo``            start services if needed, replay MovieLens through Kafka and the worker, print lists
+``streamrec services up``     start a local Kafka broker and Redis (``down``, ``status``)
+``streamrec worker``          run the Faust worker (``faust -A stream_app.app worker``)
+``streamrec publish``         publish a log file, MovieLens or synthetic events to Kafka
+``streamrec recs USER_ID``    read a user's list from Redis
+``streamrec backtest``        replay a log offline through models and score them
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from streamrec.settings import Settings
+
+__all__ = ["main"]
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+# -- services -------------------------------------------------------------------------
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    from streamrec.services import LocalServices
+
+    services = LocalServices(args.state_dir)
+    if args.action == "up":
+        endpoints = services.up()
+        print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")
+        print(f"REDIS_URL={endpoints.redis_url}")
+    elif args.action == "down":
+        stopped = services.down()
+        print(", ".join(f"{name}: {'stopped' if ok else 'was not running'}" for name, ok in stopped.items()))
+    else:
+        print(json.dumps(services.status(), indent=2))
+    return 0
+
+
+# -- worker ---------------------------------------------------------------------------
+
+
+def worker_command(loglevel: str = "info") -> list[str]:
+    """The command that runs the Faust worker with this interpreter."""
+    return [sys.executable, "-m", "faust", "-A", "stream_app.app", "worker", "--without-web", "-l", loglevel]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streamrec.services import resolve_services
+    from streamrec.topics import ensure_topics
+
+    settings = resolve_services(_settings(), start=not args.no_start)
+    ensure_topics(settings)
+    env = {**os.environ, **settings.as_env()}
+    cmd = worker_command(args.loglevel)
+    print(f"worker: broker {settings.kafka_bootstrap_servers}, Redis {settings.redis_url}, models {','.join(settings.models)}", file=sys.stderr)
+    os.execvpe(cmd[0], cmd, env)
+    return 0  # not reached
+
+
+# -- publish --------------------------------------------------------------------------
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from producers.publisher import EventPublisher
+    from producers.synthetic import SyntheticStream
+    from streamrec.datasets import find_movielens
+    from streamrec.eventlog import ReadReport, read_events, read_movielens_items
+    from streamrec.services import resolve_services
+    from streamrec.topics import ensure_topics
+
+    settings = resolve_services(_settings(), start=not args.no_start)
+    ensure_topics(settings)
+    report = ReadReport()
+    total = None
+    if args.synthetic:
+        events = SyntheticStream(n_users=args.users, n_items=args.items, seed=args.seed).events(args.synthetic)
+        total = args.synthetic
+    elif args.movielens:
+        folder = find_movielens()
+        if folder is None:
+            print("MovieLens 100K is not available (set STREAMREC_DATA_DIR to a folder holding ml-100k/)", file=sys.stderr)
+            return 2
+        events = _movielens_events(folder, read_events, read_movielens_items, report)
+        total = 100_000 + 1682
+    elif args.path:
+        events = read_events(args.path, fmt=args.format, kind=args.kind, report=report)
+    else:
+        print("publish what? give a PATH, --movielens or --synthetic N", file=sys.stderr)
+        return 2
+    if args.limit:
+        events = _take(events, args.limit)
+        total = min(total or args.limit, args.limit)
+    with EventPublisher(settings) as publisher:
+        stats = publisher.publish(events, rate=args.rate, total=total, progress=not args.quiet)
+    print(f"published {stats.events} events in {stats.seconds:.2f} s ({stats.events_per_second:,.0f} events/s)")
+    if report.invalid:
+        print(f"skipped {report.invalid} invalid lines; first: line {report.errors[0][0]}: {report.errors[0][1]}", file=sys.stderr)
+    return 0
+
+
+def _take(events, n):  # type: ignore[no-untyped-def]
+    for j, e in enumerate(events):
+        if j >= n:
+            return
+        yield e
+
+
+def _movielens_events(folder: Path, read_events, read_items, report):  # type: ignore[no-untyped-def]
+    """The catalogue (with genres) first, then the ratings in time order."""
+    yield from read_items(folder / "u.item")
+    ratings = sorted(read_events(folder / "u.data", fmt="movielens", report=report), key=lambda e: e.timestamp)
+    yield from ratings
+
+
+# -- recs -----------------------------------------------------------------------------
+
+
+def cmd_recs(args: argparse.Namespace) -> int:
+    from streamrec.services import resolve_services
+    from streamrec.store import RecsClient
+
+    settings = resolve_services(_settings(), start=False)
+    client = RecsClient(settings.redis_url or "", settings.key_prefix)
+    try:
+        rec = client.get(args.user_id, args.model)
+    finally:
+        client.close()
+    if rec is None:
+        print(f"no list for user {args.user_id!r} and no fallback list yet: is the worker running?", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({**rec.__dict__}, indent=2))
+        return 0
+    source = "global fallback (no history)" if rec.fallback else f"model {rec.model}"
+    print(f"user {args.user_id}: {source}, computed at {rec.computed_at:.3f}")
+    for rank, (item, score) in enumerate(zip(rec.items, rec.scores, strict=True), start=1):
+        reason = f"  because of {rec.reasons[rank - 1]}" if rec.reasons and rec.reasons[rank - 1] else ""
+        print(f"{rank:3d}. {item:<12} {score:10.4f}{reason}")
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamrec.demo import run_demo
+
+    return run_demo(_settings(), limit=args.limit, users=args.show_users, timeout=args.timeout)
+
+
+# -- backtest -------------------------------------------------------------------------
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from streamrec.backtest.cli import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamrec", description="Streaming real-time recommendations.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="replay MovieLens 100K through Kafka and the worker; print lists from Redis")
+    p.add_argument("--limit", type=int, default=None, help="publish only the first N ratings")
+    p.add_argument("--show-users", default="1,196,405,new-user", help="comma-separated users to print")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the worker")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("services", help="local Kafka broker and Redis server (no Docker needed)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--state-dir", default=None, help="where data, logs and PIDs live (default: cache folder)")
+    p.set_defaults(func=cmd_services)
+
+    p = sub.add_parser("worker", help="run the Faust worker")
+    p.add_argument("--loglevel", default="info")
+    p.add_argument("--no-start", action="store_true", help="do not start local services")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("publish", help="publish events to Kafka")
+    p.add_argument("path", nargs="?", help="a JSON-lines, CSV or MovieLens u.data file")
+    p.add_argument("--format", choices=["jsonl", "csv", "movielens"], default=None)
+    p.add_argument("--kind", choices=["interaction", "rating", "item"], default=None, help="kind of lines that do not say")
+    p.add_argument("--movielens", action="store_true", help="publish MovieLens 100K (catalogue, then ratings in time order)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N", help="publish N synthetic events")
+    p.add_argument("--users", type=int, default=10_000, help="synthetic: number of users")
+    p.add_argument("--items", type=int, default=5_000, help="synthetic: number of items")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    p.add_argument("--limit", type=int, default=None, help="publish at most N events")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-start", action="store_true", help="do not start local services")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("recs", help="read a user's recommendations from Redis")
+    p.add_argument("user_id")
+    p.add_argument("--model", default=None, help="a configured model (default: the default model)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recs)
+
+    try:
+        from streamrec.backtest.cli import add_arguments
+    except ImportError:
+        pass
+    else:
+        p = sub.add_parser("backtest", help="replay a log offline: recommend, score, then learn each event")
+        add_arguments(p)
+        p.set_defaults(func=cmd_backtest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # kafka-python's client warns about its own event loop and transient metadata
+        for name in ("kafka", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from streamrec.services import ServiceError
+
+        if isinstance(exc, ServiceError | ValueError | FileNotFoundError):
+            print(f"streamrec {args.command}: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

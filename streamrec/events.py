@@ -1,0 +1,318 @@
+"""Typed event records, their JSON wire format, and strict validation.
+
+Three kinds of event travel on three topics, JSON on the wire, keyed by id:
+
+- :class:`Interaction` (a view, click, add-to-cart or purchase), keyed by ``user_id``;
+- :class:`Rating` (an explicit rating), keyed by ``user_id``;
+- :class:`ItemUpdate` (a catalogue entry with content tags), keyed by ``item_id``.
+
+:func:`decode` turns raw bytes into a record or raises :class:`InvalidEvent`
+with a reason that says what was wrong; the worker sends such events to the
+dead-letter topic with that reason and the original bytes.
+
+Examples
+--------
+>>> event = decode(b'{"user_id": "u1", "item_id": 42, "timestamp": 1700000000, "event_type": "click"}', "interaction")
+>>> event.item_id, event.event_type
+('42', 'click')
+>>> decode(encode(event), "interaction") == event
+True
+>>> decode(b'{"user_id": "u1", "item_id": "i", "timestamp": 1.0, "rating": "NaN"}', "rating")
+Traceback (most recent call last):
+...
+streamrec.events.InvalidEvent: rating: must be a number, got str
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from models.base import Interactions
+
+__all__ = [
+    "EVENT_TYPES",
+    "EVENT_WEIGHTS",
+    "KINDS",
+    "Event",
+    "ForgetUser",
+    "Interaction",
+    "InvalidEvent",
+    "ItemUpdate",
+    "Limits",
+    "Rating",
+    "decode",
+    "encode",
+    "event_from_dict",
+    "to_interactions",
+]
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+#: Implicit strength of each event type (a rating counts as 1).
+EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0, "rating": 1.0}
+Kind = Literal["interaction", "rating", "item", "forget"]
+KINDS: tuple[Kind, ...] = ("interaction", "rating", "item", "forget")
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be accepted; ``str(error)`` is the reason."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that validation enforces (configurable through settings)."""
+
+    max_bytes: int = 16_384
+    max_id_length: int = 256
+    min_rating: float = 0.0
+    max_rating: float = 5.0
+    max_context_keys: int = 32
+    max_tags: int = 64
+    #: Timestamps are seconds since the epoch; larger values are likely milliseconds.
+    max_timestamp: float = 1e10
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """A user acted on an item (view, click, add_to_cart, purchase)."""
+
+    user_id: str
+    item_id: str
+    timestamp: float
+    event_type: str = "view"
+    context: dict[str, str | int | float | bool] | None = None
+    kind: Kind = field(default="interaction", init=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.user_id
+
+
+@dataclass(frozen=True)
+class Rating:
+    """A user rated an item."""
+
+    user_id: str
+    item_id: str
+    rating: float
+    timestamp: float
+    context: dict[str, str | int | float | bool] | None = None
+    kind: Kind = field(default="rating", init=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.user_id
+
+
+@dataclass(frozen=True)
+class ItemUpdate:
+    """A catalogue entry: a new or changed item with its content tags."""
+
+    item_id: str
+    timestamp: float
+    title: str | None = None
+    tags: tuple[str, ...] = ()
+    kind: Kind = field(default="item", init=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.item_id
+
+
+@dataclass(frozen=True)
+class ForgetUser:
+    """A request to remove every trace of a user (privacy)."""
+
+    user_id: str
+    timestamp: float
+    kind: Kind = field(default="forget", init=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.user_id
+
+
+Event = Interaction | Rating | ItemUpdate | ForgetUser
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+def _id(obj: Mapping[str, Any], name: str, limits: Limits) -> str:
+    if name not in obj:
+        raise InvalidEvent(f"{name}: missing")
+    value = obj[name]
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidEvent(f"{name}: must be a string or an integer, got {type(value).__name__}")
+    text = str(value)
+    if not text.strip():
+        raise InvalidEvent(f"{name}: empty")
+    if len(text) > limits.max_id_length:
+        raise InvalidEvent(f"{name}: {len(text)} characters, more than the limit of {limits.max_id_length}")
+    if any(ord(c) < 32 for c in text):
+        raise InvalidEvent(f"{name}: contains control characters")
+    return text
+
+
+def _number(obj: Mapping[str, Any], name: str) -> float:
+    if name not in obj:
+        raise InvalidEvent(f"{name}: missing")
+    value = obj[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent(f"{name}: must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidEvent(f"{name}: must be finite, got {value!r}")
+    return number
+
+
+def _timestamp(obj: Mapping[str, Any], limits: Limits) -> float:
+    ts = _number(obj, "timestamp")
+    if ts < 0:
+        raise InvalidEvent(f"timestamp: negative ({ts})")
+    if ts >= limits.max_timestamp:
+        raise InvalidEvent(f"timestamp: {ts} is too large for seconds since the epoch (milliseconds?)")
+    return ts
+
+
+def _context(obj: Mapping[str, Any], limits: Limits) -> dict[str, str | int | float | bool] | None:
+    ctx = obj.get("context")
+    if ctx is None:
+        return None
+    if not isinstance(ctx, dict):
+        raise InvalidEvent(f"context: must be an object, got {type(ctx).__name__}")
+    if len(ctx) > limits.max_context_keys:
+        raise InvalidEvent(f"context: {len(ctx)} keys, more than the limit of {limits.max_context_keys}")
+    for key, value in ctx.items():
+        if not isinstance(value, str | int | float | bool) or (isinstance(value, float) and not math.isfinite(value)):
+            raise InvalidEvent(f"context.{key}: must be a string, number or boolean, got {value!r}"[:200])
+        if isinstance(value, str) and len(value) > limits.max_id_length:
+            raise InvalidEvent(f"context.{key}: longer than {limits.max_id_length} characters")
+    return dict(ctx)
+
+
+def event_from_dict(obj: Any, kind: Kind, limits: Limits = DEFAULT_LIMITS) -> Event:
+    """Validate a parsed JSON object as an event of ``kind``.
+
+    A ``"kind"`` field in the object, when present, must agree with ``kind``.
+    Unknown fields are ignored, so producers can add fields before consumers
+    know them.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"event must be a JSON object, got {type(obj).__name__}")
+    declared = obj.get("kind", kind)
+    if declared != kind:
+        raise InvalidEvent(f"kind: {declared!r} sent where {kind!r} events are expected")
+    if kind == "interaction":
+        event_type = obj.get("event_type", "view")
+        if event_type not in EVENT_TYPES:
+            raise InvalidEvent(f"event_type: {event_type!r} is not one of {', '.join(EVENT_TYPES)}"[:200])
+        return Interaction(
+            user_id=_id(obj, "user_id", limits),
+            item_id=_id(obj, "item_id", limits),
+            timestamp=_timestamp(obj, limits),
+            event_type=event_type,
+            context=_context(obj, limits),
+        )
+    if kind == "rating":
+        rating = _number(obj, "rating")
+        if not limits.min_rating <= rating <= limits.max_rating:
+            raise InvalidEvent(f"rating: {rating} outside [{limits.min_rating}, {limits.max_rating}]")
+        return Rating(
+            user_id=_id(obj, "user_id", limits),
+            item_id=_id(obj, "item_id", limits),
+            rating=rating,
+            timestamp=_timestamp(obj, limits),
+            context=_context(obj, limits),
+        )
+    if kind == "item":
+        tags = obj.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+            raise InvalidEvent("tags: must be a list of non-empty strings")
+        if len(tags) > limits.max_tags:
+            raise InvalidEvent(f"tags: {len(tags)} tags, more than the limit of {limits.max_tags}")
+        title = obj.get("title")
+        if title is not None and not isinstance(title, str):
+            raise InvalidEvent(f"title: must be a string, got {type(title).__name__}")
+        return ItemUpdate(
+            item_id=_id(obj, "item_id", limits),
+            timestamp=_timestamp(obj, limits),
+            title=title,
+            tags=tuple(tags),
+        )
+    if kind == "forget":
+        return ForgetUser(user_id=_id(obj, "user_id", limits), timestamp=_timestamp(obj, limits))
+    raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+
+
+def decode(raw: bytes | bytearray | memoryview | None, kind: Kind, limits: Limits = DEFAULT_LIMITS) -> Event:
+    """Parse and validate the bytes of one event; raise :class:`InvalidEvent` on any fault."""
+    if raw is None:
+        raise InvalidEvent("empty message (no value)")
+    raw = bytes(raw)
+    if len(raw) > limits.max_bytes:
+        raise InvalidEvent(f"message of {len(raw)} bytes, more than the limit of {limits.max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except InvalidEvent:
+        raise
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidEvent(f"not JSON: {exc}"[:200]) from None
+    return event_from_dict(obj, kind, limits)
+
+
+def _reject_constant(name: str) -> float:
+    raise InvalidEvent(f"not JSON: {name} is not a JSON number")
+
+
+def encode(event: Event) -> bytes:
+    """The canonical JSON bytes of ``event`` (with its ``kind``)."""
+    obj = {k: v for k, v in asdict(event).items() if v is not None}
+    if isinstance(event, ItemUpdate):
+        obj["tags"] = list(event.tags)
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def to_interactions(events: Iterable[Interaction | Rating]) -> Interactions:
+    """Turn interaction and rating records into a model batch (arrival order kept).
+
+    Examples
+    --------
+    >>> batch = to_interactions([Interaction("u", "i", 5.0, "purchase"), Rating("u", "j", 4.0, 6.0)])
+    >>> batch.weights.tolist(), batch.ratings.tolist()[0]
+    ([5.0, 1.0], nan)
+    """
+    events = list(events)
+    n = len(events)
+    users = np.empty(n, dtype=object)
+    items = np.empty(n, dtype=object)
+    ts = np.empty(n, dtype=np.float64)
+    weights = np.empty(n, dtype=np.float32)
+    ratings = np.full(n, np.nan, dtype=np.float32)
+    contexts: list[Any] = [None] * n
+    any_context = False
+    for j, e in enumerate(events):
+        users[j] = e.user_id
+        items[j] = e.item_id
+        ts[j] = e.timestamp
+        if isinstance(e, Rating):
+            weights[j] = EVENT_WEIGHTS["rating"]
+            ratings[j] = e.rating
+        else:
+            weights[j] = EVENT_WEIGHTS.get(e.event_type, 1.0)
+        if e.context:
+            contexts[j] = e.context
+            any_context = True
+    return Interactions(users, items, ts, weights, ratings, tuple(contexts) if any_context else None)

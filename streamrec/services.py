@@ -1,0 +1,411 @@
+"""Local Kafka (single-node KRaft) and Redis on loopback, for machines without Docker.
+
+:class:`LocalServices` fetches the Apache Kafka broker jars from Maven Central
+with Maven (cached in the user's cache folder), formats and starts a broker,
+starts Debian's ``redis-server`` (installing it with apt-get when missing and
+allowed), waits until both answer, and records their PIDs, ports and logs in
+a state directory. ``up`` is idempotent; ``down`` stops only the processes
+that ``up`` started, by PID.
+
+:func:`resolve_services` is what the CLI, the demo and the tests call: it
+returns the configured ``KAFKA_BOOTSTRAP_SERVERS`` / ``REDIS_URL`` when set,
+and otherwise starts (or reuses) local services.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from streamrec.settings import Settings, cache_dir
+
+__all__ = ["KAFKA_VERSION", "Endpoints", "LocalServices", "ServiceError", "ensure_kafka_jars", "resolve_services"]
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "3.9.1"
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.streamrec</groupId><artifactId>kafka-broker-jars</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{version}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version></dependency>
+    <dependency><groupId>ch.qos.reload4j</groupId><artifactId>reload4j</artifactId><version>1.2.25</version></dependency>
+  </dependencies>
+</project>
+"""
+_LOG4J = """log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={logfile}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=INFO
+log4j.logger.org.apache.kafka=INFO
+"""
+_SERVER_PROPERTIES = """process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{cport}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={data}
+num.partitions=1
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+delete.topic.enable=true
+num.network.threads=2
+num.io.threads=2
+log.cleaner.dedupe.buffer.size=16777216
+"""
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be set up; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the broker and Redis answer."""
+
+    kafka_bootstrap_servers: str
+    redis_url: str
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _alive(pid: int | None, must_contain: str) -> bool:
+    """Whether ``pid`` runs and its command line contains ``must_contain`` (no PID reuse)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+    if ") Z " in stat:  # zombie: exited, not yet reaped
+        return False
+    return must_contain in cmdline
+
+
+def _stop_pid(pid: int, must_contain: str, timeout: float = 30.0) -> bool:
+    """SIGTERM, then SIGKILL after ``timeout``; only if the process is still ours."""
+    if not _alive(pid, must_contain):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid, must_contain):
+            return True
+        _reap(pid)
+        time.sleep(0.2)
+    if _alive(pid, must_contain):
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def ensure_kafka_jars(version: str = KAFKA_VERSION, cache: Path | None = None) -> Path:
+    """Return the folder of Kafka broker jars, fetching them with Maven on first use."""
+    root = (cache or cache_dir()) / f"kafka-{version}"
+    libs = root / "libs"
+    marker = root / ".complete"
+    if marker.exists() and any(libs.glob("kafka_2.13-*.jar")):
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ServiceError("Maven (mvn) is not installed: it fetches the Kafka broker jars. Install maven, or set KAFKA_BOOTSTRAP_SERVERS to an existing broker.")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pom.xml").write_text(_POM.format(version=version))
+    tmp = root / "libs.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("fetching Kafka %s jars with Maven into %s", version, libs)
+    cmd = [
+        mvn, "-B", "-q", "-f", str(root / "pom.xml"),
+        "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies",
+        "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ServiceError(f"Maven could not fetch the Kafka jars (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.rename(libs)
+    marker.touch()
+    return libs
+
+
+def _ensure_redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.environ.get("STREAMREC_NO_APT") or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise ServiceError("redis-server is not installed: run `apt-get install -y redis-server`, or set REDIS_URL to an existing server.")
+    log.info("installing redis-server with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            raise ServiceError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
+    found = shutil.which("redis-server")
+    if not found:
+        raise ServiceError("apt-get installed redis-server but it is not on PATH")
+    return found
+
+
+class LocalServices:
+    """A Kafka broker and a Redis server on loopback, owned by one state directory.
+
+    Parameters
+    ----------
+    state_dir
+        Where configuration, data, logs and PIDs live.
+    kafka_heap
+        ``-Xmx`` of the broker JVM.
+    """
+
+    def __init__(self, state_dir: str | Path | None = None, kafka_heap: str = "512m") -> None:
+        self.state_dir = Path(state_dir) if state_dir else cache_dir() / "services"
+        self.kafka_heap = kafka_heap
+        self._state_file = self.state_dir / "services.json"
+
+    # -- state ----------------------------------------------------------------------
+
+    def _read_state(self) -> dict:
+        try:
+            return json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, state: dict) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.rename(self._state_file)
+
+    def _kafka_running(self, state: dict) -> bool:
+        k = state.get("kafka", {})
+        return _alive(k.get("pid"), "kafka.Kafka") and _port_open(k.get("port", 0))
+
+    def _redis_running(self, state: dict) -> bool:
+        r = state.get("redis", {})
+        return _alive(r.get("pid"), "redis-server") and _port_open(r.get("port", 0))
+
+    # -- public -----------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """What runs now: ports, PIDs, whether each answers."""
+        state = self._read_state()
+        return {
+            "state_dir": str(self.state_dir),
+            "kafka": {**state.get("kafka", {}), "running": self._kafka_running(state)},
+            "redis": {**state.get("redis", {}), "running": self._redis_running(state)},
+        }
+
+    def endpoints(self) -> Endpoints | None:
+        """Endpoints of the running services, or ``None`` when not both run."""
+        state = self._read_state()
+        if self._kafka_running(state) and self._redis_running(state):
+            return Endpoints(f"127.0.0.1:{state['kafka']['port']}", f"redis://127.0.0.1:{state['redis']['port']}/0")
+        return None
+
+    def up(self, timeout: float = 180.0) -> Endpoints:
+        """Start whatever is not running yet and wait until both answer."""
+        state = self._read_state()
+        started_kafka = False
+        if not self._kafka_running(state):
+            state["kafka"] = self._start_kafka()
+            self._write_state(state)
+            started_kafka = True
+        if not self._redis_running(state):
+            state["redis"] = self._start_redis()
+            self._write_state(state)
+        if started_kafka:
+            self._wait_kafka(state["kafka"], timeout)
+        return Endpoints(f"127.0.0.1:{state['kafka']['port']}", f"redis://127.0.0.1:{state['redis']['port']}/0")
+
+    def down(self) -> dict[str, bool]:
+        """Stop the processes this state directory started (by PID); leave data."""
+        state = self._read_state()
+        stopped = {
+            "kafka": _stop_pid(state.get("kafka", {}).get("pid", 0), "kafka.Kafka"),
+            "redis": _stop_pid(state.get("redis", {}).get("pid", 0), "redis-server"),
+        }
+        for name in ("kafka", "redis"):
+            if name in state:
+                state[name]["pid"] = None
+        if state:
+            self._write_state(state)
+        return stopped
+
+    def restart_kafka(self, timeout: float = 180.0) -> None:
+        """Stop the broker and start it again on the same ports and data (fault tests)."""
+        state = self._read_state()
+        k = state["kafka"]
+        _stop_pid(k["pid"], "kafka.Kafka")
+        state["kafka"] = self._start_kafka(port=k["port"], cport=k["controller_port"])
+        self._write_state(state)
+        self._wait_kafka(state["kafka"], timeout)
+
+    def stop_redis(self) -> None:
+        """Stop Redis (fault tests); :meth:`start_redis` brings it back on the same port."""
+        state = self._read_state()
+        _stop_pid(state["redis"]["pid"], "redis-server")
+
+    def start_redis(self) -> None:
+        state = self._read_state()
+        state["redis"] = self._start_redis(port=state["redis"]["port"])
+        self._write_state(state)
+
+    # -- Kafka ----------------------------------------------------------------------------
+
+    def _start_kafka(self, port: int | None = None, cport: int | None = None) -> dict:
+        java = shutil.which("java")
+        if java is None:
+            raise ServiceError("java is not installed (Kafka needs Java 17): install a JDK, or set KAFKA_BOOTSTRAP_SERVERS.")
+        libs = ensure_kafka_jars()
+        kdir = self.state_dir / "kafka"
+        (kdir / "logs").mkdir(parents=True, exist_ok=True)
+        port = port or _free_port()
+        cport = cport or _free_port()
+        while cport == port:
+            cport = _free_port()
+        props = kdir / "server.properties"
+        props.write_text(_SERVER_PROPERTIES.format(port=port, cport=cport, data=kdir / "data"))
+        log4j = kdir / "log4j.properties"
+        log4j.write_text(_LOG4J.format(logfile=kdir / "logs" / "server.log"))
+        jvm = [
+            f"-Xms256m", f"-Xmx{self.kafka_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true", f"-Dkafka.logs.dir={kdir / 'logs'}",
+            f"-Dlog4j.configuration=file:{log4j}",
+        ]  # fmt: skip
+        classpath = f"{libs}/*"
+        cluster_file = kdir / "cluster.id"
+        if not cluster_file.exists():
+            cluster_file.write_text(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))
+        fmt = subprocess.run(
+            [java, *jvm, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_file.read_text().strip(),
+             "-c", str(props), "--ignore-formatted"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if fmt.returncode != 0:
+            raise ServiceError(f"formatting Kafka storage failed:\n{fmt.stdout[-1500:]}{fmt.stderr[-1500:]}")
+        out = open(kdir / "logs" / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [java, *jvm, "-cp", classpath, "kafka.Kafka", str(props)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        out.close()
+        return {"pid": proc.pid, "port": port, "controller_port": cport, "log": str(kdir / "logs" / "server.log"), "started_at": time.time()}
+
+    def _wait_kafka(self, k: dict, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        logfile = Path(k["log"])
+        while time.monotonic() < deadline:
+            if not _alive(k["pid"], "kafka.Kafka"):
+                _reap(k["pid"])
+                tail = logfile.read_text(errors="replace")[-3000:] if logfile.exists() else ""
+                raise ServiceError(f"the Kafka broker exited during start-up; log tail:\n{tail}")
+            if _port_open(k["port"]) and self._broker_answers(k["port"]):
+                return
+            time.sleep(0.5)
+        raise ServiceError(f"the Kafka broker did not answer on 127.0.0.1:{k['port']} within {timeout:.0f} s; see {logfile}")
+
+    @staticmethod
+    def _broker_answers(port: int) -> bool:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=5000, client_id="streamrec-probe")
+        except (KafkaError, OSError, ValueError):
+            return False
+        try:
+            admin.list_topics()
+            return True
+        except (KafkaError, OSError):
+            return False
+        finally:
+            admin.close()
+
+    # -- Redis ------------------------------------------------------------------------------
+
+    def _start_redis(self, port: int | None = None) -> dict:
+        server = _ensure_redis_server()
+        rdir = self.state_dir / "redis"
+        rdir.mkdir(parents=True, exist_ok=True)
+        port = port or _free_port()
+        pidfile = rdir / "redis.pid"
+        pidfile.unlink(missing_ok=True)
+        cmd = [
+            server, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+            "--save", "", "--appendonly", "no", "--daemonize", "yes",
+            "--pidfile", str(pidfile), "--dir", str(rdir), "--logfile", str(rdir / "redis.log"),
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ServiceError(f"redis-server failed to start: {result.stdout}{result.stderr}")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if pidfile.exists() and pidfile.read_text().strip() and _port_open(port):
+                pid = int(pidfile.read_text().strip())
+                return {"pid": pid, "port": port, "log": str(rdir / "redis.log")}
+            time.sleep(0.1)
+        raise ServiceError(f"redis-server did not answer on 127.0.0.1:{port}; see {rdir / 'redis.log'}")
+
+
+def resolve_services(settings: Settings, state_dir: str | Path | None = None, start: bool = True) -> Settings:
+    """Settings pointing at usable services: the configured ones, else local ones.
+
+    When both ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL`` are set they are used
+    as they are. Otherwise local services are started (or reused) under
+    ``state_dir``, and whichever of the two was configured still wins.
+    """
+    if settings.kafka_bootstrap_servers and settings.redis_url:
+        return settings
+    if not start:
+        raise ServiceError("KAFKA_BOOTSTRAP_SERVERS and REDIS_URL are not set; run `streamrec services up` first")
+    local = LocalServices(state_dir).up()
+    return settings.with_services(
+        settings.kafka_bootstrap_servers or local.kafka_bootstrap_servers,
+        settings.redis_url or local.redis_url,
+    )
+
+
+def describe(endpoints: Endpoints) -> str:
+    return json.dumps(asdict(endpoints))

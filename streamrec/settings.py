@@ -1,0 +1,122 @@
+"""Configuration, read from environment variables (the same names in docker-compose).
+
+Every setting has a default that works on one machine; see the README's
+"Configuration" table for the list.
+
+Examples
+--------
+>>> s = Settings.from_env({"STREAMREC_MODELS": "popularity, itemknn", "STREAMREC_TOP_N": "5"})
+>>> s.models, s.default_model, s.top_n
+(('popularity', 'itemknn'), 'itemknn', 5)
+>>> s.topic("interactions")
+'streamrec.interactions'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from streamrec.events import Limits
+
+__all__ = ["Settings", "cache_dir"]
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The per-user cache folder (Kafka jars, venv, data set, local services)."""
+    env = os.environ if env is None else env
+    if env.get("STREAMREC_CACHE_DIR"):
+        return Path(env["STREAMREC_CACHE_DIR"]).expanduser()
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "streamrec"
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the worker, the producers and the CLI need to know."""
+
+    kafka_bootstrap_servers: str | None = None
+    redis_url: str | None = None
+    app_id: str = "streamrec"
+    topic_prefix: str = "streamrec"
+    topic_partitions: int = 1
+    models: tuple[str, ...] = ("popularity", "itemknn")
+    default_model: str = "itemknn"
+    top_n: int = 20
+    batch_size: int = 1000
+    batch_within: float = 0.05
+    key_prefix: str = "streamrec"
+    key_ttl: int | None = None
+    state_dir: Path = field(default_factory=lambda: cache_dir() / "worker")
+    limits: Limits = field(default_factory=Limits)
+    model_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``env`` (default: ``os.environ``)."""
+        env = os.environ if env is None else env
+        models = _split(env.get("STREAMREC_MODELS", "popularity,itemknn"))
+        if not models:
+            raise ValueError("STREAMREC_MODELS names no model")
+        default = env.get("STREAMREC_DEFAULT_MODEL") or next((m for m in models if m != "popularity"), models[0])
+        if default not in models:
+            raise ValueError(f"STREAMREC_DEFAULT_MODEL={default!r} is not in STREAMREC_MODELS={','.join(models)}")
+        ttl = env.get("STREAMREC_KEY_TTL")
+        limits = Limits(
+            min_rating=float(env.get("STREAMREC_MIN_RATING", Limits.min_rating)),
+            max_rating=float(env.get("STREAMREC_MAX_RATING", Limits.max_rating)),
+        )
+        return cls(
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            app_id=env.get("STREAMREC_APP_ID", "streamrec"),
+            topic_prefix=env.get("STREAMREC_TOPIC_PREFIX", "streamrec"),
+            topic_partitions=int(env.get("STREAMREC_TOPIC_PARTITIONS", "1")),
+            models=models,
+            default_model=default,
+            top_n=int(env.get("STREAMREC_TOP_N", "20")),
+            batch_size=int(env.get("STREAMREC_BATCH_SIZE", "1000")),
+            batch_within=float(env.get("STREAMREC_BATCH_WITHIN", "0.05")),
+            key_prefix=env.get("STREAMREC_KEY_PREFIX", "streamrec"),
+            key_ttl=int(ttl) if ttl else None,
+            state_dir=Path(env["STREAMREC_STATE_DIR"]) if env.get("STREAMREC_STATE_DIR") else cache_dir(env) / "worker",
+            limits=limits,
+        )
+
+    def with_services(self, kafka_bootstrap_servers: str, redis_url: str) -> Settings:
+        """A copy pointing at the given broker and Redis server."""
+        return replace(self, kafka_bootstrap_servers=kafka_bootstrap_servers, redis_url=redis_url)
+
+    def topic(self, kind: str) -> str:
+        """Topic name for ``kind``: interactions, ratings, items, forget, deadletter."""
+        return f"{self.topic_prefix}.{kind}"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as environment variables (to start a worker process)."""
+        env = {
+            "STREAMREC_APP_ID": self.app_id,
+            "STREAMREC_TOPIC_PREFIX": self.topic_prefix,
+            "STREAMREC_TOPIC_PARTITIONS": str(self.topic_partitions),
+            "STREAMREC_MODELS": ",".join(self.models),
+            "STREAMREC_DEFAULT_MODEL": self.default_model,
+            "STREAMREC_TOP_N": str(self.top_n),
+            "STREAMREC_BATCH_SIZE": str(self.batch_size),
+            "STREAMREC_BATCH_WITHIN": str(self.batch_within),
+            "STREAMREC_KEY_PREFIX": self.key_prefix,
+            "STREAMREC_STATE_DIR": str(self.state_dir),
+            "STREAMREC_MIN_RATING": str(self.limits.min_rating),
+            "STREAMREC_MAX_RATING": str(self.limits.max_rating),
+        }
+        if self.kafka_bootstrap_servers:
+            env["KAFKA_BOOTSTRAP_SERVERS"] = self.kafka_bootstrap_servers
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        if self.key_ttl:
+            env["STREAMREC_KEY_TTL"] = str(self.key_ttl)
+        return env

@@ -1,0 +1,62 @@
+"""Creating and removing the project's Kafka topics (kafka-python admin client)."""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from streamrec.settings import Settings
+
+__all__ = ["TOPIC_KINDS", "delete_topics", "ensure_topics", "topic_names"]
+
+TOPIC_KINDS = ("interactions", "ratings", "items", "deadletter")
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [settings.topic(k) for k in TOPIC_KINDS]
+
+
+def _admin(settings: Settings) -> KafkaAdminClient:
+    if not settings.kafka_bootstrap_servers:
+        raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set")
+    return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), client_id="streamrec-admin")
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the topics that are missing; return the names of those created."""
+    admin = _admin(settings)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
+            for name in topic_names(settings)
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in wanted]
+    finally:
+        admin.close()
+
+
+def delete_topics(settings: Settings, wait: float = 30.0) -> None:
+    """Delete the project's topics (and wait until the broker forgets them)."""
+    admin = _admin(settings)
+    try:
+        present = [n for n in topic_names(settings) if n in set(admin.list_topics())]
+        if present:
+            try:
+                admin.delete_topics(present)
+            except UnknownTopicOrPartitionError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and set(present) & set(admin.list_topics()):
+            time.sleep(0.2)
+    finally:
+        admin.close()
