@@ -1,0 +1,60 @@
+"""Reading JSON-lines, CSV and MovieLens logs."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamrec.eventlog import ReadReport, detect_format, read_events, read_movielens_items
+from streamrec.events import Interaction, InvalidEvent, ItemUpdate, Rating
+
+
+def test_jsonl_mixed_kinds_and_bad_lines(tmp_path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        '{"user_id":"u1","item_id":"a","timestamp":1,"event_type":"click"}\n'
+        '{"user_id":"u1","item_id":"b","timestamp":2,"rating":4}\n'
+        '\n'
+        '{"item_id":"c","timestamp":3,"tags":["x"],"title":"C"}\n'
+        '{"user_id":"","item_id":"b","timestamp":2}\n'
+        "garbage\n"
+    )
+    report = ReadReport()
+    events = list(read_events(path, report=report))
+    assert [type(e) for e in events] == [Interaction, Rating, ItemUpdate]
+    assert (report.lines, report.valid, report.invalid) == (5, 3, 2)
+    assert [e[0] for e in report.errors] == [5, 6]
+    assert "user_id: empty" in report.errors[0][1]
+    with pytest.raises(InvalidEvent, match=r"events.jsonl:5: user_id: empty"):
+        list(read_events(path, strict=True))
+
+
+def test_csv_interactions_and_ratings(tmp_path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,timestamp,event_type\nu1,a,10,view\nu2,b,11,purchase\nu3,c,oops,view\n")
+    report = ReadReport()
+    events = list(read_events(path, report=report))
+    assert [(e.user_id, e.event_type) for e in events] == [("u1", "view"), ("u2", "purchase")]
+    assert report.invalid == 1 and "timestamp" in report.errors[0][1]
+    rated = tmp_path / "ratings.csv"
+    rated.write_text("user_id,item_id,rating,timestamp\nu1,a,4.5,10\n")
+    assert list(read_events(rated)) == [Rating("u1", "a", 4.5, 10.0)]
+
+
+def test_csv_without_ids_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("who,what\n1,2\n")
+    with pytest.raises(ValueError, match="needs a header"):
+        list(read_events(path))
+
+
+def test_movielens_format(tmp_path) -> None:
+    path = tmp_path / "u.data"
+    path.write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\nbad line\n22\t377\t9\t878887116\n")
+    assert detect_format(path) == "movielens"
+    report = ReadReport()
+    events = list(read_events(path, report=report))
+    assert events == [Rating("196", "242", 3.0, 881250949.0), Rating("186", "302", 3.0, 891717742.0)]
+    assert report.invalid == 2
+    item = tmp_path / "u.item"
+    item.write_text("1|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n", encoding="latin-1")
+    assert list(read_movielens_items(item)) == [ItemUpdate("1", 0.0, "Toy Story (1995)", ("Animation", "Children's", "Comedy"))]

@@ -1,0 +1,48 @@
+"""The batch pipeline between the stream app and the models, and settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamrec.events import Interaction, ItemUpdate, Rating
+from streamrec.pipeline import RecommendationPipeline
+from streamrec.settings import Settings
+from streamrec.store import RecList
+
+
+def test_lists_exclude_seen_items_and_carry_newest_event_time() -> None:
+    pipe = RecommendationPipeline.from_names(["popularity"], default_model="popularity", top_n=5)
+    events = [Interaction("u1", "a", 10.0), Interaction("u2", "a", 11.0), Interaction("u2", "b", 12.0), Rating("u3", "c", 4.0, 13.0)]
+    out = pipe.process(events, ingest_ts=[100.0, 101.0, 102.0, 103.0])
+    assert out.users == ["u1", "u2", "u3"]
+    lists = out.lists["popularity"].as_dict()
+    assert "a" not in lists["u1"] and not {"a", "b"} & set(lists["u2"]) and "c" not in lists["u3"]
+    assert out.event_ts == {"u1": 10.0, "u2": 12.0, "u3": 13.0}
+    assert out.ingest_ts["u2"] == 102.0
+    docs = out.rec_lists("popularity", computed_at=200.0)
+    assert all(is_default for _, is_default in docs)
+    u2 = next(d for d, _ in docs if d.user_id == "u2")
+    assert (u2.event_ts, u2.ingest_ts, u2.computed_at) == (12.0, 102.0, 200.0)
+    assert RecList.from_json(u2.to_json()) == u2
+    assert out.fallback_list().items[0] == "a"
+
+
+def test_catalogue_updates_reach_every_model_and_fallback_is_added() -> None:
+    pipe = RecommendationPipeline.from_names(["popularity"], default_model="popularity", top_n=5)
+    pipe.process([ItemUpdate("new", 1.0, "New", ("Drama",))])
+    assert "new" in pipe.models["popularity"].item_index
+    assert pipe.fallback_model is pipe.models["popularity"]
+
+
+def test_unknown_default_model_is_rejected() -> None:
+    with pytest.raises(ValueError, match="default model"):
+        RecommendationPipeline.from_names(["popularity"], default_model="nope")
+    with pytest.raises(ValueError, match="STREAMREC_DEFAULT_MODEL"):
+        Settings.from_env({"STREAMREC_MODELS": "popularity", "STREAMREC_DEFAULT_MODEL": "isgd"})
+
+
+def test_settings_round_trip_through_environment() -> None:
+    s = Settings.from_env({"STREAMREC_MODELS": "popularity,isgd", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "REDIS_URL": "redis://x", "STREAMREC_KEY_TTL": "60"})
+    again = Settings.from_env(s.as_env())
+    assert again.models == s.models and again.default_model == "isgd" and again.key_ttl == 60
+    assert again.kafka_bootstrap_servers == "127.0.0.1:1"
