@@ -19,6 +19,7 @@ Subclasses implement four hooks:
 from __future__ import annotations
 
 import inspect
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -342,7 +343,7 @@ class OnlineRecommender(ABC):
         sizes = arrays.pop("base.seen_sizes")
         flat = arrays.pop("base.seen_items")
         bounds = np.concatenate([[0], np.cumsum(sizes)])
-        model._seen = [set(flat[a:b].tolist()) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        model._seen = [set(flat[a:b].tolist()) for a, b in itertools.pairwise(bounds.tolist())]
         model.n_learned = int(meta["n_learned"])
         ts = meta.get("last_timestamp")
         model.last_timestamp = float("-inf") if ts is None else float(ts)

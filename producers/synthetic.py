@@ -102,5 +102,7 @@ class SyntheticStream:
         """Yield the stream as :class:`~streamrec.events.Interaction` records."""
         inverse = {w: name for name, w in EVENT_WEIGHTS.items() if name != "rating"}
         for batch in self.batches(n_events, chunk):
-            for u, i, ts, w in zip(batch.users, batch.items, batch.timestamps.tolist(), batch.weights.tolist(), strict=True):
+            for u, i, ts, w in zip(
+                batch.users, batch.items, batch.timestamps.tolist(), batch.weights.tolist(), strict=True
+            ):
                 yield Interaction(user_id=u, item_id=i, timestamp=ts, event_type=inverse[w])

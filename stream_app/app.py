@@ -13,7 +13,6 @@ from streamrec.services import LocalServices
 from streamrec.settings import Settings
 
 
-
 def _resolve(settings: Settings) -> Settings:
     """Fill in the broker and Redis of ``streamrec services up`` when none are configured."""
     if settings.kafka_bootstrap_servers and settings.redis_url:

@@ -63,7 +63,12 @@ class StreamWorker:
         except REDIS_ERRORS as exc:
             log.warning("Redis does not answer yet (%s); lists will be written when it does", type(exc).__name__)
         self._retry_task = asyncio.create_task(self._retry_loop())
-        log.info("worker ready: models=%s default=%s top_n=%d", ",".join(self.settings.models), self.settings.default_model, self.settings.top_n)
+        log.info(
+            "worker ready: models=%s default=%s top_n=%d",
+            ",".join(self.settings.models),
+            self.settings.default_model,
+            self.settings.top_n,
+        )
 
     async def stop(self) -> None:
         if self._retry_task is not None:
@@ -153,7 +158,7 @@ class StreamWorker:
                 self.counters[key] -= value
                 if not self.counters[key]:
                     del self.counters[key]
-            for doc, is_default in lists:
+            for doc, _ in lists:
                 key = (doc.model, doc.user_id)
                 if self._pending.get(key, (None,))[0] is doc:
                     del self._pending[key]

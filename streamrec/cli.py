@@ -61,7 +61,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     env = {**os.environ, **settings.as_env()}
     cmd = worker_command(args.loglevel)
-    print(f"worker: broker {settings.kafka_bootstrap_servers}, Redis {settings.redis_url}, models {','.join(settings.models)}", file=sys.stderr)
+    print(
+        f"worker: broker {settings.kafka_bootstrap_servers}, Redis {settings.redis_url}, models {','.join(settings.models)}",
+        file=sys.stderr,
+    )
     os.execvpe(cmd[0], cmd, env)
     return 0  # not reached
 
@@ -87,7 +90,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     elif args.movielens:
         folder = find_movielens()
         if folder is None:
-            print("MovieLens 100K is not available (set STREAMREC_DATA_DIR to a folder holding ml-100k/)", file=sys.stderr)
+            print(
+                "MovieLens 100K is not available (set STREAMREC_DATA_DIR to a folder holding ml-100k/)", file=sys.stderr
+            )
             return 2
         events = _movielens_events(folder, read_events, read_movielens_items, report)
         total = 100_000 + 1682
@@ -103,7 +108,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
         stats = publisher.publish(events, rate=args.rate, total=total, progress=not args.quiet)
     print(f"published {stats.events} events in {stats.seconds:.2f} s ({stats.events_per_second:,.0f} events/s)")
     if report.invalid:
-        print(f"skipped {report.invalid} invalid lines; first: line {report.errors[0][0]}: {report.errors[0][1]}", file=sys.stderr)
+        print(
+            f"skipped {report.invalid} invalid lines; first: line {report.errors[0][0]}: {report.errors[0][1]}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -190,8 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="publish events to Kafka")
     p.add_argument("path", nargs="?", help="a JSON-lines, CSV or MovieLens u.data file")
     p.add_argument("--format", choices=["jsonl", "csv", "movielens"], default=None)
-    p.add_argument("--kind", choices=["interaction", "rating", "item"], default=None, help="kind of lines that do not say")
-    p.add_argument("--movielens", action="store_true", help="publish MovieLens 100K (catalogue, then ratings in time order)")
+    p.add_argument(
+        "--kind", choices=["interaction", "rating", "item"], default=None, help="kind of lines that do not say"
+    )
+    p.add_argument(
+        "--movielens", action="store_true", help="publish MovieLens 100K (catalogue, then ratings in time order)"
+    )
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="publish N synthetic events")
     p.add_argument("--users", type=int, default=10_000, help="synthetic: number of users")
     p.add_argument("--items", type=int, default=5_000, help="synthetic: number of items")
@@ -222,7 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not args.verbose:  # kafka-python's client warns about its own event loop and transient metadata
         for name in ("kafka", "aiokafka"):
             logging.getLogger(name).setLevel(logging.ERROR)

@@ -60,7 +60,7 @@ def download_movielens(dest: str | Path, url: str = MOVIELENS_URL, timeout: floa
     dest = Path(dest)
     target = dest / "ml-100k"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - fixed https URL or the user's own
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             payload = response.read()
     except (OSError, ValueError) as exc:
         raise DownloadError(f"could not download {url}: {exc}") from exc

@@ -28,7 +28,9 @@ def reset_demo_state(settings: Settings) -> None:
     from kafka.errors import KafkaError
 
     delete_topics(settings)
-    admin = KafkaAdminClient(bootstrap_servers=(settings.kafka_bootstrap_servers or "").split(","), client_id="streamrec-demo")
+    admin = KafkaAdminClient(
+        bootstrap_servers=(settings.kafka_bootstrap_servers or "").split(","), client_id="streamrec-demo"
+    )
     try:
         # kafka-python 3 calls it delete_groups, 2.x delete_consumer_groups
         delete_groups = getattr(admin, "delete_groups", None) or admin.delete_consumer_groups
@@ -65,10 +67,16 @@ def _events(limit: int | None) -> tuple[list[Event], dict[str, str], str]:
     return [*items, *ratings], titles, f"MovieLens 100K from {folder}"
 
 
-def run_demo(settings: Settings, limit: int | None = None, users: str = "1,196,405,new-user", timeout: float = 600.0) -> int:
+def run_demo(
+    settings: Settings, limit: int | None = None, users: str = "1,196,405,new-user", timeout: float = 600.0
+) -> int:
     t_start = time.perf_counter()
     settings = replace(settings, batch_within=min(settings.batch_within, 0.05))
-    print("1/5 services: using configured ones" if settings.kafka_bootstrap_servers and settings.redis_url else "1/5 services: starting local Kafka and Redis (first run fetches the broker jars)")
+    print(
+        "1/5 services: using configured ones"
+        if settings.kafka_bootstrap_servers and settings.redis_url
+        else "1/5 services: starting local Kafka and Redis (first run fetches the broker jars)"
+    )
     settings = resolve_services(settings)
     print(f"    Kafka {settings.kafka_bootstrap_servers}, Redis {settings.redis_url}")
     events, titles, source = _events(limit)
@@ -105,7 +113,11 @@ def run_demo(settings: Settings, limit: int | None = None, users: str = "1,196,4
             if rec is None:
                 print(f"  user {user}: nothing in Redis")
                 continue
-            what = "no history: global fallback" if rec.fallback else f"model {rec.model}, newest event at {rec.event_ts:.0f}"
+            what = (
+                "no history: global fallback"
+                if rec.fallback
+                else f"model {rec.model}, newest event at {rec.event_ts:.0f}"
+            )
             print(f"  user {user} ({what}):")
             for rank, item in enumerate(rec.items[:5], start=1):
                 reason = ""

@@ -125,9 +125,15 @@ def read_events(
             rows = ((n, line, None) for n, line in enumerate(f, start=1) if line.strip())
         else:
             reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"user_id", "item_id"} <= set(reader.fieldnames) and "tags" not in reader.fieldnames:
-                raise ValueError(f"{path}: a CSV log needs a header with user_id,item_id,timestamp (got {reader.fieldnames})")
-            rows = ((reader.line_num, ",".join(r.get(k) or "" for k in reader.fieldnames), _coerce_csv(r)) for r in reader)
+            if not reader.fieldnames or (
+                not {"user_id", "item_id"} <= set(reader.fieldnames) and "tags" not in reader.fieldnames
+            ):
+                raise ValueError(
+                    f"{path}: a CSV log needs a header with user_id,item_id,timestamp (got {reader.fieldnames})"
+                )
+            rows = (
+                (reader.line_num, ",".join(r.get(k) or "" for k in reader.fieldnames), _coerce_csv(r)) for r in reader
+            )
         for line_no, text, parsed in rows:
             report.lines += 1
             try:

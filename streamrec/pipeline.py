@@ -120,9 +120,7 @@ class RecommendationPipeline:
             out["_fallback"] = self.fallback_model
         return out
 
-    def process(
-        self, events: Sequence[Event], ingest_ts: Sequence[float | None] | None = None
-    ) -> BatchOutput:
+    def process(self, events: Sequence[Event], ingest_ts: Sequence[float | None] | None = None) -> BatchOutput:
         """Learn from ``events`` (arrival order) and recommend for every user they touched.
 
         ``ingest_ts`` gives, per event, when it reached Kafka; the newest per

@@ -150,7 +150,9 @@ def ensure_kafka_jars(version: str = KAFKA_VERSION, cache: Path | None = None) -
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise ServiceError("Maven (mvn) is not installed: it fetches the Kafka broker jars. Install maven, or set KAFKA_BOOTSTRAP_SERVERS to an existing broker.")
+        raise ServiceError(
+            "Maven (mvn) is not installed: it fetches the Kafka broker jars. Install maven, or set KAFKA_BOOTSTRAP_SERVERS to an existing broker."
+        )
     root.mkdir(parents=True, exist_ok=True)
     (root / "pom.xml").write_text(_POM.format(version=version))
     tmp = root / "libs.partial"
@@ -163,7 +165,9 @@ def ensure_kafka_jars(version: str = KAFKA_VERSION, cache: Path | None = None) -
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise ServiceError(f"Maven could not fetch the Kafka jars (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        raise ServiceError(
+            f"Maven could not fetch the Kafka jars (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
     marker.touch()
@@ -175,7 +179,9 @@ def _ensure_redis_server() -> str:
     if found:
         return found
     if os.environ.get("STREAMREC_NO_APT") or os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ServiceError("redis-server is not installed: run `apt-get install -y redis-server`, or set REDIS_URL to an existing server.")
+        raise ServiceError(
+            "redis-server is not installed: run `apt-get install -y redis-server`, or set REDIS_URL to an existing server."
+        )
     log.info("installing redis-server with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
@@ -297,7 +303,9 @@ class LocalServices:
     def _start_kafka(self, port: int | None = None, cport: int | None = None) -> dict:
         java = shutil.which("java")
         if java is None:
-            raise ServiceError("java is not installed (Kafka needs Java 17): install a JDK, or set KAFKA_BOOTSTRAP_SERVERS.")
+            raise ServiceError(
+                "java is not installed (Kafka needs Java 17): install a JDK, or set KAFKA_BOOTSTRAP_SERVERS."
+            )
         libs = ensure_kafka_jars()
         kdir = self.state_dir / "kafka"
         (kdir / "logs").mkdir(parents=True, exist_ok=True)
@@ -310,7 +318,7 @@ class LocalServices:
         log4j = kdir / "log4j.properties"
         log4j.write_text(_LOG4J.format(logfile=kdir / "logs" / "server.log"))
         jvm = [
-            f"-Xms256m", f"-Xmx{self.kafka_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Xms256m", f"-Xmx{self.kafka_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true", f"-Dkafka.logs.dir={kdir / 'logs'}",
             f"-Dlog4j.configuration=file:{log4j}",
         ]  # fmt: skip
@@ -331,7 +339,13 @@ class LocalServices:
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         out.close()
-        return {"pid": proc.pid, "port": port, "controller_port": cport, "log": str(kdir / "logs" / "server.log"), "started_at": time.time()}
+        return {
+            "pid": proc.pid,
+            "port": port,
+            "controller_port": cport,
+            "log": str(kdir / "logs" / "server.log"),
+            "started_at": time.time(),
+        }
 
     def _wait_kafka(self, k: dict, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -344,7 +358,9 @@ class LocalServices:
             if _port_open(k["port"]) and self._broker_answers(k["port"]):
                 return
             time.sleep(0.5)
-        raise ServiceError(f"the Kafka broker did not answer on 127.0.0.1:{k['port']} within {timeout:.0f} s; see {logfile}")
+        raise ServiceError(
+            f"the Kafka broker did not answer on 127.0.0.1:{k['port']} within {timeout:.0f} s; see {logfile}"
+        )
 
     @staticmethod
     def _broker_answers(port: int) -> bool:
@@ -352,7 +368,9 @@ class LocalServices:
         from kafka.errors import KafkaError
 
         try:
-            admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=5000, client_id="streamrec-probe")
+            admin = KafkaAdminClient(
+                bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=5000, client_id="streamrec-probe"
+            )
         except (KafkaError, OSError, ValueError):
             return False
         try:

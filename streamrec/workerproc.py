@@ -42,7 +42,9 @@ class WorkerProcess:
         root = Path(__file__).resolve().parent.parent
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=root)
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=root
+            )
         return self
 
     @property
@@ -92,9 +94,13 @@ class WorkerProcess:
                 if done >= n_events:
                     return stats
                 if not self.alive():
-                    raise RuntimeError(f"the worker exited (code {self.proc.returncode if self.proc else None}); log tail:\n{self.log_tail()}")
+                    raise RuntimeError(
+                        f"the worker exited (code {self.proc.returncode if self.proc else None}); log tail:\n{self.log_tail()}"
+                    )
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"the worker processed {done:.0f} of {n_events} events in {timeout:.0f} s; log tail:\n{self.log_tail()}")
+                    raise TimeoutError(
+                        f"the worker processed {done:.0f} of {n_events} events in {timeout:.0f} s; log tail:\n{self.log_tail()}"
+                    )
                 time.sleep(0.1)
         finally:
             client.close()

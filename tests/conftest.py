@@ -55,3 +55,18 @@ def isolated_settings(service_settings: Settings, tmp_path: Path) -> Settings:
         batch_size=500,
         batch_within=0.05,
     )
+
+
+_skipped_integration: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "integration" in report.keywords:
+        _skipped_integration.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Integration tests must run, never skip: a skipped one fails the session."""
+    if _skipped_integration and exitstatus == 0:
+        print(f"\nintegration tests skipped (they must run): {_skipped_integration}")
+        session.exitstatus = 1

@@ -97,7 +97,10 @@ def test_malformed_events_are_deadlettered_and_good_ones_processed(running_worke
         b"[]",
         None,
     ]
-    bad_ratings = [b'{"user_id": "u", "item_id": "i", "timestamp": 1, "rating": 1e400}', b'{"user_id": "u", "item_id": "i", "timestamp": 1, "rating": 11}']
+    bad_ratings = [
+        b'{"user_id": "u", "item_id": "i", "timestamp": 1, "rating": 1e400}',
+        b'{"user_id": "u", "item_id": "i", "timestamp": 1, "rating": 11}',
+    ]
     good = [Interaction(f"good{n % 7}", f"item{n % 13}", 100.0 + n, "view") for n in range(200)]
     with EventPublisher(settings) as publisher:
         for n, event in enumerate(good):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import redis
-
 import pytest
+import redis
 
 from streamrec.services import LocalServices
 

@@ -56,11 +56,18 @@ def preference_events(uses_ratings: bool, seed: int = 7) -> Interactions:
     return Interactions.from_columns(users, items, timestamps=np.arange(len(rows)) * 10.0, ratings=ratings)
 
 
-def train(model: OnlineRecommender, events: Interactions, epochs: int = EPOCHS, batch: int = BATCH) -> OnlineRecommender:
+def train(
+    model: OnlineRecommender, events: Interactions, epochs: int = EPOCHS, batch: int = BATCH
+) -> OnlineRecommender:
     n = len(events)
     for epoch in range(epochs):
         shifted = Interactions(
-            events.users, events.items, events.timestamps + epoch * 10.0 * n, events.weights, events.ratings, events.contexts
+            events.users,
+            events.items,
+            events.timestamps + epoch * 10.0 * n,
+            events.weights,
+            events.ratings,
+            events.contexts,
         )
         for start in range(0, n, batch):
             model.learn(shifted.select(np.arange(start, min(start + batch, n))))
@@ -157,10 +164,12 @@ def test_save_load_round_trip(name: str, params: dict, fitted_cache: dict, tmp_p
     assert before.items == after.items
     assert np.allclose(np.concatenate(before.scores), np.concatenate(after.scores), rtol=1e-5, atol=1e-6)
     # the whole state was saved: learning more gives the same result on both
-    more = Interactions.from_columns(["u0", "new-user", "u20"], ["b1", "a3", "new-item"], timestamps=[1e7, 1e7 + 1, 1e7 + 2], ratings=[4.0, 5.0, 3.0])
+    more = Interactions.from_columns(
+        ["u0", "new-user", "u20"], ["b1", "a3", "new-item"], timestamps=[1e7, 1e7 + 1, 1e7 + 2], ratings=[4.0, 5.0, 3.0]
+    )
     model.learn(more)
     loaded.learn(more)
-    before, after = model.recommend(users + ["new-user"], k=10), loaded.recommend(users + ["new-user"], k=10)
+    before, after = model.recommend([*users, "new-user"], k=10), loaded.recommend([*users, "new-user"], k=10)
     assert before.items == after.items
     assert not list((tmp_path / "m").glob("*.pkl"))
 

@@ -25,7 +25,7 @@ def http_server():
     payloads: dict[str, bytes] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = payloads.get(self.path)
             self.send_response(200 if body is not None else 404)
             self.end_headers()
@@ -44,7 +44,9 @@ def http_server():
 
 def test_download_unpacks_the_archive(tmp_path, http_server) -> None:
     base, payloads = http_server
-    payloads["/ml-100k.zip"] = _zip({"ml-100k/u.data": "1\t2\t3\t4\n", "ml-100k/u.item": "x", "ml-100k/u.user": "y", "../evil": "z"})
+    payloads["/ml-100k.zip"] = _zip(
+        {"ml-100k/u.data": "1\t2\t3\t4\n", "ml-100k/u.item": "x", "ml-100k/u.user": "y", "../evil": "z"}
+    )
     folder = download_movielens(tmp_path, f"{base}/ml-100k.zip")
     assert sorted(p.name for p in folder.iterdir()) == ["u.data", "u.item", "u.user"]
     env = {"STREAMREC_CACHE_DIR": str(tmp_path.parent / "nocache"), "STREAMREC_DATA_DIR": str(tmp_path)}

@@ -13,7 +13,7 @@ def test_jsonl_mixed_kinds_and_bad_lines(tmp_path) -> None:
     path.write_text(
         '{"user_id":"u1","item_id":"a","timestamp":1,"event_type":"click"}\n'
         '{"user_id":"u1","item_id":"b","timestamp":2,"rating":4}\n'
-        '\n'
+        "\n"
         '{"item_id":"c","timestamp":3,"tags":["x"],"title":"C"}\n'
         '{"user_id":"","item_id":"b","timestamp":2}\n'
         "garbage\n"
@@ -56,5 +56,9 @@ def test_movielens_format(tmp_path) -> None:
     assert events == [Rating("196", "242", 3.0, 881250949.0), Rating("186", "302", 3.0, 891717742.0)]
     assert report.invalid == 2
     item = tmp_path / "u.item"
-    item.write_text("1|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n", encoding="latin-1")
-    assert list(read_movielens_items(item)) == [ItemUpdate("1", 0.0, "Toy Story (1995)", ("Animation", "Children's", "Comedy"))]
+    item.write_text(
+        "1|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n", encoding="latin-1"
+    )
+    assert list(read_movielens_items(item)) == [
+        ItemUpdate("1", 0.0, "Toy Story (1995)", ("Animation", "Children's", "Comedy"))
+    ]

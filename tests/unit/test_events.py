@@ -21,7 +21,13 @@ from streamrec.events import (
     to_interactions,
 )
 
-GOOD = {"user_id": "u1", "item_id": "i1", "timestamp": 1_700_000_000.5, "event_type": "purchase", "context": {"device": "ios"}}
+GOOD = {
+    "user_id": "u1",
+    "item_id": "i1",
+    "timestamp": 1_700_000_000.5,
+    "event_type": "purchase",
+    "context": {"device": "ios"},
+}
 
 
 def raw(obj: object) -> bytes:
@@ -91,7 +97,13 @@ def test_rating_range_is_configurable() -> None:
 
 
 def test_to_interactions_weights_and_ratings() -> None:
-    batch = to_interactions([Interaction("u", "a", 1.0, "view"), Interaction("u", "b", 2.0, "purchase", {"device": "tv"}), Rating("v", "a", 3.0, 3.0)])
+    batch = to_interactions(
+        [
+            Interaction("u", "a", 1.0, "view"),
+            Interaction("u", "b", 2.0, "purchase", {"device": "tv"}),
+            Rating("v", "a", 3.0, 3.0),
+        ]
+    )
     assert batch.users.tolist() == ["u", "u", "v"]
     assert batch.weights.tolist() == [1.0, 5.0, 1.0]
     assert math.isnan(batch.ratings[0]) and batch.ratings[2] == 3.0
@@ -111,15 +123,24 @@ def test_fuzz_bytes_never_crash(payload: bytes, kind: str) -> None:
     try:
         decode(payload, kind)  # type: ignore[arg-type]
     except InvalidEvent as exc:
-        assert str(exc)
+        reason = str(exc)
+        assert reason, "a rejection must say why"
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     obj=st.fixed_dictionaries(
         {},
-        optional={"user_id": json_values, "item_id": json_values, "timestamp": json_values, "rating": json_values,
-                  "event_type": json_values, "context": json_values, "tags": json_values, "kind": json_values},
+        optional={
+            "user_id": json_values,
+            "item_id": json_values,
+            "timestamp": json_values,
+            "rating": json_values,
+            "event_type": json_values,
+            "context": json_values,
+            "tags": json_values,
+            "kind": json_values,
+        },
     ),
     kind=st.sampled_from(["interaction", "rating", "item", "forget"]),
 )
@@ -127,7 +148,8 @@ def test_fuzz_objects_either_valid_or_rejected_with_reason(obj: dict, kind: str)
     try:
         event = decode(json.dumps(obj).encode(), kind)  # type: ignore[arg-type]
     except InvalidEvent as exc:
-        assert str(exc)
+        reason = str(exc)
+        assert reason, "a rejection must say why"
     else:
         assert event.kind == kind
         assert decode(encode(event), kind) == event

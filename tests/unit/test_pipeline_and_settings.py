@@ -12,7 +12,12 @@ from streamrec.store import RecList
 
 def test_lists_exclude_seen_items_and_carry_newest_event_time() -> None:
     pipe = RecommendationPipeline.from_names(["popularity"], default_model="popularity", top_n=5)
-    events = [Interaction("u1", "a", 10.0), Interaction("u2", "a", 11.0), Interaction("u2", "b", 12.0), Rating("u3", "c", 4.0, 13.0)]
+    events = [
+        Interaction("u1", "a", 10.0),
+        Interaction("u2", "a", 11.0),
+        Interaction("u2", "b", 12.0),
+        Rating("u3", "c", 4.0, 13.0),
+    ]
     out = pipe.process(events, ingest_ts=[100.0, 101.0, 102.0, 103.0])
     assert out.users == ["u1", "u2", "u3"]
     lists = out.lists["popularity"].as_dict()
@@ -42,7 +47,14 @@ def test_unknown_default_model_is_rejected() -> None:
 
 
 def test_settings_round_trip_through_environment() -> None:
-    s = Settings.from_env({"STREAMREC_MODELS": "popularity,isgd", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "REDIS_URL": "redis://x", "STREAMREC_KEY_TTL": "60"})
+    s = Settings.from_env(
+        {
+            "STREAMREC_MODELS": "popularity,isgd",
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            "REDIS_URL": "redis://x",
+            "STREAMREC_KEY_TTL": "60",
+        }
+    )
     again = Settings.from_env(s.as_env())
     assert again.models == s.models and again.default_model == "isgd" and again.key_ttl == 60
     assert again.kafka_bootstrap_servers == "127.0.0.1:1"
