@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import faust
 
+import models
 from streamrec.services import LocalServices
 from streamrec.settings import Settings
 
@@ -25,6 +26,18 @@ def _resolve(settings: Settings) -> Settings:
 
 
 settings = _resolve(Settings.from_env())
+
+
+def _check_models(settings: Settings) -> None:
+    """Fail at start-up, not in the agent, when a configured model cannot be created."""
+    for name in settings.models:
+        try:
+            models.model_class(name)
+        except (ImportError, ValueError) as exc:
+            raise SystemExit(f"STREAMREC_MODELS: model {name!r} cannot be loaded: {exc}") from exc
+
+
+_check_models(settings)
 
 
 def _broker_url(servers: str) -> str:

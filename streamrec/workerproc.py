@@ -93,6 +93,8 @@ class WorkerProcess:
                     progress(done)
                 if done >= n_events:
                     return stats
+                if "Crashed reason=" in self.log_tail(20_000):
+                    raise RuntimeError(f"the worker's agent crashed; log tail:\n{self.log_tail()}")
                 if not self.alive():
                     raise RuntimeError(
                         f"the worker exited (code {self.proc.returncode if self.proc else None}); log tail:\n{self.log_tail()}"
