@@ -52,6 +52,7 @@ class StreamWorker:
         self.counters: Counter[str] = Counter()
         self._pending: dict[tuple[str, str], tuple[RecList, bool]] = {}
         self._pending_fallback: RecList | None = None
+        self._pending_ingest: list[float] = []
         self._flush_lock = asyncio.Lock()
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
@@ -115,6 +116,9 @@ class StreamWorker:
                 for doc, is_default in out.rec_lists(self.settings.default_model, now):
                     self._pending[(doc.model, doc.user_id)] = (doc, is_default)
                 self._pending_fallback = out.fallback_list(now) or self._pending_fallback
+                self._pending_ingest.extend(t for t in ingest if t is not None)
+                if len(self._pending_ingest) > self.settings.freshness_cap:  # Redis away for long
+                    del self._pending_ingest[: -self.settings.freshness_cap]
         self.counters["batches"] += 1
         await self.flush()
 
@@ -146,14 +150,20 @@ class StreamWorker:
                     "top_n": str(self.settings.top_n),
                     "started_at": f"{time.time():.3f}",
                 }
+            ingest = list(self._pending_ingest)  # snapshot: handle() may append while we await
+            written_at = time.time()
+            freshness = [written_at - t for t in ingest]
             try:
-                await self.sink.write(lists, self._pending_fallback, counters, meta)
+                await self.sink.write(
+                    lists, self._pending_fallback, counters, meta, freshness, self.settings.freshness_cap
+                )
             except REDIS_ERRORS as exc:
                 self.counters["redis_errors"] += 1
                 if self.counters["redis_errors"] in (1, 10, 100) or self.counters["redis_errors"] % 1000 == 0:
                     log.warning("Redis write failed (%s: %s); %d lists pending", type(exc).__name__, exc, len(lists))
                 return False
             self._meta_written = True
+            del self._pending_ingest[: len(ingest)]
             for key, value in counters.items():
                 self.counters[key] -= value
                 if not self.counters[key]:

@@ -11,7 +11,10 @@ One key per user holds a JSON document (one ``GET`` from any language):
 ``{prefix}:stats``
     a hash of worker counters (accepted, rejected, batches, ...);
 ``{prefix}:meta``
-    a hash describing the running worker (models, default model, list length).
+    a hash describing the running worker (models, default model, list length);
+``{prefix}:freshness``
+    a capped list of the latest per-event freshness samples: seconds from the
+    event reaching Kafka to its user's list being written.
 
 A list document::
 
@@ -67,6 +70,9 @@ class KeyLayout:
 
     def meta_key(self) -> str:
         return f"{self.prefix}:meta"
+
+    def freshness_key(self) -> str:
+        return f"{self.prefix}:freshness"
 
     def pattern(self) -> str:
         return f"{self.prefix}:*"
@@ -149,6 +155,10 @@ class RecsClient:
         """The worker's counters."""
         return {k.decode(): float(v) for k, v in self.redis.hgetall(self.layout.stats_key()).items()}
 
+    def freshness(self) -> list[float]:
+        """The latest freshness samples (seconds from Kafka to Redis), oldest first."""
+        return [float(v) for v in self.redis.lrange(self.layout.freshness_key(), 0, -1)]
+
     def meta(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.redis.hgetall(self.layout.meta_key()).items()}
 
@@ -183,8 +193,13 @@ class AsyncRecSink:
         fallback: RecList | None = None,
         counters: Mapping[str, float] | None = None,
         meta: Mapping[str, str] | None = None,
+        freshness: Sequence[float] | None = None,
+        freshness_cap: int = 100_000,
     ) -> int:
-        """Write ``(list, is_default)`` pairs; a default list also goes to the plain key."""
+        """Write ``(list, is_default)`` pairs; a default list also goes to the plain key.
+
+        ``freshness`` samples are appended to the capped freshness list.
+        """
         pipe = self.redis.pipeline(transaction=False)
         n = 0
         for rec, is_default in lists:
@@ -200,6 +215,10 @@ class AsyncRecSink:
                 pipe.hincrbyfloat(self.layout.stats_key(), name, value)
         if meta:
             pipe.hset(self.layout.meta_key(), mapping=dict(meta))
+        if freshness:
+            key = self.layout.freshness_key()
+            pipe.rpush(key, *[f"{f:.6f}" for f in freshness])
+            pipe.ltrim(key, -freshness_cap, -1)
         await pipe.execute()
         return n
 

@@ -52,6 +52,7 @@ def test_movielens_slice_gets_fresh_lists_without_seen_items(running_worker, mov
         per_model = {m: client.get_many(sorted(seen), model=m) for m in settings.models}
         fallback = client.get("someone-who-never-came")
         raw = client.redis.get(client.layout.user_key(ratings[-1].user_id))
+        freshness = client.freshness()
     finally:
         client.close()
     assert all(lists.values()), f"users without a list: {[u for u, v in lists.items() if v is None][:10]}"
@@ -64,6 +65,9 @@ def test_movielens_slice_gets_fresh_lists_without_seen_items(running_worker, mov
     for model, recs in per_model.items():
         assert all(r is not None and r.model == model for r in recs.values()), model
     assert fallback is not None and fallback.fallback and len(fallback.items) == settings.top_n
+    # one freshness sample (Kafka record time -> list written) per accepted event
+    assert len(freshness) == len(items) + len(ratings)
+    assert all(0 <= f < TIMEOUT for f in freshness)
     doc = json.loads(raw)  # the documented layout, readable from any language
     assert {"user_id", "model", "items", "scores", "computed_at", "event_ts", "ingest_ts"} <= set(doc)
 
