@@ -333,8 +333,12 @@ class OnlineRecommender(ABC):
         """Read a model written by :meth:`save` (any registered model class)."""
         meta, arrays = read_model_dir(path)
         model_cls = _REGISTRY.get(meta["model"])
-        if model_cls is None:
-            raise ValueError(f"{path}: unknown model {meta['model']!r}; known: {sorted(_REGISTRY)}")
+        if model_cls is None:  # not imported yet: resolve it through the lazy registry
+            from models import MODEL_PATHS, model_class
+
+            if meta["model"] not in MODEL_PATHS:
+                raise ValueError(f"{path}: unknown model {meta['model']!r}; known: {sorted(MODEL_PATHS)}")
+            model_cls = model_class(meta["model"])
         if cls is not OnlineRecommender and not issubclass(model_cls, cls):
             raise TypeError(f"{path} holds a {model_cls.__name__}, not a {cls.__name__}")
         model = model_cls(**meta["params"])

@@ -14,7 +14,7 @@ async def process_events(stream):  # type: ignore[no-untyped-def]
     Events are acknowledged (and their offsets become committable) only after
     their batch has been handled.
     """
-    worker = StreamWorker(settings, KIND_BY_TOPIC, deadletter_topic)
+    worker = StreamWorker(settings, KIND_BY_TOPIC, deadletter_topic, commit=app.consumer.commit)
     await worker.start()
     try:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):

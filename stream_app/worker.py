@@ -5,6 +5,12 @@ the models are driven by :class:`streamrec.pipeline.RecommendationPipeline`
 (run in a thread so the event loop keeps fetching), and lists go to Redis
 through :class:`streamrec.store.AsyncRecSink`.
 
+Model state is crash-safe: every ``checkpoint_interval`` seconds (and on a
+clean stop) all models are checkpointed together with the Kafka offsets they
+include, and only then are offsets committed. A restarted worker loads the
+newest checkpoint and skips events below its offsets, so after ``kill -9`` no
+event is lost from the models and none is learned twice.
+
 Nothing stops the worker: an invalid event goes to the dead-letter topic with
 its reason and original bytes; a batch the models fail on is dead-lettered
 whole with the error; lists that cannot be written because Redis is away are
@@ -17,9 +23,10 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from streamrec.checkpoint import CheckpointStore, Offsets
 from streamrec.events import InvalidEvent, decode
 from streamrec.pipeline import RecommendationPipeline
 from streamrec.settings import Settings
@@ -39,24 +46,61 @@ except ImportError:  # pragma: no cover
 class StreamWorker:
     """State and logic behind the agent (one instance per agent)."""
 
-    def __init__(self, settings: Settings, kind_by_topic: Mapping[str, str], deadletter_topic: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        kind_by_topic: Mapping[str, str],
+        deadletter_topic: Any,
+        commit: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
         if not settings.redis_url:
             raise ValueError("REDIS_URL is not set")
         self.settings = settings
         self.kind_by_topic = dict(kind_by_topic)
         self.deadletter_topic = deadletter_topic
-        self.pipeline = RecommendationPipeline.from_names(
+        self._commit = commit
+        self.checkpoints = (
+            CheckpointStore(settings.state_dir / "checkpoints") if settings.checkpoint_interval > 0 else None
+        )
+        self.applied: Offsets = {}
+        self.pipeline = self._restore() or RecommendationPipeline.from_names(
             settings.models, settings.default_model, settings.top_n, settings.model_params
         )
+        self._last_checkpoint = time.monotonic()
+        self._since_checkpoint = 0
         self.sink = AsyncRecSink(settings.redis_url, settings.key_prefix, settings.key_ttl)
         self.counters: Counter[str] = Counter()
         self._pending: dict[tuple[str, str], tuple[RecList, bool]] = {}
         self._pending_fallback: RecList | None = None
         self._pending_ingest: list[float] = []
         self._flush_lock = asyncio.Lock()
+        self._model_lock = asyncio.Lock()  # learning and checkpointing never overlap
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
         self._meta_written = False
+
+    def _restore(self) -> RecommendationPipeline | None:
+        """The pipeline of the newest checkpoint, when it holds the configured models."""
+        if self.checkpoints is None:
+            return None
+        ckpt = self.checkpoints.load_latest()
+        if ckpt is None:
+            return None
+        configured = set(self.settings.models)
+        saved = {n for n in ckpt.models if not n.startswith("_")}
+        if saved != configured:
+            log.warning(
+                "checkpoint %s holds models %s, configured are %s: starting fresh",
+                ckpt.path,
+                sorted(saved),
+                sorted(configured),
+            )
+            return None
+        self.applied = ckpt.offsets
+        log.info(
+            "restored checkpoint %s (%s)", ckpt.path.name, ", ".join(f"{t}:{dict(p)}" for t, p in ckpt.offsets.items())
+        )
+        return RecommendationPipeline.from_saved(ckpt.models, self.settings.default_model, self.settings.top_n)
 
     async def start(self) -> None:
         try:
@@ -74,6 +118,11 @@ class StreamWorker:
     async def stop(self) -> None:
         if self._retry_task is not None:
             self._retry_task.cancel()
+        if self._since_checkpoint:
+            try:
+                await self.checkpoint()
+            except Exception:
+                log.exception("the final checkpoint failed; the last one stands")
         try:
             await asyncio.wait_for(self.flush(), timeout=5)
         except (TimeoutError, *REDIS_ERRORS):
@@ -86,8 +135,14 @@ class StreamWorker:
         ingest: list[float | None] = []
         sources = []
         limits = self.settings.limits
+        applied = self.applied
         for event in events:
             msg = event.message
+            done = applied.get(msg.topic)
+            if done is not None and msg.offset < done.get(msg.partition, -1):
+                self.counters["events_skipped_already_learned"] += 1  # replayed after a restart
+                continue
+            applied.setdefault(msg.topic, {})[msg.partition] = msg.offset + 1
             kind = self.kind_by_topic.get(msg.topic)
             if kind is None:
                 await self.deadletter(msg, f"no event kind is configured for topic {msg.topic!r}")
@@ -102,7 +157,8 @@ class StreamWorker:
         self.counters["events_received"] += len(events)
         if good:
             try:
-                out = await asyncio.to_thread(self.pipeline.process, good, ingest)
+                async with self._model_lock:
+                    out = await asyncio.to_thread(self.pipeline.process, good, ingest)
             except Exception as exc:  # a model bug must neither stop the worker nor lose events
                 log.exception("processing a batch of %d events failed; dead-lettering it", len(good))
                 self.counters["batches_failed"] += 1
@@ -120,7 +176,40 @@ class StreamWorker:
                 if len(self._pending_ingest) > self.settings.freshness_cap:  # Redis away for long
                     del self._pending_ingest[: -self.settings.freshness_cap]
         self.counters["batches"] += 1
+        self._since_checkpoint += len(events)
         await self.flush()
+        if self._checkpoint_due():
+            await self.checkpoint()
+
+    def _checkpoint_due(self) -> bool:
+        return (
+            self.checkpoints is not None
+            and self._since_checkpoint > 0
+            and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval
+        )
+
+    async def checkpoint(self) -> None:
+        """Save every model with the offsets it includes, then commit those offsets.
+
+        The events of the batch being handled are acknowledged only after
+        :meth:`handle` returns, so the commit never passes the checkpoint.
+        """
+        if self.checkpoints is None:
+            return
+        async with self._model_lock:
+            started = time.perf_counter()
+            offsets = {t: dict(p) for t, p in self.applied.items()}
+            path = await asyncio.to_thread(self.checkpoints.save, self.pipeline.all_models(), offsets)
+            self._last_checkpoint = time.monotonic()
+            self._since_checkpoint = 0
+        self.counters["checkpoints"] += 1
+        self.counters["checkpoint_seconds"] += time.perf_counter() - started
+        log.info("checkpoint %s written in %.2f s", path.name, time.perf_counter() - started)
+        if self._commit is not None:
+            try:
+                await self._commit()
+            except Exception:  # the next checkpoint commits again; restarts skip what is learned
+                log.exception("committing offsets after checkpoint %s failed", path.name)
 
     async def deadletter(self, msg: Any, reason: str) -> None:
         """Send the original bytes to the dead-letter topic with the reason in headers."""
@@ -177,9 +266,15 @@ class StreamWorker:
             return True
 
     async def _retry_loop(self) -> None:
-        """Retry pending writes with exponential backoff while batches are not arriving."""
+        """Retry pending writes with exponential backoff, and checkpoint when idle."""
         while True:
             await asyncio.sleep(self._backoff)
             if self._pending or self._pending_fallback is not None:
                 ok = await self.flush()
                 self._backoff = 0.1 if ok else min(self._backoff * 2, 5.0)
+            if self._checkpoint_due():
+                try:
+                    await self.checkpoint()
+                except Exception:
+                    log.exception("checkpoint failed; retrying at the next interval")
+                    self._last_checkpoint = time.monotonic()

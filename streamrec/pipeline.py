@@ -29,6 +29,7 @@ from streamrec.store import RecList
 __all__ = ["BatchOutput", "RecommendationPipeline"]
 
 FALLBACK_MODEL = "popularity"
+EXTRA_FALLBACK = "_fallback"  # name of the fallback model when popularity is not configured
 
 
 @dataclass
@@ -90,16 +91,24 @@ class RecommendationPipeline:
         Length of each list.
     """
 
-    def __init__(self, models: Mapping[str, OnlineRecommender], default_model: str, top_n: int = 20) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, OnlineRecommender],
+        default_model: str,
+        top_n: int = 20,
+        fallback: Popularity | None = None,
+    ) -> None:
         if default_model not in models:
             raise ValueError(f"default model {default_model!r} is not among the models {sorted(models)}")
         self.models = dict(models)
         self.default_model = default_model
         self.top_n = top_n
-        self.fallback_model: Popularity
-        fallback = self.models.get(FALLBACK_MODEL)
-        self._fallback_is_extra = not isinstance(fallback, Popularity)
-        self.fallback_model = Popularity() if self._fallback_is_extra else fallback  # type: ignore[assignment]
+        configured = self.models.get(FALLBACK_MODEL)
+        self._fallback_is_extra = not isinstance(configured, Popularity)
+        if not self._fallback_is_extra:
+            self.fallback_model: Popularity = configured  # type: ignore[assignment]
+        else:
+            self.fallback_model = fallback if fallback is not None else Popularity()
 
     @classmethod
     def from_names(
@@ -117,8 +126,19 @@ class RecommendationPipeline:
         """Every model that learns, including an extra fallback model."""
         out = dict(self.models)
         if self._fallback_is_extra:
-            out["_fallback"] = self.fallback_model
+            out[EXTRA_FALLBACK] = self.fallback_model
         return out
+
+    @classmethod
+    def from_saved(
+        cls, saved: Mapping[str, OnlineRecommender], default_model: str, top_n: int = 20
+    ) -> RecommendationPipeline:
+        """Rebuild a pipeline from :meth:`all_models` as saved in a checkpoint."""
+        saved = dict(saved)
+        fallback = saved.pop(EXTRA_FALLBACK, None)
+        if fallback is not None and not isinstance(fallback, Popularity):
+            raise TypeError(f"the saved fallback model is a {type(fallback).__name__}, not Popularity")
+        return cls(saved, default_model, top_n, fallback)
 
     def process(self, events: Sequence[Event], ingest_ts: Sequence[float | None] | None = None) -> BatchOutput:
         """Learn from ``events`` (arrival order) and recommend for every user they touched.

@@ -54,6 +54,7 @@ class Settings:
     key_prefix: str = "streamrec"
     key_ttl: int | None = None
     freshness_cap: int = 100_000
+    checkpoint_interval: float = 30.0
     state_dir: Path = field(default_factory=lambda: cache_dir() / "worker")
     limits: Limits = field(default_factory=Limits)
     model_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
@@ -87,6 +88,7 @@ class Settings:
             key_prefix=env.get("STREAMREC_KEY_PREFIX", "streamrec"),
             key_ttl=int(ttl) if ttl else None,
             freshness_cap=int(env.get("STREAMREC_FRESHNESS_CAP", "100000")),
+            checkpoint_interval=float(env.get("STREAMREC_CHECKPOINT_INTERVAL", "30")),
             state_dir=Path(env["STREAMREC_STATE_DIR"]) if env.get("STREAMREC_STATE_DIR") else cache_dir(env) / "worker",
             limits=limits,
         )
@@ -112,6 +114,7 @@ class Settings:
             "STREAMREC_BATCH_WITHIN": str(self.batch_within),
             "STREAMREC_KEY_PREFIX": self.key_prefix,
             "STREAMREC_FRESHNESS_CAP": str(self.freshness_cap),
+            "STREAMREC_CHECKPOINT_INTERVAL": str(self.checkpoint_interval),
             "STREAMREC_STATE_DIR": str(self.state_dir),
             "STREAMREC_MIN_RATING": str(self.limits.min_rating),
             "STREAMREC_MAX_RATING": str(self.limits.max_rating),

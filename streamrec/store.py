@@ -181,6 +181,9 @@ class AsyncRecSink:
     def __init__(self, url: str, prefix: str = "streamrec", ttl: int | None = None, **redis_kwargs: Any) -> None:
         self.layout = KeyLayout(prefix)
         self.ttl = ttl
+        # a Redis that hangs must raise (and the lists stay pending), not block the worker
+        redis_kwargs.setdefault("socket_timeout", 5.0)
+        redis_kwargs.setdefault("socket_connect_timeout", 2.0)
         self.redis = aioredis.Redis.from_url(url, **redis_kwargs)
 
     async def check(self) -> None:

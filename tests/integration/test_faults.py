@@ -1,0 +1,235 @@
+"""Faults injected for real: kill -9 of the worker, Redis stopped, broker restarted, bad input.
+
+These tests run against services of their own (started here, in a temporary
+folder), since they stop and restart them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
+import models
+from producers.publisher import EventPublisher
+from streamrec.checkpoint import CheckpointStore
+from streamrec.eventlog import read_movielens_ratings
+from streamrec.events import Interaction, to_interactions
+from streamrec.services import LocalServices
+from streamrec.settings import Settings
+from streamrec.store import RecsClient
+from streamrec.topics import ensure_topics
+from streamrec.workerproc import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 240.0
+
+
+@pytest.fixture(scope="module")
+def own_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServices, Settings]]:
+    services = LocalServices(tmp_path_factory.mktemp("fault-services"))
+    endpoints = services.up()
+    base = Settings.from_env()
+    try:
+        yield services, base.with_services(endpoints.kafka_bootstrap_servers, endpoints.redis_url)
+    finally:
+        services.down()
+
+
+def settings_for(base: Settings, tmp_path: Path, tag: str, **changes: object) -> Settings:
+    return replace(
+        base,
+        app_id=f"fault-{tag}",
+        topic_prefix=f"fault-{tag}",
+        key_prefix=f"fault-{tag}",
+        state_dir=tmp_path / "state",
+        models=("popularity", "itemknn"),
+        default_model="itemknn",
+        batch_size=500,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        return {tp.partition: off for tp, off in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
+def wait_checkpoint_covers(store: CheckpointStore, topic: str, wanted: dict[int, int], timeout: float) -> None:
+    """Wait until the newest checkpoint holds every offset up to ``wanted``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        complete = sorted(store.directory.glob("ckpt-*/checkpoint.json"))
+        if complete:
+            offsets = json.loads(complete[-1].read_text())["offsets"].get(topic, {})
+            if all(int(offsets.get(str(p), 0)) >= o for p, o in wanted.items()):
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"no checkpoint covers {topic} up to {wanted} after {timeout} s")
+
+
+def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, movielens_dir, tmp_path) -> None:
+    _, base = own_services
+    settings = settings_for(base, tmp_path, "kill", checkpoint_interval=1.0)
+    ensure_topics(settings)
+    ratings = sorted(read_movielens_ratings(movielens_dir / "u.data"), key=lambda e: e.timestamp)[:20_000]
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(settings, log).start()
+    published = threading.Event()
+
+    def publish() -> None:
+        with EventPublisher(settings) as publisher:
+            publisher.publish(ratings, rate=500, progress=False)  # ~40 s of stream
+        published.set()
+
+    store = CheckpointStore(settings.state_dir / "checkpoints")
+    thread = threading.Thread(target=publish)
+    thread.start()
+    rng = random.Random(11)
+    kills = 0
+    for _ in range(3):  # kill -9 at random points while the log is replayed
+        before = len(log.read_text().split("checkpoint ckpt-")) if log.exists() else 0
+        deadline = time.monotonic() + 60
+        while len(log.read_text().split("checkpoint ckpt-")) <= before and time.monotonic() < deadline:
+            time.sleep(0.1)  # this incarnation has consumed and checkpointed something
+        time.sleep(rng.uniform(0.1, 1.5))
+        assert not published.is_set(), "the stream ended before the kills: slow the publisher"
+        worker.kill()
+        kills += 1
+        worker = WorkerProcess(settings, log).start()
+    thread.join(120)
+    assert published.is_set()
+    topic = settings.topic("ratings")
+    wait_checkpoint_covers(store, topic, end_offsets(settings, topic), TIMEOUT)
+    assert worker.stop() == 0, worker.log_tail()
+    assert kills == 3
+
+    ckpt = store.load_latest()
+    assert ckpt is not None
+    popularity, knn = ckpt.models["popularity"], ckpt.models["itemknn"]
+    # every published event learned, none twice
+    assert popularity.n_learned == len(ratings)
+    assert knn.n_learned == len(ratings)
+    # the recovered model equals an uninterrupted run (item-kNN promises batch == sequential)
+    reference = models.create("itemknn")
+    reference.learn(to_interactions(ratings))
+    users = sorted({r.user_id for r in ratings})
+    got, want = knn.recommend(users, k=10), reference.recommend(users, k=10)
+    assert got.items == want.items
+    np.testing.assert_allclose(np.concatenate(got.scores), np.concatenate(want.scores), rtol=1e-5)
+    text = log.read_text()
+    assert text.count("restored checkpoint") >= 3
+
+
+def test_redis_stopped_mid_stream_then_every_active_list_is_fresh(own_services, tmp_path) -> None:
+    services, base = own_services
+    settings = settings_for(base, tmp_path, "redis", checkpoint_interval=0.0)
+    ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    events = [Interaction(f"u{n % 300}", f"i{(n * 13) % 400}", 1000.0 + n, "click") for n in range(9000)]
+    with EventPublisher(settings) as publisher:
+        publisher.publish(events[:3000], progress=False)
+        worker.wait_processed(3000, TIMEOUT)
+        redis.Redis.from_url(settings.redis_url).save()  # this Redis has no persistence of its own
+        services.stop_redis()
+        down_at = time.monotonic()
+        publisher.publish(events[3000:6000], rate=1000, progress=False)  # ~3 s with Redis down
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - down_at)))
+        assert worker.alive()
+        services.start_redis()
+        publisher.publish(events[6000:], progress=False)
+    stats = worker.wait_processed(len(events), TIMEOUT)
+    assert stats["redis_errors"] >= 1
+    newest: dict[str, float] = {}
+    for e in events[3000:]:
+        newest[e.user_id] = e.timestamp
+    client = RecsClient(settings.redis_url, settings.key_prefix)
+    try:
+        lists = client.get_many(sorted(newest))
+    finally:
+        client.close()
+    stale = [u for u, rec in lists.items() if rec is None or rec.event_ts != newest[u]]
+    assert not stale, f"{len(stale)} active users without a fresh list, e.g. {stale[:5]}"
+    assert worker.stop() == 0
+
+
+def test_broker_restart_mid_stream_resumes_and_loses_nothing(own_services, tmp_path) -> None:
+    services, base = own_services
+    settings = settings_for(base, tmp_path, "broker", checkpoint_interval=1.0)
+    ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    first = [Interaction(f"u{n % 50}", f"i{n % 70}", 10.0 + n, "view") for n in range(2000)]
+    second = [Interaction(f"v{n % 50}", f"i{n % 70}", 5000.0 + n, "view") for n in range(2000)]
+    with EventPublisher(settings) as publisher:
+        publisher.publish(first, progress=False)
+    worker.wait_processed(len(first), TIMEOUT)
+    pid = worker.pid
+    services.restart_kafka()
+    with EventPublisher(settings) as publisher:
+        publisher.publish(second, progress=False)
+    topic = settings.topic("interactions")
+    store = CheckpointStore(settings.state_dir / "checkpoints")
+    wait_checkpoint_covers(store, topic, end_offsets(settings, topic), TIMEOUT)
+    assert worker.alive() and worker.pid == pid  # the same process resumed
+    assert worker.stop() == 0
+    ckpt = store.load_latest()
+    assert ckpt is not None and ckpt.models["popularity"].n_learned == len(first) + len(second)
+    client = RecsClient(settings.redis_url, settings.key_prefix)
+    try:
+        assert all(rec is not None for rec in client.get_many([f"v{n}" for n in range(50)]).values())
+    finally:
+        client.close()
+
+
+def test_thousands_of_malformed_events_all_deadlettered_all_good_learned(own_services, tmp_path) -> None:
+    _, base = own_services
+    settings = settings_for(base, tmp_path, "fuzz", checkpoint_interval=1.0)
+    ensure_topics(settings)
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(settings, log).start()
+    rng = random.Random(5)
+    good = [Interaction(f"u{n % 97}", f"i{n % 211}", 100.0 + n, "purchase") for n in range(3000)]
+
+    def malformed(n: int) -> bytes:
+        choices = [
+            lambda: bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 40))),
+            lambda: b'{"user_id": "u", "item_id": "i", "timestamp": "' + str(n).encode() + b'"}',
+            lambda: json.dumps({"user_id": "", "item_id": "i", "timestamp": n}).encode(),
+            lambda: json.dumps({"user_id": "u", "item_id": ["i"], "timestamp": n}).encode(),
+            lambda: json.dumps({"user_id": "u", "item_id": "i", "timestamp": n, "event_type": "???"}).encode(),
+            lambda: b'{"user_id": "u", "item_id": "i", "timestamp": Infinity}',
+            lambda: json.dumps([n]).encode(),
+            lambda: b"{" * 2000,
+        ]
+        return rng.choice(choices)()
+
+    n_bad = 0
+    with EventPublisher(settings) as publisher:
+        for n, event in enumerate(good):
+            publisher.send(event)
+            publisher.send_raw("interaction", malformed(n), key=b"x")
+            n_bad += 1
+        publisher.flush()
+    stats = worker.wait_processed(len(good) + n_bad, TIMEOUT)
+    assert stats["events_accepted"] == len(good)
+    assert stats["events_deadlettered"] == n_bad
+    pid = worker.pid
+    assert worker.alive() and worker.pid == pid
+    dlq = end_offsets(settings, settings.topic("deadletter"))
+    assert sum(dlq.values()) == n_bad
+    assert "Crashed reason" not in log.read_text()
+    assert worker.stop() == 0
