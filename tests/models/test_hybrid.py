@@ -1,0 +1,143 @@
+"""Tests of the hybrid: rank fusion, popularity for cold users, content for new items."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import Interactions, OnlineRecommender
+from models.hybrid import Hybrid, _group_ranks, _minmax
+from models.popularity import Popularity
+
+SCIFI = [f"scifi{j}" for j in range(30)]
+ROMANCE = [f"romance{j}" for j in range(30)]
+
+
+def taste_events(seed: int = 0) -> Interactions:
+    """Users f0-f19 watch science fiction, r0-r19 romance; each saw 5 of the 30 films of their genre."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(40):
+        name, films = (f"f{user}", SCIFI) if user < 20 else (f"r{user}", ROMANCE)
+        rows += [(name, film) for film in rng.choice(films, size=5, replace=False)]
+    rows = [rows[j] for j in rng.permutation(len(rows))]
+    users, items = zip(*rows, strict=True)
+    return Interactions.from_columns(users, items, timestamps=np.arange(len(rows), dtype=float))
+
+
+def trained(**params) -> Hybrid:
+    model = Hybrid(**params)
+    model.add_items(SCIFI + ROMANCE, tags=[("scifi",)] * 30 + [("romance",)] * 30)
+    events = taste_events()
+    for _ in range(10):
+        for start in range(0, len(events), 50):
+            model.learn(events.select(np.arange(start, min(start + 50, len(events)))))
+    return model
+
+
+@pytest.fixture(scope="module")
+def model() -> Hybrid:
+    return trained()
+
+
+def test_cold_users_get_the_popularity_ranking() -> None:
+    events = taste_events()
+    hybrid = Hybrid(popularity_half_life=None)
+    hybrid.learn(events)
+    popularity = Popularity(half_life=None)
+    popularity.learn(events)
+    n = popularity.n_items
+    assert hybrid.recommend(["newcomer"], k=n).items == popularity.recommend(["newcomer"], k=n).items
+
+
+def test_components_learn_every_batch(model: Hybrid) -> None:
+    assert [m.name for m in model.component_models] == ["itemknn", "isgd"]
+    assert all(m.n_learned == model.n_learned for m in model.component_models)
+    assert all(m.item_index.ids == model.item_index.ids for m in model.component_models)
+
+
+def test_personal_lists_follow_taste(model: Hybrid) -> None:
+    recs = model.recommend(["f0", "r20"], k=10).items
+    assert all(item.startswith("scifi") for item in recs[0])
+    assert all(item.startswith("romance") for item in recs[1])
+
+
+def test_new_item_with_matching_tags_surfaces_for_that_taste(model: Hybrid) -> None:
+    model = trained()
+    model.add_items(["new-scifi"], tags=[("scifi",)])
+    fan, other = model.recommend(["f0", "r20"], k=60).items
+    # content_weight 0.75 places a perfect match like an item the components rank about 21st
+    assert "new-scifi" in fan[:25]
+    assert fan.index("new-scifi") < min(j for j, item in enumerate(fan) if item.startswith("romance"))
+    assert other[-1] == "new-scifi"  # no overlap with a romance profile: after every warm item
+    eager = trained(content_weight=1.0)
+    eager.add_items(["new-scifi"], tags=[("scifi",)])
+    assert "new-scifi" in eager.recommend(["f0"], k=3).items[0]
+    shy = trained(content_weight=0.0)
+    shy.add_items(["new-scifi"], tags=[("scifi",)])
+    assert shy.recommend(["f0"], k=60).items[0][-1] == "new-scifi"
+
+
+def test_item_stops_being_cold_once_interacted_with() -> None:
+    model = trained()
+    model.add_items(["new-scifi"], tags=[("scifi",)])
+    model.learn(Interactions.from_columns(["f1"], ["new-scifi"], timestamps=[1e6]))
+    # now scored by the components, not by content alone
+    assert model._item_events[model.item_index.get("new-scifi")] == 1
+
+
+def test_single_component_fusion_keeps_its_order() -> None:
+    events = taste_events()
+    for fusion in ("rrf", "score"):
+        hybrid = Hybrid(components=("popularity",), fusion=fusion)  # the component has the default half-life
+        hybrid.learn(events)
+        popularity = Popularity()
+        popularity.learn(events)
+        assert hybrid.recommend(["f0"], k=60).items == popularity.recommend(["f0"], k=60).items
+
+
+def test_group_ranks_rank_unseen_and_seen_items_apart() -> None:
+    normalised = np.array([[0.9, 0.1, 0.5, 1.0, 0.7]])
+    seen = np.array([[False, False, True, True, False]])
+    warm = np.array([True, True, True, True, False])
+    # unseen warm: 0 (0.9) then 1 (0.1); seen warm: 3 (1.0) then 2 (0.5); cold item 4 last
+    assert _group_ranks(normalised, seen, warm).tolist() == [[1.0, 2.0, 2.0, 1.0, 5.0]]
+
+
+def test_minmax_uses_warm_columns_only() -> None:
+    scores = np.array([[2.0, 4.0, 100.0, 3.0]])
+    warm = np.array([True, True, False, True])
+    assert _minmax(scores, warm).tolist() == [[0.0, 1.0, 1.0, 0.5]]
+
+
+def test_reasons_come_from_itemknn(model: Hybrid) -> None:
+    recs = model.recommend(["f0", "stranger"], k=3)
+    assert recs.reasons is not None
+    assert all(reason in model.seen_items("f0") for reason in recs.reasons[0])
+    assert recs.reasons[1] == [None, None, None]
+
+
+def test_save_load_keeps_tags_and_components(model: Hybrid, tmp_path) -> None:
+    model = trained(fusion="score")
+    model.add_items(["new-scifi"], tags=[("scifi",)])
+    loaded = OnlineRecommender.load(model.save(tmp_path / "hybrid"))
+    assert isinstance(loaded, Hybrid)
+    assert loaded.tag_index.ids == model.tag_index.ids
+    users = ["f0", "r20", "nobody"]
+    assert loaded.recommend(users, k=60).items == model.recommend(users, k=60).items
+    assert [m.n_learned for m in loaded.component_models] == [m.n_learned for m in model.component_models]
+    assert (tmp_path / "hybrid" / "meta.json").is_file()
+    assert not list(tmp_path.glob("hybrid/*/"))  # one directory: components are inside arrays.npz
+
+
+def test_invalid_hyperparameters_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown component"):
+        Hybrid(components=("itemknn", "nope"))
+    with pytest.raises(ValueError, match="hybrid cannot contain"):
+        Hybrid(components=("hybrid",))
+    with pytest.raises(ValueError, match="weights has 1 entries"):
+        Hybrid(components=("itemknn", "isgd"), weights=(1.0,))
+    with pytest.raises(ValueError, match="fusion"):
+        Hybrid(fusion="borda")
+    with pytest.raises(ValueError, match="content_weight"):
+        Hybrid(content_weight=-1.0)

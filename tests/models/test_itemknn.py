@@ -1,0 +1,166 @@
+"""Known-answer tests of the incremental item-to-item model."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from models import Interactions, OnlineRecommender
+from models.itemknn import ItemKNN, _csr_lookup
+
+
+def events(pairs: list[tuple[str, str]]) -> Interactions:
+    users, items = zip(*pairs, strict=True)
+    return Interactions.from_columns(users, items)
+
+
+def dense_counts(model: ItemKNN) -> dict[tuple[str, str], int]:
+    cooc = model.cooccurrence().toarray()
+    ids = model.item_index.ids
+    return {(ids[a], ids[b]): int(cooc[a, b]) for a, b in zip(*np.nonzero(cooc), strict=True)}
+
+
+def reference(pairs: list[tuple[str, str]], window: int) -> tuple[dict, dict, dict]:
+    """The algorithm written plainly, one event at a time."""
+    cooc: dict[tuple[str, str], int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
+    windows: dict[str, list[str]] = defaultdict(list)
+    for user, item in pairs:
+        win = windows[user]
+        if item in win:
+            win.remove(item)
+            win.insert(0, item)
+            continue
+        for h in win:
+            cooc[h, item] += 1
+            cooc[item, h] += 1
+        counts[item] += 1
+        win.insert(0, item)
+        del win[window:]
+    return dict(cooc), dict(counts), dict(windows)
+
+
+def test_cooccurrence_counts_on_a_tiny_stream() -> None:
+    model = ItemKNN()
+    model.learn(events([("a", "x"), ("a", "y"), ("a", "x"), ("a", "z"), ("b", "y"), ("b", "z")]))
+    # the repeat of x is not counted again; y and z co-occur for both users
+    assert dense_counts(model) == {
+        ("x", "y"): 1, ("y", "x"): 1, ("x", "z"): 1, ("z", "x"): 1, ("y", "z"): 2, ("z", "y"): 2,
+    }  # fmt: skip
+    assert dict(zip(model.item_index.ids, model.item_counts().tolist(), strict=True)) == {"x": 1, "y": 2, "z": 2}
+    assert model.history("a") == ["z", "x", "y"]
+
+
+def test_window_eviction_and_recount() -> None:
+    model = ItemKNN(window=2)
+    model.learn(events([("a", "x"), ("a", "y"), ("a", "z"), ("a", "x")]))
+    # z pairs with y and x; then x (evicted by z) comes back and is counted again with z and y
+    counts = dense_counts(model)
+    assert counts[("x", "y")] == 2
+    assert counts[("x", "z")] == 2
+    assert counts[("y", "z")] == 1
+    assert model.item_counts().tolist() == [2, 1, 1]
+    assert model.history("a") == ["x", "z"]
+
+
+def test_repeat_moves_item_to_front() -> None:
+    model = ItemKNN(window=2)
+    model.learn(events([("a", "x"), ("a", "y"), ("a", "x"), ("a", "z")]))
+    assert model.history("a") == ["z", "x"]  # y, not x, was the oldest when z arrived
+    assert dense_counts(model)[("z", "y")] == 1
+
+
+@pytest.mark.parametrize("batch", [1, 7, 1000])
+def test_matches_plain_reference_with_repeats(batch: int) -> None:
+    rng = np.random.default_rng(3)
+    pairs = [(f"u{u}", f"i{i}") for u, i in zip(rng.integers(0, 6, 300), rng.zipf(1.5, 300) % 25, strict=True)]
+    model = ItemKNN(window=4)
+    stream = events(pairs)
+    for start in range(0, len(pairs), batch):
+        model.learn(stream.select(np.arange(start, min(start + batch, len(pairs)))))
+    cooc, counts, windows = reference(pairs, window=4)
+    assert dense_counts(model) == cooc
+    assert dict(zip(model.item_index.ids, model.item_counts().tolist(), strict=True)) == counts
+    for user, win in windows.items():
+        assert model.history(user) == win
+
+
+def test_scores_are_recency_weighted_cosine_sums() -> None:
+    model = ItemKNN(decay=0.5)
+    model.learn(events([("ann", "tea"), ("ann", "cake"), ("bob", "tea"), ("bob", "cake"), ("bob", "jam")]))
+    model.learn(events([("cat", "jam"), ("cat", "tea")]))  # cat's history: tea (newest), jam
+    n = dict(zip(model.item_index.ids, model.item_counts().tolist(), strict=True))
+    assert n == {"tea": 3, "cake": 2, "jam": 2}
+    sim_tea_cake = 2 / np.sqrt(3 * 2)
+    sim_jam_cake = 1 / np.sqrt(2 * 2)
+    assert model.similarity("tea", "cake") == pytest.approx(sim_tea_cake)
+    recs = model.recommend(["cat"], k=1)
+    assert recs.items == [["cake"]]
+    assert recs.scores[0][0] == pytest.approx(sim_tea_cake + 0.5 * sim_jam_cake, rel=1e-6)
+    assert recs.reasons == [["tea"]]
+
+
+def test_alpha_zero_ranks_by_raw_counts() -> None:
+    model = ItemKNN(alpha=0.0)
+    model.learn(events([("a", "x"), ("a", "p"), ("b", "x"), ("b", "p"), ("c", "x"), ("c", "q")]))
+    model.learn(events([("d", "x")]))
+    recs = model.recommend(["d"], k=2)
+    assert recs.items == [["p", "q"]]
+    assert recs.scores == [[2.0, 1.0]]
+
+
+def test_cold_users_score_zero_and_have_no_reasons() -> None:
+    model = ItemKNN()
+    model.learn(events([("a", "x"), ("a", "y")]))
+    model.add_items(["z"])
+    recs = model.recommend(["stranger", "a"], k=5)
+    assert recs.scores[0] == [0.0, 0.0, 0.0]
+    assert recs.reasons is not None
+    assert recs.reasons[0] == [None, None, None]
+    assert recs.items[1] == ["z"]
+    assert recs.reasons[1] == [None]  # z co-occurs with nothing
+
+
+def test_reasons_name_the_strongest_history_item() -> None:
+    model = ItemKNN(decay=1.0)
+    stream = [("a", "film"), ("a", "sequel"), ("b", "film"), ("b", "sequel"), ("c", "book"), ("c", "sequel")]
+    model.learn(events(stream))
+    model.learn(events([("d", "book"), ("d", "film")]))
+    recs = model.recommend(["d"], k=1)
+    assert recs.items == [["sequel"]]
+    assert recs.reasons == [["film"]]  # film co-occurs with sequel twice, book once
+
+
+def test_save_load_keeps_windows_and_counts(tmp_path) -> None:
+    model = ItemKNN(window=3)
+    rng = np.random.default_rng(0)
+    model.learn(
+        events([(f"u{u}", f"i{i}") for u, i in zip(rng.integers(0, 5, 80), rng.integers(0, 12, 80), strict=True)])
+    )
+    loaded = OnlineRecommender.load(model.save(tmp_path / "knn"))
+    assert isinstance(loaded, ItemKNN)
+    assert (loaded.cooccurrence() != model.cooccurrence()).nnz == 0
+    np.testing.assert_array_equal(loaded.item_counts(), model.item_counts())
+    for user in model.user_index.ids:
+        assert loaded.history(user) == model.history(user)
+
+
+def test_csr_lookup_matches_dense() -> None:
+    rng = np.random.default_rng(1)
+    dense = (rng.random((40, 30)) < 0.2) * rng.integers(1, 9, (40, 30)).astype(np.float32)
+    dense[7] = 0.0  # an empty row
+    matrix = sp.csr_array(dense)
+    rows, cols = rng.integers(0, 40, 500), rng.integers(0, 30, 500)
+    np.testing.assert_array_equal(_csr_lookup(matrix, rows, cols), dense[rows, cols])
+
+
+def test_invalid_hyperparameters_are_rejected() -> None:
+    with pytest.raises(ValueError, match="window"):
+        ItemKNN(window=0)
+    with pytest.raises(ValueError, match="decay"):
+        ItemKNN(decay=0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        ItemKNN(alpha=-1.0)
