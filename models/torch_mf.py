@@ -1,0 +1,286 @@
+"""Matrix factorisation with the BPR loss in torch, on growing embedding tables (CPU or CUDA).
+
+:class:`TorchBPR` keeps user and item embeddings and an item bias in plain
+tensors that grow (capacity doubling) as new ids appear. Each learned
+micro-batch takes ``n_steps`` optimisation steps of BPR with ``n_negatives``
+uniformly sampled items per event. The gradients are written out in closed
+form and applied with row-wise sparse Adagrad to the touched rows only, so
+the tables can be reallocated at any time and the optimiser state is just two
+more tables that grow with them (a ``torch.optim`` optimiser would hold
+references to the old tensors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from models.base import Interactions, OnlineRecommender
+
+__all__ = ["TorchBPR"]
+
+_EPS = 1e-8
+
+
+def _ensure_rows(table: torch.Tensor, n: int) -> torch.Tensor:
+    """``table`` with room for at least ``n`` rows (capacity doubles; new rows are zero)."""
+    rows = table.shape[0]
+    if rows >= n:
+        return table
+    out = torch.zeros((max(n, 2 * rows, 16), *table.shape[1:]), dtype=table.dtype, device=table.device)
+    out[:rows] = table
+    return out
+
+
+class TorchBPR(OnlineRecommender):
+    """Bayesian personalised ranking with user/item embeddings and item biases, in torch.
+
+    ``score(u, i) = <p_u, q_i> + b_i``. For each event ``(u, i)`` of a batch and
+    each of ``n_negatives`` items ``j`` drawn uniformly from the catalogue, the
+    loss is ``-weight * log(sigmoid(score(u, i) - score(u, j))) / n_negatives``
+    plus ``l2 / 2`` times the squared norms of the rows involved. Gradients are
+    summed per row over the batch and applied with Adagrad
+    (``row -= lr * g / (sqrt(sum g^2) + eps)``) to the touched rows only.
+
+    Determinism: new rows and negatives come from a seeded CPU
+    ``torch.Generator``, so CPU and CUDA runs see the same random numbers.
+    On CPU, the same seed gives the same model. On CUDA, gradients are summed
+    per row with ``index_put_(accumulate=True)``, which is deterministic there,
+    and runs agree with CPU runs up to float rounding.
+
+    An unknown user is scored as the average user (mean of the user
+    embeddings). :meth:`topk_device` ranks on the device with ``torch.topk``.
+
+    Parameters
+    ----------
+    n_factors
+        Embedding dimension.
+    lr
+        Adagrad learning rate.
+    l2
+        L2 penalty of the embeddings and biases touched by each event.
+    n_negatives
+        Negative items sampled per event and step.
+    n_steps
+        Optimisation steps per learned batch (negatives are redrawn each step).
+    init_std
+        Standard deviation of the normal initialisation of new embedding rows.
+    device
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` picks CUDA when available.
+    seed
+        Seed of the generator of initial rows and negatives.
+
+    Examples
+    --------
+    >>> model = TorchBPR(n_factors=8, lr=0.1, n_steps=5, device="cpu", seed=0)
+    >>> likes = {"ann": ["alien", "solaris"], "bob": ["heat", "ronin"], "cid": ["alien", "solaris", "dune"]}
+    >>> users = [u for u, items in likes.items() for _ in items]
+    >>> model.learn(Interactions.from_columns(users, [i for items in likes.values() for i in items]))
+    >>> for _ in range(30):
+    ...     model.learn(Interactions.from_columns(["ann", "bob"], ["alien", "ronin"]))
+    >>> model.recommend(["ann"], k=1).items
+    [['dune']]
+    >>> idx, scores = model.topk_device(["ann"], k=1)
+    >>> model.item_index.ids_of(idx[0].cpu())
+    ['dune']
+    """
+
+    name: ClassVar[str] = "torch_bpr"
+
+    def __init__(
+        self,
+        n_factors: int = 32,
+        lr: float = 0.05,
+        l2: float = 1e-4,
+        n_negatives: int = 4,
+        n_steps: int = 4,
+        init_std: float = 0.1,
+        device: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        if n_negatives < 1:
+            raise ValueError(f"n_negatives must be >= 1, got {n_negatives}")
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        self.n_factors = n_factors
+        self.lr = lr
+        self.l2 = l2
+        self.n_negatives = n_negatives
+        self.n_steps = n_steps
+        self.init_std = init_std
+        self.device = device
+        super().__init__(seed=seed)
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def torch_device(self) -> torch.device:
+        """The device holding the tables (``device``, or CUDA when available)."""
+        return self._device
+
+    def _init_state(self) -> None:
+        super()._init_state()
+        if self.device is None:
+            self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            self._device = torch.device(self.device)
+        self._gen = torch.Generator(device="cpu")
+        self._gen.manual_seed(self.seed)
+        k, dev = self.n_factors, self._device
+        self._p = torch.zeros((0, k), dtype=torch.float32, device=dev)  # user embeddings
+        self._q = torch.zeros((0, k), dtype=torch.float32, device=dev)  # item embeddings
+        self._b = torch.zeros(0, dtype=torch.float32, device=dev)  # item biases
+        self._p_acc = torch.zeros_like(self._p)  # Adagrad sums of squared gradients
+        self._q_acc = torch.zeros_like(self._q)
+        self._b_acc = torch.zeros_like(self._b)
+        self._n_user_rows = 0  # rows initialised so far (capacity may be larger)
+        self._n_item_rows = 0
+
+    def _new_rows(self, n: int) -> torch.Tensor:
+        rows = torch.randn((n, self.n_factors), generator=self._gen, dtype=torch.float32) * self.init_std
+        return rows.to(self._device)
+
+    def _grow(self, n_users: int, n_items: int) -> None:
+        if n_users > self._n_user_rows:
+            self._p = _ensure_rows(self._p, n_users)
+            self._p_acc = _ensure_rows(self._p_acc, n_users)
+            self._p[self._n_user_rows : n_users] = self._new_rows(n_users - self._n_user_rows)
+            self._n_user_rows = n_users
+        if n_items > self._n_item_rows:
+            self._q = _ensure_rows(self._q, n_items)
+            self._q_acc = _ensure_rows(self._q_acc, n_items)
+            self._b = _ensure_rows(self._b, n_items)
+            self._b_acc = _ensure_rows(self._b_acc, n_items)
+            self._q[self._n_item_rows : n_items] = self._new_rows(n_items - self._n_item_rows)
+            self._n_item_rows = n_items
+
+    # -- learning --------------------------------------------------------------------
+
+    def _adagrad(self, table: torch.Tensor, acc: torch.Tensor, idx: torch.Tensor, grad: torch.Tensor) -> None:
+        """Sum ``grad`` per row of ``idx`` and take one Adagrad step on those rows."""
+        rows, inverse = torch.unique(idx, return_inverse=True)
+        g = torch.zeros((len(rows), *grad.shape[1:]), dtype=grad.dtype, device=grad.device)
+        if g.device.type == "cpu":
+            g.index_add_(0, inverse, grad)  # sequential on CPU: deterministic
+        else:
+            g.index_put_((inverse,), grad, accumulate=True)  # sort-based on CUDA: deterministic
+        a = acc[rows] + g * g
+        acc[rows] = a
+        table[rows] = table[rows] - self.lr * g / (a.sqrt() + _EPS)
+
+    @torch.no_grad()
+    def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        dev, m, l2 = self._device, self.n_negatives, self.l2
+        u_t = torch.from_numpy(u).to(dev)
+        i_t = torch.from_numpy(i).to(dev)
+        w = torch.from_numpy(batch.weights.astype(np.float32)).to(dev)[:, None] / m
+        for _ in range(self.n_steps):
+            neg = torch.randint(self.n_items, (len(u), m), generator=self._gen).to(dev)
+            pu, qi, qj = self._p[u_t], self._q[i_t], self._q[neg]
+            bi, bj = self._b[i_t], self._b[neg]
+            x = (pu * qi).sum(1, keepdim=True) + bi[:, None] - torch.einsum("nk,nmk->nm", pu, qj) - bj
+            g = -torch.sigmoid(-x) * w  # d loss / d x, shape (n, m)
+            g_sum = g.sum(1)
+            grad_pu = g_sum[:, None] * qi - torch.einsum("nm,nmk->nk", g, qj) + l2 * pu
+            grad_qi = g_sum[:, None] * pu + l2 * qi
+            grad_qj = -g[:, :, None] * pu[:, None, :] + (l2 / m) * qj
+            grad_bi = g_sum + l2 * bi
+            grad_bj = -g + (l2 / m) * bj
+            items = torch.cat([i_t, neg.reshape(-1)])
+            self._adagrad(self._p, self._p_acc, u_t, grad_pu)
+            self._adagrad(self._q, self._q_acc, items, torch.cat([grad_qi, grad_qj.reshape(-1, self.n_factors)]))
+            self._adagrad(self._b, self._b_acc, items, torch.cat([grad_bi, grad_bj.reshape(-1)]))
+
+    # -- scoring ---------------------------------------------------------------------
+
+    def _user_vectors(self, u: np.ndarray) -> torch.Tensor:
+        """Embedding of each user index; ``-1`` (unknown) gets the mean user embedding."""
+        known = u >= 0
+        if known.all():
+            return self._p[torch.from_numpy(u).to(self._device)]
+        vectors = torch.zeros((len(u), self.n_factors), dtype=torch.float32, device=self._device)
+        if self.n_users:
+            vectors[:] = self._p[: self.n_users].mean(0)
+        if known.any():
+            rows = torch.from_numpy(np.flatnonzero(known)).to(self._device)
+            vectors[rows] = self._p[torch.from_numpy(u[known]).to(self._device)]
+        return vectors
+
+    @torch.no_grad()
+    def _score_tensor(self, u: np.ndarray) -> torch.Tensor:
+        n = self.n_items
+        return torch.addmm(self._b[:n], self._user_vectors(u), self._q[:n].T)
+
+    def _score(self, u: np.ndarray) -> np.ndarray:
+        return self._score_tensor(u).cpu().numpy()
+
+    @torch.no_grad()
+    def topk_device(
+        self, users: Iterable[Any], k: int = 10, *, exclude_seen: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` item indices and scores per user, ranked on the model's device.
+
+        One matrix product and one ``torch.topk``; nothing leaves the device.
+        Unlike :meth:`recommend`, it returns tensors: row ``n`` holds item
+        indices (map them with ``item_index.ids_of``) and scores for
+        ``users[n]``, with index ``-1`` and score ``-inf`` past the eligible
+        items. Ties are broken as ``torch.topk`` breaks them.
+        """
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        u = self.user_index.lookup([str(x) for x in users])
+        k = min(k, self.n_items)
+        if k == 0 or len(u) == 0:
+            empty = torch.empty((len(u), 0), device=self._device)
+            return empty.long(), empty
+        scores = self._score_tensor(u)
+        if exclude_seen:
+            rows: list[int] = []
+            cols: list[int] = []
+            for r, x in enumerate(u.tolist()):
+                if x >= 0:
+                    seen = self._seen[x]
+                    rows.extend([r] * len(seen))
+                    cols.extend(seen)
+            if rows:
+                r_t = torch.tensor(rows, device=self._device)
+                c_t = torch.tensor(cols, device=self._device)
+                scores[r_t, c_t] = float("-inf")
+        values, idx = torch.topk(scores, k, dim=1)
+        idx[torch.isneginf(values)] = -1
+        return idx, values
+
+    # -- save / load -----------------------------------------------------------------
+
+    def _state(self) -> dict[str, np.ndarray]:
+        nu, ni = self.n_users, self.n_items
+
+        def copy(t: torch.Tensor) -> np.ndarray:  # a copy: CPU tensors share memory with .numpy()
+            return t.detach().to("cpu", copy=True).numpy()
+
+        return {
+            "user_factors": copy(self._p[:nu]),
+            "item_factors": copy(self._q[:ni]),
+            "item_bias": copy(self._b[:ni]),
+            "user_factors_adagrad": copy(self._p_acc[:nu]),
+            "item_factors_adagrad": copy(self._q_acc[:ni]),
+            "item_bias_adagrad": copy(self._b_acc[:ni]),
+            "generator_state": copy(self._gen.get_state()),
+        }
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        def table(name: str) -> torch.Tensor:
+            return torch.from_numpy(np.array(arrays[name], dtype=np.float32)).to(self._device)
+
+        self._p, self._q, self._b = table("user_factors"), table("item_factors"), table("item_bias")
+        self._p_acc, self._q_acc = table("user_factors_adagrad"), table("item_factors_adagrad")
+        self._b_acc = table("item_bias_adagrad")
+        self._n_user_rows, self._n_item_rows = self._p.shape[0], self._q.shape[0]
+        self._gen.set_state(torch.from_numpy(np.array(arrays["generator_state"], dtype=np.uint8)))
+
+    @classmethod
+    def _test_params(cls) -> list[dict[str, Any]]:
+        return [{"n_factors": 8, "lr": 0.1, "n_negatives": 4, "n_steps": 2, "device": "cpu", "seed": 5}]
