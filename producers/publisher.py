@@ -42,11 +42,9 @@ class EventPublisher:
     """
 
     def __init__(self, settings: Settings, acks: int | str = "all", **producer_config: object) -> None:
-        if not settings.kafka_bootstrap_servers:
-            raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set (or run `streamrec services up`)")
         self.settings = settings
         config = {
-            "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+            **settings.kafka_config(),
             "acks": acks,
             "linger_ms": 5,
             "batch_size": 256 * 1024,

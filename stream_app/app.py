@@ -53,6 +53,7 @@ app = faust.App(
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=1,
     consumer_auto_offset_reset="earliest",
+    broker_credentials=settings.security.faust_credentials(),
     web_enabled=False,
     web_host="127.0.0.1",
     autodiscover=False,

@@ -68,7 +68,7 @@ class StreamWorker:
         )
         self._last_checkpoint = time.monotonic()
         self._since_checkpoint = 0
-        self.sink = AsyncRecSink(settings.redis_url, settings.key_prefix, settings.key_ttl)
+        self.sink = AsyncRecSink(settings.redis_url, settings.key_prefix, settings.key_ttl, **settings.redis_kwargs())
         self.counters: Counter[str] = Counter()
         self._pending: dict[tuple[str, str], tuple[RecList, bool]] = {}
         self._pending_fallback: RecList | None = None

@@ -62,7 +62,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     env = {**os.environ, **settings.as_env()}
     cmd = worker_command(args.loglevel)
     print(
-        f"worker: broker {settings.kafka_bootstrap_servers}, Redis {settings.redis_url}, models {','.join(settings.models)}",
+        f"worker: {settings.describe()}, models {','.join(settings.models)}",
         file=sys.stderr,
     )
     os.execvpe(cmd[0], cmd, env)
@@ -137,7 +137,7 @@ def cmd_recs(args: argparse.Namespace) -> int:
     from streamrec.store import RecsClient
 
     settings = resolve_services(_settings(), start=False)
-    client = RecsClient(settings.redis_url or "", settings.key_prefix)
+    client = RecsClient(settings.redis_url or "", settings.key_prefix, **settings.redis_kwargs())
     try:
         rec = client.get(args.user_id, args.model)
     finally:

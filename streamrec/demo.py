@@ -28,9 +28,7 @@ def reset_demo_state(settings: Settings) -> None:
     from kafka.errors import KafkaError
 
     delete_topics(settings)
-    admin = KafkaAdminClient(
-        bootstrap_servers=(settings.kafka_bootstrap_servers or "").split(","), client_id="streamrec-demo"
-    )
+    admin = KafkaAdminClient(client_id="streamrec-demo", **settings.kafka_config())
     try:
         # kafka-python 3 calls it delete_groups, 2.x delete_consumer_groups
         delete_groups = getattr(admin, "delete_groups", None) or admin.delete_consumer_groups
@@ -40,7 +38,7 @@ def reset_demo_state(settings: Settings) -> None:
             pass  # no such group yet
     finally:
         admin.close()
-    client = RecsClient(settings.redis_url or "", settings.key_prefix)
+    client = RecsClient(settings.redis_url or "", settings.key_prefix, **settings.redis_kwargs())
     try:
         keys = list(client.redis.scan_iter(match=client.layout.pattern(), count=10_000))
         for start in range(0, len(keys), 10_000):
@@ -78,7 +76,7 @@ def run_demo(
         else "1/5 services: starting local Kafka and Redis (first run fetches the broker jars)"
     )
     settings = resolve_services(settings)
-    print(f"    Kafka {settings.kafka_bootstrap_servers}, Redis {settings.redis_url}")
+    print(f"    {settings.describe()}")
     events, titles, source = _events(limit)
     print(f"2/5 data: {len(events):,} events ({source})")
     reset_demo_state(settings)
@@ -106,7 +104,7 @@ def run_demo(
         f"{stats.get('batches', 0):,.0f} batches; model time learn {stats.get('learn_seconds', 0):.1f} s, recommend {stats.get('recommend_seconds', 0):.1f} s"
     )
     print("5/5 recommendations read back from Redis:")
-    client = RecsClient(settings.redis_url or "", settings.key_prefix)
+    client = RecsClient(settings.redis_url or "", settings.key_prefix, **settings.redis_kwargs())
     try:
         for user in [u.strip() for u in users.split(",") if u.strip()]:
             rec = client.get(user)

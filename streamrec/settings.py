@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from streamrec.events import Limits
+from streamrec.security import Security, redact_url
 
 __all__ = ["Settings", "cache_dir"]
 
@@ -42,7 +43,7 @@ class Settings:
     """Everything the worker, the producers and the CLI need to know."""
 
     kafka_bootstrap_servers: str | None = None
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     app_id: str = "streamrec"
     topic_prefix: str = "streamrec"
     topic_partitions: int = 1
@@ -58,6 +59,7 @@ class Settings:
     state_dir: Path = field(default_factory=lambda: cache_dir() / "worker")
     limits: Limits = field(default_factory=Limits)
     model_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    security: Security = field(default_factory=Security)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +93,7 @@ class Settings:
             checkpoint_interval=float(env.get("STREAMREC_CHECKPOINT_INTERVAL", "30")),
             state_dir=Path(env["STREAMREC_STATE_DIR"]) if env.get("STREAMREC_STATE_DIR") else cache_dir(env) / "worker",
             limits=limits,
+            security=Security.from_env(env),
         )
 
     def with_services(self, kafka_bootstrap_servers: str, redis_url: str) -> Settings:
@@ -125,4 +128,19 @@ class Settings:
             env["REDIS_URL"] = self.redis_url
         if self.key_ttl:
             env["STREAMREC_KEY_TTL"] = str(self.key_ttl)
+        env.update(self.security.as_env())
         return env
+
+    def kafka_config(self) -> dict[str, object]:
+        """Keyword arguments for kafka-python clients: servers plus security."""
+        if not self.kafka_bootstrap_servers:
+            raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set (or run `streamrec services up`)")
+        return {"bootstrap_servers": self.kafka_bootstrap_servers.split(","), **self.security.kafka_python_config()}
+
+    def redis_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for Redis clients beyond the URL (ACL user, password, CA)."""
+        return self.security.redis_kwargs()
+
+    def describe(self) -> str:
+        """Where the services are, safe to log (no passwords)."""
+        return f"Kafka {self.kafka_bootstrap_servers} ({self.security.kafka_security_protocol}), Redis {redact_url(self.redis_url)}"

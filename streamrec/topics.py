@@ -20,9 +20,7 @@ def topic_names(settings: Settings) -> list[str]:
 
 
 def _admin(settings: Settings) -> KafkaAdminClient:
-    if not settings.kafka_bootstrap_servers:
-        raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set")
-    return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), client_id="streamrec-admin")
+    return KafkaAdminClient(client_id="streamrec-admin", **settings.kafka_config())
 
 
 def ensure_topics(settings: Settings) -> list[str]:

@@ -83,7 +83,7 @@ class WorkerProcess:
         self, n_events: int, timeout: float, progress: Callable[[float], None] | None = None
     ) -> dict[str, float]:
         """Wait until the worker reports ``n_events`` accepted or dead-lettered; return its counters."""
-        client = RecsClient(self.settings.redis_url or "", self.settings.key_prefix)
+        client = RecsClient(self.settings.redis_url or "", self.settings.key_prefix, **self.settings.redis_kwargs())
         deadline = time.monotonic() + timeout
         try:
             while True:
