@@ -1,0 +1,276 @@
+"""``streamrec backtest``: replay a log offline through models and score them.
+
+Examples
+--------
+>>> import argparse
+>>> parser = argparse.ArgumentParser()
+>>> add_arguments(parser)
+>>> args = parser.parse_args(["--movielens", "--models", "popularity,itemknn", "--k", "10,20"])
+>>> args.k, args.models, args.batch_size, args.label_delay
+([10, 20], 'popularity,itemknn', 1000, 0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from typing import Any
+
+import models
+from streamrec.backtest.prequential import POSITIVE_TYPES, Prequential
+from streamrec.backtest.report import markdown_table, write_report
+from streamrec.backtest.sources import EventLog, kind_for_topic, load_log, movielens_log, read_kafka_topic
+from streamrec.eventlog import FORMATS, ReadReport
+
+__all__ = ["add_arguments", "create_models", "load_source", "run"]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected list lengths >= 1, got {text!r}")
+    return values
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the backtest's options to ``parser``."""
+    src = parser.add_argument_group("event log (one source)")
+    src.add_argument("paths", nargs="*", metavar="PATH", help="JSON-lines, CSV or MovieLens u.data files (merged)")
+    src.add_argument("--format", choices=FORMATS, default=None, help="format of PATH (default: from the name)")
+    src.add_argument(
+        "--kind",
+        choices=["interaction", "rating", "item"],
+        default=None,
+        help="kind of lines / messages that do not say",
+    )
+    src.add_argument(
+        "--movielens", action="store_true", help="MovieLens 100K: u.item catalogue (genre tags), then u.data ratings"
+    )
+    src.add_argument(
+        "--kafka-topic", action="append", default=[], metavar="TOPIC", help="read a Kafka topic (repeatable)"
+    )
+    src.add_argument("--bootstrap-servers", default=None, help="Kafka brokers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    src.add_argument(
+        "--from-timestamp",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="Kafka: start at this time (epoch seconds)",
+    )
+    src.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="replay only the first N events in time order"
+    )
+
+    mod = parser.add_argument_group("models")
+    mod.add_argument("--models", default="all", help="comma-separated model names, or 'all' (every available model)")
+    mod.add_argument(
+        "--params", default=None, metavar="JSON", help='hyperparameters, e.g. \'{"itemknn": {"window": 50}}\''
+    )
+    mod.add_argument("--seed", type=int, default=0, help="seed of every model")
+
+    rep = parser.add_argument_group("replay")
+    rep.add_argument("--k", type=_int_list, default=[10], metavar="K[,K...]", help="list lengths to score (default 10)")
+    rep.add_argument("--batch-size", type=int, default=1000, help="events per micro-batch; 1 = strictly per event")
+    rep.add_argument("--warmup", type=_fraction, default=0.0, help="fraction of events learned but not scored")
+    rep.add_argument("--every", type=int, default=1, metavar="N", help="evaluate every N-th event after the warm-up")
+    rep.add_argument(
+        "--positives",
+        default="all",
+        help=f"event types that count as positives: 'all' or some of {','.join(POSITIVE_TYPES)}",
+    )
+    rep.add_argument("--min-rating", type=float, default=None, help="ratings below this are not positives")
+    rep.add_argument(
+        "--label-delay",
+        type=int,
+        default=0,
+        metavar="EVENTS",
+        help="learn an event once this many further events arrived",
+    )
+    rep.add_argument("--window", type=int, default=5000, help="scored events per window of the figures over time")
+    rep.add_argument("--include-seen", action="store_true", help="let lists contain items the user already had")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", default="backtest-results", metavar="DIR", help="folder for results.json/.md and plots")
+    out.add_argument("--update-readme", default=None, metavar="PATH", help="replace the backtest section of this file")
+    out.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
+    out.add_argument(
+        "--memory",
+        choices=["trace", "state", "off"],
+        default="trace",
+        help="trace: saved state size + tracemalloc peak of a separate pass; state: saved size only",
+    )
+    out.add_argument(
+        "--memory-events", type=int, default=20_000, metavar="N", help="events in the traced pass (0 = all)"
+    )
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def load_source(args: argparse.Namespace) -> EventLog:
+    """The event log the options name, in time order."""
+    given = sum([bool(args.paths), bool(args.movielens), bool(args.kafka_topic)])
+    if given != 1:
+        raise ValueError("give exactly one source: PATH..., --movielens or --kafka-topic TOPIC")
+    report = ReadReport()
+    if args.movielens:
+        from streamrec.datasets import find_movielens
+
+        folder = find_movielens()
+        if folder is None:
+            raise FileNotFoundError(
+                "MovieLens 100K is not available (set STREAMREC_DATA_DIR to a folder holding ml-100k/)"
+            )
+        log = movielens_log(folder, report=report)
+    elif args.kafka_topic:
+        from streamrec.settings import Settings
+
+        bootstrap = args.bootstrap_servers or Settings.from_env().kafka_bootstrap_servers
+        if not bootstrap:
+            raise ValueError("--kafka-topic needs --bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS")
+        kinds = {t: args.kind or kind_for_topic(t) for t in args.kafka_topic}
+        unknown = [t for t, k in kinds.items() if k is None]
+        if unknown:
+            raise ValueError(f"cannot tell the event kind of topic(s) {', '.join(unknown)}: give --kind")
+
+        def chained():  # type: ignore[no-untyped-def]
+            for topic, kind in kinds.items():
+                yield from read_kafka_topic(bootstrap, topic, kind, args.from_timestamp, report=report)
+
+        log = EventLog.from_events(chained(), source=f"Kafka {bootstrap}: {', '.join(args.kafka_topic)}")
+        if report.invalid:
+            log.skipped["invalid"] = report.invalid
+    else:
+        log = load_log(args.paths, fmt=args.format, kind=args.kind, report=report)
+    if report.invalid:
+        line, reason, _ = report.errors[0]
+        print(f"backtest: skipped {report.invalid} invalid events; first at {line}: {reason}", file=sys.stderr)
+    if args.limit is not None:
+        log = log.head(args.limit)
+    if len(log) == 0:
+        raise ValueError(f"the log {log.source or ''} holds no interaction or rating")
+    return log
+
+
+def _model_names(spec: str) -> list[str]:
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if names == ["all"]:
+        return models.available()
+    unknown = [n for n in names if n not in models.MODEL_PATHS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from all, {', '.join(models.MODEL_PATHS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def create_models(
+    names: list[str], seed: int, params: dict[str, dict[str, Any]]
+) -> tuple[dict[str, models.OnlineRecommender], dict[str, str]]:
+    """Create each model; one that fails (import error, bad parameter) is reported, not raised."""
+    created: dict[str, models.OnlineRecommender] = {}
+    failed: dict[str, str] = {}
+    for name in names:
+        try:
+            created[name] = models.create(name, **{"seed": seed, **params.get(name, {})})
+        except Exception as exc:
+            failed[name] = f"could not create: {type(exc).__name__}: {exc}"
+    return created, failed
+
+
+def _command(args: argparse.Namespace) -> str:
+    parts = ["streamrec", "backtest"]
+    if args.movielens:
+        parts.append("--movielens")
+    parts += list(args.paths)
+    for topic in args.kafka_topic:
+        parts += ["--kafka-topic", topic]
+    options: list[tuple[str, Any, Any]] = [
+        ("--format", args.format, None),
+        ("--kind", args.kind, None),
+        ("--from-timestamp", args.from_timestamp, None),
+        ("--limit", args.limit, None),
+        ("--models", args.models, None),
+        ("--params", args.params, None),
+        ("--seed", args.seed, 0),
+        ("--k", ",".join(map(str, args.k)), None),
+        ("--batch-size", args.batch_size, 1000),
+        ("--warmup", args.warmup, 0.0),
+        ("--every", args.every, 1),
+        ("--positives", args.positives, "all"),
+        ("--min-rating", args.min_rating, None),
+        ("--label-delay", args.label_delay, 0),
+        ("--window", args.window, 5000),
+        ("--memory", args.memory, "trace"),
+        ("--memory-events", args.memory_events, 20_000),
+        ("--out", args.out, None),
+    ]
+    for flag, value, default in options:
+        if value is not None and value != default:
+            parts += [flag, str(value)]
+    if args.include_seen:
+        parts.append("--include-seen")
+    if args.no_plots:
+        parts.append("--no-plots")
+    if args.update_readme:
+        parts += ["--update-readme", args.update_readme]
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the backtest the options describe; 0 if every model ran, 1 if one failed."""
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--params is not JSON: {exc}") from None
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise ValueError('--params must map model names to objects, e.g. {"itemknn": {"window": 50}}')
+    positives = None if args.positives.strip() == "all" else [p.strip() for p in args.positives.split(",") if p.strip()]
+    names = _model_names(args.models)
+    options: dict[str, Any] = {
+        "ks": args.k,
+        "batch_size": args.batch_size,
+        "warmup": args.warmup,
+        "every": args.every,
+        "positives": positives,
+        "min_rating": args.min_rating,
+        "label_delay": args.label_delay,
+        "window": args.window,
+        "exclude_seen": not args.include_seen,
+        "memory": args.memory,
+        "memory_events": args.memory_events or None,
+        "progress": not args.quiet,
+    }
+    Prequential({}, **options)  # checks the options before the log is read
+    log = load_source(args)
+    created, failed = create_models(names, args.seed, params)
+    for name, error in failed.items():
+        print(f"backtest: model {name}: {error}", file=sys.stderr)
+    if not created:
+        print("backtest: no model could be created", file=sys.stderr)
+        return 1
+    result = Prequential(created, **options).run(log)
+    result.config.update(models=names, seed=args.seed, params=params, command=_command(args))
+    for name, error in failed.items():
+        result.add_failure(name, error, params.get(name))
+    result.models = {name: result.models[name] for name in names}
+    written = write_report(
+        result, args.out, plots=not args.no_plots, readme=args.update_readme, command=result.config["command"]
+    )
+    print(markdown_table(result))
+    print(f"\nwrote {', '.join(str(p) for p in written.values())}")
+    errors = {name: m.error for name, m in result.models.items() if m.error is not None}
+    for name, error in errors.items():
+        if name not in failed:
+            print(f"backtest: model {name} failed: {error}", file=sys.stderr)
+    return 1 if errors else 0

@@ -1,0 +1,286 @@
+"""The prequential harness: what is scored, when models learn, determinism, robustness."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+import models
+from models import Interactions, Recommendations
+from streamrec.backtest import EventLog, Prequential
+from streamrec.events import Interaction, ItemUpdate, Rating
+
+
+def interaction_log(n: int = 600, n_users: int = 20, n_items: int = 40, seed: int = 0) -> EventLog:
+    """A small stream with skewed items, mixed event types and tied timestamps."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, n)
+    items = np.minimum(rng.zipf(1.5, n), n_items) - 1
+    types = rng.choice(["view", "click", "add_to_cart", "purchase"], n, p=[0.6, 0.2, 0.1, 0.1])
+    ts = np.sort(rng.integers(0, n // 2, n)).astype(float)  # ties on purpose
+    return EventLog.from_events(
+        Interaction(f"u{u}", f"i{i}", float(t), str(e)) for u, i, t, e in zip(users, items, ts, types, strict=True)
+    )
+
+
+def numbered_log(n: int) -> EventLog:
+    """Event ``j`` has timestamp ``j``: the learned timestamps say which events were learned."""
+    return EventLog.from_events(Interaction(f"u{j % 7}", f"i{j % 11}", float(j)) for j in range(n))
+
+
+class OracleRecommender:
+    """A test double that knows the future: each user's list is their next items, in order.
+
+    It is told the whole log up front and follows the public protocol only: it
+    moves a user's pointer forward when ``learn`` gives it that user's events.
+    """
+
+    uses_ratings = False
+
+    def __init__(self, log: EventLog) -> None:
+        self.future: dict[str, list[str]] = defaultdict(list)
+        for user, item in zip(log.users.tolist(), log.items.tolist(), strict=True):
+            self.future[user].append(item)
+        self.position: Counter[str] = Counter()
+
+    def add_items(self, items: Iterable[Any], tags: Any = None) -> None:
+        pass
+
+    def learn(self, batch: Interactions) -> None:
+        self.position.update(batch.users.tolist())
+
+    def recommend(
+        self, users: Iterable[Any], k: int = 10, *, exclude_seen: bool = True, exclude: Mapping[str, Any] | None = None
+    ) -> Recommendations:
+        ids = [str(u) for u in users]
+        lists = [list(dict.fromkeys(self.future[u][self.position[u] :]))[:k] for u in ids]
+        return Recommendations(ids, lists, [[1.0] * len(x) for x in lists])
+
+
+class NullRecommender:
+    """Recommends nothing to anyone; records what the harness does to it."""
+
+    uses_ratings = False
+
+    def __init__(self) -> None:
+        self.learned_ts: list[float] = []
+        self.calls: list[tuple[int, list[str]]] = []  # (events learned so far, users asked for)
+        self.catalogue: list[tuple[int, list[str]]] = []
+
+    def add_items(self, items: Iterable[Any], tags: Any = None) -> None:
+        self.catalogue.append((len(self.learned_ts), [str(i) for i in items]))
+
+    def learn(self, batch: Interactions) -> None:
+        self.learned_ts.extend(batch.timestamps.tolist())
+
+    def recommend(self, users: Iterable[Any], k: int = 10, **kwargs: Any) -> Recommendations:
+        ids = [str(u) for u in users]
+        self.calls.append((len(self.learned_ts), ids))
+        return Recommendations(ids, [[] for _ in ids], [[] for _ in ids])
+
+
+class FutureRater(NullRecommender):
+    """A rating model that predicts the true rating of every pair (it read the log)."""
+
+    uses_ratings = True
+
+    def __init__(self, log: EventLog, offset: float = 0.0) -> None:
+        super().__init__()
+        self.truth = {
+            (u, i): r for u, i, r in zip(log.users.tolist(), log.items.tolist(), log.ratings.tolist(), strict=True)
+        }
+        self.offset = offset
+
+    def predict(self, users: Iterable[Any], items: Iterable[Any]) -> np.ndarray:
+        return np.array([self.truth[(str(u), str(i))] + self.offset for u, i in zip(users, items, strict=True)])
+
+
+class BrokenRecommender(NullRecommender):
+    def learn(self, batch: Interactions) -> None:
+        if len(self.learned_ts) >= 100:
+            raise FloatingPointError("diverged")
+        super().learn(batch)
+
+
+def figures(result: Any) -> dict[str, Any]:
+    """Everything but timings and memory."""
+    data = result.to_dict()
+    data.pop("harness")
+    data.pop("machine")
+    for m in data["models"].values():
+        m.pop("timing")
+        m.pop("memory")
+    return data
+
+
+# -- known answers ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("batch_size", "k"), [(1, 1), (1, 5), (40, 40)])
+def test_an_oracle_hits_every_event(batch_size: int, k: int) -> None:
+    log = interaction_log()
+    result = Prequential({"oracle": OracleRecommender(log)}, ks=(k,), batch_size=batch_size, window=100).run(log)
+    overall = result.models["oracle"].overall
+    assert overall["scored"] == len(log)
+    assert overall[f"HR@{k}"] == 1.0
+    if batch_size == 1:  # the next item is always first in the list
+        assert overall["MRR"] == overall[f"NDCG@{k}"] == 1.0
+    assert all(w[f"HR@{k}"] == 1.0 for w in result.models["oracle"].windows)
+
+
+def test_a_model_that_recommends_nothing_scores_zero() -> None:
+    log = interaction_log()
+    result = Prequential({"null": NullRecommender()}, ks=(5, 10), batch_size=50).run(log)
+    overall = result.models["null"].overall
+    assert overall["HR@5"] == overall["HR@10"] == overall["NDCG@10"] == overall["MRR"] == 0.0
+    assert overall["coverage@10"] == 0.0
+
+
+def test_popularity_figures_match_a_plain_loop() -> None:
+    log = interaction_log(seed=3)
+    result = Prequential({"pop": models.create("popularity")}, ks=(5,), batch_size=30).run(log)
+    model, hits = models.create("popularity"), 0
+    for s in range(0, len(log), 30):
+        batch = log.interactions(s, s + 30)
+        lists = model.recommend(sorted(set(batch.users.tolist())), k=5).as_dict()
+        hits += sum(i in lists[u] for u, i in zip(batch.users.tolist(), batch.items.tolist(), strict=True))
+        model.learn(batch)
+    assert result.models["pop"].overall["HR@5"] == pytest.approx(hits / len(log))
+
+
+def test_rating_errors_are_measured_before_learning() -> None:
+    log = EventLog.from_events(Rating(f"u{j % 5}", f"i{j}", float(1 + j % 5), float(j)) for j in range(50))
+    perfect = Prequential({"r": FutureRater(log)}, batch_size=7).run(log).models["r"].overall
+    assert perfect["RMSE"] == 0.0 and perfect["MAE"] == 0.0 and perfect["rated"] == 50
+    off = Prequential({"r": FutureRater(log, offset=0.5)}, batch_size=7, warmup=0.2).run(log).models["r"].overall
+    assert off["RMSE"] == pytest.approx(0.5) and off["rated"] == 40
+    # a model without ratings gets no rating figures
+    assert "RMSE" not in Prequential({"n": NullRecommender()}).run(log).models["n"].overall
+
+
+# -- what is scored and when models learn -------------------------------------------------
+
+
+def test_micro_batches_recommend_once_per_distinct_user_from_the_pre_batch_state() -> None:
+    log = numbered_log(100)
+    model = NullRecommender()
+    Prequential({"m": model}, batch_size=25).run(log)
+    assert [learned for learned, _ in model.calls] == [0, 25, 50, 75]
+    assert all(sorted(users) == sorted(set(users)) for _, users in model.calls)
+    assert {len(users) for _, users in model.calls} == {7}
+    assert model.learned_ts == [float(j) for j in range(100)]
+
+
+@pytest.mark.parametrize(("batch_size", "delay"), [(1, 3), (10, 25), (7, 0), (20, 500)])
+def test_label_delay_learns_an_event_after_delay_further_events(batch_size: int, delay: int) -> None:
+    n = 140
+    model = NullRecommender()
+    Prequential({"m": model}, batch_size=batch_size, label_delay=delay).run(numbered_log(n))
+    starts = list(range(0, n, batch_size))
+    # before the batch starting at event s, exactly the events that had `delay` successors by then
+    assert [learned for learned, _ in model.calls] == [max(0, s - delay) for s in starts]
+    # each event learned once, in order; the last `delay` never (no further events arrive)
+    assert model.learned_ts == [float(j) for j in range(max(0, n - delay))]
+
+
+def test_warmup_is_learned_but_not_scored_and_every_nth_event_is_evaluated() -> None:
+    log = numbered_log(100)
+    model = NullRecommender()
+    result = Prequential({"m": model}, batch_size=10, warmup=0.3, every=3).run(log)
+    assert result.models["m"].overall["scored"] == len(range(30, 100, 3))
+    assert [learned for learned, _ in model.calls] == list(range(30, 100, 10))  # no lists during the warm-up
+    assert len(model.learned_ts) == 100
+    assert result.stream["scored"] == 24
+
+
+def test_positive_types_and_min_rating_choose_the_scored_events() -> None:
+    events = [Interaction("u", f"i{j}", float(j), ["view", "purchase"][j % 2]) for j in range(10)]
+    events += [Rating("v", f"r{j}", float(j % 5 + 1), 100.0 + j) for j in range(10)]
+    log = EventLog.from_events(events)
+    scored = {
+        None: 20,
+        ("purchase",): 5,
+        ("view", "rating"): 15,
+    }
+    for positives, expected in scored.items():
+        assert Prequential({"n": NullRecommender()}, positives=positives).run(log).stream["scored"] == expected
+    assert Prequential({"n": NullRecommender()}, min_rating=4.0).run(log).stream["scored"] == 10 + 4
+    with pytest.raises(ValueError, match="positives"):
+        Prequential({}, positives=["like"])
+
+
+def test_windows_hold_window_scored_events() -> None:
+    result = Prequential({"pop": models.create("popularity")}, batch_size=64, window=250).run(interaction_log())
+    assert [w["scored"] for w in result.windows] == [250, 250, 100]
+    assert len(result.models["pop"].windows) == 3
+    assert result.windows[0]["first_event"] == 0 and result.windows[-1]["last_event"] == 599
+    hr = [w["HR@10"] for w in result.models["pop"].windows]
+    assert np.average(hr, weights=[250, 250, 100]) == pytest.approx(result.models["pop"].overall["HR@10"])
+
+
+def test_catalogue_updates_reach_models_before_the_batch_after_them() -> None:
+    events: list[Any] = [ItemUpdate("cat-a", 0.0, tags=("x",))]
+    events += [Interaction("u", f"i{j}", float(j + 1)) for j in range(30)]
+    events.insert(13, ItemUpdate("cat-b", 12.5))  # after the event at t=12, i.e. 12 events before it
+    log = EventLog.from_events(events)
+    assert log.catalogue_positions.tolist() == [0, 12]
+    model = NullRecommender()
+    result = Prequential({"m": model}, batch_size=10).run(log)
+    # cat-b arrived inside the batch of events 10-19: it is added before the next batch
+    assert model.catalogue == [(0, ["cat-a"]), (20, ["cat-b"])]  # (events learned when added, items)
+    assert result.windows[0]["items_known"] == 32
+
+
+# -- robustness and determinism -----------------------------------------------------------
+
+
+def test_a_failing_model_is_reported_and_the_others_run() -> None:
+    log = interaction_log()
+    result = Prequential({"bad": BrokenRecommender(), "pop": models.create("popularity")}, batch_size=50).run(log)
+    assert "FloatingPointError in learn" in result.models["bad"].error
+    assert "diverged" in result.models["bad"].error
+    assert result.models["pop"].error is None and result.models["pop"].overall["scored"] == 600
+
+
+def test_seeded_backtest_is_deterministic() -> None:
+    names = ["popularity", "itemknn", "isgd", "river_funk_mf"]
+
+    def run() -> dict[str, Any]:
+        ms = {n: models.create(n, seed=7) for n in names}
+        return figures(Prequential(ms, ks=(5, 10), batch_size=40, window=200, memory="state").run(interaction_log()))
+
+    first, second = run(), run()
+    assert first == second
+    assert first["models"]["isgd"]["overall"]["HR@10"] > 0
+
+
+def test_memory_is_measured() -> None:
+    model = models.create("itemknn")
+    result = Prequential({"knn": model}, memory="trace", memory_events=200, batch_size=50).run(interaction_log())
+    memory = result.models["knn"].memory
+    assert memory["state_bytes"] > 0
+    assert memory["peak_traced_bytes"] > 0 and memory["traced_events"] == 200
+    assert model.n_learned == 600  # the traced pass used a fresh clone
+
+
+def test_events_and_timings_are_reported() -> None:
+    result = Prequential({"pop": models.create("popularity")}).run(interaction_log())
+    timing = result.models["pop"].timing
+    assert timing["events_per_s"] > 0
+    assert timing["model_s"] == pytest.approx(
+        timing["recommend_s"] + timing["learn_s"] + timing["predict_s"] + timing["catalogue_s"], abs=1e-5
+    )
+    assert result.harness["replay_wall_s"] >= timing["model_s"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("batch_size", 0), ("warmup", 1.0), ("every", 0), ("label_delay", -1), ("window", 0), ("memory", "rss")],
+)
+def test_bad_options_say_what_is_wrong(option: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=option):
+        Prequential({}, **{option: value})
