@@ -13,7 +13,18 @@ Subclasses implement four hooks:
 - ``_learn(u, i, batch)``: update from the batch given as index arrays;
 - ``_score(u)``: a dense ``(len(u), n_items)`` float matrix of scores for the
   user indices ``u`` (``-1`` marks a user never seen: score them cold);
-- ``_state()`` / ``_set_state(arrays)``: the model's arrays for save/load.
+- ``_state()`` / ``_set_state(arrays)``: the model's arrays for save/load;
+
+and two hooks that erase rows so that their ids can go:
+
+- ``_forget_rows(rows)``: reset the per-user state of user rows (used by
+  :meth:`OnlineRecommender.forget_user` and by eviction);
+- ``_forget_item_rows(rows)``: reset the state of item rows (eviction).
+
+Ids map to rows through :class:`models.ids.IdIndex`; a freed row is a
+tombstone until a new id reuses it. With :meth:`OnlineRecommender.set_capacity`
+the number of rows stays bounded: before a batch's new ids are indexed, the
+least recently active users and items make room for them.
 """
 
 from __future__ import annotations
@@ -176,6 +187,9 @@ class OnlineRecommender(ABC):
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
+        #: Caps on the live users and items (``None``: unbounded); see :meth:`set_capacity`.
+        self.max_users: int | None = None
+        self.max_items: int | None = None
         self._init_state()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -191,13 +205,18 @@ class OnlineRecommender(ABC):
         self._seen: list[set[int]] = []
         self.n_learned = 0
         self.last_timestamp = float("-inf")
+        # per row: arrival number (0, 1, ... over all events learned) of its newest event; -1 when free
+        self._user_active = np.zeros(0, dtype=np.int64)
+        self._item_active = np.zeros(0, dtype=np.int64)
 
     @property
     def n_users(self) -> int:
+        """Rows of the user index (free rows included): the row capacity of per-user arrays."""
         return len(self.user_index)
 
     @property
     def n_items(self) -> int:
+        """Rows of the item index (free rows included): the row capacity of per-item arrays."""
         return len(self.item_index)
 
     def get_params(self) -> dict[str, Any]:
@@ -210,8 +229,10 @@ class OnlineRecommender(ABC):
         }
 
     def clone(self) -> OnlineRecommender:
-        """Return a fresh, untrained model with the same hyperparameters."""
-        return type(self)(**self.get_params())
+        """Return a fresh, untrained model with the same hyperparameters and capacity."""
+        fresh = type(self)(**self.get_params())
+        fresh.set_capacity(self.max_users, self.max_items)
+        return fresh
 
     def has_history(self, user: Any) -> bool:
         """Whether the model has learned at least one event of ``user``."""
@@ -225,6 +246,81 @@ class OnlineRecommender(ABC):
             return set()
         return {self.item_index.id_of(i) for i in self._seen[idx]}
 
+    # -- privacy and bounded memory ----------------------------------------------------
+
+    def forget_user(self, user: Any) -> bool:
+        """Remove every trace of ``user`` from the model; return whether it was known.
+
+        The user's seen items, their row in ``user_index`` and their per-user
+        state (factor rows, biases, history windows, last context, optimiser
+        state) are erased, and the row is freed for a later user. If the same
+        id comes back it is a new, cold user. A saved model no longer holds
+        the id.
+
+        Aggregates that do not identify the user stay: item popularity,
+        item co-occurrence counts, item factors and biases, the global rating
+        mean and the event counter were shaped by the user's events but keep
+        nothing keyed by them, and removing their contribution would need the
+        events themselves. Lists of other known users do not change; the
+        cold-start list of models that score unknown users with the mean user
+        vector can, as the mean no longer includes this user.
+
+        Examples
+        --------
+        >>> from models.popularity import Popularity
+        >>> model = Popularity(half_life=None)
+        >>> model.learn(Interactions.from_columns(["ann", "bob"], ["tea", "jam"]))
+        >>> model.forget_user("ann"), model.has_history("ann"), model.forget_user("ann")
+        (True, False, False)
+        >>> model.user_index.ids   # a tombstone, reused by the next new user
+        [None, 'bob']
+        """
+        row = self.user_index.get(str(user))
+        if row < 0:
+            return False
+        self._drop_user_rows(np.array([row], dtype=np.int64))
+        return True
+
+    def set_capacity(self, max_users: int | None = None, max_items: int | None = None) -> None:
+        """Bound the number of users and items kept, evicting the least recently active.
+
+        Before a batch (or a catalogue update) indexes new ids past a cap,
+        the users (items) whose newest event is oldest and that are not in
+        the batch are evicted: a user as by :meth:`forget_user`, an item by
+        resetting its state and dropping it from every user's seen items.
+        New ids reuse the freed rows, so ``n_users <= max_users`` and
+        ``n_items <= max_items`` hold whatever the number of ids in the
+        stream. A batch with more distinct users or items than a cap is
+        learned in consecutive parts that fit.
+
+        The caps are a resource setting, not a hyperparameter: they are not
+        constructor arguments (so every model gets them without a change to
+        its signature or ``get_params``), but :meth:`save`, :meth:`load` and
+        :meth:`clone` keep them. Lowering a cap evicts at once; rows already
+        allocated stay allocated (later ids reuse them). Evicting items
+        visits every user's seen items, ``O(users)`` per evicting batch.
+
+        Parameters
+        ----------
+        max_users, max_items
+            Caps on live users and items (positive), or ``None`` for no cap.
+
+        Examples
+        --------
+        >>> from models.popularity import Popularity
+        >>> model = Popularity(half_life=None)
+        >>> model.set_capacity(max_users=2, max_items=2)
+        >>> model.learn(Interactions.from_columns(["ann", "bob", "cid"], ["tea", "jam", "ham"]))
+        >>> model.n_users, model.user_index.ids, model.item_index.ids   # ann and tea were evicted
+        (2, ['cid', 'bob'], ['ham', 'jam'])
+        """
+        for name, cap in (("max_users", max_users), ("max_items", max_items)):
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | np.integer) or cap < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {cap!r}")
+        self.max_users = None if max_users is None else int(max_users)
+        self.max_items = None if max_items is None else int(max_items)
+        self._make_room((), ())
+
     # -- the protocol ----------------------------------------------------------------
 
     def learn(self, batch: Interactions) -> None:
@@ -232,13 +328,23 @@ class OnlineRecommender(ABC):
 
         New users and items are indexed on first sight. Models that learn
         from explicit ratings only (``uses_ratings``) learn nothing from events
-        whose rating is ``NaN``, but still record their items as seen.
+        whose rating is ``NaN``, but still record their items as seen. Under
+        caps (:meth:`set_capacity`) the least recently active users and items
+        are evicted first to make room for the batch's new ids.
         """
         if len(batch) == 0:
             return
+        if self.max_users is None and self.max_items is None:
+            self._learn_batch(batch)
+            return
+        for part in self._capacity_parts(batch):
+            self._make_room(part.users.tolist(), part.items.tolist())
+            self._learn_batch(part)
+
+    def _learn_batch(self, batch: Interactions) -> None:
         u = self.user_index.add_many(batch.users)
         i = self.item_index.add_many(batch.items)
-        self._grow_seen()
+        self._grow_base_state()
         self._grow(self.n_users, self.n_items)
         if self.uses_ratings:
             rated = ~np.isnan(batch.ratings)
@@ -249,6 +355,9 @@ class OnlineRecommender(ABC):
         seen = self._seen
         for uu, ii in zip(u.tolist(), i.tolist(), strict=True):
             seen[uu].add(ii)
+        arrival = np.arange(self.n_learned, self.n_learned + len(batch), dtype=np.int64)
+        np.maximum.at(self._user_active, u, arrival)
+        np.maximum.at(self._item_active, i, arrival)
         self.n_learned += len(batch)
         self.last_timestamp = max(self.last_timestamp, float(batch.timestamps.max()))
 
@@ -257,12 +366,24 @@ class OnlineRecommender(ABC):
 
         ``tags`` (genres, categories) are ignored by models without content
         features; the catalogue still grows so new items can be recommended.
+        An added item counts as active now (for eviction under ``max_items``).
         """
         ids = _as_str_array(items)
-        self.item_index.add_many(ids)
-        self._grow(self.n_users, self.n_items)
+        cap = self.max_items
+        chunks = [ids] if cap is None else [ids[a : a + cap] for a in range(0, len(ids), cap)]
+        for chunk in chunks:
+            if cap is not None:
+                self._make_room((), chunk.tolist())
+            rows = self.item_index.add_many(chunk)
+            self._grow_base_state()
+            self._grow(self.n_users, self.n_items)
+            self._item_active[rows] = self.n_learned
         if tags is not None:
-            self._set_item_tags(ids, [tuple(t) for t in tags])
+            tag_list = [tuple(t) for t in tags]
+            if len(chunks) > 1:  # more items than the cap: the first ones were evicted again
+                live = self.item_index.lookup(ids) >= 0
+                ids, tag_list = ids[live], [t for t, ok in zip(tag_list, live.tolist(), strict=True) if ok]
+            self._set_item_tags(ids, tag_list)
 
     def recommend(
         self,
@@ -295,6 +416,8 @@ class OnlineRecommender(ABC):
         if scores.shape != (len(u), self.n_items):
             raise RuntimeError(f"{self.name}._score returned {scores.shape}, expected {(len(u), self.n_items)}")
         scores[~np.isfinite(scores)] = np.float32(-3.0e38)
+        if self.item_index.n_free:  # tombstones hold no item: never recommend them
+            scores[:, self.item_index.free_rows()] = -np.inf
         if exclude_seen:
             self._mask(scores, [self._seen[x] if x >= 0 else () for x in u.tolist()])
         if exclude:
@@ -311,12 +434,19 @@ class OnlineRecommender(ABC):
         return Recommendations(user_ids, items, out_scores, reasons)
 
     def save(self, path: str | Path) -> Path:
-        """Write the model to directory ``path`` (JSON and ``.npz``; no pickle)."""
+        """Write the model to directory ``path`` (JSON and ``.npz``; no pickle).
+
+        Free rows are written as ``null`` ids (tombstones), so forgotten and
+        evicted ids are not in the files.
+        """
+        self._grow_base_state()
         seen_sizes = np.array([len(s) for s in self._seen], dtype=np.int64)
         seen_flat = np.fromiter((i for s in self._seen for i in sorted(s)), dtype=np.int64, count=int(seen_sizes.sum()))
         arrays = {f"model.{k}": np.asarray(v) for k, v in self._state().items()}
         arrays["base.seen_sizes"] = seen_sizes
         arrays["base.seen_items"] = seen_flat
+        arrays["base.user_active"] = self._user_active[: self.n_users]
+        arrays["base.item_active"] = self._item_active[: self.n_items]
         meta = {
             "model": self.name,
             "params": self.get_params(),
@@ -324,6 +454,7 @@ class OnlineRecommender(ABC):
             "item_ids": self.item_index.ids,
             "n_learned": self.n_learned,
             "last_timestamp": self.last_timestamp if np.isfinite(self.last_timestamp) else None,
+            "capacity": {"max_users": self.max_users, "max_items": self.max_items},
             "extra": self._extra_meta(),
         }
         return write_model_dir(path, meta, arrays)
@@ -348,12 +479,22 @@ class OnlineRecommender(ABC):
         flat = arrays.pop("base.seen_items")
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         model._seen = [set(flat[a:b].tolist()) for a, b in itertools.pairwise(bounds.tolist())]
+        model._grow_base_state()
+        for side, index, active in (
+            ("user", model.user_index, model._user_active),
+            ("item", model.item_index, model._item_active),
+        ):
+            saved = arrays.pop(f"base.{side}_active", None)
+            # files written before activity was tracked: every live row equally old
+            active[: len(index)] = np.where(index.live_mask(), 0, -1) if saved is None else saved
         model.n_learned = int(meta["n_learned"])
         ts = meta.get("last_timestamp")
         model.last_timestamp = float("-inf") if ts is None else float(ts)
         model._grow(model.n_users, model.n_items)
         model._set_state({k.removeprefix("model."): v for k, v in arrays.items()})
         model._load_extra_meta(meta.get("extra") or {})
+        capacity = meta.get("capacity") or {}
+        model.set_capacity(capacity.get("max_users"), capacity.get("max_items"))
         return model
 
     # -- helpers for subclasses --------------------------------------------------------
@@ -361,6 +502,68 @@ class OnlineRecommender(ABC):
     def _grow_seen(self) -> None:
         while len(self._seen) < self.n_users:
             self._seen.append(set())
+
+    def _grow_base_state(self) -> None:
+        """Size the seen sets and the activity times to the rows of the id indices."""
+        self._grow_seen()
+        self._user_active = self._grown(self._user_active, self.n_users, fill=-1)
+        self._item_active = self._grown(self._item_active, self.n_items, fill=-1)
+
+    def _capacity_parts(self, batch: Interactions) -> list[Interactions]:
+        """``batch`` cut, in arrival order, into parts with at most ``max_users`` users and ``max_items`` items."""
+        columns = [
+            (keys.tolist(), cap)
+            for keys, cap in ((batch.users, self.max_users), (batch.items, self.max_items))
+            if cap is not None
+        ]
+        if all(len(set(keys)) <= cap for keys, cap in columns):
+            return [batch]
+        starts = [0]
+        distinct: list[set[str]] = [set() for _ in columns]
+        for j in range(len(batch)):
+            if any(keys[j] not in d and len(d) >= cap for (keys, cap), d in zip(columns, distinct, strict=True)):
+                starts.append(j)
+                for d in distinct:
+                    d.clear()
+            for (keys, _), d in zip(columns, distinct, strict=True):
+                d.add(keys[j])
+        bounds = [*starts, len(batch)]
+        return [batch.select(np.arange(a, b)) for a, b in itertools.pairwise(bounds)]
+
+    def _make_room(self, users: Iterable[str], items: Iterable[str]) -> None:
+        """Evict the least recently active rows so that ``users`` and ``items`` fit under the caps."""
+        self._grow_base_state()
+        if self.max_users is not None:
+            rows = _rows_to_evict(self.user_index, self._user_active, self.max_users, users)
+            if len(rows):
+                self._drop_user_rows(rows)
+        if self.max_items is not None:
+            rows = _rows_to_evict(self.item_index, self._item_active, self.max_items, items)
+            if len(rows):
+                self._drop_item_rows(rows)
+
+    def _drop_user_rows(self, rows: np.ndarray) -> None:
+        """Erase users ``rows`` (model state, seen items, ids) and free their rows."""
+        self._grow_base_state()
+        self._forget_rows(rows)  # first: the hook may still look the ids up
+        for r, key in zip(rows.tolist(), self.user_index.ids_of(rows), strict=True):
+            self._seen[r] = set()
+            if key is not None:
+                self.user_index.remove(key)
+        self._user_active[rows] = -1
+
+    def _drop_item_rows(self, rows: np.ndarray) -> None:
+        """Erase items ``rows`` (model state, every user's seen set, ids) and free their rows."""
+        self._grow_base_state()
+        self._forget_item_rows(rows)  # first: the hook may still look the ids up
+        dead = set(rows.tolist())
+        for seen in self._seen:
+            if not seen.isdisjoint(dead):
+                seen.difference_update(dead)
+        for key in self.item_index.ids_of(rows):
+            if key is not None:
+                self.item_index.remove(key)
+        self._item_active[rows] = -1
 
     @staticmethod
     def _mask(scores: np.ndarray, per_row: Sequence[Iterable[int]]) -> None:
@@ -406,6 +609,28 @@ class OnlineRecommender(ABC):
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore the arrays returned by :meth:`_state`."""
 
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        """Erase the per-user state of user rows ``rows``, which are then freed for new users.
+
+        Called by :meth:`forget_user` and by eviction while the rows' ids are
+        still in ``user_index``; the base class then clears their seen items
+        and ids. Reset each row to what a never-used row holds, so that a
+        new user given the row starts cold. Every model that keeps per-user
+        state must implement this; the default refuses rather than keep a
+        user's data.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot forget users: it does not implement _forget_rows")
+
+    def _forget_item_rows(self, rows: np.ndarray) -> None:
+        """Erase the state of item rows ``rows`` (evicted), which are then freed for new items.
+
+        Called while the rows' ids are still in ``item_index``; the base
+        class then drops them from every user's seen items and from the
+        index. Reset each row to what a never-used row holds, and remove the
+        items from any per-user structure (histories).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot evict items: it does not implement _forget_item_rows")
+
     def _reasons(self, u: np.ndarray, idx: np.ndarray, lengths: list[int]) -> list[list[str | None]] | None:
         """Explain recommendations; models that can give reasons override this."""
         return None
@@ -424,6 +649,22 @@ class OnlineRecommender(ABC):
     def _test_params(cls) -> list[dict[str, Any]]:
         """Hyperparameters the conformance suite runs this model with."""
         return [{}]
+
+
+def _rows_to_evict(index: IdIndex, active: np.ndarray, cap: int, incoming: Iterable[str]) -> np.ndarray:
+    """Rows to free so that the ids ``incoming`` fit in ``cap`` live rows: the least recently active others."""
+    unique = list(set(incoming))
+    present = index.lookup(unique)
+    present = present[present >= 0]
+    excess = index.n_live + len(unique) - len(present) - cap
+    if excess <= 0:
+        return np.zeros(0, dtype=np.int64)
+    candidates = index.live_mask()
+    candidates[present] = False
+    rows = np.flatnonzero(candidates)
+    if excess < len(rows):
+        rows = rows[np.argpartition(active[rows], excess - 1)[:excess]]
+    return np.sort(rows)
 
 
 def registered_models() -> dict[str, type[OnlineRecommender]]:

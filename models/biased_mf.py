@@ -153,6 +153,20 @@ class BiasedMF(OnlineRecommender):
         dot = np.einsum("ij,ij->i", pb[:, :f], qb[:, :f])
         return np.float32(self.global_mean) + pb[:, f] + qb[:, f] + dot
 
+    # -- forgetting -------------------------------------------------------------------
+
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        """Reset the users' vectors to a new row's initial draw and their biases to 0.
+
+        The item rows and the rating mean and range are aggregates and stay.
+        """
+        self._pb[rows, :-1] = self._p_init.rows_at(rows)
+        self._pb[rows, -1] = 0.0
+
+    def _forget_item_rows(self, rows: np.ndarray) -> None:
+        self._qb[rows, :-1] = self._q_init.rows_at(rows)
+        self._qb[rows, -1] = 0.0
+
     # -- prediction -------------------------------------------------------------------
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
@@ -208,6 +222,35 @@ class BiasedMF(OnlineRecommender):
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
         return [{}]
+
+    # -- factors ----------------------------------------------------------------------
+
+    def factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """User and item factors ``(P, Q)`` whose inner products are the model's scores.
+
+        ``float32``, ``n_users`` and ``n_items`` rows (free rows included),
+        ``n_factors + 2`` columns with the biases folded in: ``P[u] = [p_u, 1,
+        b_u + mu]`` and ``Q[i] = [q_i, b_i, 1]``, so ``P[u] @ Q[i]`` is the
+        unclipped prediction :meth:`recommend` ranks by (for an ANN index, see
+        :class:`models.ann.ANNRecommender`). New arrays (a copy).
+
+        Examples
+        --------
+        >>> model = BiasedMF(n_factors=3)
+        >>> model.learn(Interactions.from_columns(["ann", "bob"], ["tea", "jam"], ratings=[5, 1]))
+        >>> p, q = model.factors()
+        >>> p.shape, q.shape, bool(np.allclose(p @ q.T, model._score(np.arange(2))))
+        ((2, 5), (2, 5), True)
+        """
+        f, nu, ni = self.n_factors, self.n_users, self.n_items
+        p = np.empty((nu, f + 2), dtype=np.float32)
+        p[:, :f] = self._pb[:nu, :f]
+        p[:, f] = 1.0
+        p[:, f + 1] = self._pb[:nu, f] + np.float32(self.global_mean)
+        q = np.empty((ni, f + 2), dtype=np.float32)
+        q[:, : f + 1] = self._qb[:ni]
+        q[:, f + 1] = 1.0
+        return p, q
 
 
 def _gather(table: np.ndarray, idx: np.ndarray) -> np.ndarray:

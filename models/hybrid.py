@@ -154,11 +154,31 @@ class Hybrid(OnlineRecommender):
     def _grow(self, n_users: int, n_items: int) -> None:
         self._item_events = self._grown(self._item_events, n_items)
         self._tags_cache = None
-        ids = self.item_index.ids
         for model in (*self._models, self._popularity):
-            # components index items in the hybrid's order: their item indices are the hybrid's
-            if model.n_items < n_items:
-                model.add_items(ids[model.n_items : n_items])
+            self._sync_items(model)
+
+    def _sync_items(self, model: OnlineRecommender) -> None:
+        """Index the hybrid's new items in an owned model, each in the hybrid's row.
+
+        Owned models index items in the hybrid's order: their item indices are
+        the hybrid's. They evict the hybrid's evicted rows (see
+        :meth:`_forget_item_rows`) and, like the hybrid, fill the smallest free
+        row first, so adding the new ids in row order puts each in its row.
+        """
+        mine, theirs = self.item_index, model.item_index
+        if len(theirs) == 0 and mine.n_free:  # a fresh model (on load): copy the rows, tombstones included
+            model.item_index = IdIndex(mine.ids)
+            model._grow(model.n_users, model.n_items)
+            return
+        rows = [r for r in theirs.free_rows().tolist() if mine.ids[r] is not None]
+        rows += range(len(theirs), len(mine))
+        if not rows:
+            return
+        ids = mine.ids_of(rows)
+        if None not in ids:
+            model.add_items(ids)
+        if None in ids or not np.array_equal(theirs.lookup(ids), rows):
+            raise RuntimeError(f"owned model {model.name} is out of step with the hybrid's item rows")
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
         for model in (*self._models, self._popularity):
@@ -176,6 +196,25 @@ class Hybrid(OnlineRecommender):
         self._tags_cache = None
         for model in self._models:
             model._set_item_tags(items, tags)
+
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        """Forget the users in every owned model (they index users by id, not by the hybrid's rows)."""
+        users = self.user_index.ids_of(rows)
+        for model in (*self._models, self._popularity):
+            for user in users:
+                model.forget_user(user)
+
+    def _forget_item_rows(self, rows: np.ndarray) -> None:
+        """Evict the same rows from every owned model; drop the items' event counts and tags."""
+        items = self.item_index.ids_of(rows)
+        for model in (*self._models, self._popularity):
+            if model.item_index.ids_of(rows) != items:
+                raise RuntimeError(f"owned model {model.name} is out of step with the hybrid's item rows")
+            model._drop_item_rows(rows)
+        self._item_events[rows] = 0
+        keep = ~np.isin(self._tag_items, rows)
+        self._tag_items, self._tag_ids = self._tag_items[keep], self._tag_ids[keep]
+        self._tags_cache = None
 
     def _normalised_tags(self) -> sp.csr_array:
         """Items x tags, each item's row scaled to unit length (cached until tags change)."""

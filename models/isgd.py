@@ -156,14 +156,24 @@ class ISGD(OnlineRecommender):
         pu = self._p[u]
         scatter_add_capped(self._q, i, lr * (err[:, None] * pu - reg * qi), lr * np.einsum("ij,ij->i", pu, pu))
 
+    # -- forgetting -------------------------------------------------------------------
+
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        """Reset the users' vectors to a new row's initial draw (item vectors are aggregates and stay)."""
+        self._p[rows] = self._p_init.rows_at(rows)
+
+    def _forget_item_rows(self, rows: np.ndarray) -> None:
+        self._q[rows] = self._q_init.rows_at(rows)
+
     # -- scoring ----------------------------------------------------------------------
 
     def _user_vectors(self, u: np.ndarray) -> np.ndarray:
         vectors = np.zeros((len(u), self.n_factors), dtype=np.float32)
         known = u >= 0
         vectors[known] = self._p[u[known]]
-        if self.n_users and not known.all():
-            vectors[~known] = self._p[: self.n_users].mean(axis=0)
+        if self.user_index.n_live and not known.all():
+            p = self._p[: self.n_users]
+            vectors[~known] = (p[self.user_index.live_mask()] if self.user_index.n_free else p).mean(axis=0)
         return vectors
 
     def _score(self, u: np.ndarray) -> np.ndarray:
@@ -192,6 +202,30 @@ class ISGD(OnlineRecommender):
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
         return [{}, {"sequential": True, "n_factors": 4}]
+
+    # -- factors ----------------------------------------------------------------------
+
+    def factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """User and item factors ``(P, Q)`` whose inner products are the model's scores.
+
+        ``float32``, ``n_users`` and ``n_items`` rows (free rows included):
+        ``P[u] @ Q[i]`` is the score :meth:`recommend` ranks item ``i`` by for
+        user ``u`` (for an ANN index, see :class:`models.ann.ANNRecommender`).
+        They are read-only views of the model's arrays (no copy): they change
+        when the model learns; copy them to keep them.
+
+        Examples
+        --------
+        >>> model = ISGD(n_factors=3)
+        >>> model.learn(Interactions.from_columns(["ann", "bob"], ["tea", "jam"]))
+        >>> p, q = model.factors()
+        >>> p.shape, q.shape, bool(np.allclose(p @ q.T, model._score(np.arange(2))))
+        ((2, 3), (2, 3), True)
+        """
+        p, q = self._p[: self.n_users].view(), self._q[: self.n_items].view()
+        p.flags.writeable = False
+        q.flags.writeable = False
+        return p, q
 
 
 def scatter_add_capped(target: np.ndarray, rows: np.ndarray, steps: np.ndarray, curvature: np.ndarray) -> None:
@@ -248,4 +282,21 @@ class RowInitializer:
         for number in range(start // self.block, (stop - 1) // self.block + 1 if stop > start else 0):
             lo, hi = max(start, number * self.block), min(stop, (number + 1) * self.block)
             out[lo - start : hi - start] = self._block(number)[lo - number * self.block : hi - number * self.block]
+        return out
+
+    def rows_at(self, positions: np.ndarray) -> np.ndarray:
+        """Initial rows at ``positions`` (any order), as :meth:`rows` gives them.
+
+        Examples
+        --------
+        >>> init = RowInitializer(seed=0, stream=0, n_cols=2, std=0.1, block=4)
+        >>> np.array_equal(init.rows_at(np.array([9, 2])), init.rows(0, 10)[[9, 2]])
+        True
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        out = np.empty((len(positions), self.n_cols), dtype=np.float32)
+        blocks = positions // self.block
+        for number in np.unique(blocks).tolist():
+            pick = blocks == number
+            out[pick] = self._block(number)[positions[pick] - number * self.block]
         return out

@@ -198,6 +198,41 @@ class ItemKNN(OnlineRecommender):
         delta.has_canonical_format = True
         self._cooc = self._cooc + delta  # canonical + canonical: a linear merge, canonical result
 
+    # -- forgetting -------------------------------------------------------------------
+
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        """Empty the users' windows; the co-occurrence and item counts are aggregates and stay."""
+        self._hist[rows] = -1
+        self._hist_len[rows] = 0
+
+    def _forget_item_rows(self, rows: np.ndarray) -> None:
+        """Zero the items' counts, their rows and columns of ``C``, and drop them from every window."""
+        n = self.n_items
+        dead = np.zeros(n, dtype=bool)
+        dead[rows] = True
+        self._counts[rows] = 0
+        cooc = self._cooc
+        if cooc.nnz:
+            entry_rows = np.repeat(np.arange(n), np.diff(cooc.indptr))
+            keep = ~(dead[entry_rows] | dead[cooc.indices])
+            if not keep.all():
+                indptr = np.concatenate([[0], np.cumsum(np.bincount(entry_rows[keep], minlength=n))])
+                cooc = sp.csr_array(
+                    (cooc.data[keep], cooc.indices[keep], indptr.astype(cooc.indptr.dtype)), shape=(n, n)
+                )
+                cooc.has_canonical_format = True  # a subset of a canonical matrix, in order
+                self._cooc = cooc
+        hist = self._hist[: self.n_users]
+        hit = (hist >= 0) & dead[np.maximum(hist, 0)]
+        users = np.flatnonzero(hit.any(axis=1))
+        if len(users):
+            block, drop = hist[users], hit[users]
+            block[drop] = -1
+            # move the remaining items to the front, newest first as before (a stable sort on "is empty")
+            order = np.argsort(block < 0, axis=1, kind="stable")
+            self._hist[users] = np.take_along_axis(block, order, axis=1)
+            self._hist_len[users] = (block >= 0).sum(axis=1)
+
     # -- scoring ----------------------------------------------------------------------
 
     def _inv_norm(self) -> np.ndarray:

@@ -80,6 +80,12 @@ class Popularity(OnlineRecommender):
         row = self.item_scores().astype(np.float32)
         return np.broadcast_to(row, (len(u), row.shape[0]))
 
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        """Nothing per user: the item scores are aggregates and stay (see ``forget_user``)."""
+
+    def _forget_item_rows(self, rows: np.ndarray) -> None:
+        self._acc[rows] = 0.0
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"acc": self._acc[: self.n_items]}
 

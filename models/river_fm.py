@@ -237,6 +237,7 @@ class RiverFM(OnlineRecommender):
         learn_one = self.river.learn_one
         dirty = self._dirty
         seen = self._seen
+        item_ids = self.item_index.ids  # None at free rows, which are no negatives
         rng = self._rng
         contexts: Sequence[ContextT] = batch.contexts or (None,) * len(batch)
         pending: dict[int, set[int]] = {}  # items of earlier events in this batch (not yet in _seen)
@@ -262,7 +263,7 @@ class RiverFM(OnlineRecommender):
             for _ in range(self.n_negatives):
                 for _ in range(_NEGATIVE_TRIES):
                     j = int(rng.integers(self._neg_pool))
-                    if j != ii and j not in seen[uu] and j not in mine:
+                    if j != ii and j not in seen[uu] and j not in mine and item_ids[j] is not None:
                         x = self._features(uu, j, named)
                         learn_one(x, 0.0, w=w)
                         dirty.update(x)
@@ -285,6 +286,35 @@ class RiverFM(OnlineRecommender):
                 self._v[ns][rows] = np.stack([latents[key] for key in keys])
                 self._known[ns][rows] = True
         self._dirty.clear()
+
+    # -- forgetting ------------------------------------------------------------------
+
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        """Drop the users' weights (River and mirror) and their last context.
+
+        The item, tag, context and hour weights and the intercept are
+        aggregates and stay.
+        """
+        self._drop_features(_USER, rows)
+        self._user_ctx[rows] = -1
+
+    def _forget_item_rows(self, rows: np.ndarray) -> None:
+        """Drop the items' weights and tags (a new item given the row starts untagged)."""
+        self._drop_features(_ITEM, rows)
+        for r in rows.tolist():
+            self._item_tags[r] = ()
+        self._tag_matrix = None
+
+    def _drop_features(self, namespace: int, rows: np.ndarray) -> None:
+        weights, latents = self.river.weights, self.river.latents
+        for r in rows.tolist():
+            key = _key(namespace, r)
+            weights.pop(key, None)
+            latents.pop(key, None)
+            self._dirty.discard(key)
+        self._w[namespace][rows] = 0.0
+        self._v[namespace][rows] = 0.0
+        self._known[namespace][rows] = False
 
     # -- scoring ---------------------------------------------------------------------
 

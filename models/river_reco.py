@@ -130,6 +130,17 @@ class _RiverMF(OnlineRecommender):
             pu[~known] = self._pu[: self.n_users][rows].mean(axis=0) if rows.any() else 0.0
         return pu, bu
 
+    # -- forgetting ------------------------------------------------------------------
+
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        """Drop the users from River's dicts and our mirror (item weights and the global mean stay)."""
+        users = (self._user_latents(), self._river_biases("u"), self._pu, self._bu, self._u_known, self._dirty_users)
+        _drop_rows(rows.tolist(), *users)
+
+    def _forget_item_rows(self, rows: np.ndarray) -> None:
+        items = (self._item_latents(), self._river_biases("i"), self._qi, self._bi, self._i_known, self._dirty_items)
+        _drop_rows(rows.tolist(), *items)
+
     # -- scoring ---------------------------------------------------------------------
 
     def _score(self, u: np.ndarray) -> np.ndarray:
@@ -220,6 +231,26 @@ class _RiverMF(OnlineRecommender):
             biases = self._river_biases(side)
             if biases is not None:
                 biases.clear()
+
+
+def _drop_rows(
+    rows: list[int],
+    latents: dict[int, np.ndarray],
+    biases: dict[int, float] | None,
+    mat: np.ndarray,
+    vec: np.ndarray,
+    known: np.ndarray,
+    dirty: set[int],
+) -> None:
+    """Remove ``rows`` from River's dicts (a reused row gets River's fresh draw) and zero their mirror."""
+    for r in rows:
+        latents.pop(r, None)
+        if biases is not None:
+            biases.pop(r, None)
+    dirty.difference_update(rows)
+    mat[rows] = 0.0
+    vec[rows] = 0.0
+    known[rows] = False
 
 
 class RiverBiasedMF(_RiverMF):

@@ -177,8 +177,11 @@ class TorchBPR(OnlineRecommender):
         u_t = torch.from_numpy(u).to(dev)
         i_t = torch.from_numpy(i).to(dev)
         w = torch.from_numpy(batch.weights.astype(np.float32)).to(dev)[:, None] / m
+        # negatives come from the rows holding an item (free rows would drift and be handed to a new item)
+        live = torch.from_numpy(np.flatnonzero(self.item_index.live_mask())) if self.item_index.n_free else None
         for _ in range(self.n_steps):
-            neg = torch.randint(self.n_items, (len(u), m), generator=self._gen).to(dev)
+            draw = torch.randint(self.n_items if live is None else len(live), (len(u), m), generator=self._gen)
+            neg = (draw if live is None else live[draw]).to(dev)
             pu, qi, qj = self._p[u_t], self._q[i_t], self._q[neg]
             bi, bj = self._b[i_t], self._b[neg]
             x = (pu * qi).sum(1, keepdim=True) + bi[:, None] - torch.einsum("nk,nmk->nm", pu, qj) - bj
@@ -194,6 +197,23 @@ class TorchBPR(OnlineRecommender):
             self._adagrad(self._q, self._q_acc, items, torch.cat([grad_qi, grad_qj.reshape(-1, self.n_factors)]))
             self._adagrad(self._b, self._b_acc, items, torch.cat([grad_bi, grad_bj.reshape(-1)]))
 
+    # -- forgetting ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        """Give the users fresh random embeddings and zero Adagrad sums (item tables are aggregates and stay)."""
+        r = torch.from_numpy(rows).to(self._device)
+        self._p[r] = self._new_rows(len(rows))
+        self._p_acc[r] = 0.0
+
+    @torch.no_grad()
+    def _forget_item_rows(self, rows: np.ndarray) -> None:
+        r = torch.from_numpy(rows).to(self._device)
+        self._q[r] = self._new_rows(len(rows))
+        self._b[r] = 0.0
+        self._q_acc[r] = 0.0
+        self._b_acc[r] = 0.0
+
     # -- scoring ---------------------------------------------------------------------
 
     def _user_vectors(self, u: np.ndarray) -> torch.Tensor:
@@ -202,8 +222,11 @@ class TorchBPR(OnlineRecommender):
         if known.all():
             return self._p[torch.from_numpy(u).to(self._device)]
         vectors = torch.zeros((len(u), self.n_factors), dtype=torch.float32, device=self._device)
-        if self.n_users:
-            vectors[:] = self._p[: self.n_users].mean(0)
+        if self.user_index.n_live:
+            p = self._p[: self.n_users]
+            if self.user_index.n_free:
+                p = p[torch.from_numpy(self.user_index.live_mask()).to(self._device)]
+            vectors[:] = p.mean(0)
         if known.any():
             rows = torch.from_numpy(np.flatnonzero(known)).to(self._device)
             vectors[rows] = self._p[torch.from_numpy(u[known]).to(self._device)]
@@ -237,6 +260,8 @@ class TorchBPR(OnlineRecommender):
             empty = torch.empty((len(u), 0), device=self._device)
             return empty.long(), empty
         scores = self._score_tensor(u)
+        if self.item_index.n_free:  # free rows hold no item
+            scores[:, torch.from_numpy(self.item_index.free_rows()).to(self._device)] = float("-inf")
         if exclude_seen:
             rows: list[int] = []
             cols: list[int] = []
@@ -284,3 +309,28 @@ class TorchBPR(OnlineRecommender):
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
         return [{"n_factors": 8, "lr": 0.1, "n_negatives": 4, "n_steps": 2, "device": "cpu", "seed": 5}]
+
+    # -- factors ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """User and item factors ``(P, Q)`` whose inner products are the model's scores.
+
+        ``float32`` NumPy arrays on the CPU, ``n_users`` and ``n_items`` rows
+        (free rows included), ``n_factors + 1`` columns with the item bias
+        folded in: ``P[u] = [p_u, 1]`` and ``Q[i] = [q_i, b_i]``, so ``P[u] @
+        Q[i]`` is the score :meth:`recommend` ranks by (for an ANN index, see
+        :class:`models.ann.ANNRecommender`). New arrays (a copy).
+
+        Examples
+        --------
+        >>> model = TorchBPR(n_factors=3, device="cpu")
+        >>> model.learn(Interactions.from_columns(["ann", "bob"], ["tea", "jam"]))
+        >>> p, q = model.factors()
+        >>> p.shape, q.shape, bool(np.allclose(p @ q.T, model._score(np.arange(2)), atol=1e-6))
+        ((2, 4), (2, 4), True)
+        """
+        nu, ni = self.n_users, self.n_items
+        p = torch.cat([self._p[:nu], torch.ones((nu, 1), dtype=torch.float32, device=self._device)], dim=1)
+        q = torch.cat([self._q[:ni], self._b[:ni, None]], dim=1)
+        return p.to("cpu").numpy(), q.to("cpu").numpy()

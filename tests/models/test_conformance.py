@@ -7,6 +7,9 @@ tested with come from its ``_test_params()`` classmethod (River's pattern).
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -208,6 +211,107 @@ def test_batch_equals_sequential_when_promised(name: str, params: dict) -> None:
     for a, b in zip(rb.scores, rs.scores, strict=True):
         assert np.allclose(a, b, rtol=1e-4)
     assert [set(x) for x in rb.items] == [set(x) for x in rs.items]
+
+
+def _strings(node: Any) -> Iterator[str]:
+    """Every string in a JSON document, keys included."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+@pytest.mark.parametrize(("name", "params"), CASES)
+def test_forget_user_removes_every_trace(name: str, params: dict, fitted_cache: dict, tmp_path) -> None:
+    model = get_fitted(fitted_cache, name, params)
+    others = ["u5", "u20", "u39"]
+    before = model.recommend(others, k=10)
+    assert model.forget_user("u0")
+    assert not model.forget_user("u0")
+    assert not model.forget_user("never-seen")
+    assert not model.has_history("u0")
+    assert model.seen_items("u0") == set()
+    assert "u0" not in model.user_index
+    # u0 is now a new, cold user: the cold-start list, seen items included
+    cold = model.recommend(["u0", "never-seen"], k=20)
+    assert len(cold.items[0]) == 20 and cold.items[0] == cold.items[1]
+    assert np.allclose(cold.scores[0], cold.scores[1])
+    # what is kept (item popularity, co-occurrences, item factors) does not move the other users' lists
+    after = model.recommend(others, k=10)
+    assert after.items == before.items
+    assert np.allclose(np.concatenate(after.scores), np.concatenate(before.scores), rtol=1e-5, atol=1e-6)
+    # a saved model does not hold the id anywhere
+    path = model.save(tmp_path / "m")
+    strings = set(_strings(json.loads((path / "meta.json").read_text())))
+    assert "u0" not in strings
+    assert "u5" in strings  # (the check sees ids that are there)
+    with np.load(path / "arrays.npz", allow_pickle=False) as arrays:
+        for key in arrays.files:
+            assert arrays[key].dtype.kind not in "OSU" or "u0" not in arrays[key], key
+    loaded = OnlineRecommender.load(path)
+    assert not loaded.has_history("u0")
+    assert loaded.recommend(others, k=10).items == after.items
+    # learning goes on: u0 comes back as a new user with only the new events
+    more = Interactions.from_columns(
+        ["u0", "u0", "u7"], ["b1", "b2", "a1"], timestamps=[1e7, 1e7 + 1, 1e7 + 2], ratings=[5.0, 4.0, 5.0]
+    )
+    for m in (model, loaded):
+        m.learn(more)
+        assert m.seen_items("u0") == {"b1", "b2"}
+        recs = m.recommend(["u0"], k=100).items[0]
+        assert len(recs) == 18 and not {"b1", "b2"} & set(recs)
+    assert model.recommend(["u0", *others], k=10).items == loaded.recommend(["u0", *others], k=10).items
+
+
+def open_catalogue_stream(n_events: int = 400, seed: int = 3) -> Interactions:
+    """Events over 100 users and 200 items, with ratings (a stream with far more ids than the caps)."""
+    rng = np.random.default_rng(seed)
+    users = [f"v{j}" for j in rng.integers(100, size=n_events)]
+    items = [f"x{j}" for j in rng.integers(200, size=n_events)]
+    ratings = rng.integers(1, 6, size=n_events).astype(float)
+    return Interactions.from_columns(users, items, timestamps=np.arange(n_events) * 10.0, ratings=ratings)
+
+
+@pytest.mark.parametrize(("name", "params"), CASES)
+def test_capacity_bounds_rows_and_evicted_items_are_never_recommended(name: str, params: dict, tmp_path) -> None:
+    model = models.create(name, **params)
+    model.set_capacity(max_users=10, max_items=12)
+    events = open_catalogue_stream()
+    ever: set[str] = set()
+    for start in range(0, len(events), 25):
+        batch = events.select(np.arange(start, min(start + 25, len(events))))
+        model.learn(batch)
+        ever.update(batch.items.tolist())
+        assert model.n_users <= 10 and model.n_items <= 12  # row capacity, not ids ever seen
+        live = {i for i in model.item_index.ids if i is not None}
+        assert set(batch.items[-5:].tolist()) <= live  # the newest are kept
+        users = [*batch.users[-3:].tolist(), "nobody"]
+        for row in model.recommend(users, k=20, exclude_seen=False).items:
+            assert set(row) == live and len(row) == len(live)  # no evicted item, no free row
+        for uid, row in zip(users, model.recommend(users, k=20).items, strict=True):
+            assert set(row) <= live - model.seen_items(uid)
+    assert len(ever) > 100 and len(ever - live) > 80  # most items were evicted along the way
+    model.add_items(["brand-new"], tags=[("drama",)])
+    assert model.n_items <= 12 and "brand-new" in model.recommend(["nobody"], k=20).items[0]
+    # save/load keeps the tombstones, the activity times and the caps: both evict the same ids afterwards
+    loaded = OnlineRecommender.load(model.save(tmp_path / "m"))
+    assert (loaded.max_users, loaded.max_items) == (10, 12)
+    assert loaded.user_index.ids == model.user_index.ids and loaded.item_index.ids == model.item_index.ids
+    users = [*events.users[-4:].tolist(), "nobody"]
+    assert loaded.recommend(users, k=5).items == model.recommend(users, k=5).items
+    more = open_catalogue_stream(n_events=60, seed=4)
+    for m in (model, loaded):
+        m.learn(more)
+        assert m.n_users <= 10 and m.n_items <= 12
+    assert loaded.user_index.ids == model.user_index.ids and loaded.item_index.ids == model.item_index.ids
+    users = [*more.users[-4:].tolist(), "nobody"]
+    assert loaded.recommend(users, k=5).items == model.recommend(users, k=5).items
+    assert model.clone().max_items == 12
 
 
 def test_every_registered_model_is_tested() -> None:
