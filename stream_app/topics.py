@@ -13,6 +13,7 @@ KIND_BY_TOPIC: dict[str, str] = {
     settings.topic("interactions"): "interaction",
     settings.topic("ratings"): "rating",
     settings.topic("items"): "item",
+    settings.topic("forget"): "forget",
 }
 
 events_topic = app.topic(*KIND_BY_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")

@@ -59,9 +59,7 @@ class StreamWorker:
         self.kind_by_topic = dict(kind_by_topic)
         self.deadletter_topic = deadletter_topic
         self._commit = commit
-        self.checkpoints = (
-            CheckpointStore(settings.state_dir / "checkpoints") if settings.checkpoint_interval > 0 else None
-        )
+        self.checkpoints = CheckpointStore(settings.checkpoint_dir) if settings.checkpoint_interval > 0 else None
         self.applied: Offsets = {}
         self.pipeline = self._restore() or RecommendationPipeline.from_names(
             settings.models, settings.default_model, settings.top_n, settings.model_params
@@ -73,6 +71,7 @@ class StreamWorker:
         self._pending: dict[tuple[str, str], tuple[RecList, bool]] = {}
         self._pending_fallback: RecList | None = None
         self._pending_ingest: list[float] = []
+        self._pending_forget: set[str] = set()
         self._flush_lock = asyncio.Lock()
         self._model_lock = asyncio.Lock()  # learning and checkpointing never overlap
         self._retry_task: asyncio.Task[None] | None = None
@@ -88,6 +87,11 @@ class StreamWorker:
             return None
         configured = set(self.settings.models)
         saved = {n for n in ckpt.models if not n.startswith("_")}
+        if ckpt.extra.get("topic_prefix", self.settings.topic_prefix) != self.settings.topic_prefix:
+            log.warning(
+                "checkpoint %s was written for topics %s.*: starting fresh", ckpt.path, ckpt.extra["topic_prefix"]
+            )
+            return None
         if saved != configured:
             log.warning(
                 "checkpoint %s holds models %s, configured are %s: starting fresh",
@@ -173,6 +177,11 @@ class StreamWorker:
                     self._pending[(doc.model, doc.user_id)] = (doc, is_default)
                 self._pending_fallback = out.fallback_list(now) or self._pending_fallback
                 self._pending_ingest.extend(t for t in ingest if t is not None)
+                for user in out.forgotten:
+                    self._pending_forget.add(user)
+                    for model in self.settings.models:
+                        self._pending.pop((model, user), None)
+                    self.counters["users_forgotten"] += 1
                 if len(self._pending_ingest) > self.settings.freshness_cap:  # Redis away for long
                     del self._pending_ingest[: -self.settings.freshness_cap]
         self.counters["batches"] += 1
@@ -199,7 +208,8 @@ class StreamWorker:
         async with self._model_lock:
             started = time.perf_counter()
             offsets = {t: dict(p) for t, p in self.applied.items()}
-            path = await asyncio.to_thread(self.checkpoints.save, self.pipeline.all_models(), offsets)
+            extra = {"app_id": self.settings.app_id, "topic_prefix": self.settings.topic_prefix}
+            path = await asyncio.to_thread(self.checkpoints.save, self.pipeline.all_models(), offsets, extra)
             self._last_checkpoint = time.monotonic()
             self._since_checkpoint = 0
         self.counters["checkpoints"] += 1
@@ -227,8 +237,9 @@ class StreamWorker:
     async def flush(self) -> bool:
         """Write pending lists and counters in one pipeline; keep them if Redis is away."""
         async with self._flush_lock:
-            if not self._pending and self._pending_fallback is None and not self.counters:
+            if not self._pending and self._pending_fallback is None and not self.counters and not self._pending_forget:
                 return True
+            forget = {user: list(self.settings.models) for user in self._pending_forget}
             lists = list(self._pending.values())
             counters = dict(self.counters)
             meta = None
@@ -244,7 +255,7 @@ class StreamWorker:
             freshness = [written_at - t for t in ingest]
             try:
                 await self.sink.write(
-                    lists, self._pending_fallback, counters, meta, freshness, self.settings.freshness_cap
+                    lists, self._pending_fallback, counters, meta, freshness, self.settings.freshness_cap, forget
                 )
             except REDIS_ERRORS as exc:
                 self.counters["redis_errors"] += 1
@@ -253,6 +264,7 @@ class StreamWorker:
                 return False
             self._meta_written = True
             del self._pending_ingest[: len(ingest)]
+            self._pending_forget.difference_update(forget)
             for key, value in counters.items():
                 self.counters[key] -= value
                 if not self.counters[key]:

@@ -165,6 +165,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(), limit=args.limit, users=args.show_users, timeout=args.timeout)
 
 
+# -- replay ---------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from streamrec.datasets import find_movielens
+    from streamrec.eventlog import read_events, read_movielens_items, read_movielens_ratings
+    from streamrec.replay import compare_offline, run_replay, write_report
+    from streamrec.services import resolve_services
+
+    settings = Settings.from_env()
+    if args.models:
+        models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        settings = replace(settings, models=models, default_model=args.model or models[-1])
+    settings = replace(
+        settings,
+        topic_prefix=f"{settings.topic_prefix}-replay",
+        key_prefix=f"{settings.key_prefix}-replay",
+        app_id=f"{settings.app_id}-replay",
+    )
+    settings = resolve_services(settings, start=not args.no_start)
+    if args.movielens:
+        folder = find_movielens()
+        if folder is None:
+            print("MovieLens 100K is not available (set STREAMREC_DATA_DIR)", file=sys.stderr)
+            return 2
+        catalogue = list(read_movielens_items(folder / "u.item"))
+        acts = list(read_movielens_ratings(folder / "u.data"))
+    elif args.path:
+        events = list(read_events(args.path, fmt=args.format))
+        catalogue = [e for e in events if e.kind == "item"]
+        acts = [e for e in events if e.kind in ("interaction", "rating")]
+    else:
+        print("replay what? give a PATH or --movielens", file=sys.stderr)
+        return 2
+    acts.sort(key=lambda e: e.timestamp)
+    events = [*catalogue, *(acts if args.limit is None else acts[: args.limit])]
+    rate = None if args.speed else args.rate
+    result = run_replay(settings, events, model=args.model, k=args.k, rate=rate, speed=args.speed, warmup=args.warmup)
+    stats = result.worker_stats
+    live_batch = stats.get("events_received", 0) / max(stats.get("batches", 1), 1)
+    if not args.no_offline:
+        result.offline = compare_offline(events, result.model, args.k, result.equivalent_batch_size, args.warmup)
+    write_report(result, Path(args.out))
+    print(result.markdown())
+    print(
+        f"mean live micro-batch {live_batch:.1f} events, mean freshness {result.freshness_mean_ms:.1f} ms; "
+        f"offline compared at batch size {result.equivalent_batch_size}; {result.served_fallback:,} events served the fallback list"
+    )
+    print(f"wrote {args.out}/replay.json and replay.md")
+    return 0
+
+
 # -- backtest -------------------------------------------------------------------------
 
 
@@ -219,6 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="a configured model (default: the default model)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_recs)
+
+    p = sub.add_parser(
+        "replay", help="live backtest: publish a log through Kafka and the worker, score what Redis served"
+    )
+    p.add_argument("path", nargs="?", help="a JSON-lines, CSV or MovieLens u.data file")
+    p.add_argument("--movielens", action="store_true", help="replay MovieLens 100K (catalogue first)")
+    p.add_argument("--format", choices=["jsonl", "csv", "movielens"], default=None)
+    p.add_argument("--models", default="popularity,itemknn", help="models the worker runs")
+    p.add_argument("--model", default=None, help="model whose lists are scored (default: the last of --models)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--rate", type=float, default=2000.0, help="events per second (default 2000)")
+    p.add_argument("--speed", type=float, default=None, help="real time x SPEED instead of a fixed rate")
+    p.add_argument("--warmup", type=float, default=0.0, help="fraction published but not scored")
+    p.add_argument("--limit", type=int, default=None, help="replay the first N events")
+    p.add_argument("--no-offline", action="store_true", help="skip the offline comparison")
+    p.add_argument("--out", default="bench/results/replay", help="folder for replay.json and replay.md")
+    p.add_argument("--no-start", action="store_true", help="do not start local services")
+    p.set_defaults(func=cmd_replay)
 
     try:
         from streamrec.backtest.cli import add_arguments

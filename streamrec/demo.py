@@ -16,35 +16,10 @@ from streamrec.events import Event
 from streamrec.services import resolve_services
 from streamrec.settings import Settings
 from streamrec.store import RecsClient
-from streamrec.topics import delete_topics, ensure_topics
+from streamrec.topics import ensure_topics, reset_state
 from streamrec.workerproc import WorkerProcess
 
-__all__ = ["reset_demo_state", "run_demo"]
-
-
-def reset_demo_state(settings: Settings) -> None:
-    """Start from nothing: delete the topics, the consumer group and the Redis keys of this prefix."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    delete_topics(settings)
-    admin = KafkaAdminClient(client_id="streamrec-demo", **settings.kafka_config())
-    try:
-        # kafka-python 3 calls it delete_groups, 2.x delete_consumer_groups
-        delete_groups = getattr(admin, "delete_groups", None) or admin.delete_consumer_groups
-        try:
-            delete_groups([settings.app_id])
-        except KafkaError:
-            pass  # no such group yet
-    finally:
-        admin.close()
-    client = RecsClient(settings.redis_url or "", settings.key_prefix, **settings.redis_kwargs())
-    try:
-        keys = list(client.redis.scan_iter(match=client.layout.pattern(), count=10_000))
-        for start in range(0, len(keys), 10_000):
-            client.redis.delete(*keys[start : start + 10_000])
-    finally:
-        client.close()
+__all__ = ["run_demo"]
 
 
 def _events(limit: int | None) -> tuple[list[Event], dict[str, str], str]:
@@ -79,7 +54,7 @@ def run_demo(
     print(f"    {settings.describe()}")
     events, titles, source = _events(limit)
     print(f"2/5 data: {len(events):,} events ({source})")
-    reset_demo_state(settings)
+    reset_state(settings)
     ensure_topics(settings)
     worker = WorkerProcess(settings, settings.state_dir / "demo-worker.log")
     print(f"3/5 worker: models {', '.join(settings.models)} (default {settings.default_model}); log {worker.log_path}")

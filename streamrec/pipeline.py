@@ -23,7 +23,7 @@ from typing import Any
 import models
 from models import OnlineRecommender, Recommendations
 from models.popularity import Popularity
-from streamrec.events import Event, Interaction, ItemUpdate, Rating, to_interactions
+from streamrec.events import Event, ForgetUser, Interaction, ItemUpdate, Rating, to_interactions
 from streamrec.store import RecList
 
 __all__ = ["BatchOutput", "RecommendationPipeline"]
@@ -41,6 +41,7 @@ class BatchOutput:
     fallback: Recommendations | None
     event_ts: dict[str, float] = field(default_factory=dict)
     ingest_ts: dict[str, float] = field(default_factory=dict)
+    forgotten: list[str] = field(default_factory=list)
     n_events: int = 0
     learn_seconds: float = 0.0
     recommend_seconds: float = 0.0
@@ -144,32 +145,26 @@ class RecommendationPipeline:
         """Learn from ``events`` (arrival order) and recommend for every user they touched.
 
         ``ingest_ts`` gives, per event, when it reached Kafka; the newest per
-        user is carried into that user's list document.
+        user is carried into that user's list document. A :class:`ForgetUser`
+        event removes the user from every model at its place in the order:
+        events before it are forgotten, events after it start afresh.
         """
-        item_updates = [e for e in events if isinstance(e, ItemUpdate)]
-        acts = [(j, e) for j, e in enumerate(events) if isinstance(e, Interaction | Rating)]
         t0 = time.perf_counter()
-        if item_updates:
-            ids = [e.item_id for e in item_updates]
-            tags = [e.tags for e in item_updates]
-            for model in self.all_models().values():
-                model.add_items(ids, tags=tags)
         event_ts: dict[str, float] = {}
         newest_ingest: dict[str, float] = {}
-        users: list[str] = []
-        if acts:
-            batch = to_interactions(e for _, e in acts)
-            for model in self.all_models().values():
-                model.learn(batch)
-            for j, e in acts:
-                u = e.user_id
-                if u not in event_ts:
-                    users.append(u)
-                    event_ts[u] = e.timestamp
-                elif e.timestamp > event_ts[u]:
-                    event_ts[u] = e.timestamp
-                if ingest_ts is not None and ingest_ts[j] is not None:
-                    newest_ingest[u] = max(newest_ingest.get(u, 0.0), float(ingest_ts[j]))
+        forgotten: list[str] = []
+        start = 0
+        for j, event in enumerate([*events, None]):
+            if event is not None and not isinstance(event, ForgetUser):
+                continue
+            self._learn_segment(events, range(start, j), ingest_ts, event_ts, newest_ingest)
+            if event is not None:
+                self.forget_user(event.user_id)
+                event_ts.pop(event.user_id, None)
+                newest_ingest.pop(event.user_id, None)
+                forgotten.append(event.user_id)
+            start = j + 1
+        users = list(event_ts)
         t1 = time.perf_counter()
         lists = {name: model.recommend(users, k=self.top_n) for name, model in self.models.items()} if users else {}
         fallback = self.fallback_model.recommend(["*"], k=self.top_n, exclude_seen=False)
@@ -180,7 +175,41 @@ class RecommendationPipeline:
             fallback=fallback,
             event_ts=event_ts,
             ingest_ts=newest_ingest,
+            forgotten=[u for u in dict.fromkeys(forgotten) if u not in event_ts],
             n_events=len(events),
             learn_seconds=t1 - t0,
             recommend_seconds=t2 - t1,
         )
+
+    def _learn_segment(
+        self,
+        events: Sequence[Event],
+        positions: range,
+        ingest_ts: Sequence[float | None] | None,
+        event_ts: dict[str, float],
+        newest_ingest: dict[str, float],
+    ) -> None:
+        item_updates = [events[j] for j in positions if isinstance(events[j], ItemUpdate)]
+        if item_updates:
+            ids = [e.item_id for e in item_updates]  # type: ignore[union-attr]
+            tags = [e.tags for e in item_updates]  # type: ignore[union-attr]
+            for model in self.all_models().values():
+                model.add_items(ids, tags=tags)
+        acts = [j for j in positions if isinstance(events[j], Interaction | Rating)]
+        if not acts:
+            return
+        batch = to_interactions(events[j] for j in acts)  # type: ignore[misc]
+        for model in self.all_models().values():
+            model.learn(batch)
+        for j in acts:
+            e = events[j]
+            u = e.user_id  # type: ignore[union-attr]
+            if e.timestamp > event_ts.get(u, float("-inf")):
+                event_ts[u] = e.timestamp
+            if ingest_ts is not None and ingest_ts[j] is not None:
+                newest_ingest[u] = max(newest_ingest.get(u, 0.0), float(ingest_ts[j]))  # type: ignore[arg-type]
+
+    def forget_user(self, user_id: str) -> None:
+        """Remove ``user_id`` from every model (privacy requests)."""
+        for model in self.all_models().values():
+            model.forget_user(user_id)

@@ -100,6 +100,11 @@ class Settings:
         """A copy pointing at the given broker and Redis server."""
         return replace(self, kafka_bootstrap_servers=kafka_bootstrap_servers, redis_url=redis_url)
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where this app's checkpoints live (one folder per app id, i.e. consumer group)."""
+        return self.state_dir / "checkpoints" / self.app_id
+
     def topic(self, kind: str) -> str:
         """Topic name for ``kind``: interactions, ratings, items, forget, deadletter."""
         return f"{self.topic_prefix}.{kind}"

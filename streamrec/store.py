@@ -198,12 +198,17 @@ class AsyncRecSink:
         meta: Mapping[str, str] | None = None,
         freshness: Sequence[float] | None = None,
         freshness_cap: int = 100_000,
+        forget: Mapping[str, Sequence[str]] | None = None,
     ) -> int:
         """Write ``(list, is_default)`` pairs; a default list also goes to the plain key.
 
         ``freshness`` samples are appended to the capped freshness list.
+        ``forget`` maps user ids to the models whose keys are deleted first
+        (with the plain key), for privacy requests.
         """
         pipe = self.redis.pipeline(transaction=False)
+        for user, user_models in (forget or {}).items():
+            pipe.delete(self.layout.user_key(user), *[self.layout.user_key(user, m) for m in user_models])
         n = 0
         for rec, is_default in lists:
             payload = rec.to_json()

@@ -10,9 +10,9 @@ from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from streamrec.settings import Settings
 
-__all__ = ["TOPIC_KINDS", "delete_topics", "ensure_topics", "topic_names"]
+__all__ = ["TOPIC_KINDS", "delete_topics", "ensure_topics", "reset_state", "topic_names"]
 
-TOPIC_KINDS = ("interactions", "ratings", "items", "deadletter")
+TOPIC_KINDS = ("interactions", "ratings", "items", "forget", "deadletter")
 
 
 def topic_names(settings: Settings) -> list[str]:
@@ -58,3 +58,32 @@ def delete_topics(settings: Settings, wait: float = 30.0) -> None:
             time.sleep(0.2)
     finally:
         admin.close()
+
+
+def reset_state(settings: Settings) -> None:
+    """Start from nothing: topics, consumer group, the worker's checkpoints, Redis keys of this prefix."""
+    import shutil
+
+    from kafka.errors import KafkaError
+
+    from streamrec.store import RecsClient
+
+    shutil.rmtree(settings.checkpoint_dir, ignore_errors=True)
+    delete_topics(settings)
+    admin = _admin(settings)
+    try:
+        # kafka-python 3 calls it delete_groups, 2.x delete_consumer_groups
+        delete_groups = getattr(admin, "delete_groups", None) or admin.delete_consumer_groups
+        try:
+            delete_groups([settings.app_id])
+        except KafkaError:
+            pass  # no such group yet
+    finally:
+        admin.close()
+    client = RecsClient(settings.redis_url or "", settings.key_prefix, **settings.redis_kwargs())
+    try:
+        keys = list(client.redis.scan_iter(match=client.layout.pattern(), count=10_000))
+        for start in range(0, len(keys), 10_000):
+            client.redis.delete(*keys[start : start + 10_000])
+    finally:
+        client.close()

@@ -96,7 +96,7 @@ def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, 
             publisher.publish(ratings, rate=500, progress=False)  # ~40 s of stream
         published.set()
 
-    store = CheckpointStore(settings.state_dir / "checkpoints")
+    store = CheckpointStore(settings.checkpoint_dir)
     thread = threading.Thread(target=publish)
     thread.start()
     rng = random.Random(11)
@@ -182,7 +182,7 @@ def test_broker_restart_mid_stream_resumes_and_loses_nothing(own_services, tmp_p
     with EventPublisher(settings) as publisher:
         publisher.publish(second, progress=False)
     topic = settings.topic("interactions")
-    store = CheckpointStore(settings.state_dir / "checkpoints")
+    store = CheckpointStore(settings.checkpoint_dir)
     wait_checkpoint_covers(store, topic, end_offsets(settings, topic), TIMEOUT)
     assert worker.alive() and worker.pid == pid  # the same process resumed
     assert worker.stop() == 0
