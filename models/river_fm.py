@@ -343,10 +343,15 @@ class RiverFM(OnlineRecommender):
         sq_items = np.einsum("nk,nk->n", v_item, v_item) + tags.multiply(tags) @ sq_named
         pair_items = 0.5 * (np.einsum("nk,nk->n", s_items, s_items) - sq_items)
         # user part: user id, context, hour (one-hot, so x^2 = x)
-        known = u >= 0
+        table = len(self._w[_USER])  # empty until a user is learned (items may come first)
+        known = (u >= 0) & (u < table)
         rows = np.where(known, u, 0)
-        v_user = np.where(known[:, None], self._v[_USER][rows], 0.0)
-        w_user = np.where(known, self._w[_USER][rows], 0.0)
+        if table:
+            v_user = np.where(known[:, None], self._v[_USER][rows], 0.0)
+            w_user = np.where(known, self._w[_USER][rows], 0.0)
+        else:
+            v_user = np.zeros((len(u), self._v[_USER].shape[1]))
+            w_user = np.zeros(len(u))
         r, c = np.nonzero(named >= 0)
         ctx = sp.csr_matrix((np.ones(len(r)), (r, named[r, c])), shape=(len(u), n_named))
         lin_user = w_user + ctx @ w_named

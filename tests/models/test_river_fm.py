@@ -167,3 +167,10 @@ def test_recommend_uses_the_users_latest_context() -> None:
     )
     with pytest.raises(ValueError, match="contexts"):
         model.score_items([user, "u3"], contexts=[None])
+
+
+def test_catalogue_before_any_user_scores_cold_users() -> None:
+    model = RiverFM(n_factors=4, seed=0)
+    model.add_items(["a", "b"], tags=[("Drama",), ("Comedy",)])
+    recs = model.recommend(["u1"], k=2)
+    assert sorted(recs.items[0]) == ["a", "b"]
