@@ -64,6 +64,9 @@ class StreamWorker:
         self.pipeline = self._restore() or RecommendationPipeline.from_names(
             settings.models, settings.default_model, settings.top_n, settings.model_params
         )
+        if settings.max_users or settings.max_items:
+            for model in self.pipeline.all_models().values():
+                model.set_capacity(settings.max_users, settings.max_items)
         self._last_checkpoint = time.monotonic()
         self._since_checkpoint = 0
         self.sink = AsyncRecSink(settings.redis_url, settings.key_prefix, settings.key_ttl, **settings.redis_kwargs())

@@ -22,16 +22,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from models import Interactions, OnlineRecommender, Recommendations
-from models.popularity import Popularity
 from producers.publisher import EventPublisher
 from streamrec.events import Event, Interaction, ItemUpdate, Rating
+from streamrec.served import ServedLists
 from streamrec.settings import Settings
 from streamrec.store import RecsClient
 from streamrec.topics import ensure_topics, reset_state
 from streamrec.workerproc import WorkerProcess
 
-__all__ = ["ReplayResult", "ServedLists", "percentiles", "run_replay"]
+__all__ = ["ReplayResult", "compare_offline", "percentiles", "run_replay"]
 
 
 def percentiles(samples: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
@@ -110,71 +109,6 @@ class ReplayResult:
             f"{f['p50']:.1f} / {f['p95']:.1f} / {f['p99']:.1f} | {self.events / self.total_seconds:,.0f} |",
         ]
         return "\n".join(lines) + "\n"
-
-
-class ServedLists(OnlineRecommender):
-    """A model plus the popularity fallback, recommending what the live system serves.
-
-    Users with history get ``model``'s list; the others get the popularity
-    list, as they would read ``{prefix}:fallback`` from Redis. Used to run the
-    offline backtest with the live system's semantics.
-    """
-
-    name = "served"
-
-    def __init__(self, model: OnlineRecommender, fallback: Popularity | None = None, seed: int = 0) -> None:
-        self.model = model
-        self.fallback = fallback if fallback is not None else Popularity()
-        super().__init__(seed=seed)
-
-    def learn(self, batch: Interactions) -> None:
-        self.model.learn(batch)
-        self.fallback.learn(batch)
-
-    def add_items(self, items: Any, tags: Any = None) -> None:
-        self.model.add_items(items, tags)
-        self.fallback.add_items(items, tags)
-
-    def recommend(self, users: Any, k: int = 10, *, exclude_seen: bool = True, exclude: Any = None) -> Recommendations:
-        users = [str(u) for u in users]
-        warm = [u for u in users if self.model.has_history(u)]
-        out = self.model.recommend(warm, k, exclude_seen=exclude_seen, exclude=exclude).as_dict() if warm else {}
-        cold = [u for u in users if u not in out]
-        if cold:
-            top = self.fallback.recommend(["*"], k, exclude_seen=False)
-            for u in cold:
-                out[u] = top.items[0]
-        return Recommendations(users, [out[u] for u in users], [[0.0] * len(out[u]) for u in users])
-
-    def has_history(self, user: Any) -> bool:
-        return self.model.has_history(user)
-
-    @property
-    def n_items(self) -> int:  # type: ignore[override]
-        return self.model.n_items
-
-    @property
-    def item_index(self):  # type: ignore[no-untyped-def,override]
-        return self.model.item_index
-
-    @item_index.setter
-    def item_index(self, value: Any) -> None:  # the base constructor assigns one; the model's is used
-        pass
-
-    def _grow(self, n_users: int, n_items: int) -> None:  # pragma: no cover - learn is delegated
-        pass
-
-    def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:  # pragma: no cover
-        pass
-
-    def _score(self, u: np.ndarray) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
-
-    def _state(self) -> dict[str, np.ndarray]:  # pragma: no cover
-        raise NotImplementedError("ServedLists is an evaluation adapter; save the wrapped model")
-
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:  # pragma: no cover
-        raise NotImplementedError
 
 
 def _pace(start: float, n: int, ts: float, ts0: float, rate: float | None, speed: float | None) -> None:

@@ -56,6 +56,8 @@ class Settings:
     key_ttl: int | None = None
     freshness_cap: int = 100_000
     checkpoint_interval: float = 30.0
+    max_users: int | None = None
+    max_items: int | None = None
     state_dir: Path = field(default_factory=lambda: cache_dir() / "worker")
     limits: Limits = field(default_factory=Limits)
     model_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
@@ -91,6 +93,8 @@ class Settings:
             key_ttl=int(ttl) if ttl else None,
             freshness_cap=int(env.get("STREAMREC_FRESHNESS_CAP", "100000")),
             checkpoint_interval=float(env.get("STREAMREC_CHECKPOINT_INTERVAL", "30")),
+            max_users=int(env["STREAMREC_MAX_USERS"]) if env.get("STREAMREC_MAX_USERS") else None,
+            max_items=int(env["STREAMREC_MAX_ITEMS"]) if env.get("STREAMREC_MAX_ITEMS") else None,
             state_dir=Path(env["STREAMREC_STATE_DIR"]) if env.get("STREAMREC_STATE_DIR") else cache_dir(env) / "worker",
             limits=limits,
             security=Security.from_env(env),
@@ -133,6 +137,10 @@ class Settings:
             env["REDIS_URL"] = self.redis_url
         if self.key_ttl:
             env["STREAMREC_KEY_TTL"] = str(self.key_ttl)
+        if self.max_users:
+            env["STREAMREC_MAX_USERS"] = str(self.max_users)
+        if self.max_items:
+            env["STREAMREC_MAX_ITEMS"] = str(self.max_items)
         env.update(self.security.as_env())
         return env
 

@@ -79,6 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--params", default=None, metavar="JSON", help='hyperparameters, e.g. \'{"itemknn": {"window": 50}}\''
     )
     mod.add_argument("--seed", type=int, default=0, help="seed of every model")
+    mod.add_argument(
+        "--fallback",
+        choices=["popularity", "none"],
+        default="popularity",
+        help="serve users without history the popularity list, as the live worker does (default), or score the raw model",
+    )
 
     rep = parser.add_argument_group("replay")
     rep.add_argument("--k", type=_int_list, default=[10], metavar="K[,K...]", help="list lengths to score (default 10)")
@@ -254,6 +260,10 @@ def run(args: argparse.Namespace) -> int:
     Prequential({}, **options)  # checks the options before the log is read
     log = load_source(args)
     created, failed = create_models(names, args.seed, params)
+    if args.fallback == "popularity":
+        from streamrec.served import ServedLists
+
+        created = {name: m if name == "popularity" else ServedLists(m) for name, m in created.items()}
     for name, error in failed.items():
         print(f"backtest: model {name}: {error}", file=sys.stderr)
     if not created:
