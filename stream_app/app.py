@@ -7,6 +7,8 @@ When ``KAFKA_BOOTSTRAP_SERVERS`` is not set, the broker started by
 
 from __future__ import annotations
 
+import os
+
 import faust
 
 import models
@@ -38,6 +40,10 @@ def _check_models(settings: Settings) -> None:
 
 
 _check_models(settings)
+if "torch_bpr" in settings.models:  # one torch thread: the worker shares the machine with Kafka and Redis
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("STREAMREC_TORCH_THREADS", "1")))
 
 
 def _broker_url(servers: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from typing import Any
@@ -233,6 +234,20 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
+def limit_torch_threads() -> None:
+    """One torch thread per process unless ``STREAMREC_TORCH_THREADS`` says otherwise.
+
+    On a small machine torch's default pool (one thread per core) competes with
+    everything else and runs many times slower.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("STREAMREC_TORCH_THREADS", "1")))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the backtest the options describe; 0 if every model ran, 1 if one failed."""
     try:
@@ -259,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
     }
     Prequential({}, **options)  # checks the options before the log is read
     log = load_source(args)
+    limit_torch_threads()
     created, failed = create_models(names, args.seed, params)
     if args.fallback == "popularity":
         from streamrec.served import ServedLists
@@ -270,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
         print("backtest: no model could be created", file=sys.stderr)
         return 1
     result = Prequential(created, **options).run(log)
-    result.config.update(models=names, seed=args.seed, params=params, command=_command(args))
+    result.config.update(models=names, seed=args.seed, params=params, command=_command(args), fallback=args.fallback)
     for name, error in failed.items():
         result.add_failure(name, error, params.get(name))
     result.models = {name: result.models[name] for name in names}

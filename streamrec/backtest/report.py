@@ -89,7 +89,12 @@ def _notes(result: BacktestResult, command: str | None) -> list[str]:
         f"Replay: micro-batches of {c['batch_size']} events (lists from the state before the batch, "
         f"then the batch is learned), warm-up {c['warmup']:.0%}, every {c['every']} event(s) evaluated, "
         f"label delay {c['label_delay']} events, seed {c.get('seed', '–')}, seen items "
-        f"{'excluded' if c['exclude_seen'] else 'kept'}.",
+        f"{'excluded' if c['exclude_seen'] else 'kept'}."
+        + (
+            " Lists as the live system serves them: a user without history gets the popularity list."
+            if c.get("fallback") == "popularity"
+            else ""
+        ),
         "HR@K: the event's item is in the user's top-K; NDCG@K: 1/log2(rank+2) for a hit; MRR: within the "
         f"top-{max(c['ks'])}; coverage@K: distinct items recommended / items known at the end; "
         "RMSE/MAE: rating models' prediction before learning each rated event.",
