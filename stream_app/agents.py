@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stream_app.app import app, settings
+from stream_app.commits import commit_only_after_checkpoints
 from stream_app.topics import KIND_BY_TOPIC, deadletter_topic, events_topic
 from stream_app.worker import StreamWorker
 
@@ -14,7 +15,9 @@ async def process_events(stream):  # type: ignore[no-untyped-def]
     Events are acknowledged (and their offsets become committable) only after
     their batch has been handled.
     """
-    worker = StreamWorker(settings, KIND_BY_TOPIC, deadletter_topic, commit=app.consumer.commit)
+    consumer = app.consumer
+    commit = commit_only_after_checkpoints(consumer) if settings.checkpoint_interval > 0 else consumer.commit
+    worker = StreamWorker(settings, KIND_BY_TOPIC, deadletter_topic, commit=commit)
     await worker.start()
     try:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):

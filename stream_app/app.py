@@ -68,10 +68,8 @@ app = faust.App(
     broker_session_timeout=6.0,  # the broker's group.min.session.timeout.ms
     broker_heartbeat_interval=1.5,
     stream_buffer_maxsize=max(4096, 4 * settings.batch_size),
-    # With checkpoints the worker commits offsets itself, right after each
-    # checkpoint, so Kafka never holds an offset past what a checkpoint holds.
-    broker_commit_every=2**62 if settings.checkpoint_interval > 0 else max(1000, settings.batch_size),
-    broker_commit_interval=1e9 if settings.checkpoint_interval > 0 else 1.0,
+    broker_commit_every=max(1000, settings.batch_size),
+    broker_commit_interval=1.0,  # with checkpoints, stream_app.commits holds these commits back
 )
 
 # Import the agents so that `faust -A stream_app.app worker` registers them.

@@ -233,3 +233,29 @@ def test_thousands_of_malformed_events_all_deadlettered_all_good_learned(own_ser
     assert sum(dlq.values()) == n_bad
     assert "Crashed reason" not in log.read_text()
     assert worker.stop() == 0
+
+
+def committed_offset(settings: Settings, topic: str) -> int | None:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), group_id=settings.app_id)
+    try:
+        return consumer.committed(TopicPartition(topic, 0))
+    finally:
+        consumer.close()
+
+
+def test_offsets_are_committed_only_after_checkpoints(own_services, tmp_path) -> None:
+    _, base = own_services
+    settings = settings_for(base, tmp_path, "commits", checkpoint_interval=3600.0)
+    ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    topic = settings.topic("interactions")
+    events = [Interaction(f"u{n % 9}", f"i{n % 31}", 1.0 + n, "view") for n in range(500)]
+    with EventPublisher(settings) as publisher:
+        publisher.publish(events, progress=False)
+    worker.wait_processed(len(events), TIMEOUT)
+    time.sleep(4)  # Faust's own commit timer fires every second: it must commit nothing
+    assert committed_offset(settings, topic) in (None, 0)
+    assert worker.stop() == 0  # a clean stop writes a final checkpoint, then commits
+    ckpt = CheckpointStore(settings.checkpoint_dir).load_latest()
+    assert ckpt is not None and ckpt.offsets[topic][0] == len(events)
+    assert committed_offset(settings, topic) == len(events)
