@@ -194,7 +194,7 @@ class OnlineRecommender(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if not inspect.isabstract(cls) and cls.name != "base":
+        if not inspect.isabstract(cls) and "name" in cls.__dict__:  # a subclass that names itself
             _REGISTRY[cls.name] = cls
 
     # -- state shared by every model -------------------------------------------------
@@ -412,18 +412,27 @@ class OnlineRecommender(ABC):
         if not user_ids or self.n_items == 0 or k == 0:
             return Recommendations(user_ids, [[] for _ in user_ids], [[] for _ in user_ids])
         u = self.user_index.lookup(user_ids)
-        scores = np.array(self._score(u), dtype=np.float32, copy=True)
-        if scores.shape != (len(u), self.n_items):
-            raise RuntimeError(f"{self.name}._score returned {scores.shape}, expected {(len(u), self.n_items)}")
-        scores[~np.isfinite(scores)] = np.float32(-3.0e38)
-        if self.item_index.n_free:  # tombstones hold no item: never recommend them
-            scores[:, self.item_index.free_rows()] = -np.inf
+        excluded: list[list[int]] = [[] for _ in user_ids]
         if exclude_seen:
-            self._mask(scores, [self._seen[x] if x >= 0 else () for x in u.tolist()])
+            excluded = [list(self._seen[x]) if x >= 0 else [] for x in u.tolist()]
         if exclude:
-            extra = [self.item_index.lookup([str(v) for v in exclude.get(uid, ())]) for uid in user_ids]
-            self._mask(scores, [e[e >= 0].tolist() for e in extra])
+            for row, uid in enumerate(user_ids):
+                extra = self.item_index.lookup([str(v) for v in exclude.get(uid, ())])
+                excluded[row].extend(extra[extra >= 0].tolist())
+        if self.personalized:
+            scores = np.array(self._score(u), dtype=np.float32, copy=True)
+            if scores.shape != (len(u), self.n_items):
+                raise RuntimeError(f"{self.name}._score returned {scores.shape}, expected {(len(u), self.n_items)}")
+            columns = None
+        else:  # one ranking for everyone: rank each user within the global top (k + most excluded)
+            scores, columns, excluded = self._global_candidates(u, k, excluded)
+        scores[~np.isfinite(scores)] = np.float32(-3.0e38)
+        if columns is None and self.item_index.n_free:  # tombstones hold no item: never recommend them
+            scores[:, self.item_index.free_rows()] = -np.inf
+        self._mask(scores, excluded)
         idx, vals = top_k(scores, k)
+        if columns is not None:
+            idx = columns[idx]
         items: list[list[str]] = []
         out_scores: list[list[float]] = []
         for row_idx, row_vals in zip(idx, vals, strict=True):
@@ -498,6 +507,30 @@ class OnlineRecommender(ABC):
         return model
 
     # -- helpers for subclasses --------------------------------------------------------
+
+    def _global_candidates(
+        self, u: np.ndarray, k: int, excluded: list[list[int]]
+    ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+        """For models that rank every user alike: candidate scores, their item rows, exclusions.
+
+        The global top ``k + max(len(excluded))`` holds every user's top-k, so
+        ranking within it gives what the full ``users x items`` matrix gives,
+        ties included (candidates are ordered by score, then by row).
+        """
+        row = np.array(self._score(u[:1]), dtype=np.float32, copy=True)[0]
+        row[~np.isfinite(row)] = np.float32(-3.0e38)
+        if self.item_index.n_free:
+            row[self.item_index.free_rows()] = -np.inf
+        m = min(self.n_items, k + max((len(e) for e in excluded), default=0))
+        columns = top_k(row[None, :], m)[0][0]
+        position = np.full(self.n_items, -1, dtype=np.int64)
+        position[columns] = np.arange(m)
+        mapped = []
+        for items in excluded:
+            pos = position[np.asarray(items, dtype=np.int64)] if items else np.empty(0, dtype=np.int64)
+            mapped.append(pos[pos >= 0].tolist())
+        scores = np.broadcast_to(row[columns], (len(u), m)).copy()
+        return scores, columns, mapped
 
     def _grow_seen(self) -> None:
         while len(self._seen) < self.n_users:

@@ -12,31 +12,25 @@ from models.base import Interactions, OnlineRecommender
 __all__ = ["ItemKNN"]
 
 
-def _csr_lookup(matrix: sp.csr_array, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def csr_keys(matrix: sp.csr_array) -> np.ndarray:
+    """``row * n_cols + col`` of every stored entry: sorted, since the matrix is canonical CSR."""
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    return rows * np.int64(matrix.shape[1]) + matrix.indices
+
+
+def _csr_lookup(matrix: sp.csr_array, rows: np.ndarray, cols: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
     """Entries ``matrix[rows[n], cols[n]]`` of a canonical CSR matrix (0 where absent).
 
-    A binary search within each row, vectorised over all lookups: about
-    ``log2(longest row)`` NumPy passes, whatever the number of non-zeros
-    (SciPy's fancy indexing scans whole rows when few entries are asked for).
+    One ``searchsorted`` over the sorted flat keys (:func:`csr_keys`, which a
+    caller may cache between lookups), vectorised over all lookups.
     """
-    indptr, indices = matrix.indptr, matrix.indices
     out = np.zeros(len(rows), dtype=matrix.dtype)
     if matrix.nnz == 0 or len(rows) == 0:
         return out
-    end = indptr[rows + 1].astype(np.int64)
-    lo = indptr[rows].astype(np.int64)
-    hi = end.copy()
-    last = len(indices) - 1
-    while True:
-        active = lo < hi
-        if not active.any():
-            break
-        mid = (lo + hi) >> 1
-        right = active & (indices[np.minimum(mid, last)] < cols)
-        lo = np.where(right, mid + 1, lo)
-        hi = np.where(active & ~right, mid, hi)
-    pos = np.minimum(lo, last)
-    found = (lo < end) & (indices[pos] == cols)
+    keys = csr_keys(matrix) if keys is None else keys
+    wanted = rows.astype(np.int64) * np.int64(matrix.shape[1]) + cols
+    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    found = keys[pos] == wanted
     out[found] = matrix.data[pos[found]]
     return out
 
@@ -128,6 +122,8 @@ class ItemKNN(OnlineRecommender):
     def _init_state(self) -> None:
         super()._init_state()
         self._cooc = sp.csr_array((0, 0), dtype=np.float32)
+        self._keys: np.ndarray = np.zeros(0, dtype=np.int64)  # csr_keys(self._keys_of), cached
+        self._keys_of: sp.csr_array | None = None
         self._counts = np.zeros(0, dtype=np.int64)
         # per-user window of item indices, newest first, padded with -1
         self._hist = np.full((0, self.window), -1, dtype=np.int32)
@@ -279,7 +275,9 @@ class ItemKNN(OnlineRecommender):
         # contribution of history item h to recommended item j is weight_h * C[h, j]
         h_grid = np.broadcast_to(np.maximum(hist, 0)[:, :, None], (*hist.shape, recs.shape[1]))
         j_grid = np.broadcast_to(recs[:, None, :], h_grid.shape)
-        cooc = _csr_lookup(self._cooc, h_grid.ravel(), j_grid.ravel()).reshape(h_grid.shape)
+        if self._keys_of is not self._cooc:  # the matrix changed since the keys were made
+            self._keys, self._keys_of = csr_keys(self._cooc), self._cooc
+        cooc = _csr_lookup(self._cooc, h_grid.ravel(), j_grid.ravel(), self._keys).reshape(h_grid.shape)
         contribution = cooc * weights[:, :, None]
         best = contribution.argmax(axis=1)
         best_item = np.take_along_axis(hist, best, axis=1)

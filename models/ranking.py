@@ -11,8 +11,10 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the indices and values of the ``k`` largest entries of each row, best first.
 
     Uses ``argpartition`` (linear time) and sorts only the ``k`` winners. Ties
-    break towards the lower index, so equal inputs give equal outputs.
-    ``k`` larger than the number of columns returns every column.
+    break towards the lower index, also at the k-th place (``argpartition``
+    alone picks arbitrarily among values tied there), so the result is the
+    top ``k`` by (value descending, index ascending). ``k`` larger than the
+    number of columns returns every column.
 
     Examples
     --------
@@ -28,6 +30,12 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return np.empty((n_rows, 0), dtype=np.int64), np.empty((n_rows, 0), dtype=scores.dtype)
     if k < n_cols:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        threshold = np.take_along_axis(scores, part, axis=1).min(axis=1)[:, None]
+        above = (scores > threshold).sum(axis=1)
+        tied = (scores == threshold).sum(axis=1)
+        for r in np.flatnonzero(above + tied > k):  # a tie at the k-th place: take the lowest indices
+            row, t = scores[r], threshold[r, 0]
+            part[r] = np.concatenate([np.flatnonzero(row > t), np.flatnonzero(row == t)[: k - above[r]]])
     else:
         part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
     vals = np.take_along_axis(scores, part, axis=1)

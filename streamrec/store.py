@@ -93,8 +93,20 @@ class RecList:
     fallback: bool = False
 
     def to_json(self) -> bytes:
-        doc = {k: v for k, v in asdict(self).items() if v is not None and k != "fallback"}
-        doc["scores"] = [round(float(s), 6) for s in self.scores]
+        """The document's bytes (built by hand: ``dataclasses.asdict`` copies every list)."""
+        doc: dict[str, Any] = {
+            "user_id": self.user_id,
+            "model": self.model,
+            "items": self.items,
+            "scores": [round(s, 6) for s in self.scores],
+            "computed_at": self.computed_at,
+        }
+        if self.event_ts is not None:
+            doc["event_ts"] = self.event_ts
+        if self.ingest_ts is not None:
+            doc["ingest_ts"] = self.ingest_ts
+        if self.reasons is not None:
+            doc["reasons"] = self.reasons
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
