@@ -23,8 +23,10 @@ if [ ! -f "$venv/.complete" ]; then
     touch "$venv/.complete"
 fi
 # The project itself: an editable install pointing at this clone (cheap; redone
-# when the clone moved, so the console script `streamrec` runs this code).
-if [ "$("$venv/bin/python" -c 'import streamrec, pathlib; print(pathlib.Path(streamrec.__file__).resolve().parent.parent)' 2>/dev/null)" != "$root" ]; then
+# when the clone moved, so the console script `streamrec` runs this code). The
+# check runs from / so that the clone itself is not on the import path.
+installed="$(cd / && "$venv/bin/python" -c 'import streamrec, pathlib; print(pathlib.Path(streamrec.__file__).resolve().parent.parent)' 2>/dev/null || true)"
+if [ "$installed" != "$root" ] || [ ! -x "$venv/bin/streamrec" ]; then
     "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root" >&2
 fi
 echo "$venv"

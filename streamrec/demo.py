@@ -22,6 +22,14 @@ from streamrec.workerproc import WorkerProcess
 __all__ = ["run_demo"]
 
 
+def _most_active(events: list[Event], n: int = 3) -> list[str]:
+    from collections import Counter
+
+    counts = Counter(getattr(e, "user_id", None) for e in events)
+    counts.pop(None, None)
+    return [u for u, _ in counts.most_common(n)]
+
+
 def _events(limit: int | None) -> tuple[list[Event], dict[str, str], str]:
     folder = find_movielens()
     if folder is None:
@@ -54,6 +62,8 @@ def run_demo(
     print(f"    {settings.describe()}")
     events, titles, source = _events(limit)
     print(f"2/5 data: {len(events):,} events ({source})")
+    if not titles:  # synthetic ids: show the most active users and a newcomer
+        users = ",".join([*_most_active(events), "new-user"])
     reset_state(settings)
     ensure_topics(settings)
     worker = WorkerProcess(settings, settings.state_dir / "demo-worker.log")
