@@ -205,15 +205,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     events = [*catalogue, *(acts if args.limit is None else acts[: args.limit])]
     rate = None if args.speed else args.rate
     result = run_replay(settings, events, model=args.model, k=args.k, rate=rate, speed=args.speed, warmup=args.warmup)
-    stats = result.worker_stats
-    live_batch = stats.get("events_received", 0) / max(stats.get("batches", 1), 1)
     if not args.no_offline:
-        result.offline = compare_offline(events, result.model, args.k, result.equivalent_batch_size, args.warmup)
+        result.offline = compare_offline(
+            events, result.model, args.k, result.live_batch_size, result.equivalent_label_delay, args.warmup
+        )
     write_report(result, Path(args.out))
     print(result.markdown())
     print(
-        f"mean live micro-batch {live_batch:.1f} events, mean freshness {result.freshness_mean_ms:.1f} ms; "
-        f"offline compared at batch size {result.equivalent_batch_size}; {result.served_fallback:,} events served the fallback list"
+        f"mean live micro-batch {result.live_batch_size} events, mean freshness {result.freshness_mean_ms:.1f} ms, "
+        f"{result.served_fallback:,} events served the fallback list; offline compared with batches of "
+        f"{result.live_batch_size} and a label delay of {result.equivalent_label_delay} events (the same lag)"
     )
     print(f"wrote {args.out}/replay.json and replay.md")
     return 0

@@ -67,22 +67,29 @@ class ReplayResult:
     worker_stats: dict[str, float]
     offline: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    per_event: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     @property
     def hit_rate(self) -> float:
         return self.hits / self.scored if self.scored else float("nan")
 
     @property
-    def equivalent_batch_size(self) -> int:
-        """The offline micro-batch with the same mean lag as the live run.
+    def live_batch_size(self) -> int:
+        """Mean events per live micro-batch."""
+        stats = self.worker_stats
+        return max(1, round(stats.get("events_received", 0) / max(stats.get("batches", 1), 1)))
+
+    @property
+    def equivalent_label_delay(self) -> int:
+        """Offline label delay (in events) that makes lists lag as they did live.
 
         Live, an event shows in its user's list after the freshness delay,
-        i.e. after ``rate x freshness`` further events on average. Offline with
-        batch size ``B``, an event shows after ``B / 2`` further events on
-        average (those after it in its batch). So ``B = 2 x rate x freshness``.
+        i.e. after ``rate x freshness`` further events. Offline with batches of
+        ``B`` events and a label delay of ``D`` events it shows after
+        ``D + B / 2`` further events on average. So ``D = rate x freshness - B / 2``.
         """
         rate = self.events / self.publish_seconds if self.publish_seconds else 0.0
-        return max(1, round(2.0 * rate * self.freshness_mean_ms / 1000.0))
+        return max(0, round(rate * self.freshness_mean_ms / 1000.0 - self.live_batch_size / 2))
 
     @property
     def ndcg(self) -> float:
@@ -90,9 +97,11 @@ class ReplayResult:
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
+        doc.pop("per_event")
         doc["hit_rate"] = self.hit_rate
         doc["ndcg"] = self.ndcg
-        doc["equivalent_batch_size"] = self.equivalent_batch_size
+        doc["live_batch_size"] = self.live_batch_size
+        doc["equivalent_label_delay"] = self.equivalent_label_delay
         doc["events_per_second"] = self.events / self.total_seconds if self.total_seconds else None
         return doc
 
@@ -157,6 +166,8 @@ def run_replay(
     first_scored = int(len(acts) * warmup)
     hits = scored = served_fallback = 0
     ndcg_sum = 0.0
+    hit_flags: list[int] = []
+    fallback_flags: list[int] = []
     try:
         with EventPublisher(settings) as publisher:
             if catalogue:
@@ -172,7 +183,10 @@ def run_replay(
                     items = json.loads(doc)["items"][:k] if doc is not None else []
                     served_fallback += raw is None
                     scored += 1
-                    if event.item_id in items:
+                    hit = event.item_id in items
+                    hit_flags.append(int(hit))
+                    fallback_flags.append(int(raw is None))
+                    if hit:
                         hits += 1
                         ndcg_sum += 1.0 / np.log2(items.index(event.item_id) + 2)
                 publisher.send(event)
@@ -200,6 +214,7 @@ def run_replay(
         freshness_mean_ms=float(np.mean(freshness) * 1000.0) if len(freshness) else float("nan"),
         freshness_samples=len(freshness),
         worker_stats=stats,
+        per_event={"hit": hit_flags, "fallback": fallback_flags},
         config={
             "rate": rate,
             "speed": speed,
@@ -212,19 +227,30 @@ def run_replay(
 
 
 def compare_offline(
-    events: Sequence[Event], model: str, k: int, batch_size: int, warmup: float = 0.0
+    events: Sequence[Event], model: str, k: int, batch_size: int, label_delay: int = 0, warmup: float = 0.0
 ) -> dict[str, Any]:
-    """The offline backtest of the same log with the live system's semantics (fallback for cold users)."""
+    """The offline backtest of the same log, serving what the live system serves.
+
+    Lists are cached per user as the worker writes them; users without one get
+    the fallback. ``batch_size`` (the live mean micro-batch) and
+    ``label_delay`` (events that pass before an event is learned, i.e. the
+    live processing delay) make the offline lists lag as the live ones did.
+    """
     import models as model_registry
     from streamrec.backtest.prequential import Prequential
     from streamrec.backtest.sources import EventLog
 
-    served = ServedLists(model_registry.create(model))
-    result = Prequential({model: served}, ks=(k,), batch_size=max(1, batch_size), warmup=warmup, memory="off").run(
-        EventLog.from_events(events)
-    )
-    figures = result.to_dict()["models"][model]["overall"]
-    return {"batch_size": batch_size, "hit_rate": figures[f"HR@{k}"], "ndcg": figures[f"NDCG@{k}"], "figures": figures}
+    served = ServedLists(model_registry.create(model), cached=True)  # lists as Redis holds them
+    harness = Prequential({model: served}, ks=(k,), batch_size=max(1, batch_size), label_delay=max(0, label_delay),
+                          warmup=warmup, memory="off")  # fmt: skip
+    figures = harness.run(EventLog.from_events(events)).to_dict()["models"][model]["overall"]
+    return {
+        "batch_size": batch_size,
+        "label_delay": label_delay,
+        "hit_rate": figures[f"HR@{k}"],
+        "ndcg": figures[f"NDCG@{k}"],
+        "figures": figures,
+    }
 
 
 def write_report(result: ReplayResult, out: Path) -> None:

@@ -32,18 +32,36 @@ class ServedLists(OnlineRecommender):
     Users with history get ``model``'s list; the others get the popularity
     list, as they would read ``{prefix}:fallback`` from Redis. Used to run the
     offline backtest with the live system's semantics.
+
+    With ``cached=True`` a user's list is the one computed right after the
+    batch holding the user's latest event, exactly as the worker writes it to
+    Redis (a returning user reads a list as old as their last visit). Without
+    it, lists come from the model's current state.
     """
 
     name = "served"
 
-    def __init__(self, model: OnlineRecommender, fallback: Popularity | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: OnlineRecommender,
+        fallback: Popularity | None = None,
+        seed: int = 0,
+        cached: bool = False,
+        top_n: int = 20,
+    ) -> None:
         self.model = model
         self.fallback = fallback if fallback is not None else Popularity()
+        self.cached = cached
+        self.top_n = top_n
+        self._lists: dict[str, list[str]] = {}
         super().__init__(seed=seed)
 
     def learn(self, batch: Interactions) -> None:
         self.model.learn(batch)
         self.fallback.learn(batch)
+        if self.cached:  # what the worker does after each batch: lists for the users it touched
+            touched = list(dict.fromkeys(batch.users.tolist()))
+            self._lists.update(self.model.recommend(touched, self.top_n).as_dict())
 
     def add_items(self, items: Any, tags: Any = None) -> None:
         self.model.add_items(items, tags)
@@ -51,8 +69,11 @@ class ServedLists(OnlineRecommender):
 
     def recommend(self, users: Any, k: int = 10, *, exclude_seen: bool = True, exclude: Any = None) -> Recommendations:
         users = [str(u) for u in users]
-        warm = [u for u in users if self.model.has_history(u)]
-        out = self.model.recommend(warm, k, exclude_seen=exclude_seen, exclude=exclude).as_dict() if warm else {}
+        if self.cached:
+            out = {u: self._lists[u][:k] for u in users if u in self._lists}
+        else:
+            warm = [u for u in users if self.model.has_history(u)]
+            out = self.model.recommend(warm, k, exclude_seen=exclude_seen, exclude=exclude).as_dict() if warm else {}
         cold = [u for u in users if u not in out]
         if cold:
             top = self.fallback.recommend(["*"], k, exclude_seen=False)
@@ -71,7 +92,7 @@ class ServedLists(OnlineRecommender):
         return {"model": self.model.name, **self.model.get_params(), "fallback": "popularity"}
 
     def clone(self) -> ServedLists:
-        return ServedLists(self.model.clone(), self.fallback.clone())
+        return ServedLists(self.model.clone(), self.fallback.clone(), cached=self.cached, top_n=self.top_n)
 
     def save(self, path: Any) -> Any:
         """Save the wrapped model (the fallback is the worker's own popularity model)."""
