@@ -1,0 +1,184 @@
+"""Run the benchmarks and write their results: ``python -m bench [--quick] [--only NAME] [--out DIR] [--live]``.
+
+Benchmarks, in order (each a module of this package with ``config(quick)``,
+``run(config) -> dict`` and ``markdown(result) -> str``):
+
+- ``offline``: backtest throughput per model on MovieLens 100K and a 1M-event
+  synthetic stream, against River ``predict_one`` and a per-event NumPy loop;
+- ``reads``: p50/p99 of ``RecsClient.get`` at 10k reads/s against ``redis-benchmark``;
+- ``scale``: top-100 for 1,000 users as the catalogue grows to 1M items, exact
+  versus an HNSW index; bytes of model state per user and item;
+- ``gpu``: torch BPR on CUDA versus CPU (CPU figures only without CUDA);
+- ``live``: the Kafka pipeline, from ``bench/live.py`` when that module exists,
+  run only with ``--live`` (it starts a broker).
+
+Each benchmark writes ``<out>/<name>.json`` (its figures, configuration and
+the machine); then ``<out>/results.md`` is rebuilt from every JSON file in
+``<out>``, so ``--only`` refreshes one section and keeps the others. The
+default output is ``bench/results`` (``bench/results/quick`` with ``--quick``,
+so a smoke run does not overwrite the full figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import importlib.util
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO_ROOT, machine_info, machine_markdown, md_table, read_json, write_json
+
+BENCHMARKS: dict[str, str] = {
+    "offline": "Offline backtest throughput",
+    "reads": "Read latency from Redis",
+    "scale": "Scale: exact versus ANN top-100, model state size",
+    "gpu": "GPU: torch BPR on CUDA versus CPU",
+    "live": "Live pipeline: Kafka → worker → Redis",
+}
+LIVE_MODULE = "bench.live"
+
+
+def _live_available() -> bool:
+    return importlib.util.find_spec(LIVE_MODULE) is not None
+
+
+def run_benchmark(name: str, quick: bool, out: Path, machine: dict[str, Any]) -> dict[str, Any]:
+    """Run one benchmark and write ``<out>/<name>.json``; return what was written."""
+    module = importlib.import_module(f"bench.{name}")
+    cfg = module.config(quick=quick)
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    start = time.perf_counter()
+    error = None
+    try:
+        result = module.run(cfg)
+    except Exception:
+        error = traceback.format_exc()
+        result = {}
+    doc = {
+        "benchmark": name,
+        "title": BENCHMARKS.get(name, name),
+        "mode": "quick" if quick else "full",
+        "started_at": started,
+        "seconds": time.perf_counter() - start,
+        "error": error,
+        "machine": machine,
+        "result": result,
+    }
+    write_json(out / f"{name}.json", doc)
+    return doc
+
+
+def _section(doc: dict[str, Any]) -> str:
+    name = doc["benchmark"]
+    head = f"## {doc.get('title', name)}\n\n*{doc['mode']} run, {doc['started_at']}, {doc['seconds']:.0f} s; `{name}.json`*\n"
+    if doc.get("error"):
+        return f"{head}\n**Failed:**\n\n```text\n{doc['error'][-3000:]}\n```\n"
+    try:
+        module = importlib.import_module(f"bench.{name}")
+        body = module.markdown(doc["result"])
+    except Exception:
+        body = f"(could not render: {traceback.format_exc(limit=2)})"
+    return f"{head}\n{body}\n"
+
+
+def write_report(out: Path, live_requested: bool = False) -> Path:
+    """Rebuild ``<out>/results.md`` from the JSON results in ``out``."""
+    docs = {}
+    for name in BENCHMARKS:
+        path = out / f"{name}.json"
+        if path.exists():
+            docs[name] = read_json(path)
+    lines = [
+        "# streamrec benchmarks",
+        "",
+        "Written by `python -m bench` from the JSON files beside this one (`python -m bench --only NAME` refreshes one "
+        "section). Every figure below was measured on the machine described here; medians are over repeated runs "
+        "where stated, and each ratio compares figures measured in the same run.",
+        "",
+    ]
+    if docs:
+        newest = max(docs.values(), key=lambda d: d["started_at"])
+        commits = {d["machine"].get("git_commit") for d in docs.values()}
+        lines += ["## Machine", "", machine_markdown(newest["machine"]), ""]
+        if len(commits) > 1:
+            lines += [
+                f"Sections come from runs at different commits: {', '.join(sorted(c or '?' for c in commits))}.",
+                "",
+            ]
+        rows = []
+        for doc in docs.values():
+            for t in (doc.get("result") or {}).get("targets", []):
+                verdict = {True: "met", False: "**missed**", None: "not measured"}[t["ok"]]
+                rows.append([t["target"], t["goal"], t["measured"], verdict, t.get("reference", ""), doc["mode"]])
+        if rows:
+            lines += [
+                "## Targets",
+                "",
+                md_table(["target", "goal", "measured", "verdict", "reference (same run)", "run"], rows),
+                "",
+            ]
+    for name in BENCHMARKS:
+        if name in docs:
+            lines.append(_section(docs[name]))
+        elif name == "live":
+            why = (
+                "run `python -m bench --live` (it starts a Kafka broker)"
+                if _live_available()
+                else "`bench/live.py` is not in this tree yet; once it is, `python -m bench --live` runs it"
+            )
+            lines += [f"## {BENCHMARKS[name]}", "", f"Not run: {why}.", ""]
+    path = out / "results.md"
+    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny configurations: the whole run in under a minute")
+    parser.add_argument("--only", choices=list(BENCHMARKS), help="run one benchmark (the report keeps the others)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default bench/results, or bench/results/quick with --quick)",
+    )
+    parser.add_argument("--live", action="store_true", help="also run bench/live.py (starts Kafka)")
+    args = parser.parse_args(argv)
+    out = args.out or (REPO_ROOT / "bench" / "results" / ("quick" if args.quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    everything = [n for n in BENCHMARKS if n != "live"] + (["live"] if args.live else [])
+    names = [args.only] if args.only else everything
+    if "live" in names and not _live_available():
+        print("live: bench/live.py does not exist yet; skipped", file=sys.stderr)
+        names.remove("live")
+    machine = machine_info()
+    failed = []
+    total = time.perf_counter()
+    for name in names:
+        print(f"{name}: running ({'quick' if args.quick else 'full'})...", file=sys.stderr, flush=True)
+        doc = run_benchmark(name, args.quick, out, machine)
+        if doc["error"]:
+            failed.append(name)
+            print(f"{name}: FAILED after {doc['seconds']:.0f} s\n{doc['error']}", file=sys.stderr, flush=True)
+            continue
+        verdicts = [
+            f"{t['target']}: {'met' if t['ok'] else 'MISSED' if t['ok'] is False else 'n/a'}"
+            for t in doc["result"].get("targets", [])
+        ]
+        print(
+            f"{name}: done in {doc['seconds']:.0f} s" + "".join(f"\n  {v}" for v in verdicts),
+            file=sys.stderr,
+            flush=True,
+        )
+    report = write_report(out, live_requested=args.live)
+    print(f"wrote {report} ({time.perf_counter() - total:.0f} s)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
