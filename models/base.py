@@ -420,13 +420,16 @@ class OnlineRecommender(ABC):
                 extra = self.item_index.lookup([str(v) for v in exclude.get(uid, ())])
                 excluded[row].extend(extra[extra >= 0].tolist())
         if self.personalized:
-            scores = np.array(self._score(u), dtype=np.float32, copy=True)
+            raw = self._score(u)
+            # a fresh float32 array is masked in place; views and other dtypes are copied
+            fresh = isinstance(raw, np.ndarray) and raw.dtype == np.float32 and raw.flags.writeable and raw.base is None
+            scores = raw if fresh else np.array(raw, dtype=np.float32, copy=True)
             if scores.shape != (len(u), self.n_items):
                 raise RuntimeError(f"{self.name}._score returned {scores.shape}, expected {(len(u), self.n_items)}")
             columns = None
         else:  # one ranking for everyone: rank each user within the global top (k + most excluded)
             scores, columns, excluded = self._global_candidates(u, k, excluded)
-        scores[~np.isfinite(scores)] = np.float32(-3.0e38)
+        np.nan_to_num(scores, copy=False, nan=-3.0e38, posinf=3.0e38, neginf=-3.0e38)
         if columns is None and self.item_index.n_free:  # tombstones hold no item: never recommend them
             scores[:, self.item_index.free_rows()] = -np.inf
         self._mask(scores, excluded)
