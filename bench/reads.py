@@ -61,6 +61,7 @@ class Config:
     rate: float = TARGET_RATE
     paced_s: float = 5.0
     lower_rate: float = 5_000  # a second paced run, at a rate one client can sustain here
+    clients: int = 2  # the target run: this many reader processes share the paced rate
     lower_rate_s: float = 3.0
     max_rate_s: float = 2.0
     breakdown_s: float = 1.0
@@ -226,7 +227,7 @@ def _load(url: str, cfg: Config, docs: dict[str, bytes], fallback: bytes) -> Non
 # -- the loops -------------------------------------------------------------------------------------
 
 
-def paced_reads(client: RecsClient, users: list[str], rate: float, seconds: float) -> dict[str, Any]:
+def paced_reads(client: RecsClient, users: list[str], rate: float, seconds: float, raw: bool = False) -> dict[str, Any]:
     """``client.get`` at ``rate`` per second; latencies from send and from due time (ms)."""
     n = max(int(rate * seconds), 1)
     interval = 1.0 / rate
@@ -236,10 +237,13 @@ def paced_reads(client: RecsClient, users: list[str], rate: float, seconds: floa
     get = client.get
     fallbacks = 0
     start = perf() + 0.005
+    sleep = time.sleep
     for j in range(n):
         due = start + j * interval
         now = perf()
-        while now < due:
+        while now < due:  # sleep through most of the gap (a spinning client starves Redis on few cores)
+            if due - now > 0.0003:
+                sleep(due - now - 0.0002)
             now = perf()
         rec = get(users[j % len(users)])
         done = perf()
@@ -254,6 +258,43 @@ def paced_reads(client: RecsClient, users: list[str], rate: float, seconds: floa
         "service_ms": {k: v * 1e3 for k, v in percentiles(service).items()},
         "from_due_ms": {k: v * 1e3 for k, v in percentiles(from_due).items()},
         "fallback_answers": int(fallbacks),
+        **({"from_due_raw": from_due.tolist(), "service_raw": service.tolist()} if raw else {}),
+    }
+
+
+def _paced_client(job: tuple[str, str, list[str], float, float, float]) -> dict[str, Any]:
+    """One reader process of :func:`paced_clients` (top level, so it can be spawned)."""
+    url, prefix, users, rate, seconds, start_at = job
+    client = RecsClient(url, prefix)
+    try:
+        for user in users[:2000]:
+            client.get(user)
+        while time.time() < start_at:
+            time.sleep(0.0005)
+        return paced_reads(client, users, rate, seconds, raw=True)
+    finally:
+        client.close()
+
+
+def paced_clients(url: str, prefix: str, users: list[str], rate: float, seconds: float, clients: int) -> dict[str, Any]:
+    """``rate`` reads/s shared by ``clients`` reader processes; latencies merged."""
+    import multiprocessing
+
+    start_at = time.time() + 3.0  # after every process has started and warmed up
+    share = rate / clients
+    jobs = [(url, prefix, users[j::clients], share, seconds, start_at) for j in range(clients)]
+    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+        parts = pool.map(_paced_client, jobs)
+    from_due = np.concatenate([p.pop("from_due_raw") for p in parts])
+    service = np.concatenate([p.pop("service_raw") for p in parts])
+    return {
+        "clients": clients,
+        "requests": int(sum(p["requests"] for p in parts)),
+        "target_rate": rate,
+        "achieved_rate": float(sum(p["achieved_rate"] for p in parts)),
+        "service_ms": {k: v * 1e3 for k, v in percentiles(service).items()},
+        "from_due_ms": {k: v * 1e3 for k, v in percentiles(from_due).items()},
+        "fallback_answers": int(sum(p["fallback_answers"] for p in parts)),
     }
 
 
@@ -347,6 +388,7 @@ def run(cfg: Config) -> dict[str, Any]:
             for user in users[:2000]:  # warm the connection and the code paths
                 client.get(user)
             out["paced"] = paced_reads(client, users, cfg.rate, cfg.paced_s)
+            out["paced_clients"] = paced_clients(server.url, cfg.prefix, users, cfg.rate, cfg.paced_s, cfg.clients)
             out["paced_lower"] = paced_reads(client, users, cfg.lower_rate, cfg.lower_rate_s)
             out["max_rate"] = max_rate(client.get, users, cfg.max_rate_s)
             layout = KeyLayout(cfg.prefix)
@@ -357,8 +399,9 @@ def run(cfg: Config) -> dict[str, Any]:
                 "redis_py_raw_get": max_rate(lambda u: raw_get(layout.user_key(u)), users, cfg.breakdown_s),
                 "json_decode_only": max_rate(lambda _u: RecList.from_json(one_doc), users, cfg.breakdown_s),
             }
-            p99 = out["paced"]["from_due_ms"]["p99"]
-            ok = p99 <= TARGET_P99_MS and out["paced"]["achieved_rate"] >= 0.99 * cfg.rate
+            target_run = out["paced_clients"]
+            p99 = target_run["from_due_ms"]["p99"]
+            ok = p99 <= TARGET_P99_MS and target_run["achieved_rate"] >= 0.99 * cfg.rate
             if not ok and cfg.profile:
                 prof, _ = hotspots(lambda: max_rate(client.get, users, 1.0))
                 out["profiles"]["RecsClient.get, back to back for 1 s"] = prof
@@ -369,14 +412,17 @@ def run(cfg: Config) -> dict[str, Any]:
             "c1": redis_benchmark(server.port, value, cfg.bench_requests, 1),
             "default": redis_benchmark(server.port, value, cfg.bench_requests, None),
         }
-    paced = out["paced"]
+    paced = out["paced_clients"]
+    single = out["paced"]
     bench_c1 = out["redis_benchmark"]["c1"]
     out["targets"].append(
         target(
-            f"read latency, RecsClient.get of a top-{cfg.top_n} list at {cfg.rate:,.0f} reads/s",
+            f"read latency, RecsClient.get of a top-{cfg.top_n} list at {cfg.rate:,.0f} reads/s "
+            f"from {cfg.clients} reader processes",
             f"p99 <= {TARGET_P99_MS} ms",
             f"p99 {paced['from_due_ms']['p99']:.3f} ms from due time ({paced['service_ms']['p99']:.3f} ms service), "
-            f"{paced['achieved_rate']:,.0f} reads/s achieved; max {out['max_rate']['rate']:,.0f} reads/s",
+            f"{paced['achieved_rate']:,.0f} reads/s achieved; one process alone: p99 "
+            f"{single['from_due_ms']['p99']:.3f} ms from due time, max {out['max_rate']['rate']:,.0f} reads/s",
             ok,
             reference=f"redis-benchmark GET -c 1: p99 {bench_c1.get('latency_ms', {}).get('p99', float('nan')):.3f} ms, "
             f"{bench_c1.get('rate', float('nan')):,.0f}/s"
@@ -404,9 +450,20 @@ def markdown(result: dict[str, Any]) -> str:
         return f"Not run: {result['error']}"
     cfg, doc = result["config"], result["document"]
     p, m, b = result["paced"], result["max_rate"], result["breakdown"]
-    rows = [
+    rows = []
+    if "paced_clients" in result:
+        pc = result["paced_clients"]
+        rows += [
+            [
+                f"RecsClient.get, {pc['clients']} reader processes sharing {cfg['rate']:,.0f}/s: latency from due time",
+                fmt(pc["achieved_rate"]),
+                *_lat(pc["from_due_ms"]),
+            ],
+            ["same requests: service time", "", *_lat(pc["service_ms"])],
+        ]
+    rows += [
         [
-            f"RecsClient.get, paced at {cfg['rate']:,.0f}/s for {cfg['paced_s']:.0f} s: latency from due time",
+            f"RecsClient.get, one process paced at {cfg['rate']:,.0f}/s for {cfg['paced_s']:.0f} s: latency from due time",
             fmt(p["achieved_rate"]),
             *_lat(p["from_due_ms"]),
         ],
