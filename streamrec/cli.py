@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -48,19 +49,15 @@ def cmd_services(args: argparse.Namespace) -> int:
 # -- worker ---------------------------------------------------------------------------
 
 
-def worker_command(loglevel: str = "info") -> list[str]:
-    """The command that runs the Faust worker with this interpreter."""
-    return [sys.executable, "-m", "faust", "-A", "stream_app.app", "worker", "--without-web", "-l", loglevel]
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     from streamrec.services import resolve_services
     from streamrec.topics import ensure_topics
+    from streamrec.workerproc import WorkerProcess
 
     settings = resolve_services(_settings(), start=not args.no_start)
     ensure_topics(settings)
     env = {**os.environ, **settings.as_env()}
-    cmd = worker_command(args.loglevel)
+    cmd = WorkerProcess.command(args.loglevel)
     print(
         f"worker: {settings.describe()}, models {','.join(settings.models)}",
         file=sys.stderr,
@@ -76,7 +73,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from producers.publisher import EventPublisher
     from producers.synthetic import SyntheticStream
     from streamrec.datasets import find_movielens
-    from streamrec.eventlog import ReadReport, read_events, read_movielens_items
+    from streamrec.eventlog import ReadReport, movielens_events, read_events
     from streamrec.services import resolve_services
     from streamrec.topics import ensure_topics
 
@@ -94,15 +91,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 "MovieLens 100K is not available (set STREAMREC_DATA_DIR to a folder holding ml-100k/)", file=sys.stderr
             )
             return 2
-        events = _movielens_events(folder, read_events, read_movielens_items, report)
-        total = 100_000 + 1682
+        items, ratings = movielens_events(folder)
+        events = iter([*items, *ratings])
+        total = len(items) + len(ratings)
     elif args.path:
         events = read_events(args.path, fmt=args.format, kind=args.kind, report=report)
     else:
         print("publish what? give a PATH, --movielens or --synthetic N", file=sys.stderr)
         return 2
     if args.limit:
-        events = _take(events, args.limit)
+        events = itertools.islice(events, args.limit)
         total = min(total or args.limit, args.limit)
     with EventPublisher(settings) as publisher:
         stats = publisher.publish(events, rate=args.rate, total=total, progress=not args.quiet)
@@ -113,20 +111,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _take(events, n):  # type: ignore[no-untyped-def]
-    for j, e in enumerate(events):
-        if j >= n:
-            return
-        yield e
-
-
-def _movielens_events(folder: Path, read_events, read_items, report):  # type: ignore[no-untyped-def]
-    """The catalogue (with genres) first, then the ratings in time order."""
-    yield from read_items(folder / "u.item")
-    ratings = sorted(read_events(folder / "u.data", fmt="movielens", report=report), key=lambda e: e.timestamp)
-    yield from ratings
 
 
 # -- recs -----------------------------------------------------------------------------
@@ -172,7 +156,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from streamrec.datasets import find_movielens
-    from streamrec.eventlog import read_events, read_movielens_items, read_movielens_ratings
+    from streamrec.eventlog import movielens_events, read_events
     from streamrec.replay import compare_offline, run_replay, write_report
     from streamrec.services import resolve_services
 
@@ -192,8 +176,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if folder is None:
             print("MovieLens 100K is not available (set STREAMREC_DATA_DIR)", file=sys.stderr)
             return 2
-        catalogue = list(read_movielens_items(folder / "u.item"))
-        acts = list(read_movielens_ratings(folder / "u.data"))
+        catalogue, acts = movielens_events(folder)
     elif args.path:
         events = list(read_events(args.path, fmt=args.format))
         catalogue = [e for e in events if e.kind == "item"]

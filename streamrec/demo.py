@@ -11,7 +11,7 @@ from tqdm import tqdm
 from producers.publisher import EventPublisher
 from producers.synthetic import SyntheticStream
 from streamrec.datasets import MOVIELENS_URL, find_movielens
-from streamrec.eventlog import read_movielens_items, read_movielens_ratings
+from streamrec.eventlog import movielens_events
 from streamrec.events import Event
 from streamrec.services import resolve_services
 from streamrec.settings import Settings
@@ -40,10 +40,7 @@ def _events(limit: int | None) -> tuple[list[Event], dict[str, str], str]:
         )
         n = limit or 100_000
         return list(SyntheticStream(n_users=1000, n_items=2000, seed=0).events(n)), {}, "synthetic events"
-    items = list(read_movielens_items(folder / "u.item"))
-    ratings = sorted(read_movielens_ratings(folder / "u.data"), key=lambda e: e.timestamp)
-    if limit:
-        ratings = ratings[:limit]
+    items, ratings = movielens_events(folder, limit)
     titles = {i.item_id: i.title or i.item_id for i in items}
     return [*items, *ratings], titles, f"MovieLens 100K from {folder}"
 

@@ -27,7 +27,15 @@ from pathlib import Path
 
 from streamrec.events import DEFAULT_LIMITS, Event, InvalidEvent, ItemUpdate, Limits, Rating, event_from_dict
 
-__all__ = ["FORMATS", "ReadReport", "detect_format", "read_events", "read_movielens_items", "read_movielens_ratings"]
+__all__ = [
+    "FORMATS",
+    "ReadReport",
+    "detect_format",
+    "movielens_events",
+    "read_events",
+    "read_movielens_items",
+    "read_movielens_ratings",
+]
 
 FORMATS = ("jsonl", "csv", "movielens")
 MOVIELENS_GENRES = (
@@ -196,3 +204,14 @@ def read_movielens_items(path: str | Path) -> Iterator[ItemUpdate]:
             flags = parts[-len(MOVIELENS_GENRES) :]
             tags = tuple(g for g, flag in zip(MOVIELENS_GENRES, flags, strict=True) if flag == "1")
             yield ItemUpdate(item_id=parts[0], timestamp=0.0, title=parts[1], tags=tags)
+
+
+def movielens_events(folder: str | Path, limit: int | None = None) -> tuple[list[ItemUpdate], list[Rating]]:
+    """MovieLens 100K as the replay order: the ``u.item`` catalogue, and ``u.data`` ratings sorted by time.
+
+    ``limit`` keeps the first ratings only.
+    """
+    folder = Path(folder)
+    items = list(read_movielens_items(folder / "u.item"))
+    ratings = sorted(read_movielens_ratings(folder / "u.data"), key=lambda e: e.timestamp)
+    return items, ratings if limit is None else ratings[:limit]

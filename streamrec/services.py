@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from streamrec.settings import Settings, cache_dir
@@ -423,7 +423,3 @@ def resolve_services(settings: Settings, state_dir: str | Path | None = None, st
         settings.kafka_bootstrap_servers or local.kafka_bootstrap_servers,
         settings.redis_url or local.redis_url,
     )
-
-
-def describe(endpoints: Endpoints) -> str:
-    return json.dumps(asdict(endpoints))
