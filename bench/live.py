@@ -44,6 +44,8 @@ class Config:
     n_items: int = 5_000
     models: tuple[str, ...] = ("popularity", "itemknn")
     default_model: str = "itemknn"
+    #: further model sets drained for comparison (targets are judged on ``models``)
+    other_models: tuple[tuple[str, ...], ...] = (("popularity", "isgd"),)
     batch_size: int = 1000
     batch_within: float = 0.05
 
@@ -178,6 +180,13 @@ def run(cfg: Config) -> dict[str, Any]:
             full = _settings(base, f"drain-{tag}", cfg, state)
             _preload(full, SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=1), cfg.drain_events)
             drained = _worker_drain(full, cfg.drain_events, state / "drain.log")
+            others = []
+            for j, names in enumerate(cfg.other_models):
+                other = replace(_settings(base, f"drain{j}-{tag}", cfg, state), models=names, default_model=names[-1])
+                _preload(other, SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=1), cfg.drain_events)
+                others.append(
+                    {"models": list(names), **_worker_drain(other, cfg.drain_events, state / f"drain{j}.log")}
+                )
             loads = [
                 _freshness_at(
                     _settings(base, f"load{load}-{tag}", cfg, state),
@@ -214,6 +223,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "publisher_events_per_s": publish_rate,
         "bare_faust": ceiling,
         "worker": drained,
+        "other_workers": others,
         "ratio_to_bare_faust": ratio,
         "loads": loads,
         "targets": targets,
@@ -233,6 +243,15 @@ def markdown(result: dict[str, Any]) -> str:
                     f"{w['events']:,}",
                     f"{w['events_per_s']:,.0f}",
                     f"{ratio:.0%}" if ratio else "n/a",
+                ],
+                *[
+                    [
+                        f"streamrec worker ({', '.join(o['models'])})",
+                        f"{o['events']:,}",
+                        f"{o['events_per_s']:,.0f}",
+                        f"{o['events_per_s'] / b['events_per_s']:.0%}" if b["events_per_s"] else "n/a",
+                    ]
+                    for o in result.get("other_workers", [])
                 ],
             ],
         ),
