@@ -121,3 +121,16 @@ def test_invalid_hyperparameters_are_rejected() -> None:
         ISGD(n_factors=0)
     with pytest.raises(ValueError, match="lr"):
         ISGD(lr=0.0)
+
+
+def test_sequential_mode_stays_finite_on_a_skewed_stream() -> None:
+    from producers.synthetic import SyntheticStream
+
+    # the paper's uncapped step reaches NaN after 28,000 events of this stream
+    model = ISGD(sequential=True, seed=0)
+    for batch in SyntheticStream(n_users=100_000, n_items=50_000, seed=0).batches(32_000, chunk=1000):
+        model.learn(batch)
+    users = [f"u{n}" for n in range(50)]
+    recs = model.recommend(users, k=10)
+    assert all(np.isfinite(s).all() for s in recs.scores)
+    assert np.isfinite(model.factors()[0]).all() and np.isfinite(model.factors()[1]).all()
