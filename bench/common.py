@@ -20,7 +20,6 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import math
 import os
@@ -30,12 +29,13 @@ import statistics
 import subprocess
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from streamrec.backtest.memory import traced_peak
 
 __all__ = [
     "REPO_ROOT",
@@ -277,27 +277,6 @@ def rss_bytes() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def traced_peak(fn: Callable[[], Any]) -> tuple[int, Any]:
-    """Peak bytes allocated through Python's and NumPy's allocators while ``fn`` runs, above the start.
-
-    Memory that native libraries allocate themselves (hnswlib, torch, BLAS
-    workspaces) is not seen: measure it with :func:`rss_bytes`.
-    """
-    gc.collect()
-    started = not tracemalloc.is_tracing()
-    if started:
-        tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        result = fn()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        if started:
-            tracemalloc.stop()
-    return int(peak - base), result
 
 
 # -- profiles -----------------------------------------------------------------------------------

@@ -7,13 +7,11 @@ When ``KAFKA_BOOTSTRAP_SERVERS`` is not set, the broker started by
 
 from __future__ import annotations
 
-import os
-
 import faust
 
 import models
 from streamrec.services import LocalServices
-from streamrec.settings import Settings
+from streamrec.settings import Settings, limit_torch_threads
 
 
 def _resolve(settings: Settings) -> Settings:
@@ -40,10 +38,8 @@ def _check_models(settings: Settings) -> None:
 
 
 _check_models(settings)
-if "torch_bpr" in settings.models:  # one torch thread: the worker shares the machine with Kafka and Redis
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("STREAMREC_TORCH_THREADS", "1")))
+if "torch_bpr" in settings.models:  # the worker shares the machine with Kafka and Redis
+    limit_torch_threads()
 
 
 def _broker_url(servers: str) -> str:

@@ -20,12 +20,20 @@ Examples
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamrec.events import DEFAULT_LIMITS, Event, InvalidEvent, ItemUpdate, Limits, Rating, event_from_dict
+from streamrec.events import (
+    DEFAULT_LIMITS,
+    Event,
+    InvalidEvent,
+    ItemUpdate,
+    Limits,
+    Rating,
+    event_from_dict,
+    parse_json,
+)
 
 __all__ = [
     "FORMATS",
@@ -146,10 +154,7 @@ def read_events(
             report.lines += 1
             try:
                 if parsed is None:
-                    try:
-                        parsed = json.loads(text, parse_constant=_no_constants)
-                    except json.JSONDecodeError as exc:
-                        raise InvalidEvent(f"not JSON: {exc}") from None
+                    parsed = parse_json(text)
                 event = event_from_dict(parsed, _infer_kind(parsed, kind), limits)  # type: ignore[arg-type]
             except InvalidEvent as exc:
                 if strict:
@@ -158,10 +163,6 @@ def read_events(
                 continue
             report.valid += 1
             yield event
-
-
-def _no_constants(name: str) -> float:
-    raise InvalidEvent(f"not JSON: {name} is not a JSON number")
 
 
 def read_movielens_ratings(

@@ -49,6 +49,7 @@ __all__ = [
     "decode",
     "encode",
     "event_from_dict",
+    "parse_json",
     "to_interactions",
 ]
 
@@ -264,13 +265,27 @@ def decode(raw: bytes | bytearray | memoryview | None, kind: Kind, limits: Limit
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    return event_from_dict(parse_json(text), kind, limits)
+
+
+def parse_json(text: str) -> Any:
+    """Parse JSON text strictly: ``NaN``/``Infinity`` and runaway nesting are :class:`InvalidEvent`.
+
+    Examples
+    --------
+    >>> parse_json('{"a": 1}')
+    {'a': 1}
+    >>> parse_json('[NaN]')
+    Traceback (most recent call last):
+    ...
+    streamrec.events.InvalidEvent: not JSON: NaN is not a JSON number
+    """
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant)
     except InvalidEvent:
         raise
     except (json.JSONDecodeError, RecursionError) as exc:
         raise InvalidEvent(f"not JSON: {exc}"[:200]) from None
-    return event_from_dict(obj, kind, limits)
 
 
 def _reject_constant(name: str) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 from streamrec.events import Limits
 from streamrec.security import Security, redact_url
 
-__all__ = ["Settings", "cache_dir"]
+__all__ = ["Settings", "cache_dir", "limit_torch_threads"]
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -157,3 +157,20 @@ class Settings:
     def describe(self) -> str:
         """Where the services are, safe to log (no passwords)."""
         return f"Kafka {self.kafka_bootstrap_servers} ({self.security.kafka_security_protocol}), Redis {redact_url(self.redis_url)}"
+
+
+def limit_torch_threads(env: Mapping[str, str] | None = None) -> None:
+    """One torch thread per process unless ``STREAMREC_TORCH_THREADS`` says otherwise.
+
+    On a small machine torch's default pool (one thread per core) competes with
+    Kafka, Redis and the event loop and runs many times slower. Does nothing
+    when torch is not installed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return
+    import torch
+
+    env = os.environ if env is None else env
+    torch.set_num_threads(int(env.get("STREAMREC_TORCH_THREADS", "1")))

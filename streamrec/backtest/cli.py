@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from typing import Any
@@ -24,6 +23,7 @@ from streamrec.backtest.prequential import POSITIVE_TYPES, Prequential
 from streamrec.backtest.report import markdown_table, write_report
 from streamrec.backtest.sources import EventLog, kind_for_topic, load_log, movielens_log, read_kafka_topic
 from streamrec.eventlog import FORMATS, ReadReport
+from streamrec.settings import limit_torch_threads
 
 __all__ = ["add_arguments", "create_models", "load_source", "run"]
 
@@ -232,20 +232,6 @@ def _command(args: argparse.Namespace) -> str:
     if args.update_readme:
         parts += ["--update-readme", args.update_readme]
     return shlex.join(parts)
-
-
-def limit_torch_threads() -> None:
-    """One torch thread per process unless ``STREAMREC_TORCH_THREADS`` says otherwise.
-
-    On a small machine torch's default pool (one thread per core) competes with
-    everything else and runs many times slower.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        torch.set_num_threads(int(os.environ.get("STREAMREC_TORCH_THREADS", "1")))
 
 
 def run(args: argparse.Namespace) -> int:

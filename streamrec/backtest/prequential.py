@@ -61,14 +61,12 @@ Examples
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import platform
 import sys
 import tempfile
 import time
-import tracemalloc
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -79,6 +77,7 @@ import numpy as np
 
 from models import OnlineRecommender
 from streamrec.backtest import metrics
+from streamrec.backtest.memory import peak_rss, traced_peak
 from streamrec.backtest.sources import EventLog
 from streamrec.events import EVENT_TYPES, Event
 
@@ -249,16 +248,6 @@ class _Tracker:
         parts = self.covered[k] if w is None else [self.covered[k][w]]
         arrays = [a for bucket in parts for a in bucket]
         return np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.int64)
-
-
-def _peak_rss() -> int | None:
-    """Peak resident memory of this process so far (all models, torch included), if the OS says."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not Unix
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _rates(model: Any) -> bool:
@@ -585,21 +574,12 @@ class Prequential:
         n_scored = int(np.searchsorted(plan.scored_idx, n_events))
         n_rated = int(np.searchsorted(plan.rated_idx, n_events))
         tracker = _Tracker(n_scored, n_rated, self.ks, plan.n_windows, _rates(fresh))
-        gc.collect()
-        started = not tracemalloc.is_tracing()
-        if started:
-            tracemalloc.start()
-        try:
-            tracemalloc.reset_peak()
-            base = tracemalloc.get_traced_memory()[0]
-            self._replay({name: fresh}, {name: tracker}, log, plan, n_events, desc=f"memory {name}")
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            if started:
-                tracemalloc.stop()
+        peak, _ = traced_peak(
+            lambda: self._replay({name: fresh}, {name: tracker}, log, plan, n_events, desc=f"memory {name}")
+        )
         if tracker.error is not None:
             raise RuntimeError(tracker.error)
-        return int(peak - base)
+        return peak
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -660,6 +640,6 @@ class Prequential:
                 "replay_wall_s": round(wall, 6),
                 "harness_s": round(harness_s, 6),
                 "harness_s_per_100k_events": round(harness_s / max(plan.n, 1) * 100_000, 6),
-                "process_peak_rss_bytes": _peak_rss(),
+                "process_peak_rss_bytes": peak_rss(),
             },
         )

@@ -62,3 +62,17 @@ def test_movielens_format(tmp_path) -> None:
     assert list(read_movielens_items(item)) == [
         ItemUpdate("1", 0.0, "Toy Story (1995)", ("Animation", "Children's", "Comedy"))
     ]
+
+
+def test_hostile_json_lines_are_rejected_not_raised(tmp_path) -> None:
+    path = tmp_path / "hostile.jsonl"
+    path.write_text(
+        "[" * 100_000 + "]" * 100_000 + "\n"  # nesting deeper than the parser's recursion limit
+        '{"user_id":"u","item_id":"i","timestamp":NaN}\n'
+        '{"user_id":"u","item_id":"i","timestamp":1}\n'
+    )
+    report = ReadReport()
+    events = list(read_events(path, report=report))
+    assert [e.item_id for e in events] == ["i"]
+    assert report.invalid == 2
+    assert all(reason.startswith("not JSON") for _, reason, _ in report.errors)
