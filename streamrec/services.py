@@ -327,8 +327,9 @@ class LocalServices:
         if not cluster_file.exists():
             cluster_file.write_text(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))
         fmt = subprocess.run(
-            [java, *jvm, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_file.read_text().strip(),
-             "-c", str(props), "--ignore-formatted"],
+            [java, *jvm, "-cp", classpath, "kafka.tools.StorageTool", "format",
+             # "=": a random id may start with "-", which argparse would take for an option
+             f"--cluster-id={cluster_file.read_text().strip()}", "-c", str(props), "--ignore-formatted"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if fmt.returncode != 0:
