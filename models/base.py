@@ -46,6 +46,9 @@ from models.ranking import top_k
 __all__ = ["Interactions", "OnlineRecommender", "Recommendations"]
 
 ContextT = Mapping[str, Any] | None
+#: Calls for at most this many users score each user's row; larger calls of shared-ranking
+#: models rank within the global top candidates (the same lists either way).
+_FEW_USERS = 4
 
 
 def _as_str_array(values: Iterable[Any]) -> np.ndarray:
@@ -342,24 +345,36 @@ class OnlineRecommender(ABC):
             self._learn_batch(part)
 
     def _learn_batch(self, batch: Interactions) -> None:
-        u = self.user_index.add_many(batch.users)
-        i = self.item_index.add_many(batch.items)
+        n = len(batch)
+        if n == 1:  # the per-event path: scalars instead of array machinery
+            uu, ii = self.user_index.add(batch.users[0]), self.item_index.add(batch.items[0])
+            u, i = np.array([uu], dtype=np.int64), np.array([ii], dtype=np.int64)
+        else:
+            u = self.user_index.add_many(batch.users)
+            i = self.item_index.add_many(batch.items)
         self._grow_base_state()
         self._grow(self.n_users, self.n_items)
         if self.uses_ratings:
             rated = ~np.isnan(batch.ratings)
-            if rated.any():
-                self._learn(u[rated], i[rated], batch if rated.all() else batch.select(rated))
+            if rated.all():
+                self._learn(u, i, batch)
+            elif rated.any():
+                self._learn(u[rated], i[rated], batch.select(rated))
         else:
             self._learn(u, i, batch)
         seen = self._seen
-        for uu, ii in zip(u.tolist(), i.tolist(), strict=True):
+        if n == 1:
             seen[uu].add(ii)
-        arrival = np.arange(self.n_learned, self.n_learned + len(batch), dtype=np.int64)
-        np.maximum.at(self._user_active, u, arrival)
-        np.maximum.at(self._item_active, i, arrival)
-        self.n_learned += len(batch)
-        self.last_timestamp = max(self.last_timestamp, float(batch.timestamps.max()))
+            self._user_active[uu] = self._item_active[ii] = self.n_learned
+            self.last_timestamp = max(self.last_timestamp, float(batch.timestamps[0]))
+        else:
+            for a, b in zip(u.tolist(), i.tolist(), strict=True):
+                seen[a].add(b)
+            arrival = np.arange(self.n_learned, self.n_learned + n, dtype=np.int64)
+            np.maximum.at(self._user_active, u, arrival)
+            np.maximum.at(self._item_active, i, arrival)
+            self.last_timestamp = max(self.last_timestamp, float(batch.timestamps.max()))
+        self.n_learned += n
 
     def add_items(self, items: Iterable[Any], tags: Iterable[Sequence[str]] | None = None) -> None:
         """Add items to the catalogue before any interaction (catalogue updates).
@@ -392,8 +407,12 @@ class OnlineRecommender(ABC):
         *,
         exclude_seen: bool = True,
         exclude: Mapping[str, Iterable[Any]] | None = None,
+        with_reasons: bool = True,
     ) -> Recommendations:
         """Recommend the top-``k`` items for each user in ``users``.
+
+        A user's list does not depend on which other users are in the call:
+        the live worker and the backtest batch users differently.
 
         Parameters
         ----------
@@ -405,6 +424,9 @@ class OnlineRecommender(ABC):
             Leave out the items each user already interacted with.
         exclude
             Further item ids to leave out, per user id.
+        with_reasons
+            Explain each item when the model can (``reasons``); the backtest
+            does not need them and saves the time.
         """
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
@@ -414,12 +436,13 @@ class OnlineRecommender(ABC):
         u = self.user_index.lookup(user_ids)
         excluded: list[list[int]] = [[] for _ in user_ids]
         if exclude_seen:
-            excluded = [list(self._seen[x]) if x >= 0 else [] for x in u.tolist()]
+            seen = self._seen
+            excluded = [list(seen[x]) if x >= 0 else [] for x in u.tolist()]
         if exclude:
             for row, uid in enumerate(user_ids):
                 extra = self.item_index.lookup([str(v) for v in exclude.get(uid, ())])
                 excluded[row].extend(extra[extra >= 0].tolist())
-        if self.personalized:
+        if self.personalized or len(u) <= _FEW_USERS:  # few users: score their rows directly
             raw = self._score(u)
             # a fresh float32 array is masked in place; views and other dtypes are copied
             fresh = isinstance(raw, np.ndarray) and raw.dtype == np.float32 and raw.flags.writeable and raw.base is None
@@ -429,20 +452,19 @@ class OnlineRecommender(ABC):
             columns = None
         else:  # one ranking for everyone: rank each user within the global top (k + most excluded)
             scores, columns, excluded = self._global_candidates(u, k, excluded)
-        np.nan_to_num(scores, copy=False, nan=-3.0e38, posinf=3.0e38, neginf=-3.0e38)
+        if not np.isfinite(scores).all():
+            np.nan_to_num(scores, copy=False, nan=-3.0e38, posinf=3.0e38, neginf=-3.0e38)
         if columns is None and self.item_index.n_free:  # tombstones hold no item: never recommend them
             scores[:, self.item_index.free_rows()] = -np.inf
         self._mask(scores, excluded)
         idx, vals = top_k(scores, k)
         if columns is not None:
             idx = columns[idx]
-        items: list[list[str]] = []
-        out_scores: list[list[float]] = []
-        for row_idx, row_vals in zip(idx, vals, strict=True):
-            keep = row_vals > -np.inf
-            items.append(self.item_index.ids_of(row_idx[keep]))
-            out_scores.append(row_vals[keep].astype(float).tolist())
-        reasons = self._reasons(u, idx, [len(r) for r in items])
+        counts = np.count_nonzero(vals > -np.inf, axis=1).tolist()  # masked items sort last
+        ids = self.item_index.ids
+        items: list[list[str]] = [[ids[j] for j in row[:c]] for row, c in zip(idx.tolist(), counts, strict=True)]
+        out_scores: list[list[float]] = [row[:c] for row, c in zip(vals.tolist(), counts, strict=True)]
+        reasons = self._reasons(u, idx, [len(r) for r in items]) if with_reasons else None
         return Recommendations(user_ids, items, out_scores, reasons)
 
     def save(self, path: str | Path) -> Path:
@@ -602,15 +624,10 @@ class OnlineRecommender(ABC):
         self._item_active[rows] = -1
 
     @staticmethod
-    def _mask(scores: np.ndarray, per_row: Sequence[Iterable[int]]) -> None:
-        rows: list[int] = []
-        cols: list[int] = []
+    def _mask(scores: np.ndarray, per_row: Sequence[Sequence[int]]) -> None:
         for r, items in enumerate(per_row):
-            items = list(items)
-            rows.extend([r] * len(items))
-            cols.extend(items)
-        if rows:
-            scores[np.asarray(rows), np.asarray(cols)] = -np.inf
+            if len(items):
+                scores[r, items] = -np.inf
 
     @staticmethod
     def _grown(array: np.ndarray, n: int, fill: float | np.ndarray = 0.0) -> np.ndarray:

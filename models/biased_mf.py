@@ -8,6 +8,7 @@ import numpy as np
 
 from models.base import Interactions, OnlineRecommender
 from models.isgd import RowInitializer, scatter_add_capped
+from models.scoring import dot_scores
 
 __all__ = ["BiasedMF"]
 
@@ -192,7 +193,8 @@ class BiasedMF(OnlineRecommender):
         f = self.n_factors
         pb = _gather(self._pb, u)
         qb = self._qb[: self.n_items]
-        return pb[:, :f] @ qb[:, :f].T + qb[:, f] + pb[:, f : f + 1] + np.float32(self.global_mean)
+        # user bias and global mean are the same for every item of a row: added after the product, as before
+        return dot_scores(pb[:, :f], qb[:, :f], qb[:, f]) + pb[:, f : f + 1] + np.float32(self.global_mean)
 
     # -- persistence ------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from models.base import Interactions, OnlineRecommender
+from models.scoring import dot_scores
 
 __all__ = ["ISGD", "RowInitializer", "scatter_add_capped"]
 
@@ -183,7 +184,7 @@ class ISGD(OnlineRecommender):
         return vectors
 
     def _score(self, u: np.ndarray) -> np.ndarray:
-        return self._user_vectors(u) @ self._q[: self.n_items].T
+        return dot_scores(self._user_vectors(u), self._q[: self.n_items])
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
         """Scores ``p_u . q_i`` of paired user and item ids (unknown ids use the mean vector / 0)."""

@@ -8,31 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.base import Interactions, OnlineRecommender
+from models.cooccurrence import DENSE_MAX_ITEMS, DenseCooccurrence, SparseCooccurrence, cooccurrence_store
 
 __all__ = ["ItemKNN"]
-
-
-def csr_keys(matrix: sp.csr_array) -> np.ndarray:
-    """``row * n_cols + col`` of every stored entry: sorted, since the matrix is canonical CSR."""
-    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-    return rows * np.int64(matrix.shape[1]) + matrix.indices
-
-
-def _csr_lookup(matrix: sp.csr_array, rows: np.ndarray, cols: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
-    """Entries ``matrix[rows[n], cols[n]]`` of a canonical CSR matrix (0 where absent).
-
-    One ``searchsorted`` over the sorted flat keys (:func:`csr_keys`, which a
-    caller may cache between lookups), vectorised over all lookups.
-    """
-    out = np.zeros(len(rows), dtype=matrix.dtype)
-    if matrix.nnz == 0 or len(rows) == 0:
-        return out
-    keys = csr_keys(matrix) if keys is None else keys
-    wanted = rows.astype(np.int64) * np.int64(matrix.shape[1]) + cols
-    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    found = keys[pos] == wanted
-    out[found] = matrix.data[pos[found]]
-    return out
 
 
 class ItemKNN(OnlineRecommender):
@@ -53,11 +31,14 @@ class ItemKNN(OnlineRecommender):
     summing ``decay ** rank * sim(h, :)`` over the ``history_for_scoring``
     newest items ``h`` of their window (``rank`` 0 is the newest).
 
-    ``C`` is a ``scipy.sparse`` CSR matrix; a batch's co-occurrence pairs are
-    collected into one COO buffer and added to it once per learned batch, and a
-    batch of users is scored with one sparse product. Events are processed in
-    arrival order for the windows, so a batch gives the same counts as its
-    events learned one by one. Event weights and ratings are not used.
+    ``C`` lives in a :mod:`models.cooccurrence` store: a dense array for
+    catalogues up to ``dense_max_items``, else a sparse matrix with pending
+    per-row increments, so that learning one event and scoring one user each
+    cost microseconds (the per-event path of the live worker at low load and of
+    the backtest at freshness 0). Each user is scored by one row sum, alone or
+    in a batch alike. Events are processed in arrival order for the windows, so
+    a batch gives the same counts as its events learned one by one. Event
+    weights and ratings are not used.
 
     Users never seen, or with an empty window, score 0 for every item (the
     stream app falls back to popularity for them). Recommendations come with
@@ -75,6 +56,9 @@ class ItemKNN(OnlineRecommender):
     alpha
         Exponent of the normalisation ``(n_h n_j) ** alpha``; 0.5 is cosine,
         0 ranks by raw co-occurrence counts (popular neighbours win).
+    dense_max_items
+        Largest catalogue kept in a dense co-occurrence array (4,096 items:
+        64 MiB); a larger one moves to the sparse store.
     seed
         Unused (the model is deterministic); kept for a uniform signature.
 
@@ -101,6 +85,7 @@ class ItemKNN(OnlineRecommender):
         history_for_scoring: int = 20,
         decay: float = 0.9,
         alpha: float = 0.5,
+        dense_max_items: int = DENSE_MAX_ITEMS,
         seed: int = 0,
     ) -> None:
         if window < 1:
@@ -115,30 +100,42 @@ class ItemKNN(OnlineRecommender):
         self.history_for_scoring = history_for_scoring
         self.decay = decay
         self.alpha = alpha
+        self.dense_max_items = dense_max_items
+        self._recency = (decay ** np.arange(min(history_for_scoring, window))).astype(np.float32)
         super().__init__(seed=seed)
 
     # -- state ------------------------------------------------------------------------
 
     def _init_state(self) -> None:
         super()._init_state()
-        self._cooc = sp.csr_array((0, 0), dtype=np.float32)
-        self._keys: np.ndarray = np.zeros(0, dtype=np.int64)  # csr_keys(self._keys_of), cached
-        self._keys_of: sp.csr_array | None = None
+        self._cooc: DenseCooccurrence | SparseCooccurrence = cooccurrence_store(0, dense_max_items=self.dense_max_items)
         self._counts = np.zeros(0, dtype=np.int64)
+        self._inv = np.zeros(0, dtype=np.float32)  # counts ** -alpha (0 where the count is 0)
         # per-user window of item indices, newest first, padded with -1
         self._hist = np.full((0, self.window), -1, dtype=np.int32)
         self._hist_len = np.zeros(0, dtype=np.int32)
 
     def _grow(self, n_users: int, n_items: int) -> None:
         self._counts = self._grown(self._counts, n_items)
+        self._inv = self._grown(self._inv, n_items)
         self._hist = self._grown(self._hist, n_users, fill=-1)
         self._hist_len = self._grown(self._hist_len, n_users)
-        if self._cooc.shape[0] < n_items:
-            self._cooc.resize((n_items, n_items))
+        if n_items > self._cooc.n_items:
+            if isinstance(self._cooc, DenseCooccurrence) and n_items > self.dense_max_items:
+                self._cooc = self._cooc.to_sparse()
+            self._cooc.grow(n_items)
+
+    def _set_counts(self, items: np.ndarray) -> None:
+        """Refresh the normalisation of ``items`` after their counts changed."""
+        counts = self._counts[items].astype(np.float64)
+        self._inv[items] = np.where(counts > 0, np.power(np.maximum(counts, 1.0), -self.alpha), 0.0)
 
     # -- learning ---------------------------------------------------------------------
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        if len(u) == 1:
+            self._learn_one(int(u[0]), int(i[0]))
+            return
         users, slot = np.unique(u, return_inverse=True)
         lens = self._hist_len[users].tolist()
         windows = [row[:n] for row, n in zip(self._hist[users].tolist(), lens, strict=True)]
@@ -161,12 +158,33 @@ class ItemKNN(OnlineRecommender):
                 win.pop()
         self._store_windows(users, windows)
         if counted:
-            self._counts[: self.n_items] += np.bincount(counted, minlength=self.n_items)
+            touched, times = np.unique(np.asarray(counted, dtype=np.int64), return_counts=True)
+            self._counts[touched] += times
+            self._set_counts(touched)
         if partners:
-            self._add_pairs(
-                np.asarray(partners, dtype=np.int32),
-                np.repeat(np.asarray(counted, dtype=np.int32), n_partners),
+            self._cooc.add_pairs(
+                np.asarray(partners, dtype=np.int64),
+                np.repeat(np.asarray(counted, dtype=np.int64), n_partners),
             )
+
+    def _learn_one(self, user: int, j: int) -> None:
+        """One event: the same update as :meth:`_learn` without the batch machinery."""
+        n = int(self._hist_len[user])
+        row = self._hist[user]
+        win = row[:n].tolist()
+        if j in win:
+            at = win.index(j)
+            if at:
+                row[1 : at + 1] = row[:at].copy()
+                row[0] = j
+            return
+        self._cooc.add_event(j, win)
+        keep = min(n, self.window - 1)
+        row[1 : keep + 1] = row[:keep].copy()
+        row[0] = j
+        self._hist_len[user] = keep + 1
+        self._counts[j] += 1
+        self._set_counts(np.array([j]))
 
     def _store_windows(self, users: np.ndarray, windows: list[list[int]]) -> None:
         lens = np.fromiter((len(w) for w in windows), dtype=np.int32, count=len(windows))
@@ -174,25 +192,6 @@ class ItemKNN(OnlineRecommender):
         block[np.arange(self.window) < lens[:, None]] = [j for w in windows for j in w]
         self._hist[users] = block
         self._hist_len[users] = lens
-
-    def _add_pairs(self, h: np.ndarray, j: np.ndarray) -> None:
-        """Add one to ``C[h, j]`` and ``C[j, h]`` for every pair (the pending COO buffer)."""
-        n = self.n_items
-        h64, j64 = h.astype(np.int64), j.astype(np.int64)
-        # sorted linear keys give the canonical CSR (sorted, summed duplicates) directly
-        keys = np.concatenate([h64 * n + j64, j64 * n + h64])
-        keys.sort()
-        first = np.empty(len(keys), dtype=bool)
-        first[0] = True
-        np.not_equal(keys[1:], keys[:-1], out=first[1:])
-        starts = np.flatnonzero(first)
-        unique = keys[starts]
-        counts = np.diff(np.append(starts, len(keys))).astype(np.float32)
-        index_dtype = np.int32 if self._cooc.nnz + len(unique) < 2**31 and n < 2**31 else np.int64
-        indptr = np.searchsorted(unique, np.arange(n + 1, dtype=np.int64) * n).astype(index_dtype)
-        delta = sp.csr_array((counts, (unique % n).astype(index_dtype), indptr), shape=(n, n))
-        delta.has_canonical_format = True
-        self._cooc = self._cooc + delta  # canonical + canonical: a linear merge, canonical result
 
     # -- forgetting -------------------------------------------------------------------
 
@@ -207,17 +206,8 @@ class ItemKNN(OnlineRecommender):
         dead = np.zeros(n, dtype=bool)
         dead[rows] = True
         self._counts[rows] = 0
-        cooc = self._cooc
-        if cooc.nnz:
-            entry_rows = np.repeat(np.arange(n), np.diff(cooc.indptr))
-            keep = ~(dead[entry_rows] | dead[cooc.indices])
-            if not keep.all():
-                indptr = np.concatenate([[0], np.cumsum(np.bincount(entry_rows[keep], minlength=n))])
-                cooc = sp.csr_array(
-                    (cooc.data[keep], cooc.indices[keep], indptr.astype(cooc.indptr.dtype)), shape=(n, n)
-                )
-                cooc.has_canonical_format = True  # a subset of a canonical matrix, in order
-                self._cooc = cooc
+        self._inv[rows] = 0.0
+        self._cooc.forget(rows)
         hist = self._hist[: self.n_users]
         hit = (hist >= 0) & dead[np.maximum(hist, 0)]
         users = np.flatnonzero(hit.any(axis=1))
@@ -231,60 +221,36 @@ class ItemKNN(OnlineRecommender):
 
     # -- scoring ----------------------------------------------------------------------
 
-    def _inv_norm(self) -> np.ndarray:
-        counts = self._counts[: self.n_items].astype(np.float64)
-        out = np.zeros(self.n_items, dtype=np.float64)
-        np.power(counts, -self.alpha, out=out, where=counts > 0)
-        return out.astype(np.float32)
-
-    def _history_weights(self, u: np.ndarray, inv_norm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """History items ``(len(u), L)`` (-1 padded), their weights and the rows that have any."""
-        depth = min(self.history_for_scoring, self.window)
-        known = u >= 0
-        hist = np.full((len(u), depth), -1, dtype=np.int32)
-        hist[known] = self._hist[u[known], :depth]
-        valid = hist >= 0
-        recency = (self.decay ** np.arange(depth)).astype(np.float32)
-        weights = np.where(valid, recency * inv_norm[np.maximum(hist, 0)], np.float32(0.0))
-        return hist, weights, valid.any(axis=1)
+    def _history(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """The user's newest ``history_for_scoring`` items and their weights (recency x normalisation)."""
+        depth = min(self.history_for_scoring, int(self._hist_len[user]))
+        hist = self._hist[user, :depth]
+        return hist, self._recency[:depth] * self._inv[hist]
 
     def _score(self, u: np.ndarray) -> np.ndarray:
         n = self.n_items
-        inv_norm = self._inv_norm()
-        hist, weights, has_history = self._history_weights(u, inv_norm)
         scores = np.zeros((len(u), n), dtype=np.float32)
-        if not has_history.any():
-            return scores
-        hist, weights = hist[has_history], weights[has_history]
-        valid = hist >= 0
-        indptr = np.concatenate([[0], np.cumsum(valid.sum(axis=1))])
-        users_by_items = sp.csr_array((weights[valid], hist[valid], indptr), shape=(len(hist), n))
-        product = users_by_items @ self._cooc
-        scores[has_history] = product.toarray() * inv_norm
+        inv = self._inv[:n]
+        for r, user in enumerate(u.tolist()):  # one row sum per user: the same arithmetic alone or in a batch
+            if user < 0 or self._hist_len[user] == 0:
+                continue
+            hist, weights = self._history(user)
+            np.multiply(self._cooc.weighted_rows(hist, weights), inv, out=scores[r])
         return scores
 
     def _reasons(self, u: np.ndarray, idx: np.ndarray, lengths: list[int]) -> list[list[str | None]] | None:
         reasons: list[list[str | None]] = [[None] * n for n in lengths]
-        if idx.size == 0 or self.n_items == 0:
-            return reasons
-        hist, weights, has_history = self._history_weights(u, self._inv_norm())
-        rows = np.flatnonzero(has_history)
-        if len(rows) == 0:
-            return reasons
-        hist, weights, recs = hist[rows], weights[rows], idx[rows]
-        # contribution of history item h to recommended item j is weight_h * C[h, j]
-        h_grid = np.broadcast_to(np.maximum(hist, 0)[:, :, None], (*hist.shape, recs.shape[1]))
-        j_grid = np.broadcast_to(recs[:, None, :], h_grid.shape)
-        if self._keys_of is not self._cooc:  # the matrix changed since the keys were made
-            self._keys, self._keys_of = csr_keys(self._cooc), self._cooc
-        cooc = _csr_lookup(self._cooc, h_grid.ravel(), j_grid.ravel(), self._keys).reshape(h_grid.shape)
-        contribution = cooc * weights[:, :, None]
-        best = contribution.argmax(axis=1)
-        best_item = np.take_along_axis(hist, best, axis=1)
-        positive = np.take_along_axis(contribution, best[:, None, :], axis=1)[:, 0, :] > 0
         ids = self.item_index.ids
-        for r, items, ok in zip(rows.tolist(), best_item.tolist(), positive.tolist(), strict=True):
-            reasons[r] = [ids[h] if good else None for h, good in zip(items[: lengths[r]], ok, strict=False)]
+        for r, user in enumerate(u.tolist()):
+            if user < 0 or self._hist_len[user] == 0 or lengths[r] == 0:
+                continue
+            hist, weights = self._history(user)
+            recs = idx[r, : lengths[r]]
+            # contribution of history item h to recommended item j is weight_h * C[h, j]
+            contribution = self._cooc.block(hist, recs) * weights[:, None]
+            best = contribution.argmax(axis=0)
+            positive = contribution[best, np.arange(len(recs))] > 0
+            reasons[r] = [ids[h] if ok else None for h, ok in zip(hist[best].tolist(), positive.tolist(), strict=True)]
         return reasons
 
     # -- inspection -------------------------------------------------------------------
@@ -294,13 +260,12 @@ class ItemKNN(OnlineRecommender):
         ia, ib = self.item_index.get(str(a)), self.item_index.get(str(b))
         if ia < 0 or ib < 0:
             return 0.0
-        inv_norm = self._inv_norm()
-        count = _csr_lookup(self._cooc, np.array([ia]), np.array([ib]))[0]
-        return float(count * inv_norm[ia] * inv_norm[ib])
+        count = self._cooc.block(np.array([ia]), np.array([ib]))[0, 0]
+        return float(count * self._inv[ia] * self._inv[ib])
 
     def cooccurrence(self) -> sp.csr_array:
         """A copy of the co-occurrence counts ``C`` (items x items, indexed like ``item_index``)."""
-        return self._cooc.copy()
+        return self._cooc.csr()
 
     def item_counts(self) -> np.ndarray:
         """Count ``n_j`` of counted events of every item."""
@@ -318,10 +283,11 @@ class ItemKNN(OnlineRecommender):
     def _state(self) -> dict[str, np.ndarray]:
         lens = self._hist_len[: self.n_users]
         hist = self._hist[: self.n_users]
+        cooc = self._cooc.csr()
         return {
-            "cooc_data": self._cooc.data,
-            "cooc_indices": self._cooc.indices,
-            "cooc_indptr": self._cooc.indptr,
+            "cooc_data": cooc.data,
+            "cooc_indices": cooc.indices,
+            "cooc_indptr": cooc.indptr,
             "counts": self._counts[: self.n_items],
             "hist_sizes": lens,
             "hist_items": hist[np.arange(self.window) < lens[:, None]],
@@ -329,10 +295,13 @@ class ItemKNN(OnlineRecommender):
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         n = self.n_items
-        self._cooc = sp.csr_array(
+        matrix = sp.csr_array(
             (arrays["cooc_data"].astype(np.float32), arrays["cooc_indices"], arrays["cooc_indptr"]), shape=(n, n)
         )
+        self._cooc = cooccurrence_store(matrix=matrix, dense_max_items=self.dense_max_items)
         self._counts = self._grown(arrays["counts"].astype(np.int64), n)
+        self._inv = np.zeros(len(self._counts), dtype=np.float32)
+        self._set_counts(np.arange(n))
         lens = arrays["hist_sizes"].astype(np.int32)
         hist = np.full((len(lens), self.window), -1, dtype=np.int32)
         hist[np.arange(self.window) < lens[:, None]] = arrays["hist_items"]

@@ -235,7 +235,9 @@ class TorchBPR(OnlineRecommender):
     @torch.no_grad()
     def _score_tensor(self, u: np.ndarray) -> torch.Tensor:
         n = self.n_items
-        return torch.addmm(self._b[:n], self._user_vectors(u), self._q[:n].T)
+        # in float64, rounded: a user's scores do not depend on the batch (see models.scoring)
+        b, q = self._b[:n].double(), self._q[:n].double()
+        return torch.addmm(b, self._user_vectors(u).double(), q.T).float()
 
     def _score(self, u: np.ndarray) -> np.ndarray:
         return self._score_tensor(u).cpu().numpy()

@@ -6,8 +6,11 @@ would have shown) and scores the event against it; afterwards it reads the
 worker's freshness samples (event reached Kafka -> its user's list written).
 
 The offline backtest of the same log scores the same thing when its model
-serves the popularity fallback to users without history (see
-:class:`ServedLists`), so the two hit-rates can be compared.
+serves the popularity fallback to users without history and caches lists as
+the worker writes them (see :class:`ServedLists`), and when its lists lag as
+the live ones did: :func:`compare_offline` replays the log in event time with
+each event stamped with the moment it was published and a freshness equal to
+the mean freshness measured live. The two hit-rates can then be compared.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class ReplayResult:
     offline: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     per_event: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    #: when each interaction or rating was handed to the producer (epoch seconds), in log order
+    publish_times: list[float] = field(default_factory=list, repr=False)
 
     @property
     def hit_rate(self) -> float:
@@ -80,16 +85,9 @@ class ReplayResult:
         return max(1, round(stats.get("events_received", 0) / max(stats.get("batches", 1), 1)))
 
     @property
-    def equivalent_label_delay(self) -> int:
-        """Offline label delay (in events) that makes lists lag as they did live.
-
-        Live, an event shows in its user's list after the freshness delay,
-        i.e. after ``rate x freshness`` further events. Offline with batches of
-        ``B`` events and a label delay of ``D`` events it shows after
-        ``D + B / 2`` further events on average. So ``D = rate x freshness - B / 2``.
-        """
-        rate = self.events / self.publish_seconds if self.publish_seconds else 0.0
-        return max(0, round(rate * self.freshness_mean_ms / 1000.0 - self.live_batch_size / 2))
+    def offline_freshness_s(self) -> float:
+        """The freshness the offline twin replays with: the mean measured live, in seconds."""
+        return self.freshness_mean_ms / 1000.0 if np.isfinite(self.freshness_mean_ms) else 0.0
 
     @property
     def ndcg(self) -> float:
@@ -98,10 +96,11 @@ class ReplayResult:
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         doc.pop("per_event")
+        doc.pop("publish_times")
         doc["hit_rate"] = self.hit_rate
         doc["ndcg"] = self.ndcg
         doc["live_batch_size"] = self.live_batch_size
-        doc["equivalent_label_delay"] = self.equivalent_label_delay
+        doc["offline_freshness_s"] = self.offline_freshness_s
         doc["events_per_second"] = self.events / self.total_seconds if self.total_seconds else None
         return doc
 
@@ -168,6 +167,7 @@ def run_replay(
     ndcg_sum = 0.0
     hit_flags: list[int] = []
     fallback_flags: list[int] = []
+    publish_times: list[float] = []
     try:
         with EventPublisher(settings) as publisher:
             if catalogue:
@@ -189,6 +189,7 @@ def run_replay(
                     if hit:
                         hits += 1
                         ndcg_sum += 1.0 / np.log2(items.index(event.item_id) + 2)
+                publish_times.append(time.time())
                 publisher.send(event)
             publisher.flush()
             publish_seconds = time.perf_counter() - start
@@ -215,6 +216,7 @@ def run_replay(
         freshness_samples=len(freshness),
         worker_stats=stats,
         per_event={"hit": hit_flags, "fallback": fallback_flags},
+        publish_times=publish_times,
         config={
             "rate": rate,
             "speed": speed,
@@ -227,26 +229,42 @@ def run_replay(
 
 
 def compare_offline(
-    events: Sequence[Event], model: str, k: int, batch_size: int, label_delay: int = 0, warmup: float = 0.0
+    events: Sequence[Event],
+    model: str,
+    k: int,
+    publish_times: Sequence[float],
+    freshness: float,
+    warmup: float = 0.0,
+    learn_batch: int = 1000,
 ) -> dict[str, Any]:
-    """The offline backtest of the same log, serving what the live system serves.
+    """The offline backtest of the same log, serving what the live system served.
 
-    Lists are cached per user as the worker writes them; users without one get
-    the fallback. ``batch_size`` (the live mean micro-batch) and
-    ``label_delay`` (events that pass before an event is learned, i.e. the
-    live processing delay) make the offline lists lag as the live ones did.
+    The interactions and ratings of ``events`` (in time order, as published)
+    are stamped with ``publish_times`` (when each reached the producer), so
+    event time is the live run's clock, and replayed at ``freshness`` seconds
+    (the live mean): a list reflects the events published at least that long
+    before. Lists are cached per user as the worker writes them, after the
+    user's latest learned event; users without one get the fallback.
     """
     import models as model_registry
     from streamrec.backtest.prequential import Prequential
     from streamrec.backtest.sources import EventLog
 
+    catalogue = [e for e in events if isinstance(e, ItemUpdate)]
+    acts = [e for e in events if isinstance(e, Interaction | Rating)]
+    if len(acts) != len(publish_times):
+        raise ValueError(f"{len(acts)} interactions and ratings but {len(publish_times)} publish times")
+    first = publish_times[0] if publish_times else 0.0
+    stamped = [replace(e, timestamp=first - 1.0) for e in catalogue]  # published and processed first
+    stamped += [replace(e, timestamp=float(t)) for e, t in zip(acts, publish_times, strict=True)]
     served = ServedLists(model_registry.create(model), cached=True)  # lists as Redis holds them
-    harness = Prequential({model: served}, ks=(k,), batch_size=max(1, batch_size), label_delay=max(0, label_delay),
-                          warmup=warmup, memory="off")  # fmt: skip
-    figures = harness.run(EventLog.from_events(events)).to_dict()["models"][model]["overall"]
+    harness = Prequential(
+        {model: served}, ks=(k,), freshness=max(0.0, freshness), learn_batch=learn_batch, warmup=warmup, memory="off"
+    )
+    figures = harness.run(EventLog.from_events(stamped)).to_dict()["models"][model]["overall"]
     return {
-        "batch_size": batch_size,
-        "label_delay": label_delay,
+        "freshness_s": freshness,
+        "learn_batch": learn_batch,
         "hit_rate": figures[f"HR@{k}"],
         "ndcg": figures[f"NDCG@{k}"],
         "figures": figures,

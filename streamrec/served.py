@@ -67,13 +67,21 @@ class ServedLists(OnlineRecommender):
         self.model.add_items(items, tags)
         self.fallback.add_items(items, tags)
 
-    def recommend(self, users: Any, k: int = 10, *, exclude_seen: bool = True, exclude: Any = None) -> Recommendations:
+    def recommend(
+        self, users: Any, k: int = 10, *, exclude_seen: bool = True, exclude: Any = None, with_reasons: bool = True
+    ) -> Recommendations:
         users = [str(u) for u in users]
         if self.cached:
             out = {u: self._lists[u][:k] for u in users if u in self._lists}
         else:
             warm = [u for u in users if self.model.has_history(u)]
-            out = self.model.recommend(warm, k, exclude_seen=exclude_seen, exclude=exclude).as_dict() if warm else {}
+            out = (
+                self.model.recommend(
+                    warm, k, exclude_seen=exclude_seen, exclude=exclude, with_reasons=with_reasons
+                ).as_dict()
+                if warm
+                else {}
+            )
         cold = [u for u in users if u not in out]
         if cold:
             top = self.fallback.recommend(["*"], k, exclude_seen=False)

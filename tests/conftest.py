@@ -12,7 +12,9 @@ import pytest
 
 from streamrec.datasets import find_movielens
 from streamrec.services import LocalServices
-from streamrec.settings import Settings
+from streamrec.settings import Settings, limit_torch_threads
+
+limit_torch_threads()  # as every process of the project does: torch's default pool fights the other tests
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "STREAMREC_DATA_DIR" not in os.environ and (SHARED_DATA / "ml-100k").is_dir():

@@ -5,9 +5,9 @@ Examples
 >>> import argparse
 >>> parser = argparse.ArgumentParser()
 >>> add_arguments(parser)
->>> args = parser.parse_args(["--movielens", "--models", "popularity,itemknn", "--k", "10,20"])
->>> args.k, args.models, args.batch_size, args.label_delay
-([10, 20], 'popularity,itemknn', 1000, 0)
+>>> args = parser.parse_args(["--movielens", "--models", "popularity,itemknn", "--k", "10,20", "--refresh", "1h"])
+>>> args.k, args.models, args.freshness, args.refresh
+([10, 20], 'popularity,itemknn', 0.0, 3600.0)
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from typing import Any
 import models
 from streamrec.backtest.prequential import POSITIVE_TYPES, Prequential
 from streamrec.backtest.report import markdown_table, write_report
-from streamrec.backtest.sources import EventLog, kind_for_topic, load_log, movielens_log, read_kafka_topic
+from streamrec.backtest.sources import (
+    EventLog,
+    display_path,
+    kind_for_topic,
+    load_log,
+    movielens_log,
+    read_kafka_topic,
+)
 from streamrec.eventlog import FORMATS, ReadReport
 from streamrec.settings import limit_torch_threads
 
@@ -36,6 +43,53 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected list lengths >= 1, got {text!r}")
     return values
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from ``"250ms"``, ``"1.5"``, ``"1s"``, ``"1m"``, ``"1h"`` or ``"1d"``.
+
+    Examples
+    --------
+    >>> duration("250ms"), duration("2"), duration("1m"), duration("1d")
+    (0.25, 2.0, 60.0, 86400.0)
+    """
+    raw = text.strip().lower()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if raw.endswith(unit) and raw[: -len(unit)].strip():
+            number, scale = raw[: -len(unit)], _UNITS[unit]
+            break
+    else:
+        number, scale = raw, 1.0
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 0.25, 250ms, 1s, 1m, 1h or 1d; got {text!r}"
+        ) from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a duration >= 0, got {text!r}")
+    return value
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest of ``ms``/``s``/``m``/``h``/``d`` that writes ``seconds`` exactly (inverse of :func:`duration`).
+
+    Examples
+    --------
+    >>> format_duration(0.25), format_duration(1.0), format_duration(3600.0), format_duration(90.0)
+    ('250ms', '1s', '1h', '90s')
+    """
+    for unit in ("d", "h", "m", "s"):
+        value = seconds / _UNITS[unit]
+        if value >= 1 and value == int(value):
+            return f"{int(value)}{unit}"
+    if seconds == 0:
+        return "0s"
+    millis = seconds * 1000
+    return f"{millis:g}ms" if millis == round(millis, 6) else f"{seconds!r}"
 
 
 def _fraction(text: str) -> float:
@@ -87,9 +141,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve users without history the popularity list, as the live worker does (default), or score the raw model",
     )
 
-    rep = parser.add_argument_group("replay")
+    rep = parser.add_argument_group("replay (in event time)")
     rep.add_argument("--k", type=_int_list, default=[10], metavar="K[,K...]", help="list lengths to score (default 10)")
-    rep.add_argument("--batch-size", type=int, default=1000, help="events per micro-batch; 1 = strictly per event")
+    when = rep.add_mutually_exclusive_group()
+    when.add_argument(
+        "--freshness",
+        type=duration,
+        default=0.0,
+        metavar="DURATION",
+        help="a list served at time t reflects the events at or before t - DURATION (default 0: every earlier event); "
+        "the live worker's measured p99 is the realistic setting",
+    )
+    when.add_argument(
+        "--refresh",
+        type=duration,
+        default=None,
+        metavar="INTERVAL",
+        help="instead: lists recomputed every INTERVAL of event time (1h, 1d) and served unchanged in between",
+    )
+    rep.add_argument(
+        "--learn-batch",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="most events a model learns in one call, as the worker's STREAMREC_BATCH_SIZE (default 1000)",
+    )
+    rep.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="most events scored with one recommend call: a compute detail, results do not depend on it",
+    )
     rep.add_argument("--warmup", type=_fraction, default=0.0, help="fraction of events learned but not scored")
     rep.add_argument("--every", type=int, default=1, metavar="N", help="evaluate every N-th event after the warm-up")
     rep.add_argument(
@@ -98,13 +180,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"event types that count as positives: 'all' or some of {','.join(POSITIVE_TYPES)}",
     )
     rep.add_argument("--min-rating", type=float, default=None, help="ratings below this are not positives")
-    rep.add_argument(
-        "--label-delay",
-        type=int,
-        default=0,
-        metavar="EVENTS",
-        help="learn an event once this many further events arrived",
-    )
     rep.add_argument("--window", type=int, default=5000, help="scored events per window of the figures over time")
     rep.add_argument("--include-seen", action="store_true", help="let lists contain items the user already had")
 
@@ -196,37 +271,43 @@ def create_models(
 
 
 def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run: every option that changes a figure is written out."""
     parts = ["streamrec", "backtest"]
     if args.movielens:
         parts.append("--movielens")
-    parts += list(args.paths)
+    parts += [display_path(p) for p in args.paths]
     for topic in args.kafka_topic:
         parts += ["--kafka-topic", topic]
-    options: list[tuple[str, Any, Any]] = [
-        ("--format", args.format, None),
-        ("--kind", args.kind, None),
-        ("--from-timestamp", args.from_timestamp, None),
-        ("--limit", args.limit, None),
-        ("--models", args.models, None),
-        ("--params", args.params, None),
-        ("--seed", args.seed, 0),
-        ("--k", ",".join(map(str, args.k)), None),
-        ("--batch-size", args.batch_size, 1000),
-        ("--warmup", args.warmup, 0.0),
-        ("--every", args.every, 1),
-        ("--positives", args.positives, "all"),
-        ("--min-rating", args.min_rating, None),
-        ("--label-delay", args.label_delay, 0),
-        ("--window", args.window, 5000),
-        ("--memory", args.memory, "trace"),
-        ("--memory-events", args.memory_events, 20_000),
-        ("--out", args.out, None),
+    optional: list[tuple[str, Any]] = [
+        ("--format", args.format),
+        ("--kind", args.kind),
+        ("--from-timestamp", args.from_timestamp),
+        ("--limit", args.limit),
+        ("--params", args.params),
+        ("--min-rating", args.min_rating),
     ]
-    for flag, value, default in options:
-        if value is not None and value != default:
+    when = ("--refresh", format_duration(args.refresh)) if args.refresh is not None else None
+    always: list[tuple[str, Any]] = [
+        ("--models", args.models),
+        ("--seed", args.seed),
+        ("--fallback", args.fallback),
+        ("--k", ",".join(map(str, args.k))),
+        when or ("--freshness", format_duration(args.freshness)),
+        ("--learn-batch", args.learn_batch),
+        ("--warmup", args.warmup),
+        ("--every", args.every),
+        ("--positives", args.positives),
+        ("--window", args.window),
+        ("--memory", args.memory),
+        ("--memory-events", args.memory_events),
+    ]
+    for flag, value in [*optional, *always]:
+        if value is not None:
             parts += [flag, str(value)]
     if args.include_seen:
         parts.append("--include-seen")
+    if args.out:
+        parts += ["--out", args.out]
     if args.no_plots:
         parts.append("--no-plots")
     if args.update_readme:
@@ -246,12 +327,14 @@ def run(args: argparse.Namespace) -> int:
     names = _model_names(args.models)
     options: dict[str, Any] = {
         "ks": args.k,
+        "freshness": args.freshness,
+        "refresh": args.refresh,
         "batch_size": args.batch_size,
+        "learn_batch": args.learn_batch,
         "warmup": args.warmup,
         "every": args.every,
         "positives": positives,
         "min_rating": args.min_rating,
-        "label_delay": args.label_delay,
         "window": args.window,
         "exclude_seen": not args.include_seen,
         "memory": args.memory,

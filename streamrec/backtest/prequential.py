@@ -1,19 +1,36 @@
-"""Prequential (test-then-train) replay of an event log through online models.
+"""Prequential (test-then-train) replay of an event log in event time.
 
-For every micro-batch of ``batch_size`` events, in time order, and for every
-model:
+Every evaluated event is scored against the list the live system would have
+served when it arrived, then learned. What that list reflects is set in
+**event time**, not in events:
 
-1. catalogue updates that arrived before the batch are added (``add_items``);
-2. one vectorised ``recommend`` call gives the top-``max(ks)`` list of every
-   distinct user among the batch's scored events, from the model's state
-   before the batch: the lists Redis would have held when the events arrived;
-3. rating models (``uses_ratings`` and a ``predict(users, items)`` method)
-   predict the rating of each evaluated rated event;
-4. each scored event is looked up in its user's list (its 0-based rank, or
-   ``-1``), one vectorised comparison per batch;
-5. the model learns the events whose label has arrived (see ``label_delay``).
+- ``freshness=F`` (seconds): the list served for an event at time ``t``
+  reflects exactly the events before it in the log whose timestamp is
+  ``<= t - F``; never the event itself or a later one, even at equal
+  timestamps. ``F = 0`` means every earlier event (strictly per event); the
+  live system's measured freshness (its p99) is the realistic setting.
+- ``refresh=I`` (seconds): what systems that recompute lists periodically
+  serve: lists recomputed from every event before each refresh time (the
+  multiples of ``I`` since the epoch: hourly on the hour, daily at 00:00 UTC)
+  and served unchanged until the next one. Seen items are those known at the
+  refresh.
 
-``batch_size=1`` is strictly per event. Which events are scored:
+Users without history in that state get the list the model gives unknown
+users (wrap models in :class:`~streamrec.served.ServedLists` to serve the
+popularity fallback, as the live worker does).
+
+Because the log is in time order, the events a list reflects are always a
+prefix of the log: the replay learns the log in order and, before each
+evaluated event, catches the models up to that event's visible prefix. Models
+learn in chunks that end wherever some evaluated event needs a new prefix, at
+multiples of ``learn_batch`` events (the live worker's largest micro-batch)
+and at catalogue updates; those chunks depend only on the log and the
+freshness, so **``batch_size`` is a compute detail**: it caps how many
+evaluated events sharing one visible prefix are scored with one ``recommend``
+call, and any value gives the same ranks (models promise that a user's list
+does not depend on the other users in the call).
+
+Which events are scored:
 
 - ``warmup``: the first ``floor(warmup * n_events)`` events are learned, never scored;
 - ``every``: after the warm-up, events ``0, every, 2 * every, ...`` are evaluated;
@@ -22,19 +39,15 @@ model:
   a rating below it is not a positive. Ranking metrics use the evaluated
   positives; RMSE and MAE use every evaluated rated event.
 
-``label_delay`` is counted in **events**: event ``j`` is learned only once
-``label_delay`` further events have arrived, i.e. at the end of the batch that
-holds event ``j + label_delay`` (0: each batch is learned right after it is
-scored). The last ``label_delay`` events are never learned.
-
 Metrics are computed from the recorded ranks and predictions by the pure
-functions of :mod:`streamrec.backtest.metrics`, overall and per window of
-``window`` consecutive scored events.
+functions of :mod:`streamrec.backtest.metrics`: overall, per window of
+``window`` consecutive scored events, and per history bucket: how many of the
+user's own events the list reflects (``none``, ``1-4``, ``5+``).
 
 Timings are wall-clock seconds inside the models' ``recommend``, ``predict``,
 ``learn`` and ``add_items`` calls; ``events/s`` is the number of replayed
 events divided by their sum. Reading the log is not timed; the harness's own
-work (batch slicing, rank lookup) is reported apart as ``harness_s``.
+work (planning, rank lookup) is reported apart as ``harness_s``.
 
 Memory, per model (``memory="trace"``): ``state_bytes`` is the size of what
 the model's ``save`` writes at the end of the replay (its arrays, ids and
@@ -53,10 +66,12 @@ Examples
 >>> from streamrec.backtest.sources import EventLog
 >>> from streamrec.events import Interaction
 >>> events = [Interaction(f"u{j % 7}", f"i{j % 5}", float(j)) for j in range(200)]
->>> result = Prequential({"popularity": create("popularity")}, ks=(3,), batch_size=20).run(EventLog.from_events(events))
+>>> result = Prequential({"popularity": create("popularity")}, ks=(3,), freshness=0.0).run(EventLog.from_events(events))
 >>> figures = result.models["popularity"].overall
 >>> figures["scored"], 0.0 <= figures["HR@3"] <= 1.0
 (200, True)
+>>> sorted(result.models["popularity"].by_history)
+['1-4', '5+', 'none']
 """
 
 from __future__ import annotations
@@ -81,7 +96,15 @@ from streamrec.backtest.memory import peak_rss, traced_peak
 from streamrec.backtest.sources import EventLog
 from streamrec.events import EVENT_TYPES, Event
 
-__all__ = ["POSITIVE_TYPES", "BacktestResult", "ModelResult", "Prequential", "machine_info"]
+__all__ = [
+    "HISTORY_BUCKETS",
+    "POSITIVE_TYPES",
+    "BacktestResult",
+    "ModelResult",
+    "Prequential",
+    "machine_info",
+    "visible_prefix",
+]
 
 #: Event types that can count as positives (interaction types and ``rating``).
 POSITIVE_TYPES: tuple[str, ...] = (*EVENT_TYPES, "rating")
@@ -116,6 +139,9 @@ class ModelResult:
     windows: list[dict[str, float]] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
+    by_history: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: 0-based rank of each scored event's item in its list (-1: absent); not written to JSON
+    ranks: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -154,6 +180,7 @@ class BacktestResult:
                         "params": m.params,
                         "error": m.error,
                         "overall": m.overall,
+                        "by_history": m.by_history,
                         "windows": m.windows,
                         "timing": m.timing,
                         "memory": m.memory,
@@ -189,6 +216,37 @@ class _Codes(dict):  # type: ignore[type-arg]
         return code
 
 
+#: History buckets: how many of the user's own events the served list reflects.
+HISTORY_BUCKETS: tuple[tuple[str, int, float], ...] = (("none", 0, 0), ("1-4", 1, 4), ("5+", 5, math.inf))
+
+
+def visible_prefix(timestamps: np.ndarray, freshness: float = 0.0, refresh: float | None = None) -> np.ndarray:
+    """Per event, how many events of the (time-ordered) log its served list reflects.
+
+    With ``refresh`` the list was computed at the last multiple of ``refresh``
+    seconds at or before the event, from the events strictly before that time;
+    otherwise from the events at or before ``t - freshness``. Never the event
+    itself or a later one.
+
+    Examples
+    --------
+    >>> ts = np.array([0.0, 0.0, 1.0, 2.5, 4.0])
+    >>> visible_prefix(ts).tolist()                 # every earlier event, equal timestamps included
+    [0, 1, 2, 3, 4]
+    >>> visible_prefix(ts, freshness=1.5).tolist()  # events at or before t - 1.5
+    [0, 0, 0, 3, 4]
+    >>> visible_prefix(ts, refresh=2.0).tolist()    # recomputed at t = 0, 2, 4 from the events before
+    [0, 0, 0, 3, 4]
+    """
+    n = len(timestamps)
+    if refresh is not None:
+        cut = np.floor(timestamps / refresh) * refresh
+        vis = np.searchsorted(timestamps, cut, side="left")
+    else:
+        vis = np.searchsorted(timestamps, timestamps - freshness, side="right")
+    return np.minimum(vis, np.arange(n)).astype(np.int64)
+
+
 @dataclass
 class _Plan:
     """What the replay needs to know about the log, computed once (not timed as model work)."""
@@ -203,6 +261,9 @@ class _Plan:
     window_of: np.ndarray  # per event, its window
     n_windows: int
     known_sorted: np.ndarray  # sorted first positions of every item (catalogue or event)
+    visible: np.ndarray  # per event, the prefix of the log its list reflects
+    history: np.ndarray  # per event, the user's own events within that prefix
+    steps: list[tuple[int, int, int, int, int]]  # (visible prefix, scored from, to, rated from, to)
 
 
 class _Tracker:
@@ -216,31 +277,47 @@ class _Tracker:
         self.covered: dict[int, list[list[np.ndarray]]] = {k: [[] for _ in range(n_windows)] for k in self.ks}
         self.seconds = {"recommend_s": 0.0, "predict_s": 0.0, "learn_s": 0.0, "catalogue_s": 0.0, "score_s": 0.0}
         self.error: str | None = None
+        # lists waiting for the vectorised rank lookup: one entry per recommend call
+        self._lists: list[list[str]] = []
+        self._rows: list[np.ndarray] = []
+        self._at: list[int] = []
+        self._pending = 0
 
-    def score(
-        self, lists: list[list[str]], rows: np.ndarray, targets: np.ndarray, wins: np.ndarray, at: int, codes: _Codes
-    ) -> None:
-        n_users, width = int(rows.max()) + 1, max(self.ks)
-        if len(lists) != n_users:
-            raise RuntimeError(f"recommend returned {len(lists)} lists for {n_users} users")
-        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=n_users)
+    def record(self, lists: list[list[str]], rows: np.ndarray, at: int) -> None:
+        """Keep the lists served to scored events ``at .. at + len(rows)`` (``rows[n]``: which list)."""
+        if len(rows) and int(rows.max()) >= len(lists):
+            raise RuntimeError(f"recommend returned {len(lists)} lists for {int(rows.max()) + 1} users")
+        self._rows.append(rows + len(self._lists))
+        self._lists.extend(lists)
+        self._at.append(at)
+        self._pending += len(rows)
+
+    def flush(self, plan: _Plan) -> None:
+        """Look up the ranks of every kept event in one vectorised pass; gather coverage."""
+        if not self._rows:
+            return
+        lists, width = self._lists, max(self.ks)
+        rows = np.concatenate(self._rows)
+        at = np.concatenate([np.arange(a, a + len(r)) for a, r in zip(self._at, self._rows, strict=True)])
+        self._lists, self._rows, self._at, self._pending = [], [], [], 0
+        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+        codes = plan.codes
         flat = np.fromiter(map(codes.__getitem__, chain.from_iterable(lists)), dtype=np.int64, count=int(lengths.sum()))
-        table = np.full((n_users, width), -1, dtype=np.int64)
-        if (lengths == width).all():
-            table[:] = flat.reshape(n_users, width)
-        elif len(flat):
-            r = np.repeat(np.arange(n_users), lengths)
+        table = np.full((len(lists), width), -1, dtype=np.int64)
+        if len(flat):
+            r = np.repeat(np.arange(len(lists)), lengths)
             c = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
             keep = c < width
             table[r[keep], c[keep]] = flat[keep]
-        self.ranks[at : at + len(rows)] = metrics.rank_lookup(table, rows, targets)
-        first, last = int(wins[0]), int(wins[-1])
-        for w in range(first, last + 1):
-            served = table if first == last else table[np.unique(rows[wins == w])]
+        events = plan.scored_idx[at]
+        self.ranks[at] = metrics.rank_lookup(table, rows, plan.item_code[events])
+        wins = plan.window_of[events]
+        for w in np.unique(wins).tolist():
+            served = table[np.unique(rows[wins == w])]
             for k in self.ks:
                 block = served[:, :k]
                 bucket = self.covered[k][w]
-                bucket.append(block[block >= 0])
+                bucket.append(np.unique(block[block >= 0]))
                 if len(bucket) >= 64:
                     bucket[:] = [np.unique(np.concatenate(bucket))]
 
@@ -255,11 +332,11 @@ def _rates(model: Any) -> bool:
 
 
 def _describe_error(exc: BaseException, phase: str, position: int) -> str:
-    return f"{type(exc).__name__} in {phase} (batch starting at event {position}): {exc}"
+    return f"{type(exc).__name__} in {phase} (at event {position}): {exc}"
 
 
 class Prequential:
-    """Replay a log through several models: recommend, score, then learn, batch by batch.
+    """Replay a log through several models in event time: recommend, score, then learn.
 
     Parameters
     ----------
@@ -267,9 +344,16 @@ class Prequential:
         Name -> model implementing the :class:`~models.OnlineRecommender` protocol
         (``learn``, ``recommend``, ``add_items``; optionally ``predict``, ``save``, ``clone``).
     ks
-        List lengths to score; lists of ``max(ks)`` are requested once per batch.
+        List lengths to score; lists of ``max(ks)`` are requested.
+    freshness
+        Seconds: a list reflects the events at or before ``t - freshness`` (0: every earlier event).
+    refresh
+        Seconds between list recomputations (``None``: lists follow ``freshness``);
+        excludes a non-zero ``freshness``.
     batch_size
-        Events per micro-batch (1: strictly per event).
+        Most evaluated events scored with one ``recommend`` call (a compute detail: any value gives the same ranks).
+    learn_batch
+        Most events a model learns in one call; chunks end at multiples of it.
     warmup
         Fraction of the events, from the start, learned but not scored.
     every
@@ -278,8 +362,6 @@ class Prequential:
         Event types that count as positives (default: every type, ratings included).
     min_rating
         Ratings below this are not positives (``None``: every rating is).
-    label_delay
-        Events that must arrive after an event before it is learned.
     window
         Scored events per window of the figures over time.
     exclude_seen
@@ -298,12 +380,14 @@ class Prequential:
         models: Mapping[str, OnlineRecommender],
         ks: Sequence[int] = (10,),
         *,
+        freshness: float = 0.0,
+        refresh: float | None = None,
         batch_size: int = 1000,
+        learn_batch: int = 1000,
         warmup: float = 0.0,
         every: int = 1,
         positives: Iterable[str] | None = None,
         min_rating: float | None = None,
-        label_delay: int = 0,
         window: int = 5000,
         exclude_seen: bool = True,
         memory: str = "state",
@@ -313,14 +397,20 @@ class Prequential:
         ks = tuple(int(k) for k in ks)
         if not ks or min(ks) < 1:
             raise ValueError(f"ks must be one or more list lengths >= 1, got {ks}")
+        if not (math.isfinite(freshness) and freshness >= 0):
+            raise ValueError(f"freshness must be >= 0 seconds, got {freshness}")
+        if refresh is not None and not (math.isfinite(refresh) and refresh > 0):
+            raise ValueError(f"refresh must be > 0 seconds, got {refresh}")
+        if refresh is not None and freshness:
+            raise ValueError("give freshness or refresh, not both")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if learn_batch < 1:
+            raise ValueError(f"learn_batch must be >= 1, got {learn_batch}")
         if not 0.0 <= warmup < 1.0:
             raise ValueError(f"warmup is a fraction of the events in [0, 1), got {warmup}")
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
-        if label_delay < 0:
-            raise ValueError(f"label_delay must be >= 0 events, got {label_delay}")
         if window < 1:
             raise ValueError(f"window must be >= 1 scored events, got {window}")
         if memory not in MEMORY_MODES:
@@ -333,12 +423,14 @@ class Prequential:
             )
         self.models = dict(models)
         self.ks = tuple(sorted(set(ks)))
+        self.freshness = float(freshness)
+        self.refresh = None if refresh is None else float(refresh)
         self.batch_size = batch_size
+        self.learn_batch = learn_batch
         self.warmup = warmup
         self.every = every
         self.positives = positives
         self.min_rating = min_rating
-        self.label_delay = label_delay
         self.window = window
         self.exclude_seen = exclude_seen
         self.memory = memory
@@ -349,13 +441,14 @@ class Prequential:
         """The options, as recorded in the result."""
         return {
             "ks": list(self.ks),
+            "freshness_s": self.freshness,
+            "refresh_s": self.refresh,
             "batch_size": self.batch_size,
+            "learn_batch": self.learn_batch,
             "warmup": self.warmup,
             "every": self.every,
             "positives": list(self.positives),
             "min_rating": self.min_rating,
-            "label_delay": self.label_delay,
-            "label_delay_unit": "events",
             "window": self.window,
             "window_unit": "scored events",
             "exclude_seen": self.exclude_seen,
@@ -371,6 +464,7 @@ class Prequential:
             user_ids, user_code = np.unique(log.users, return_inverse=True)
         else:
             user_ids, user_code = np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64)
+        user_code = np.asarray(user_code, dtype=np.int64).ravel()
         codes = _Codes()
         for item in log.catalogue_items.tolist():
             codes.setdefault(item, len(codes))
@@ -390,20 +484,51 @@ class Prequential:
         evaluated = np.zeros(n, dtype=bool)
         evaluated[math.floor(self.warmup * n) :: self.every] = True
         scored = evaluated & positive
-        n_scored = int(scored.sum())
+        scored_idx, rated_idx = np.flatnonzero(scored), np.flatnonzero(evaluated & rated)
+        n_scored = len(scored_idx)
         n_windows = -(-n_scored // self.window)
         window_of = np.minimum(np.maximum(np.cumsum(scored) - 1, 0) // self.window, max(n_windows - 1, 0))
+        visible = visible_prefix(log.timestamps, self.freshness, self.refresh)
+        # the user's own events before the visible prefix: positions sorted by (user, position)
+        key = user_code * (n + 1) + np.arange(n)
+        by_user = np.sort(key)
+        history = np.searchsorted(by_user, user_code * (n + 1) + visible) - np.searchsorted(
+            by_user, user_code * (n + 1)
+        )
         return _Plan(
             n=n,
             user_ids=user_ids,
-            user_code=np.asarray(user_code, dtype=np.int64).ravel(),
+            user_code=user_code,
             item_code=item_code,
             codes=codes,
-            scored_idx=np.flatnonzero(scored),
-            rated_idx=np.flatnonzero(evaluated & rated),
+            scored_idx=scored_idx,
+            rated_idx=rated_idx,
             window_of=window_of,
             n_windows=n_windows,
             known_sorted=np.sort(first),
+            visible=visible,
+            history=history,
+            steps=self._steps(visible, scored_idx, rated_idx),
+        )
+
+    def _steps(
+        self, visible: np.ndarray, scored_idx: np.ndarray, rated_idx: np.ndarray
+    ) -> list[tuple[int, int, int, int, int]]:
+        """Runs of evaluated events that share a visible prefix, at most ``batch_size`` each."""
+        evaluated = np.union1d(scored_idx, rated_idx)
+        if not len(evaluated):
+            return []
+        prefix = visible[evaluated]
+        new_run = np.ones(len(evaluated), dtype=bool)
+        new_run[1:] = prefix[1:] != prefix[:-1]
+        run_start = np.maximum.accumulate(np.where(new_run, np.arange(len(evaluated)), 0))
+        starts = np.flatnonzero((np.arange(len(evaluated)) - run_start) % self.batch_size == 0)
+        ends = np.append(starts[1:], len(evaluated))
+        first, last = evaluated[starts], evaluated[ends - 1] + 1  # event positions [first, last)
+        s_lo, s_hi = np.searchsorted(scored_idx, first), np.searchsorted(scored_idx, last)
+        r_lo, r_hi = np.searchsorted(rated_idx, first), np.searchsorted(rated_idx, last)
+        return list(
+            zip(prefix[starts].tolist(), s_lo.tolist(), s_hi.tolist(), r_lo.tolist(), r_hi.tolist(), strict=True)
         )
 
     def _known(self, plan: _Plan, position: int) -> int:
@@ -424,98 +549,131 @@ class Prequential:
         """Run the test-then-train loop over the first ``n_events``; return its wall time."""
         from tqdm.auto import tqdm
 
-        active = [name for name in models if trackers[name].error is None]
-        kmax = max(self.ks)
+        kmax, exclude_seen = max(self.ks), self.exclude_seen
         scored_idx, rated_idx = plan.scored_idx, plan.rated_idx
-        s_ptr = r_ptr = cat_ptr = 0
-        learned = 0
-        n_cat = len(log.catalogue_items)
+        user_code, user_ids = plan.user_code, plan.user_ids
+        cat_positions, n_cat = log.catalogue_positions, len(log.catalogue_items)
+        learn_batch = self.learn_batch
         perf = time.perf_counter
         bar = tqdm(total=n_events, desc=desc, unit="ev", unit_scale=True, disable=not self.progress, leave=False)
-        start = perf()
-        for s in range(0, n_events, self.batch_size):
-            e = min(s + self.batch_size, n_events)
-            # catalogue updates that arrived before this batch
-            cat_ids: list[str] | None = None
-            if cat_ptr < n_cat and log.catalogue_positions[cat_ptr] <= s:
-                cat_end = int(np.searchsorted(log.catalogue_positions, s, side="right"))
-                cat_ids = log.catalogue_items[cat_ptr:cat_end].tolist()
-                cat_tags = list(log.catalogue_tags[cat_ptr:cat_end])
-                cat_ptr = cat_end
-            # who is scored in this batch, against which list row
-            s_end = int(np.searchsorted(scored_idx, e, side="left"))
-            sc = scored_idx[s_ptr:s_end]
-            users: list[str] = []
-            if len(sc):
-                uniq, rows = np.unique(plan.user_code[sc], return_inverse=True)
-                users = plan.user_ids[uniq].tolist()
-                rows = rows.ravel()
-                targets = plan.item_code[sc]
-                wins = plan.window_of[sc]
-            r_end = int(np.searchsorted(rated_idx, e, side="left"))
-            rc = rated_idx[r_ptr:r_end]
-            learn_to = max(learned, e - self.label_delay)
-            batch = log.interactions(learned, learn_to) if learn_to > learned else None
-            for name in active:
+        state = {"learned": 0, "cat": 0}
+
+        def run_models(phase: str, at: int, call: Any, timer: str, after: Any = None) -> None:
+            """``call(model, tracker)`` for every model still running, timed; ``after(result, tracker)`` untimed."""
+            for name, model in models.items():
                 tracker = trackers[name]
                 if tracker.error is not None:
                     continue
-                model = models[name]
-                phase = "add_items"
                 try:
                     t0 = perf()
-                    if cat_ids:
-                        model.add_items(cat_ids, tags=cat_tags)
-                    t1 = perf()
-                    phase = "recommend"
-                    recs = model.recommend(users, k=kmax, exclude_seen=self.exclude_seen) if users else None
-                    t2 = perf()
-                    phase = "predict"
-                    predictions = None
-                    if tracker.rates and len(rc):
-                        predictions = np.asarray(model.predict(log.users[rc], log.items[rc]), dtype=np.float64)
-                    t3 = perf()
-                    phase = "learn"
-                    if batch is not None:
-                        model.learn(batch)
-                    t4 = perf()
-                    phase = "scoring"
-                    if recs is not None:
-                        tracker.score(recs.items, rows, targets, wins, s_ptr, plan.codes)
-                    if predictions is not None:
-                        if predictions.shape != (len(rc),):
-                            raise RuntimeError(f"predict returned shape {predictions.shape}, expected ({len(rc)},)")
-                        tracker.predictions[r_ptr:r_end] = predictions  # type: ignore[index]
-                    t5 = perf()
+                    out = call(model, tracker)
+                    tracker.seconds[timer] += perf() - t0
+                    if after is not None:
+                        after(out, tracker)
                 except Exception as exc:
-                    tracker.error = _describe_error(exc, phase, s)
-                    continue
-                seconds = tracker.seconds
-                seconds["catalogue_s"] += t1 - t0
-                seconds["recommend_s"] += t2 - t1
-                seconds["predict_s"] += t3 - t2
-                seconds["learn_s"] += t4 - t3
-                seconds["score_s"] += t5 - t4
-            s_ptr, r_ptr, learned = s_end, r_end, learn_to
-            bar.update(e - s)
+                    tracker.error = _describe_error(exc, phase, at)
+
+        def advance(target: int) -> None:
+            """Learn events (and add catalogue updates) up to the prefix ``target``."""
+            learned = state["learned"]
+            while True:
+                cat = state["cat"]
+                if cat < n_cat and cat_positions[cat] <= learned:
+                    end = int(np.searchsorted(cat_positions, learned, side="right"))
+                    ids, tags = log.catalogue_items[cat:end].tolist(), list(log.catalogue_tags[cat:end])
+                    state["cat"] = end
+                    run_models(
+                        "add_items",
+                        learned,
+                        lambda m, _t, ids=ids, tags=tags: m.add_items(ids, tags=tags),
+                        "catalogue_s",
+                    )
+                if learned >= target:
+                    break
+                stop = min(target, (learned // learn_batch + 1) * learn_batch)
+                if state["cat"] < n_cat:
+                    stop = min(stop, max(int(cat_positions[state["cat"]]), learned + 1))
+                batch = log.interactions(learned, stop)
+                run_models("learn", learned, lambda m, _t, batch=batch: m.learn(batch), "learn_s")
+                bar.update(stop - learned)
+                learned = stop
+            state["learned"] = learned
+
+        start = perf()
+        for prefix, s_lo, s_hi, r_lo, r_hi in plan.steps:
+            first = int(scored_idx[s_lo]) if s_hi > s_lo else int(rated_idx[r_lo])
+            if first >= n_events:
+                break
+            s_hi = min(s_hi, s_lo + int(np.searchsorted(scored_idx[s_lo:s_hi], n_events)))
+            r_hi = min(r_hi, r_lo + int(np.searchsorted(rated_idx[r_lo:r_hi], n_events)))
+            advance(prefix)
+            if s_hi > s_lo:
+                codes = user_code[scored_idx[s_lo:s_hi]]
+                if s_hi - s_lo == 1:
+                    users, rows = [user_ids[codes[0]]], np.zeros(1, dtype=np.int64)
+                else:
+                    uniq, rows = np.unique(codes, return_inverse=True)
+                    users, rows = user_ids[uniq].tolist(), rows.ravel()
+
+                def recommend(model: Any, _t: _Tracker, users: list[str] = users) -> Any:
+                    return model.recommend(users, k=kmax, exclude_seen=exclude_seen, with_reasons=False)
+
+                def record(recs: Any, tracker: _Tracker, rows: np.ndarray = rows, at: int = s_lo) -> None:
+                    tracker.record(recs.items, rows, at)
+
+                run_models("recommend", first, recommend, "recommend_s", record)
+            if r_hi > r_lo:
+                rc = rated_idx[r_lo:r_hi]
+
+                def predict(model: Any, tracker: _Tracker, rc: np.ndarray = rc) -> Any:
+                    return model.predict(log.users[rc], log.items[rc]) if tracker.rates else None
+
+                def keep(out: Any, tracker: _Tracker, n: int = len(rc), lo: int = r_lo, hi: int = r_hi) -> None:
+                    if out is None:
+                        return
+                    out = np.asarray(out, dtype=np.float64)
+                    if out.shape != (n,):
+                        raise RuntimeError(f"predict returned shape {out.shape}, expected ({n},)")
+                    tracker.predictions[lo:hi] = out  # type: ignore[index]
+
+                run_models("predict", first, predict, "predict_s", keep)
+            for name, tracker in trackers.items():
+                if tracker._pending >= 4096 and tracker.error is None and name in models:
+                    t0 = perf()
+                    tracker.flush(plan)
+                    tracker.seconds["score_s"] += perf() - t0
+        advance(n_events)  # the rest of the log: the final state holds every event
+        for name, tracker in trackers.items():
+            if name in models and tracker.error is None:
+                t0 = perf()
+                tracker.flush(plan)
+                tracker.seconds["score_s"] += perf() - t0
         wall = perf() - start
         bar.close()
         return wall
 
     # -- figures -----------------------------------------------------------------------
 
-    def _figures(self, log: EventLog, plan: _Plan, tracker: _Tracker, n_events: int) -> tuple[dict, list[dict]]:
+    def _ranking_figures(self, ranks: np.ndarray) -> dict[str, float]:
+        out: dict[str, float] = {"scored": len(ranks)}
+        for k in self.ks:
+            out[f"HR@{k}"] = metrics.hit_rate(ranks, k)
+        for k in self.ks:
+            out[f"NDCG@{k}"] = metrics.ndcg(ranks, k)
+        out["MRR"] = metrics.mrr(ranks)
+        return out
+
+    def _figures(
+        self, log: EventLog, plan: _Plan, tracker: _Tracker, n_events: int
+    ) -> tuple[dict, list[dict], dict[str, dict[str, float]]]:
         ranks = tracker.ranks
         wins = plan.window_of[plan.scored_idx]
-        overall: dict[str, float] = {"scored": len(ranks)}
+        overall = self._ranking_figures(ranks)
         per_window: dict[str, np.ndarray] = {}
         for k in self.ks:
-            overall[f"HR@{k}"] = metrics.hit_rate(ranks, k)
             per_window[f"HR@{k}"] = metrics.window_means(metrics.hit_gains(ranks, k), wins, plan.n_windows)
         for k in self.ks:
-            overall[f"NDCG@{k}"] = metrics.ndcg(ranks, k)
             per_window[f"NDCG@{k}"] = metrics.window_means(metrics.ndcg_gains(ranks, k), wins, plan.n_windows)
-        overall["MRR"] = metrics.mrr(ranks)
         per_window["MRR"] = metrics.window_means(metrics.reciprocal_ranks(ranks), wins, plan.n_windows)
         known_end = self._known(plan, n_events - 1)
         for k in self.ks:
@@ -536,7 +694,11 @@ class Prequential:
             for k in self.ks:
                 row[f"coverage@{k}"] = metrics.coverage(tracker.covered_codes(k, w), self._known(plan, last))
             windows.append(row)
-        return overall, windows
+        history = plan.history[plan.scored_idx]
+        by_history = {
+            label: self._ranking_figures(ranks[(history >= lo) & (history <= hi)]) for label, lo, hi in HISTORY_BUCKETS
+        }
+        return overall, windows, by_history
 
     def _windows(self, log: EventLog, plan: _Plan) -> list[dict[str, Any]]:
         out = []
@@ -613,7 +775,8 @@ class Prequential:
             if tracker.error is not None:
                 result.timing.pop("events_per_s")  # it stopped early: no rate over the whole log
                 continue
-            result.overall, result.windows = self._figures(log, plan, tracker, plan.n)
+            result.overall, result.windows, result.by_history = self._figures(log, plan, tracker, plan.n)
+            result.ranks = tracker.ranks
             if self.memory != "off":
                 try:
                     result.memory["state_bytes"] = self._state_bytes(model)

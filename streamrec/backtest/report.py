@@ -7,7 +7,7 @@ Examples
 >>> from streamrec.backtest.prequential import Prequential
 >>> from streamrec.events import Interaction
 >>> events = [Interaction(f"u{j % 5}", f"i{j % 7}", float(j)) for j in range(60)]
->>> result = Prequential({"popularity": create("popularity")}, ks=(5,), batch_size=10, window=20).run(events)
+>>> result = Prequential({"popularity": create("popularity")}, ks=(5,), window=20).run(events)
 >>> print(markdown_table(result).splitlines()[0])
 | Model | HR@5 | NDCG@5 | MRR | coverage@5 | events/s | state | traced peak |
 >>> out = Path(tempfile.mkdtemp())
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streamrec.backtest.prequential import POSITIVE_TYPES, BacktestResult
+from streamrec.backtest.prequential import HISTORY_BUCKETS, POSITIVE_TYPES, BacktestResult
 
 __all__ = [
     "README_END",
@@ -86,10 +86,7 @@ def _notes(result: BacktestResult, command: str | None) -> list[str]:
     notes = [
         f"Data: {s['source']}: {s['events']:,} events, {s['users']:,} users, {s['items']:,} items; "
         f"{s['scored']:,} events scored (positives: {positives}).",
-        f"Replay: micro-batches of {c['batch_size']} events (lists from the state before the batch, "
-        f"then the batch is learned), warm-up {c['warmup']:.0%}, every {c['every']} event(s) evaluated, "
-        f"label delay {c['label_delay']} events, seed {c.get('seed', '–')}, seen items "
-        f"{'excluded' if c['exclude_seen'] else 'kept'}."
+        _replay_note(c)
         + (
             " Lists as the live system serves them: a user without history gets the popularity list."
             if c.get("fallback") == "popularity"
@@ -112,6 +109,57 @@ def _notes(result: BacktestResult, command: str | None) -> list[str]:
     return notes
 
 
+def _replay_note(c: dict[str, Any]) -> str:
+    if c.get("refresh_s"):
+        when = (
+            f"lists recomputed every {_seconds(c['refresh_s'])} of event time (at multiples of it since the epoch) "
+            "from the events before, and served unchanged until the next refresh"
+        )
+    else:
+        when = (
+            f"each event scored against a list that reflects exactly the events before it with timestamp "
+            f"<= t - {_seconds(c.get('freshness_s', 0.0))}"
+        )
+    return (
+        f"Replay in event time: {when}; models learn in chunks of at most {c.get('learn_batch', '–')} events; "
+        f"warm-up {c['warmup']:.0%}, every {c['every']} event(s) evaluated, seed {c.get('seed', '–')}, seen items "
+        f"{'excluded' if c['exclude_seen'] else 'kept'}."
+    )
+
+
+def _seconds(value: float) -> str:
+    if value == 0:
+        return "0 s"
+    if value < 1:
+        return f"{value * 1000:g} ms"
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if value >= size and value % size == 0:
+            return f"{value / size:g} {unit}"
+    return f"{value:g} s"
+
+
+def history_table(result: BacktestResult) -> str:
+    """HR, NDCG and MRR of every model split by the history its lists reflect (none, 1-4, 5+ own events)."""
+    ks = result.config["ks"]
+    k = max(ks) if 10 not in ks else 10
+    buckets = [label for label, _, _ in HISTORY_BUCKETS]
+    header = ["Model", *[f"{m} ({b})" for b in buckets for m in (f"HR@{k}", "MRR")]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    counts = None
+    for name, m in result.models.items():
+        if m.error is not None or not m.by_history:
+            continue
+        counts = counts or [int(m.by_history[b]["scored"]) for b in buckets]
+        cells = [f"`{name}`"]
+        for b in buckets:
+            cells += [_fmt(m.by_history[b].get(f"HR@{k}")), _fmt(m.by_history[b].get("MRR"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    if counts is None:
+        return ""
+    split = ", ".join(f"{b}: {c:,}" for b, c in zip(buckets, counts, strict=True))
+    return "\n".join(lines) + f"\n\nScored events by the user's own events the list reflects: {split}."
+
+
 def _traced_events(result: BacktestResult) -> int | None:
     for m in result.models.values():
         if "traced_events" in m.memory:
@@ -122,6 +170,9 @@ def _traced_events(result: BacktestResult) -> int | None:
 def markdown_report(result: BacktestResult, images: Sequence[str] = (), command: str | None = None) -> str:
     """The table, the notes that say what was measured, and the plots (``images``: paths as written)."""
     parts = [markdown_table(result), "", *[f"- {n}" for n in _notes(result, command)]]
+    split = history_table(result)
+    if split:
+        parts += ["", "By history (how many of the user's own events the served list reflects):", "", split]
     if images:
         parts += ["", " ".join(f"![{Path(p).stem}]({p})" for p in images)]
     return "\n".join(parts) + "\n"
@@ -173,7 +224,7 @@ def plot_metrics(result: BacktestResult, out_dir: str | Path) -> list[Path]:
         ax.bar_label(bars, labels=[f"{speeds[n]:,.0f}" for n in names], padding=3, fontsize="small")
         ax.set_xlim(0, max(speeds.values()) * 1.25)
         ax.invert_yaxis()
-        ax.set_xlabel(f"events/s (recommend + learn, batches of {result.config['batch_size']})")
+        ax.set_xlabel("events/s (recommend + learn, per event in event time)")
         ax.grid(True, axis="x", alpha=0.3)
         fig.tight_layout()
         path = out_dir / "events_per_s.png"

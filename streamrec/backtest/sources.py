@@ -47,6 +47,7 @@ from streamrec.events import (
 __all__ = [
     "TOPIC_KINDS",
     "EventLog",
+    "display_path",
     "kind_for_topic",
     "load_log",
     "movielens_log",
@@ -193,6 +194,25 @@ class EventLog:
         }
 
 
+def display_path(path: str | Path) -> str:
+    """``path`` as a report may name it: relative to the working folder when inside it, else its last two parts.
+
+    Examples
+    --------
+    >>> display_path("logs/clicks.jsonl")
+    'logs/clicks.jsonl'
+    >>> display_path("/somewhere/else/ml-100k/u.data")
+    'ml-100k/u.data'
+    """
+    p = Path(path)
+    if not p.is_absolute():
+        return str(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(Path(*p.parts[-2:]))
+
+
 def load_log(
     paths: Sequence[str | Path],
     fmt: str | None = None,
@@ -213,7 +233,7 @@ def load_log(
                 raise FileNotFoundError(f"no event log at {path}")
             yield from read_events(path, fmt=fmt, kind=kind, report=report, limits=limits)
 
-    log = EventLog.from_events(chained(), source=", ".join(str(p) for p in paths))
+    log = EventLog.from_events(chained(), source=", ".join(display_path(p) for p in paths))
     if report.invalid:
         log.skipped["invalid"] = report.invalid
     return log
@@ -228,7 +248,7 @@ def movielens_log(folder: str | Path, report: ReadReport | None = None) -> Event
         yield from read_movielens_items(folder / "u.item")
         yield from read_movielens_ratings(folder / "u.data", report=report)
 
-    log = EventLog.from_events(chained(), source=f"MovieLens 100K ({folder / 'u.data'})")
+    log = EventLog.from_events(chained(), source="MovieLens 100K (ml-100k/u.data)")
     if report.invalid:
         log.skipped["invalid"] = report.invalid
     return log

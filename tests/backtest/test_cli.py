@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def test_cli_writes_json_markdown_and_plots(log_file: Path, tmp_path: Path, caps
     data = json.loads((out / "results.json").read_text())
     assert list(data["models"]) == names.split(",")
     assert data["stream"]["events"] == 1800 and data["config"]["ks"] == [5, 10]
-    assert data["config"]["seed"] == 0 and data["config"]["label_delay_unit"] == "events"
+    assert data["config"]["seed"] == 0 and data["config"]["freshness_s"] == 0.0 and data["config"]["refresh_s"] is None
     assert data["machine"]["cpu_count"] >= 1
     for name, m in data["models"].items():
         assert m["error"] is None
@@ -110,7 +111,7 @@ def test_cli_updates_the_readme_section(log_file: Path, tmp_path: Path) -> None:
     assert text.endswith("<!-- backtest:end -->\nafter\n")
     assert "![hr_at_10](../results/hr_at_10.png)" in text
     assert backtest(*args) == 0
-    assert readme.read_text().count("| Model |") == 1
+    assert readme.read_text().count("| Model |") == 2  # the table and its split by history, once
 
 
 def test_cli_readme_without_markers_is_an_error(
@@ -155,10 +156,30 @@ def test_cli_replay_options(log_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "o"
     args = [str(log_file), "--models", "popularity", "--memory", "off", "--no-plots", "--out", str(out)]
     opts = ["--warmup", "0.5", "--every", "2", "--positives", "purchase,rating", "--min-rating", "4"]
-    assert backtest(*args, *opts, "--label-delay", "50", "--batch-size", "1", "--limit", "1000") == 0
+    assert backtest(*args, *opts, "--freshness", "30s", "--learn-batch", "50", "--limit", "1000") == 0
     data = json.loads((out / "results.json").read_text())
     config = data["config"]
-    assert (config["warmup"], config["every"], config["label_delay"], config["batch_size"]) == (0.5, 2, 50, 1)
+    assert (config["warmup"], config["every"], config["freshness_s"], config["learn_batch"]) == (0.5, 2, 30.0, 50)
     assert config["positives"] == ["purchase", "rating"] and config["min_rating"] == 4.0
     assert data["stream"]["events"] == 1000
     assert 0 < data["stream"]["scored"] < 250
+
+
+def test_the_reproduce_line_reruns_to_the_same_figures(
+    log_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    options = ["--models", "popularity,itemknn", "--fallback", "none", "--k", "5", "--every", "3"]
+    assert backtest(str(log_file), *options, "--refresh", "90s", "--learn-batch", "64", "--out", "first") == 0
+    first = json.loads((tmp_path / "first" / "results.json").read_text())
+    line = first["config"]["command"]
+    assert str(tmp_path) not in line  # files named relative to where it ran
+    argv = shlex.split(line)
+    assert argv[:2] == ["streamrec", "backtest"]
+    for flag in ("--fallback", "--refresh", "--learn-batch", "--k", "--every", "--models", "--seed"):
+        assert flag in argv, f"{flag} missing from {line}"
+    argv[argv.index("--out") + 1] = "second"
+    assert main([*argv[1:], "--quiet"]) == 0
+    second = json.loads((tmp_path / "second" / "results.json").read_text())
+    assert without_timings(second)["models"] == without_timings(first)["models"]
+    assert second["models"]["itemknn"]["overall"]["HR@5"] > 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -53,9 +53,7 @@ class OracleRecommender:
     def learn(self, batch: Interactions) -> None:
         self.position.update(batch.users.tolist())
 
-    def recommend(
-        self, users: Iterable[Any], k: int = 10, *, exclude_seen: bool = True, exclude: Mapping[str, Any] | None = None
-    ) -> Recommendations:
+    def recommend(self, users: Iterable[Any], k: int = 10, **kwargs: Any) -> Recommendations:
         ids = [str(u) for u in users]
         lists = [list(dict.fromkeys(self.future[u][self.position[u] :]))[:k] for u in ids]
         return Recommendations(ids, lists, [[1.0] * len(x) for x in lists])
@@ -121,34 +119,31 @@ def figures(result: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("batch_size", "k"), [(1, 1), (1, 5), (40, 40)])
-def test_an_oracle_hits_every_event(batch_size: int, k: int) -> None:
-    log = interaction_log()
+def test_an_oracle_hits_every_event_first(batch_size: int, k: int) -> None:
+    log = interaction_log()  # tied timestamps: freshness 0 still shows every earlier event
     result = Prequential({"oracle": OracleRecommender(log)}, ks=(k,), batch_size=batch_size, window=100).run(log)
     overall = result.models["oracle"].overall
     assert overall["scored"] == len(log)
-    assert overall[f"HR@{k}"] == 1.0
-    if batch_size == 1:  # the next item is always first in the list
-        assert overall["MRR"] == overall[f"NDCG@{k}"] == 1.0
+    assert overall[f"HR@{k}"] == overall["MRR"] == overall[f"NDCG@{k}"] == 1.0
     assert all(w[f"HR@{k}"] == 1.0 for w in result.models["oracle"].windows)
 
 
 def test_a_model_that_recommends_nothing_scores_zero() -> None:
     log = interaction_log()
-    result = Prequential({"null": NullRecommender()}, ks=(5, 10), batch_size=50).run(log)
+    result = Prequential({"null": NullRecommender()}, ks=(5, 10)).run(log)
     overall = result.models["null"].overall
     assert overall["HR@5"] == overall["HR@10"] == overall["NDCG@10"] == overall["MRR"] == 0.0
     assert overall["coverage@10"] == 0.0
 
 
-def test_popularity_figures_match_a_plain_loop() -> None:
+def test_popularity_figures_match_a_plain_per_event_loop() -> None:
     log = interaction_log(seed=3)
     result = Prequential({"pop": models.create("popularity")}, ks=(5,), batch_size=30).run(log)
     model, hits = models.create("popularity"), 0
-    for s in range(0, len(log), 30):
-        batch = log.interactions(s, s + 30)
-        lists = model.recommend(sorted(set(batch.users.tolist())), k=5).as_dict()
-        hits += sum(i in lists[u] for u, i in zip(batch.users.tolist(), batch.items.tolist(), strict=True))
-        model.learn(batch)
+    for j in range(len(log)):
+        event = log.interactions(j, j + 1)
+        hits += event.items[0] in model.recommend([event.users[0]], k=5).items[0]
+        model.learn(event)
     assert result.models["pop"].overall["HR@5"] == pytest.approx(hits / len(log))
 
 
@@ -162,29 +157,63 @@ def test_rating_errors_are_measured_before_learning() -> None:
     assert "RMSE" not in Prequential({"n": NullRecommender()}).run(log).models["n"].overall
 
 
-# -- what is scored and when models learn -------------------------------------------------
+# -- what a list reflects, in event time ----------------------------------------------------
 
 
-def test_micro_batches_recommend_once_per_distinct_user_from_the_pre_batch_state() -> None:
+def test_freshness_zero_scores_each_event_against_every_earlier_event() -> None:
+    ties = EventLog.from_events(Interaction(f"u{j % 7}", f"i{j % 11}", float(j // 3)) for j in range(60))
+    for log in (numbered_log(60), ties):
+        model = NullRecommender()
+        Prequential({"m": model}, batch_size=1000).run(log)
+        assert [learned for learned, _ in model.calls] == list(range(60))  # equal timestamps do not hide or leak
+        assert [users for _, users in model.calls] == [[u] for u in log.users.tolist()]
+        assert model.learned_ts == log.timestamps.tolist()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 1000])
+def test_freshness_hides_the_events_of_the_last_seconds(batch_size: int) -> None:
+    log = numbered_log(40)  # event j at t = j
+    model = NullRecommender()
+    Prequential({"m": model}, freshness=5.0, batch_size=batch_size).run(log)
+    # event j sees the events with t <= j - 5; events sharing that prefix are scored together
+    expected: dict[int, list[str]] = defaultdict(list)
+    for j in range(40):
+        expected[max(0, j - 4)].append(log.users[j])
+    calls: dict[int, list[str]] = defaultdict(list)
+    for learned, users in model.calls:
+        assert len(users) <= batch_size
+        calls[learned].extend(users)
+    assert {p: sorted(set(u)) for p, u in calls.items()} == {p: sorted(set(u)) for p, u in expected.items()}
+
+
+def test_refresh_serves_lists_computed_at_the_last_refresh() -> None:
+    log = numbered_log(45)
+    model = NullRecommender()
+    Prequential({"m": model}, refresh=10.0).run(log)
+    # lists recomputed at t = 0, 10, 20, ... from the events strictly before
+    assert [learned for learned, _ in model.calls] == [0, 10, 20, 30, 40]
+    assert [len(users) for _, users in model.calls] == [7, 7, 7, 7, 5]
+    assert model.learned_ts == [float(j) for j in range(45)]
+
+
+def test_models_learn_in_chunks_that_end_on_multiples_of_learn_batch() -> None:
     log = numbered_log(100)
-    model = NullRecommender()
-    Prequential({"m": model}, batch_size=25).run(log)
-    assert [learned for learned, _ in model.calls] == [0, 25, 50, 75]
-    assert all(sorted(users) == sorted(set(users)) for _, users in model.calls)
-    assert {len(users) for _, users in model.calls} == {7}
-    assert model.learned_ts == [float(j) for j in range(100)]
+    sizes: list[int] = []
+
+    class Chunks(NullRecommender):
+        def learn(self, batch: Interactions) -> None:
+            sizes.append(len(batch))
+            super().learn(batch)
+
+    Prequential({"m": Chunks()}, refresh=50.0, learn_batch=20).run(log)
+    assert sizes == [20, 20, 10, 10, 20, 20]  # up to t = 50, then the rest at the end
 
 
-@pytest.mark.parametrize(("batch_size", "delay"), [(1, 3), (10, 25), (7, 0), (20, 500)])
-def test_label_delay_learns_an_event_after_delay_further_events(batch_size: int, delay: int) -> None:
-    n = 140
-    model = NullRecommender()
-    Prequential({"m": model}, batch_size=batch_size, label_delay=delay).run(numbered_log(n))
-    starts = list(range(0, n, batch_size))
-    # before the batch starting at event s, exactly the events that had `delay` successors by then
-    assert [learned for learned, _ in model.calls] == [max(0, s - delay) for s in starts]
-    # each event learned once, in order; the last `delay` never (no further events arrive)
-    assert model.learned_ts == [float(j) for j in range(max(0, n - delay))]
+def test_history_buckets_count_the_users_own_visible_events() -> None:
+    events = [Interaction("a", f"i{j}", float(j)) for j in range(8)] + [Interaction("b", "i0", 100.0)]
+    result = Prequential({"n": NullRecommender()}).run(EventLog.from_events(events))
+    split = {label: figures["scored"] for label, figures in result.models["n"].by_history.items()}
+    assert split == {"none": 2, "1-4": 4, "5+": 3}
 
 
 def test_warmup_is_learned_but_not_scored_and_every_nth_event_is_evaluated() -> None:
@@ -192,7 +221,7 @@ def test_warmup_is_learned_but_not_scored_and_every_nth_event_is_evaluated() -> 
     model = NullRecommender()
     result = Prequential({"m": model}, batch_size=10, warmup=0.3, every=3).run(log)
     assert result.models["m"].overall["scored"] == len(range(30, 100, 3))
-    assert [learned for learned, _ in model.calls] == list(range(30, 100, 10))  # no lists during the warm-up
+    assert [learned for learned, _ in model.calls] == list(range(30, 100, 3))  # no lists during the warm-up
     assert len(model.learned_ts) == 100
     assert result.stream["scored"] == 24
 
@@ -222,17 +251,36 @@ def test_windows_hold_window_scored_events() -> None:
     assert np.average(hr, weights=[250, 250, 100]) == pytest.approx(result.models["pop"].overall["HR@10"])
 
 
-def test_catalogue_updates_reach_models_before_the_batch_after_them() -> None:
+def test_catalogue_updates_reach_models_before_the_events_after_them() -> None:
     events: list[Any] = [ItemUpdate("cat-a", 0.0, tags=("x",))]
     events += [Interaction("u", f"i{j}", float(j + 1)) for j in range(30)]
     events.insert(13, ItemUpdate("cat-b", 12.5))  # after the event at t=12, i.e. 12 events before it
     log = EventLog.from_events(events)
     assert log.catalogue_positions.tolist() == [0, 12]
     model = NullRecommender()
-    result = Prequential({"m": model}, batch_size=10).run(log)
-    # cat-b arrived inside the batch of events 10-19: it is added before the next batch
-    assert model.catalogue == [(0, ["cat-a"]), (20, ["cat-b"])]  # (events learned when added, items)
+    result = Prequential({"m": model}).run(log)
+    assert model.catalogue == [(0, ["cat-a"]), (12, ["cat-b"])]  # (events learned when added, items)
     assert result.windows[0]["items_known"] == 32
+
+
+# -- batch size is a compute detail ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", models.available())
+@pytest.mark.parametrize("when", [{"freshness": 0.0}, {"freshness": 7.0}, {"refresh": 40.0}])
+def test_batch_size_does_not_change_the_ranks(name: str, when: dict[str, float]) -> None:
+    log = interaction_log(n=300, seed=5)
+
+    def ranks(batch_size: int) -> np.ndarray:
+        from streamrec.served import ServedLists
+
+        model = models.create(name, seed=1)
+        served = model if name == "popularity" else ServedLists(model)
+        result = Prequential({name: served}, ks=(10,), batch_size=batch_size, learn_batch=50, **when).run(log)
+        assert result.models[name].error is None, result.models[name].error
+        return result.models[name].ranks
+
+    np.testing.assert_array_equal(ranks(1), ranks(1000))
 
 
 # -- robustness and determinism -----------------------------------------------------------
@@ -279,7 +327,16 @@ def test_events_and_timings_are_reported() -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("batch_size", 0), ("warmup", 1.0), ("every", 0), ("label_delay", -1), ("window", 0), ("memory", "rss")],
+    [
+        ("batch_size", 0),
+        ("learn_batch", 0),
+        ("freshness", -1.0),
+        ("refresh", 0.0),
+        ("warmup", 1.0),
+        ("every", 0),
+        ("window", 0),
+        ("memory", "rss"),
+    ],
 )
 def test_bad_options_say_what_is_wrong(option: str, value: Any) -> None:
     with pytest.raises(ValueError, match=option):

@@ -29,7 +29,7 @@ def test_short_live_replay_scores_served_lists_and_measures_freshness(
     assert 0 < result.freshness_ms["p50"] <= result.freshness_ms["p99"] < 30_000
     assert 0.0 < result.hit_rate < 0.5
     assert result.served_fallback > 0  # newcomers read the fallback list
-    offline = compare_offline(events, "itemknn", 10, result.live_batch_size, result.equivalent_label_delay)
+    offline = compare_offline(events, "itemknn", 10, result.publish_times, result.offline_freshness_s)
     assert abs(offline["hit_rate"] - result.hit_rate) < 0.02
 
 

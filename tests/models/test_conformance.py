@@ -139,6 +139,18 @@ def test_k_edge_cases_and_unknown_users(name: str, params: dict, fitted_cache: d
 
 
 @pytest.mark.parametrize(("name", "params"), CASES)
+def test_a_list_does_not_depend_on_the_other_users_in_the_call(name: str, params: dict, fitted_cache: dict) -> None:
+    """The live worker batches whoever a micro-batch touched, the backtest one user at a time: same lists."""
+    model = get_fitted(fitted_cache, name, params)
+    users = [f"u{j}" for j in range(0, 40, 3)] + ["nobody", "u0"]
+    together = model.recommend(users, k=10, with_reasons=False)
+    for n, user in enumerate(users):
+        alone = model.recommend([user], k=10, with_reasons=False)
+        assert alone.items[0] == together.items[n], f"{name}: {user} alone {alone.items[0]} vs {together.items[n]}"
+        assert alone.scores[0] == together.scores[n], f"{name}: {user}"
+
+
+@pytest.mark.parametrize(("name", "params"), CASES)
 def test_new_items_are_recommendable_after_catalogue_update(name: str, params: dict, fitted_cache: dict) -> None:
     model = get_fitted(fitted_cache, name, params)
     model.add_items(["brand-new"], tags=[("drama",)])

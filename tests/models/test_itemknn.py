@@ -6,10 +6,9 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from models import Interactions, OnlineRecommender
-from models.itemknn import ItemKNN, _csr_lookup
+from models.itemknn import ItemKNN
 
 
 def events(pairs: list[tuple[str, str]]) -> Interactions:
@@ -148,13 +147,22 @@ def test_save_load_keeps_windows_and_counts(tmp_path) -> None:
         assert loaded.history(user) == model.history(user)
 
 
-def test_csr_lookup_matches_dense() -> None:
-    rng = np.random.default_rng(1)
-    dense = (rng.random((40, 30)) < 0.2) * rng.integers(1, 9, (40, 30)).astype(np.float32)
-    dense[7] = 0.0  # an empty row
-    matrix = sp.csr_array(dense)
-    rows, cols = rng.integers(0, 40, 500), rng.integers(0, 30, 500)
-    np.testing.assert_array_equal(_csr_lookup(matrix, rows, cols), dense[rows, cols])
+def test_dense_and_sparse_stores_give_the_same_lists() -> None:
+    rng = np.random.default_rng(3)
+    stream = events(
+        [(f"u{u}", f"i{i}") for u, i in zip(rng.integers(0, 30, 600), rng.integers(0, 40, 600), strict=True)]
+    )
+    dense, sparse = ItemKNN(), ItemKNN(dense_max_items=0)
+    for start in range(0, 600, 7):  # batches and single events alike
+        part = stream.select(np.arange(start, min(start + (1 if start % 2 else 7), 600)))
+        dense.learn(part)
+        sparse.learn(part)
+    assert (dense.cooccurrence() != sparse.cooccurrence()).nnz == 0
+    users = [f"u{u}" for u in range(30)]
+    a, b = dense.recommend(users, k=10), sparse.recommend(users, k=10)
+    assert a.items == b.items
+    assert a.reasons == b.reasons
+    np.testing.assert_allclose(np.concatenate(a.scores), np.concatenate(b.scores), rtol=1e-6)
 
 
 def test_invalid_hyperparameters_are_rejected() -> None:

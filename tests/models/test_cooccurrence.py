@@ -1,0 +1,64 @@
+"""The dense and sparse co-occurrence stores hold the same counts whatever the order of updates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.cooccurrence import DenseCooccurrence, SparseCooccurrence, cooccurrence_store
+
+
+def _filled(store_cls: type, seed: int = 0) -> tuple[DenseCooccurrence | SparseCooccurrence, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = 25
+    truth = np.zeros((n, n), dtype=np.float32)
+    store = store_cls(5)
+    store.grow(n)
+    for step in range(300):
+        if step % 3 == 0:  # a batch of pairs, some repeated
+            h, j = rng.integers(0, n, 40), rng.integers(0, n, 40)
+            keep = h != j
+            h, j = h[keep], j[keep]
+            store.add_pairs(h, j)
+            np.add.at(truth, (h, j), 1.0)
+            np.add.at(truth, (j, h), 1.0)
+        else:  # one event: distinct partners
+            item = int(rng.integers(0, n))
+            partners = [int(p) for p in rng.permutation(n)[: rng.integers(0, 6)] if p != item]
+            store.add_event(item, partners)
+            truth[item, partners] += 1.0
+            truth[partners, item] += 1.0
+    return store, truth
+
+
+@pytest.mark.parametrize("store_cls", [DenseCooccurrence, SparseCooccurrence])
+def test_counts_rows_and_blocks_match_a_dense_reference(store_cls: type) -> None:
+    store, truth = _filled(store_cls)
+    np.testing.assert_array_equal(store.csr().toarray(), truth)
+    assert store.nnz == np.count_nonzero(truth)
+    rows = np.array([3, 0, 17])
+    weights = np.array([1.0, 0.5, 0.25], dtype=np.float32)
+    np.testing.assert_allclose(store.weighted_rows(rows, weights), weights @ truth[rows], rtol=1e-6)
+    cols = np.array([1, 2, 24, 0])
+    np.testing.assert_array_equal(store.block(rows, cols), truth[np.ix_(rows, cols)])
+
+
+@pytest.mark.parametrize("store_cls", [DenseCooccurrence, SparseCooccurrence])
+def test_forget_zeroes_rows_and_columns(store_cls: type) -> None:
+    store, truth = _filled(store_cls, seed=1)
+    dead = np.array([4, 9])
+    store.forget(dead)
+    truth[dead, :] = 0.0
+    truth[:, dead] = 0.0
+    np.testing.assert_array_equal(store.csr().toarray(), truth)
+
+
+def test_store_choice_and_conversion_keep_the_counts() -> None:
+    dense, truth = _filled(DenseCooccurrence, seed=2)
+    assert isinstance(cooccurrence_store(10), DenseCooccurrence)
+    assert isinstance(cooccurrence_store(10, dense_max_items=5), SparseCooccurrence)
+    sparse = dense.to_sparse()
+    np.testing.assert_array_equal(sparse.csr().toarray(), truth)
+    again = cooccurrence_store(matrix=sparse.csr())
+    assert isinstance(again, DenseCooccurrence)
+    np.testing.assert_array_equal(again.csr().toarray(), truth)
