@@ -23,6 +23,7 @@ import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from streamrec.events import (
     DEFAULT_LIMITS,
@@ -45,7 +46,7 @@ __all__ = [
     "read_movielens_ratings",
 ]
 
-FORMATS = ("jsonl", "csv", "movielens")
+FORMATS = ("jsonl", "csv", "tsv", "movielens")
 MOVIELENS_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
@@ -69,13 +70,29 @@ class ReadReport:
 
 
 def detect_format(path: str | Path) -> str:
-    """Guess a log's format from its name: ``u.data`` / ``*.data`` -> movielens, ``*.csv`` -> csv, else jsonl."""
+    """Guess a log's format from its name: ``*.data`` -> movielens, ``*.csv`` -> csv, ``*.tsv`` -> tsv, else jsonl."""
     name = Path(path).name.lower()
     if name.endswith(".data") or name == "u.data":
         return "movielens"
     if name.endswith(".csv"):
         return "csv"
+    if name.endswith(".tsv"):
+        return "tsv"
     return "jsonl"
+
+
+#: Column names of tab-separated click logs (session-rec's ``SessionId ItemId Time``) -> event fields.
+TSV_COLUMNS = {
+    "sessionid": "user_id",
+    "userid": "user_id",
+    "user_id": "user_id",
+    "itemid": "item_id",
+    "item_id": "item_id",
+    "time": "timestamp",
+    "timestamp": "timestamp",
+    "event_type": "event_type",
+    "rating": "rating",
+}
 
 
 def _infer_kind(obj: object, default: str | None) -> str:
@@ -121,7 +138,9 @@ def read_events(
     path
         The file.
     fmt
-        ``jsonl``, ``csv`` or ``movielens``; guessed from the name when ``None``.
+        ``jsonl``, ``csv``, ``tsv`` (a click log with a header such as session-rec's
+        ``SessionId ItemId Time``; each session is a user) or ``movielens``;
+        guessed from the name when ``None``.
     kind
         Kind of the events when a line does not say (``"kind"`` field, or a
         ``rating`` / ``tags`` field): ``interaction`` by default.
@@ -139,6 +158,8 @@ def read_events(
     with open(path, encoding="utf-8", newline="") as f:
         if fmt == "jsonl":
             rows = ((n, line, None) for n, line in enumerate(f, start=1) if line.strip())
+        elif fmt == "tsv":
+            rows = _tsv_rows(f, path)
         else:
             reader = csv.DictReader(f)
             if not reader.fieldnames or (
@@ -163,6 +184,22 @@ def read_events(
                 continue
             report.valid += 1
             yield event
+
+
+def _tsv_rows(f: Any, path: str | Path) -> Iterator[tuple[int, str, dict[str, object]]]:
+    """Rows of a tab-separated click log with a header (session-rec: ``SessionId ItemId Time``), as clicks."""
+    reader = csv.reader(f, delimiter="\t")
+    header = next(reader, None) or []
+    names = [TSV_COLUMNS.get(h.strip().lower()) for h in header]
+    if "user_id" not in names or "item_id" not in names or "timestamp" not in names:
+        raise ValueError(f"{path}: a TSV log needs a header naming the session or user, item and time (got {header})")
+    for row in reader:
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        fields = {name: cell for name, cell in zip(names, row, strict=False) if name is not None}
+        parsed = _coerce_csv(fields)
+        parsed.setdefault("event_type", "click")
+        yield reader.line_num, "\t".join(row), parsed
 
 
 def read_movielens_ratings(

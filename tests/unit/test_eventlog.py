@@ -76,3 +76,22 @@ def test_hostile_json_lines_are_rejected_not_raised(tmp_path) -> None:
     assert [e.item_id for e in events] == ["i"]
     assert report.invalid == 2
     assert all(reason.startswith("not JSON") for _, reason, _ in report.errors)
+
+
+def test_tab_separated_click_logs_with_a_session_rec_header(tmp_path) -> None:
+    path = tmp_path / "clicks.tsv"
+    path.write_text(
+        "SessionId\tItemId\tTime\n1\t214536502\t1396860669.277\n1\t214536506\t1396860886.998\n\n2\tx\tnope\n"
+    )
+    report = ReadReport()
+    events = list(read_events(path, report=report))
+    assert [(e.user_id, e.item_id, e.event_type) for e in events] == [
+        ("1", "214536502", "click"),
+        ("1", "214536506", "click"),
+    ]
+    assert events[0].timestamp == 1396860669.277
+    assert report.invalid == 1 and "timestamp" in report.errors[0][1]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\n1\t2\n")
+    with pytest.raises(ValueError, match="header"):
+        list(read_events(bad))
