@@ -150,6 +150,7 @@ def _segment(log: EventLog, start: int, stop: int) -> EventLog:
         catalogue_positions=log.catalogue_positions[cat] - start,
         catalogue_items=log.catalogue_items[cat],
         catalogue_tags=tuple(t for t, keep in zip(log.catalogue_tags, cat.tolist(), strict=True) if keep),
+        catalogue_titles=tuple(t for t, keep in zip(log.catalogue_titles, cat.tolist(), strict=True) if keep),
         source=log.source,
     )
 

@@ -187,10 +187,12 @@ class ANNRecommender:
         self.model.learn(batch)
         self.update()
 
-    def add_items(self, items: Iterable[Any], tags: Iterable[Any] | None = None) -> None:
+    def add_items(
+        self, items: Iterable[Any], tags: Iterable[Any] | None = None, titles: Iterable[Any] | None = None
+    ) -> None:
         """Add catalogue items to the model and to the index."""
         ids = [str(i) for i in items]
-        self.model.add_items(ids, tags=tags)
+        self.model.add_items(ids, tags=tags, titles=titles)
         self.update(ids)
 
     def recommend(

@@ -376,12 +376,18 @@ class OnlineRecommender(ABC):
             self.last_timestamp = max(self.last_timestamp, float(batch.timestamps.max()))
         self.n_learned += n
 
-    def add_items(self, items: Iterable[Any], tags: Iterable[Sequence[str]] | None = None) -> None:
+    def add_items(
+        self,
+        items: Iterable[Any],
+        tags: Iterable[Sequence[str]] | None = None,
+        titles: Iterable[str | None] | None = None,
+    ) -> None:
         """Add items to the catalogue before any interaction (catalogue updates).
 
-        ``tags`` (genres, categories) are ignored by models without content
-        features; the catalogue still grows so new items can be recommended.
-        An added item counts as active now (for eviction under ``max_items``).
+        ``tags`` (genres, categories) and ``titles`` are ignored by models
+        without content features; the catalogue still grows so new items can
+        be recommended. An added item counts as active now (for eviction
+        under ``max_items``).
         """
         ids = _as_str_array(items)
         cap = self.max_items
@@ -393,12 +399,19 @@ class OnlineRecommender(ABC):
             self._grow_base_state()
             self._grow(self.n_users, self.n_items)
             self._item_active[rows] = self.n_learned
-        if tags is not None:
-            tag_list = [tuple(t) for t in tags]
-            if len(chunks) > 1:  # more items than the cap: the first ones were evicted again
-                live = self.item_index.lookup(ids) >= 0
-                ids, tag_list = ids[live], [t for t, ok in zip(tag_list, live.tolist(), strict=True) if ok]
-            self._set_item_tags(ids, tag_list)
+        content = {
+            name: [tuple(v) for v in values] if name == "tags" else [v or "" for v in values]
+            for name, values in (("tags", tags), ("titles", titles))
+            if values is not None
+        }
+        if len(chunks) > 1 and content:  # more items than the cap: the first ones were evicted again
+            live = (self.item_index.lookup(ids) >= 0).tolist()
+            ids = ids[np.asarray(live, dtype=bool)]
+            content = {k: [v for v, ok in zip(vs, live, strict=True) if ok] for k, vs in content.items()}
+        if "tags" in content:
+            self._set_item_tags(ids, content["tags"])  # type: ignore[arg-type]
+        if "titles" in content:
+            self._set_item_titles(ids, content["titles"])  # type: ignore[arg-type]
 
     def recommend(
         self,
@@ -690,6 +703,9 @@ class OnlineRecommender(ABC):
 
     def _set_item_tags(self, items: np.ndarray, tags: list[tuple[str, ...]]) -> None:
         """Receive content tags of catalogue items; ignored unless overridden."""
+
+    def _set_item_titles(self, items: np.ndarray, titles: list[str]) -> None:
+        """Receive the titles of catalogue items; ignored unless overridden."""
 
     def _extra_meta(self) -> dict[str, Any]:
         """JSON-serialisable state beyond arrays, for :meth:`save`."""

@@ -193,8 +193,9 @@ class RecommendationPipeline:
         if item_updates:
             ids = [e.item_id for e in item_updates]  # type: ignore[union-attr]
             tags = [e.tags for e in item_updates]  # type: ignore[union-attr]
+            titles = [e.title for e in item_updates]  # type: ignore[union-attr]
             for model in self.all_models().values():
-                model.add_items(ids, tags=tags)
+                model.add_items(ids, tags=tags, titles=titles)
         acts = [j for j in positions if isinstance(events[j], Interaction | Rating)]
         if not acts:
             return

@@ -63,8 +63,9 @@ class ServedLists(OnlineRecommender):
             touched = list(dict.fromkeys(batch.users.tolist()))
             self._lists.update(self.model.recommend(touched, self.top_n).as_dict())
 
-    def add_items(self, items: Any, tags: Any = None) -> None:
-        self.model.add_items(items, tags)
+    def add_items(self, items: Any, tags: Any = None, titles: Any = None) -> None:
+        items = list(items)
+        self.model.add_items(items, tags, titles)
         self.fallback.add_items(items, tags)
 
     def recommend(

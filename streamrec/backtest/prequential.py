@@ -581,11 +581,13 @@ class Prequential:
                 if cat < n_cat and cat_positions[cat] <= learned:
                     end = int(np.searchsorted(cat_positions, learned, side="right"))
                     ids, tags = log.catalogue_items[cat:end].tolist(), list(log.catalogue_tags[cat:end])
+                    titles = list(log.catalogue_titles[cat:end]) if log.catalogue_titles else []
+                    content = {"tags": tags, **({"titles": titles} if any(titles) else {})}
                     state["cat"] = end
                     run_models(
                         "add_items",
                         learned,
-                        lambda m, _t, ids=ids, tags=tags: m.add_items(ids, tags=tags),
+                        lambda m, _t, ids=ids, content=content: m.add_items(ids, **content),
                         "catalogue_s",
                     )
                 if learned >= target:

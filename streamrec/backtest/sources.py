@@ -76,6 +76,7 @@ class EventLog:
     catalogue_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     catalogue_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     catalogue_tags: tuple[tuple[str, ...], ...] = ()
+    catalogue_titles: tuple[str | None, ...] = ()
     skipped: dict[str, int] = field(default_factory=dict)
     source: str = ""
 
@@ -94,6 +95,7 @@ class EventLog:
         any_context = False
         cat_ids: list[str] = []
         cat_tags: list[tuple[str, ...]] = []
+        cat_titles: list[str | None] = []
         cat_ts: list[float] = []
         cat_after: list[int] = []  # events before the update in the source
         forgotten = 0
@@ -102,6 +104,7 @@ class EventLog:
             if isinstance(e, ItemUpdate):
                 cat_ids.append(e.item_id)
                 cat_tags.append(tuple(e.tags))
+                cat_titles.append(e.title)
                 cat_ts.append(e.timestamp)
                 cat_after.append(len(users))
                 continue
@@ -143,6 +146,7 @@ class EventLog:
             catalogue_positions=events_before[~is_event].astype(np.int64),
             catalogue_items=np.asarray(cat_ids, dtype=object)[cat_order] if n_cat else np.zeros(0, dtype=object),
             catalogue_tags=tuple(cat_tags[j] for j in cat_order.tolist()),
+            catalogue_titles=tuple(cat_titles[j] for j in cat_order.tolist()),
             skipped={"forget": forgotten} if forgotten else {},
             source=source,
         )
@@ -173,6 +177,7 @@ class EventLog:
             catalogue_positions=self.catalogue_positions[keep],
             catalogue_items=self.catalogue_items[keep],
             catalogue_tags=tuple(t for t, k in zip(self.catalogue_tags, keep.tolist(), strict=True) if k),
+            catalogue_titles=tuple(t for t, k in zip(self.catalogue_titles, keep.tolist(), strict=True) if k),
             skipped=dict(self.skipped),
             source=self.source,
         )
