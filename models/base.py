@@ -206,6 +206,9 @@ class OnlineRecommender(ABC):
         self.user_index = IdIndex()
         self.item_index = IdIndex()
         self._seen: list[set[int]] = []
+        # user row -> array whose first len(_seen[row]) entries are the row's seen items (spare capacity after),
+        # kept up to date as items are learned so that masking them costs no conversion of a set
+        self._seen_arrays: dict[int, np.ndarray] = {}
         self.n_learned = 0
         self.last_timestamp = float("-inf")
         # per row: arrival number (0, 1, ... over all events learned) of its newest event; -1 when free
@@ -362,14 +365,22 @@ class OnlineRecommender(ABC):
                 self._learn(u[rated], i[rated], batch.select(rated))
         else:
             self._learn(u, i, batch)
-        seen = self._seen
+        seen, arrays = self._seen, self._seen_arrays
         if n == 1:
-            seen[uu].add(ii)
+            s = seen[uu]
+            if ii not in s:
+                s.add(ii)
+                if uu in arrays:
+                    self._append_seen(uu, ii, len(s))
             self._user_active[uu] = self._item_active[ii] = self.n_learned
             self.last_timestamp = max(self.last_timestamp, float(batch.timestamps[0]))
         else:
             for a, b in zip(u.tolist(), i.tolist(), strict=True):
-                seen[a].add(b)
+                s = seen[a]
+                if b not in s:
+                    s.add(b)
+                    if a in arrays:
+                        self._append_seen(a, b, len(s))
             arrival = np.arange(self.n_learned, self.n_learned + n, dtype=np.int64)
             np.maximum.at(self._user_active, u, arrival)
             np.maximum.at(self._item_active, i, arrival)
@@ -447,14 +458,15 @@ class OnlineRecommender(ABC):
         if not user_ids or self.n_items == 0 or k == 0:
             return Recommendations(user_ids, [[] for _ in user_ids], [[] for _ in user_ids])
         u = self.user_index.lookup(user_ids)
-        excluded: list[list[int]] = [[] for _ in user_ids]
+        none = np.zeros(0, dtype=np.intp)
+        excluded: list[np.ndarray] = [none] * len(user_ids)
         if exclude_seen:
-            seen = self._seen
-            excluded = [list(seen[x]) if x >= 0 else [] for x in u.tolist()]
+            seen_array = self._seen_array
+            excluded = [seen_array(x) if x >= 0 else none for x in u.tolist()]
         if exclude:
             for row, uid in enumerate(user_ids):
                 extra = self.item_index.lookup([str(v) for v in exclude.get(uid, ())])
-                excluded[row].extend(extra[extra >= 0].tolist())
+                excluded[row] = np.concatenate([excluded[row], extra[extra >= 0]])
         if self.personalized or len(u) <= _FEW_USERS:  # few users: score their rows directly
             raw = self._score(u)
             # a fresh float32 array is masked in place; views and other dtypes are copied
@@ -473,10 +485,15 @@ class OnlineRecommender(ABC):
         idx, vals = top_k(scores, k)
         if columns is not None:
             idx = columns[idx]
-        counts = np.count_nonzero(vals > -np.inf, axis=1).tolist()  # masked items sort last
         ids = self.item_index.ids
-        items: list[list[str]] = [[ids[j] for j in row[:c]] for row, c in zip(idx.tolist(), counts, strict=True)]
-        out_scores: list[list[float]] = [row[:c] for row, c in zip(vals.tolist(), counts, strict=True)]
+        items: list[list[str]] = []
+        out_scores: list[list[float]] = []
+        for row_idx, row_vals in zip(idx.tolist(), vals.tolist(), strict=True):
+            c = len(row_vals)
+            while c and row_vals[c - 1] == -np.inf:  # masked items sort last
+                c -= 1
+            items.append([ids[j] for j in row_idx[:c]])
+            out_scores.append(row_vals[:c])
         reasons = self._reasons(u, idx, [len(r) for r in items]) if with_reasons else None
         return Recommendations(user_ids, items, out_scores, reasons)
 
@@ -547,8 +564,8 @@ class OnlineRecommender(ABC):
     # -- helpers for subclasses --------------------------------------------------------
 
     def _global_candidates(
-        self, u: np.ndarray, k: int, excluded: list[list[int]]
-    ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+        self, u: np.ndarray, k: int, excluded: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """For models that rank every user alike: candidate scores, their item rows, exclusions.
 
         The global top ``k + max(len(excluded))`` holds every user's top-k, so
@@ -565,10 +582,29 @@ class OnlineRecommender(ABC):
         position[columns] = np.arange(m)
         mapped = []
         for items in excluded:
-            pos = position[np.asarray(items, dtype=np.int64)] if items else np.empty(0, dtype=np.int64)
-            mapped.append(pos[pos >= 0].tolist())
+            pos = position[items] if len(items) else np.empty(0, dtype=np.int64)
+            mapped.append(pos[pos >= 0])
         scores = np.broadcast_to(row[columns], (len(u), m)).copy()
         return scores, columns, mapped
+
+    def _seen_array(self, row: int) -> np.ndarray:
+        """The seen items of user ``row`` as an index array (cached, kept current by :meth:`learn`)."""
+        s = self._seen[row]
+        array = self._seen_arrays.get(row)
+        if array is None:
+            array = np.empty(max(8, 2 * len(s)), dtype=np.intp)
+            array[: len(s)] = np.fromiter(s, dtype=np.intp, count=len(s))
+            self._seen_arrays[row] = array
+        return array[: len(s)]
+
+    def _append_seen(self, row: int, item: int, size: int) -> None:
+        """Write ``item`` as the ``size``-th entry of the cached seen array of ``row`` (grown if full)."""
+        array = self._seen_arrays[row]
+        if size > len(array):
+            grown = np.empty(2 * size, dtype=np.intp)
+            grown[: size - 1] = array[: size - 1]
+            self._seen_arrays[row] = array = grown
+        array[size - 1] = item
 
     def _grow_seen(self) -> None:
         while len(self._seen) < self.n_users:
@@ -619,6 +655,7 @@ class OnlineRecommender(ABC):
         self._forget_rows(rows)  # first: the hook may still look the ids up
         for r, key in zip(rows.tolist(), self.user_index.ids_of(rows), strict=True):
             self._seen[r] = set()
+            self._seen_arrays.pop(r, None)
             if key is not None:
                 self.user_index.remove(key)
         self._user_active[rows] = -1
@@ -628,16 +665,17 @@ class OnlineRecommender(ABC):
         self._grow_base_state()
         self._forget_item_rows(rows)  # first: the hook may still look the ids up
         dead = set(rows.tolist())
-        for seen in self._seen:
+        for row, seen in enumerate(self._seen):
             if not seen.isdisjoint(dead):
                 seen.difference_update(dead)
+                self._seen_arrays.pop(row, None)
         for key in self.item_index.ids_of(rows):
             if key is not None:
                 self.item_index.remove(key)
         self._item_active[rows] = -1
 
     @staticmethod
-    def _mask(scores: np.ndarray, per_row: Sequence[Sequence[int]]) -> None:
+    def _mask(scores: np.ndarray, per_row: Sequence[Sequence[int] | np.ndarray]) -> None:
         for r, items in enumerate(per_row):
             if len(items):
                 scores[r, items] = -np.inf

@@ -85,9 +85,9 @@ class DenseCooccurrence:
         cells, counts = np.unique(keys, return_counts=True)
         flat[cells] += counts.astype(np.float32)
 
-    def add_event(self, item: int, partners: list[int]) -> None:
+    def add_event(self, item: int, partners: np.ndarray) -> None:
         """Add one to ``C[item, p]`` and ``C[p, item]`` for distinct ``partners`` other than ``item``."""
-        if partners:
+        if len(partners):
             self._m[item, partners] += 1.0
             self._m[partners, item] += 1.0
 
@@ -166,10 +166,11 @@ class SparseCooccurrence:
         if self._n_pending > max(50_000, self._csr.nnz // 4):
             self._merge()
 
-    def add_event(self, item: int, partners: list[int]) -> None:
+    def add_event(self, item: int, partners: np.ndarray) -> None:
         """Add one to ``C[item, p]`` and ``C[p, item]`` for distinct ``partners`` other than ``item``."""
-        if not partners:
+        if not len(partners):
             return
+        partners = np.asarray(partners).tolist()
         pending = self._pending
         pending[item].extend(partners)
         for p in partners:

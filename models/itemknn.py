@@ -13,6 +13,11 @@ from models.cooccurrence import DENSE_MAX_ITEMS, DenseCooccurrence, SparseCooccu
 __all__ = ["ItemKNN"]
 
 
+def _inv_count(count: int, alpha: float) -> np.float32:
+    """``count ** -alpha`` (0 for a count of 0), the same float whether one item or many are updated."""
+    return np.float32(float(count) ** -alpha) if count > 0 else np.float32(0.0)
+
+
 class ItemKNN(OnlineRecommender):
     """Item-based nearest neighbours, updated event by event from co-occurrences.
 
@@ -127,8 +132,7 @@ class ItemKNN(OnlineRecommender):
 
     def _set_counts(self, items: np.ndarray) -> None:
         """Refresh the normalisation of ``items`` after their counts changed."""
-        counts = self._counts[items].astype(np.float64)
-        self._inv[items] = np.where(counts > 0, np.power(np.maximum(counts, 1.0), -self.alpha), 0.0)
+        self._inv[items] = [_inv_count(c, self.alpha) for c in self._counts[items].tolist()]
 
     # -- learning ---------------------------------------------------------------------
 
@@ -171,20 +175,21 @@ class ItemKNN(OnlineRecommender):
         """One event: the same update as :meth:`_learn` without the batch machinery."""
         n = int(self._hist_len[user])
         row = self._hist[user]
-        win = row[:n].tolist()
-        if j in win:
-            at = win.index(j)
-            if at:
-                row[1 : at + 1] = row[:at].copy()
+        window = row[:n].copy()
+        at = np.flatnonzero(window == j)
+        if len(at):
+            if at[0]:
+                row[1 : at[0] + 1] = window[: at[0]]
                 row[0] = j
             return
-        self._cooc.add_event(j, win)
+        self._cooc.add_event(j, window)
         keep = min(n, self.window - 1)
-        row[1 : keep + 1] = row[:keep].copy()
+        row[1 : keep + 1] = window[:keep]
         row[0] = j
         self._hist_len[user] = keep + 1
-        self._counts[j] += 1
-        self._set_counts(np.array([j]))
+        count = self._counts[j] + 1
+        self._counts[j] = count
+        self._inv[j] = _inv_count(count, self.alpha)
 
     def _store_windows(self, users: np.ndarray, windows: list[list[int]]) -> None:
         lens = np.fromiter((len(w) for w in windows), dtype=np.int32, count=len(windows))

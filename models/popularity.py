@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -56,6 +57,19 @@ class Popularity(OnlineRecommender):
         self._acc = self._grown(self._acc, n_items)
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        if len(i) == 1:  # one event: scalar arithmetic
+            weight, ts = float(batch.weights[0]), float(batch.timestamps[0])
+            if self.half_life is not None:
+                if self._anchor is None:
+                    self._anchor = ts
+                exponent = (ts - self._anchor) / self.half_life
+                if exponent > _MAX_EXPONENT:
+                    self._acc *= 2.0 ** (-exponent)
+                    self._anchor += exponent * self.half_life
+                    exponent = 0.0
+                weight *= math.exp2(exponent)
+            self._acc[i[0]] += weight
+            return
         weights = batch.weights.astype(np.float64)
         if self.half_life is not None:
             if self._anchor is None:

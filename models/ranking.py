@@ -15,15 +15,16 @@ def _top_k_row(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = row.shape[0]
     if k < n:
         part = np.argpartition(row, n - k)[n - k :]
-        t = row[part].min()
-        if np.count_nonzero(row == t) > np.count_nonzero(row[part] == t):  # a tie at the k-th place
+        vals = row[part]
+        t = vals.min()
+        if np.count_nonzero(row == t) > np.count_nonzero(vals == t):  # a tie at the k-th place
             above = np.flatnonzero(row > t)
             part = np.concatenate([above, np.flatnonzero(row == t)[: k - len(above)]])
-        part.sort()
+            vals = row[part]
     else:
         part = np.arange(n)
-    vals = row[part]
-    order = np.argsort(-vals, kind="stable")  # ties keep the ascending index order
+        vals = row
+    order = np.lexsort((part, -vals))  # by value, ties by ascending index
     return part[order], vals[order]
 
 
@@ -48,6 +49,9 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(int(k), n_cols)
     if k <= 0 or n_rows == 0:
         return np.empty((n_rows, 0), dtype=np.int64), np.empty((n_rows, 0), dtype=scores.dtype)
+    if n_rows == 1:
+        idx_row, vals_row = _top_k_row(scores[0], k)
+        return idx_row[None, :].astype(np.int64, copy=False), vals_row[None, :]
     if n_rows <= _FEW_ROWS:  # the per-event path: 1-D operations, no index grids
         idx = np.empty((n_rows, k), dtype=np.int64)
         vals = np.empty((n_rows, k), dtype=scores.dtype)
