@@ -316,6 +316,8 @@ def _command(args: argparse.Namespace) -> str:
         ("--memory", args.memory),
         ("--memory-events", args.memory_events),
     ]
+    if getattr(args, "freshness_report", False):  # the settings replace --freshness/--refresh; memory is not measured
+        always = [o for o in always if o[0] not in ("--freshness", "--refresh", "--memory", "--memory-events")]
     for flag, value in [*optional, *always]:
         if value is not None:
             parts += [flag, str(value)]
