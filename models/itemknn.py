@@ -83,6 +83,11 @@ class ItemKNN(OnlineRecommender):
     name: ClassVar[str] = "itemknn"
     personalized: ClassVar[bool] = True
     batch_equals_sequential: ClassVar[bool] = True
+    shares_state: ClassVar[bool] = True
+    sharing_is_exact: ClassVar[bool] = True
+    _user_arrays: ClassVar[tuple[str, ...]] = ("_hist", "_hist_len")
+    _user_item_refs: ClassVar[tuple[str, ...]] = ("_hist",)
+    _item_arrays: ClassVar[tuple[str, ...]] = ("_counts",)
 
     def __init__(
         self,
@@ -257,6 +262,42 @@ class ItemKNN(OnlineRecommender):
             positive = contribution[best, np.arange(len(recs))] > 0
             reasons[r] = [ids[h] if ok else None for h, ok in zip(hist[best].tolist(), positive.tolist(), strict=True)]
         return reasons
+
+    # -- sharing across workers: counts are item arrays; co-occurrences travel as cells ---
+
+    def _take_item_delta_extra(self, delta: Any) -> None:
+        if not self._cooc.log.on:  # the first delta: everything learned so far
+            self._cooc.log.take()
+            matrix = self._cooc.csr()
+            rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+            self._put_cells(delta, rows, matrix.indices.astype(np.int64), matrix.data)
+        else:
+            self._put_cells(delta, *self._cooc.log.take())
+
+    def _export_items_extra(self, delta: Any, rows: np.ndarray) -> None:
+        matrix = self._cooc.csr()
+        cell_rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+        self._put_cells(delta, cell_rows, matrix.indices.astype(np.int64), matrix.data)
+
+    def _put_cells(self, delta: Any, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray) -> None:
+        if not len(rows):
+            return
+        used, inverse = np.unique(np.concatenate([rows, cols]), return_inverse=True)
+        delta.extra["cell_items"] = self.item_index.ids_of(used)
+        delta.extra_arrays["cells"] = inverse.reshape(2, -1).astype(np.int32)
+        delta.extra_arrays["cell_counts"] = np.asarray(counts, dtype=np.float32)
+
+    def _apply_item_delta_extra(self, delta: Any, rows: np.ndarray) -> None:
+        if delta.extra.get("absolute"):
+            self._cooc.clear()
+        if "cells" not in delta.extra_arrays:
+            return
+        local = self._rows_for_items(delta.extra["cell_items"])
+        cells = delta.extra_arrays["cells"]
+        self._cooc.add_cells(local[cells[0]], local[cells[1]], delta.extra_arrays["cell_counts"])
+
+    def _after_item_change(self, rows: np.ndarray) -> None:
+        self._set_counts(np.arange(self.n_items))
 
     # -- inspection -------------------------------------------------------------------
 
