@@ -102,6 +102,57 @@ class UserStates:
              for k, v in self.extra.items()},
         )  # fmt: skip
 
+    def records(self) -> dict[str, dict[str, Any]]:
+        """One JSON-ready record per user (item references as ids), e.g. for a per-user changelog key.
+
+        Examples
+        --------
+        >>> states = UserStates("m", ["ann"], {"h": np.array([[1, -1]])}, [["tea"]], ["jam", "tea"], ("h",))
+        >>> states.records()["ann"]
+        {'arrays': {'h': {'dtype': 'int64', 'value': ['tea', None]}}, 'seen': ['tea'], 'extra': {}}
+        >>> UserStates.from_records("m", states.records()).records() == states.records()
+        True
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for n, user in enumerate(self.users):
+            arrays: dict[str, Any] = {}
+            for name, values in self.arrays.items():
+                row = values[n]
+                if name in self.item_refs:
+                    value: Any = np.vectorize(lambda j: self.items[j] if j >= 0 else None, otypes=[object])(row)
+                    value = value.tolist() if row.ndim else value.item()
+                else:
+                    value = row.tolist()
+                arrays[name] = {"dtype": str(values.dtype), "value": value}
+            extra = {k: v[n] for k, v in self.extra.items() if isinstance(v, list) and len(v) == len(self.users)}
+            out[user] = {"arrays": arrays, "seen": self.seen[n] if self.seen else [], "extra": extra}
+        return out
+
+    @classmethod
+    def from_records(cls, model: str, records: dict[str, dict[str, Any]]) -> UserStates:
+        """The inverse of :meth:`records` (users in the mapping's order)."""
+        users = list(records)
+        items: dict[str, int] = {}
+        columns: dict[str, list[Any]] = {}
+        dtypes: dict[str, str] = {}
+        refs: set[str] = set()
+        for user in users:
+            for name, cell in records[user]["arrays"].items():
+                dtypes[name] = cell["dtype"]
+                value = cell["value"]
+                if _holds_ids(value):
+                    refs.add(name)
+                columns.setdefault(name, []).append(value)
+        arrays: dict[str, np.ndarray] = {}
+        for name, values in columns.items():
+            if name in refs:
+                values = [_ids_to_refs(v, items) for v in values]
+            arrays[name] = np.asarray(values, dtype=dtypes[name])
+        extra_keys = {k for user in users for k in records[user].get("extra", {})}
+        extra = {k: [records[u].get("extra", {}).get(k) for u in users] for k in sorted(extra_keys)}
+        seen = [list(records[u].get("seen", [])) for u in users]
+        return cls(model, users, arrays, seen, list(items), tuple(sorted(refs)), extra)
+
     def to_bytes(self) -> bytes:
         sizes = np.array([len(s) for s in self.seen], dtype=np.int64)
         meta = {
@@ -134,6 +185,23 @@ class UserStates:
             tuple(meta["item_refs"]),
             meta["extra"],
         )
+
+
+def _holds_ids(value: Any) -> bool:
+    """Whether a record's array value holds item ids (strings) rather than numbers."""
+    while isinstance(value, list):
+        if not value:
+            return False
+        value = next((v for v in value if v is not None), None) if not isinstance(value[0], list) else value[0]
+    return isinstance(value, str)
+
+
+def _ids_to_refs(value: Any, items: dict[str, int]) -> Any:
+    if isinstance(value, list):
+        return [_ids_to_refs(v, items) for v in value]
+    if value is None:
+        return -1
+    return items.setdefault(value, len(items))
 
 
 @dataclass

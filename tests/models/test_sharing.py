@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 
 import numpy as np
@@ -106,6 +107,12 @@ def test_users_move_to_a_fresh_worker_with_their_state(name: str, params: dict) 
     target.import_users(UserStates.from_bytes(source.export_users([*users, "never-seen"]).to_bytes()))
     assert_same_lists(target.recommend(users, k=10), source.recommend(users, k=10), name)
     assert all(target.seen_items(u) == source.seen_items(u) for u in users)
+    # per-user JSON records (a compacted changelog keyed by user) carry the same state
+    records = json.loads(json.dumps(source.export_users(users).records()))
+    by_record: OnlineRecommender = models.create(name, **params)
+    by_record.import_items(relay(source.export_items()))
+    by_record.import_users(UserStates.from_records(name, records))
+    assert_same_lists(by_record.recommend(users, k=10), source.recommend(users, k=10), name)
     more = events.select(np.flatnonzero([partition(u) == 0 for u in events.users.tolist()])[:60])
     source.learn(more)
     target.learn(more)
