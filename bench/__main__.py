@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--live", action="store_true", help="also run bench/live.py (starts Kafka)")
     args = parser.parse_args(argv)
+    from streamrec.settings import limit_torch_threads
+
+    limit_torch_threads()  # as the worker and the backtest do: torch's default pool fights the other work
     out = args.out or (REPO_ROOT / "bench" / "results" / ("quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     everything = [n for n in BENCHMARKS if n != "live"] + (["live"] if args.live else [])

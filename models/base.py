@@ -41,7 +41,7 @@ import numpy as np
 
 from models.ids import IdIndex
 from models.persistence import read_model_dir, write_model_dir
-from models.ranking import top_k
+from models.ranking import top_k_row, top_k
 from models.sharing import ItemDelta, UserStates
 
 __all__ = ["Interactions", "OnlineRecommender", "Recommendations"]
@@ -215,6 +215,7 @@ class OnlineRecommender(ABC):
         # per row: arrival number (0, 1, ... over all events learned) of its newest event; -1 when free
         self._user_active = np.zeros(0, dtype=np.int64)
         self._item_active = np.zeros(0, dtype=np.int64)
+        self._sized_for = (-1, -1)  # (users, items) rows the arrays were last grown for by learn
 
     @property
     def n_users(self) -> int:
@@ -356,8 +357,11 @@ class OnlineRecommender(ABC):
         else:
             u = self.user_index.add_many(batch.users)
             i = self.item_index.add_many(batch.items)
-        self._grow_base_state()
-        self._grow(self.n_users, self.n_items)
+        sizes = (len(self.user_index), len(self.item_index))
+        if sizes != self._sized_for:  # new rows: every array grows (nothing to do for known ids)
+            self._grow_base_state()
+            self._grow(*sizes)
+            self._sized_for = sizes
         if self.uses_ratings:
             rated = ~np.isnan(batch.ratings)
             if rated.all():
@@ -458,6 +462,8 @@ class OnlineRecommender(ABC):
         user_ids = [str(u) for u in users]
         if not user_ids or self.n_items == 0 or k == 0:
             return Recommendations(user_ids, [[] for _ in user_ids], [[] for _ in user_ids])
+        if len(user_ids) == 1 and not exclude:
+            return self._recommend_one(user_ids[0], k, exclude_seen, with_reasons)
         u = self.user_index.lookup(user_ids)
         none = np.zeros(0, dtype=np.intp)
         excluded: list[np.ndarray] = [none] * len(user_ids)
@@ -497,6 +503,31 @@ class OnlineRecommender(ABC):
             out_scores.append(row_vals[:c])
         reasons = self._reasons(u, idx, [len(r) for r in items]) if with_reasons else None
         return Recommendations(user_ids, items, out_scores, reasons)
+
+    def _recommend_one(self, user_id: str, k: int, exclude_seen: bool, with_reasons: bool) -> Recommendations:
+        """:meth:`recommend` for one user: the same list, without the batch machinery (the per-event path)."""
+        row = self.user_index.get(user_id)
+        u = np.array([row], dtype=np.int64)
+        n = len(self.item_index)
+        raw = self._score(u)
+        if raw.shape != (1, n):
+            raise RuntimeError(f"{self.name}._score returned {raw.shape}, expected {(1, n)}")
+        scores = np.array(raw[0], dtype=np.float32, copy=True)
+        if not np.isfinite(scores).all():
+            np.nan_to_num(scores, copy=False, nan=-3.0e38, posinf=3.0e38, neginf=-3.0e38)
+        if self.item_index.n_free:  # tombstones hold no item: never recommend them
+            scores[self.item_index.free_rows()] = -np.inf
+        if exclude_seen and row >= 0:
+            scores[self._seen_array(row)] = -np.inf
+        idx, vals = top_k_row(scores, min(k, n))
+        values = vals.tolist()
+        c = len(values)
+        while c and values[c - 1] == -np.inf:  # masked items sort last
+            c -= 1
+        ids = self.item_index.ids
+        items = [ids[j] for j in idx[:c].tolist()]
+        reasons = self._reasons(u, idx[None, :].astype(np.int64), [c]) if with_reasons else None
+        return Recommendations([user_id], [items], [values[:c]], reasons)  # type: ignore[list-item]
 
     def save(self, path: str | Path) -> Path:
         """Write the model to directory ``path`` (JSON and ``.npz``; no pickle).

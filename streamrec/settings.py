@@ -113,6 +113,10 @@ class Settings:
         """Topic name for ``kind``: interactions, ratings, items, forget, deadletter."""
         return f"{self.topic_prefix}.{kind}"
 
+    def state_topic(self, kind: str) -> str:
+        """Topic name of model state: ``user-state`` (changelog), ``model-updates``, ``item-state`` (snapshots)."""
+        return f"{self.topic_prefix}.{kind}"
+
     def as_env(self) -> dict[str, str]:
         """These settings as environment variables (to start a worker process)."""
         env = {
