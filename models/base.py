@@ -41,7 +41,7 @@ import numpy as np
 
 from models.ids import IdIndex
 from models.persistence import read_model_dir, write_model_dir
-from models.ranking import top_k_row, top_k
+from models.ranking import top_k, top_k_row
 from models.sharing import ItemDelta, UserStates
 
 __all__ = ["Interactions", "OnlineRecommender", "Recommendations"]
