@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.datasets import find_movielens
+from producers.movielens_format import write_movielens
+from streamrec.datasets import MOVIELENS_URL, find_movielens
 from streamrec.services import LocalServices
 from streamrec.settings import Settings
 
@@ -20,10 +21,21 @@ if "STREAMREC_DATA_DIR" not in os.environ and (SHARED_DATA / "ml-100k").is_dir()
 
 
 @pytest.fixture(scope="session")
-def movielens_dir() -> Path:
+def movielens_format_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated ``u.data``/``u.item``/``u.user`` (943 users, 1,682 items, 30,000 ratings): no download needed."""
+    return write_movielens(tmp_path_factory.mktemp("ml-generated"), n_ratings=30_000, seed=7)
+
+
+@pytest.fixture(scope="session")
+def real_movielens_dir() -> Path:
+    """The real MovieLens 100K, for the tests that measure quality; they skip, saying how to get it, without it."""
     folder = find_movielens(download=False)
     if folder is None:
-        pytest.fail("MovieLens 100K not found: set STREAMREC_DATA_DIR to a folder holding ml-100k/")
+        pytest.skip(
+            "needs the real MovieLens 100K (quality figures), which may not be redistributed: download "
+            f"{MOVIELENS_URL}, unzip it so that DIR/ml-100k/u.data exists, and set STREAMREC_DATA_DIR=DIR "
+            "(or run `./scripts/streamrec demo` once with network access: it caches the set)"
+        )
     return folder
 
 

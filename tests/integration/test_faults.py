@@ -82,11 +82,11 @@ def wait_checkpoint_covers(store: CheckpointStore, topic: str, wanted: dict[int,
     raise TimeoutError(f"no checkpoint covers {topic} up to {wanted} after {timeout} s")
 
 
-def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, movielens_dir, tmp_path) -> None:
+def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, movielens_format_dir, tmp_path) -> None:
     _, base = own_services
     settings = settings_for(base, tmp_path, "kill", checkpoint_interval=1.0)
     ensure_topics(settings)
-    ratings = sorted(read_movielens_ratings(movielens_dir / "u.data"), key=lambda e: e.timestamp)[:20_000]
+    ratings = sorted(read_movielens_ratings(movielens_format_dir / "u.data"), key=lambda e: e.timestamp)[:20_000]
     log = tmp_path / "worker.log"
     worker = WorkerProcess(settings, log).start()
     published = threading.Event()
