@@ -11,7 +11,11 @@ One key per user holds a JSON document (one ``GET`` from any language):
 ``{prefix}:stats``
     a hash of worker counters (accepted, rejected, batches, ...);
 ``{prefix}:meta``
-    a hash describing the running worker (models, default model, list length);
+    a hash describing the running worker (models, default model, list length,
+    ``updated_at``: when it last wrote);
+``{prefix}:offsets``
+    a hash ``topic:partition`` -> the next offset the worker will process
+    (``streamrec status`` subtracts it from the partition's end: the lag);
 ``{prefix}:freshness``
     a capped list of the latest per-event freshness samples: seconds from the
     event reaching Kafka to its user's list being written.
@@ -73,6 +77,9 @@ class KeyLayout:
 
     def freshness_key(self) -> str:
         return f"{self.prefix}:freshness"
+
+    def offsets_key(self) -> str:
+        return f"{self.prefix}:offsets"
 
     def pattern(self) -> str:
         return f"{self.prefix}:*"
@@ -174,6 +181,14 @@ class RecsClient:
     def meta(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.redis.hgetall(self.layout.meta_key()).items()}
 
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """The next offset the worker will process, per ``(topic, partition)``."""
+        out = {}
+        for key, value in self.redis.hgetall(self.layout.offsets_key()).items():
+            topic, _, partition = key.decode().rpartition(":")
+            out[(topic, int(partition))] = int(value)
+        return out
+
     def close(self) -> None:
         self.redis.close()
 
@@ -211,12 +226,15 @@ class AsyncRecSink:
         freshness: Sequence[float] | None = None,
         freshness_cap: int = 100_000,
         forget: Mapping[str, Sequence[str]] | None = None,
+        offsets: Mapping[tuple[str, int], int] | None = None,
     ) -> int:
         """Write ``(list, is_default)`` pairs; a default list also goes to the plain key.
 
         ``freshness`` samples are appended to the capped freshness list.
         ``forget`` maps user ids to the models whose keys are deleted first
-        (with the plain key), for privacy requests.
+        (with the plain key), for privacy requests. ``offsets`` are the next
+        offsets to process per ``(topic, partition)``. Every write stamps
+        ``updated_at`` in the meta hash.
         """
         pipe = self.redis.pipeline(transaction=False)
         for user, user_models in (forget or {}).items():
@@ -233,8 +251,9 @@ class AsyncRecSink:
         if counters:
             for name, value in counters.items():
                 pipe.hincrbyfloat(self.layout.stats_key(), name, value)
-        if meta:
-            pipe.hset(self.layout.meta_key(), mapping=dict(meta))
+        pipe.hset(self.layout.meta_key(), mapping={**(meta or {}), "updated_at": f"{time.time():.3f}"})
+        if offsets:
+            pipe.hset(self.layout.offsets_key(), mapping={f"{t}:{p}": o for (t, p), o in offsets.items()})
         if freshness:
             key = self.layout.freshness_key()
             pipe.rpush(key, *[f"{f:.6f}" for f in freshness])

@@ -47,8 +47,8 @@ def service_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setti
         yield base
         return
     local = LocalServices(tmp_path_factory.mktemp("services"))
-    endpoints = local.up()
-    try:
+    try:  # a failed start may leave one of the two running: down() stops it
+        endpoints = local.up()
         yield base.with_services(endpoints.kafka_bootstrap_servers, endpoints.redis_url)
     finally:
         local.down()

@@ -38,9 +38,9 @@ TIMEOUT = 240.0
 @pytest.fixture(scope="module")
 def own_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServices, Settings]]:
     services = LocalServices(tmp_path_factory.mktemp("fault-services"))
-    endpoints = services.up()
-    base = Settings.from_env()
-    try:
+    try:  # a failed start may leave one of the two running: down() stops it
+        endpoints = services.up()
+        base = Settings.from_env()
         yield services, base.with_services(endpoints.kafka_bootstrap_servers, endpoints.redis_url)
     finally:
         services.down()
