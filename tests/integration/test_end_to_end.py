@@ -100,6 +100,7 @@ def test_malformed_events_are_deadlettered_and_good_ones_processed(running_worke
         b'{"user_id": "u", "item_id": "' + b"x" * 1000 + b'", "timestamp": 1}',
         b"[]",
         None,
+        b'{"user_id": "\\ud800", "item_id": "i", "timestamp": 1}',  # a lone surrogate: no UTF-8 key can hold it
     ]
     bad_ratings = [
         b'{"user_id": "u", "item_id": "i", "timestamp": 1, "rating": 1e400}',

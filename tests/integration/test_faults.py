@@ -90,10 +90,15 @@ def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, 
     log = tmp_path / "worker.log"
     worker = WorkerProcess(settings, log).start()
     published = threading.Event()
+    kills_done = threading.Event()
 
     def publish() -> None:
         with EventPublisher(settings) as publisher:
-            publisher.publish(ratings, rate=500, progress=False)  # ~40 s of stream
+            publisher.publish(ratings[:18_000], rate=500, progress=False)  # ~36 s of stream
+            # the rest only after the last kill: every kill lands mid-stream however slow the machine
+            # (three worker starts and checkpoints can take longer than 36 s on a busy 2-core machine)
+            kills_done.wait(300)
+            publisher.publish(ratings[18_000:], rate=500, progress=False)
         published.set()
 
     store = CheckpointStore(settings.checkpoint_dir)
@@ -111,6 +116,7 @@ def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, 
         worker.kill()
         kills += 1
         worker = WorkerProcess(settings, log).start()
+    kills_done.set()
     thread.join(120)
     assert published.is_set()
     topic = settings.topic("ratings")
