@@ -14,6 +14,7 @@ from producers.movielens_format import write_movielens
 from streamrec.datasets import MOVIELENS_URL, find_movielens
 from streamrec.services import LocalServices
 from streamrec.settings import Settings
+from streamrec.workerproc import WorkerProcess
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "STREAMREC_DATA_DIR" not in os.environ and (SHARED_DATA / "ml-100k").is_dir():
@@ -67,6 +68,22 @@ def isolated_settings(service_settings: Settings, tmp_path: Path) -> Settings:
         batch_size=500,
         batch_within=0.05,
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_orphan_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Kill every worker process a test started and left running (a failed assertion skips its stop)."""
+    started: list[WorkerProcess] = []
+    start = WorkerProcess.start
+
+    def tracked(self: WorkerProcess) -> WorkerProcess:
+        started.append(self)
+        return start(self)
+
+    monkeypatch.setattr(WorkerProcess, "start", tracked)
+    yield
+    for worker in started:
+        worker.kill()  # SIGKILL by PID, only if still running
 
 
 _skipped_integration: list[str] = []
