@@ -10,19 +10,18 @@ from __future__ import annotations
 import faust
 
 import models
-from streamrec.services import LocalServices
+from streamrec.services import ServiceError, resolve_services
 from streamrec.settings import Settings, limit_torch_threads
 
 
 def _resolve(settings: Settings) -> Settings:
     """Fill in the broker and Redis of ``streamrec services up`` when none are configured."""
-    if settings.kafka_bootstrap_servers and settings.redis_url:
-        return settings
-    local = LocalServices().endpoints()
-    return settings.with_services(
-        settings.kafka_bootstrap_servers or (local.kafka_bootstrap_servers if local else "127.0.0.1:9092"),
-        settings.redis_url or (local.redis_url if local else "redis://127.0.0.1:6379/0"),
-    )
+    try:
+        return resolve_services(settings, start=False)
+    except ServiceError:  # nothing runs locally: the conventional addresses
+        return settings.with_services(
+            settings.kafka_bootstrap_servers or "127.0.0.1:9092", settings.redis_url or "redis://127.0.0.1:6379/0"
+        )
 
 
 settings = _resolve(Settings.from_env())

@@ -28,6 +28,7 @@ from typing import Any
 
 from streamrec.checkpoint import CheckpointStore, Offsets
 from streamrec.events import InvalidEvent, decode
+from streamrec.metrics import WorkerMetrics, WorkerState
 from streamrec.pipeline import RecommendationPipeline
 from streamrec.settings import Settings
 from streamrec.store import AsyncRecSink, RecList
@@ -44,7 +45,11 @@ except ImportError:  # pragma: no cover
 
 
 class StreamWorker:
-    """State and logic behind the agent (one instance per agent)."""
+    """State and logic behind the agent (one instance per agent).
+
+    ``metrics`` receives what happens (Prometheus); ``highwaters`` returns the
+    highwater offset of each assigned ``(topic, partition)`` (consumer lag).
+    """
 
     def __init__(
         self,
@@ -52,6 +57,8 @@ class StreamWorker:
         kind_by_topic: Mapping[str, str],
         deadletter_topic: Any,
         commit: Callable[[], Awaitable[Any]] | None = None,
+        metrics: WorkerMetrics | None = None,
+        highwaters: Callable[[], Mapping[tuple[str, int], int | None]] | None = None,
     ) -> None:
         if not settings.redis_url:
             raise ValueError("REDIS_URL is not set")
@@ -80,6 +87,10 @@ class StreamWorker:
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
         self._meta_written = False
+        self.metrics = metrics if metrics is not None else WorkerMetrics(settings.models)
+        self._highwaters = highwaters
+        self._started = False
+        self._redis_ok = True
 
     def _restore(self) -> RecommendationPipeline | None:
         """The pipeline of the newest checkpoint, when it holds the configured models."""
@@ -115,6 +126,7 @@ class StreamWorker:
         except REDIS_ERRORS as exc:
             log.warning("Redis does not answer yet (%s); lists will be written when it does", type(exc).__name__)
         self._retry_task = asyncio.create_task(self._retry_loop())
+        self._started = True
         log.info(
             "worker ready: models=%s default=%s top_n=%d",
             ",".join(self.settings.models),
@@ -123,6 +135,7 @@ class StreamWorker:
         )
 
     async def stop(self) -> None:
+        self._started = False
         if self._retry_task is not None:
             self._retry_task.cancel()
         if self._since_checkpoint:
@@ -138,6 +151,9 @@ class StreamWorker:
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Process one batch of Faust events (``stream.take_events``)."""
+        started = time.perf_counter()
+        skipped = 0
+        out = None
         good = []
         ingest: list[float | None] = []
         sources = []
@@ -148,6 +164,7 @@ class StreamWorker:
             done = applied.get(msg.topic)
             if done is not None and msg.offset < done.get(msg.partition, -1):
                 self.counters["events_skipped_already_learned"] += 1  # replayed after a restart
+                skipped += 1
                 continue
             applied.setdefault(msg.topic, {})[msg.partition] = msg.offset + 1
             kind = self.kind_by_topic.get(msg.topic)
@@ -190,6 +207,15 @@ class StreamWorker:
         self.counters["batches"] += 1
         self._since_checkpoint += len(events)
         await self.flush()
+        self.metrics.observe_batch(
+            received=len(events),
+            accepted=len(good) if out is not None else 0,
+            seconds=time.perf_counter() - started,
+            learn_seconds=out.learn_seconds if out is not None else 0.0,
+            recommend_seconds=out.recommend_seconds if out is not None else 0.0,
+            skipped=skipped,
+            failed=bool(good) and out is None,
+        )
         if self._checkpoint_due():
             await self.checkpoint()
 
@@ -217,6 +243,7 @@ class StreamWorker:
             self._since_checkpoint = 0
         self.counters["checkpoints"] += 1
         self.counters["checkpoint_seconds"] += time.perf_counter() - started
+        self.metrics.observe_checkpoint(time.perf_counter() - started)
         log.info("checkpoint %s written in %.2f s", path.name, time.perf_counter() - started)
         if self._commit is not None:
             try:
@@ -235,6 +262,7 @@ class StreamWorker:
         ]
         await self.deadletter_topic.send(key=msg.key, value=msg.value, headers=headers)
         self.counters["events_deadlettered"] += 1
+        self.metrics.observe_deadlettered()
         log.debug("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
 
     async def flush(self) -> bool:
@@ -254,18 +282,30 @@ class StreamWorker:
                     "started_at": f"{time.time():.3f}",
                 }
             ingest = list(self._pending_ingest)  # snapshot: handle() may append while we await
+            offsets = {(t, p): o for t, parts in self.applied.items() for p, o in parts.items()}
             written_at = time.time()
             freshness = [written_at - t for t in ingest]
             try:
                 await self.sink.write(
-                    lists, self._pending_fallback, counters, meta, freshness, self.settings.freshness_cap, forget
+                    lists,
+                    self._pending_fallback,
+                    counters,
+                    meta,
+                    freshness,
+                    self.settings.freshness_cap,
+                    forget,
+                    offsets=offsets,
                 )
             except REDIS_ERRORS as exc:
                 self.counters["redis_errors"] += 1
+                self.metrics.observe_redis_error()
+                self._redis_ok = False
                 if self.counters["redis_errors"] in (1, 10, 100) or self.counters["redis_errors"] % 1000 == 0:
                     log.warning("Redis write failed (%s: %s); %d lists pending", type(exc).__name__, exc, len(lists))
                 return False
             self._meta_written = True
+            self._redis_ok = True
+            self.metrics.observe_written(len(lists), freshness)
             del self._pending_ingest[: len(ingest)]
             self._pending_forget.difference_update(forget)
             for key, value in counters.items():
@@ -279,6 +319,27 @@ class StreamWorker:
             self._pending_fallback = None
             self._backoff = 0.1
             return True
+
+    def alive(self) -> bool:
+        """Whether the background task (Redis retries, idle checkpoints) still runs (liveness)."""
+        return self._retry_task is not None and not self._retry_task.done()
+
+    def state(self) -> WorkerState:
+        """A snapshot for gauges and readiness: lag per partition, pending lists, checkpoint age."""
+        highwaters = self._highwaters() if self._highwaters is not None else {}
+        lag = {}
+        for (topic, partition), high in highwaters.items():
+            done = self.applied.get(topic, {}).get(partition)
+            if high is not None and done is not None:  # known once the partition's first event is handled
+                lag[(topic, partition)] = max(0, high - done)
+        return WorkerState(
+            started=self._started,
+            pending_lists=len(self._pending),
+            checkpoint_age=time.monotonic() - self._last_checkpoint if self.checkpoints is not None else None,
+            lag=lag,
+            redis_ok=self._redis_ok,
+            assigned=len(highwaters),
+        )
 
     async def _retry_loop(self) -> None:
         """Retry pending writes with exponential backoff, and checkpoint when idle."""

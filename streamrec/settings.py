@@ -62,6 +62,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     model_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     security: Security = field(default_factory=Security)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -98,6 +100,8 @@ class Settings:
             state_dir=Path(env["STREAMREC_STATE_DIR"]) if env.get("STREAMREC_STATE_DIR") else cache_dir(env) / "worker",
             limits=limits,
             security=Security.from_env(env),
+            metrics_port=int(env["STREAMREC_METRICS_PORT"]) if env.get("STREAMREC_METRICS_PORT") else None,
+            metrics_host=env.get("STREAMREC_METRICS_HOST") or "127.0.0.1",
         )
 
     def with_services(self, kafka_bootstrap_servers: str, redis_url: str) -> Settings:
@@ -145,6 +149,9 @@ class Settings:
             env["STREAMREC_MAX_USERS"] = str(self.max_users)
         if self.max_items:
             env["STREAMREC_MAX_ITEMS"] = str(self.max_items)
+        if self.metrics_port is not None:
+            env["STREAMREC_METRICS_PORT"] = str(self.metrics_port)
+            env["STREAMREC_METRICS_HOST"] = self.metrics_host
         env.update(self.security.as_env())
         return env
 
@@ -156,7 +163,13 @@ class Settings:
 
     def redis_kwargs(self) -> dict[str, object]:
         """Keyword arguments for Redis clients beyond the URL (ACL user, password, CA)."""
-        return self.security.redis_kwargs()
+        kwargs = self.security.redis_kwargs()
+        if "ssl_ca_certs" in kwargs and not (self.redis_url or "").startswith("rediss://"):
+            raise ValueError(
+                f"REDIS_SSL_CA_CERTS is set but REDIS_URL={redact_url(self.redis_url)!r} does not use TLS: "
+                "use a rediss:// URL, or unset REDIS_SSL_CA_CERTS"
+            )
+        return kwargs
 
     def describe(self) -> str:
         """Where the services are, safe to log (no passwords)."""

@@ -38,9 +38,9 @@ TIMEOUT = 240.0
 @pytest.fixture(scope="module")
 def own_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServices, Settings]]:
     services = LocalServices(tmp_path_factory.mktemp("fault-services"))
-    endpoints = services.up()
-    base = Settings.from_env()
-    try:
+    try:  # a failed start may leave one of the two running: down() stops it
+        endpoints = services.up()
+        base = Settings.from_env()
         yield services, base.with_services(endpoints.kafka_bootstrap_servers, endpoints.redis_url)
     finally:
         services.down()
@@ -82,18 +82,23 @@ def wait_checkpoint_covers(store: CheckpointStore, topic: str, wanted: dict[int,
     raise TimeoutError(f"no checkpoint covers {topic} up to {wanted} after {timeout} s")
 
 
-def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, movielens_dir, tmp_path) -> None:
+def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, movielens_format_dir, tmp_path) -> None:
     _, base = own_services
     settings = settings_for(base, tmp_path, "kill", checkpoint_interval=1.0)
     ensure_topics(settings)
-    ratings = sorted(read_movielens_ratings(movielens_dir / "u.data"), key=lambda e: e.timestamp)[:20_000]
+    ratings = sorted(read_movielens_ratings(movielens_format_dir / "u.data"), key=lambda e: e.timestamp)[:20_000]
     log = tmp_path / "worker.log"
     worker = WorkerProcess(settings, log).start()
     published = threading.Event()
+    kills_done = threading.Event()
 
     def publish() -> None:
         with EventPublisher(settings) as publisher:
-            publisher.publish(ratings, rate=500, progress=False)  # ~40 s of stream
+            publisher.publish(ratings[:18_000], rate=500, progress=False)  # ~36 s of stream
+            # the rest only after the last kill: every kill lands mid-stream however slow the machine
+            # (three worker starts and checkpoints can take longer than 36 s on a busy 2-core machine)
+            kills_done.wait(300)
+            publisher.publish(ratings[18_000:], rate=500, progress=False)
         published.set()
 
     store = CheckpointStore(settings.checkpoint_dir)
@@ -111,6 +116,7 @@ def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, 
         worker.kill()
         kills += 1
         worker = WorkerProcess(settings, log).start()
+    kills_done.set()
     thread.join(120)
     assert published.is_set()
     topic = settings.topic("ratings")
