@@ -671,6 +671,20 @@ class OnlineRecommender(ABC):
             self._drop_user_rows(rows)
         return len(rows)
 
+    def begin_sharing(self) -> None:
+        """From now on, :meth:`take_item_delta` returns only what learning here changes (call before learning).
+
+        Without it the first delta holds everything learned before, which is
+        what a model that learned alone and now joins others must send.
+        """
+        self._require_sharing()
+        self._delta_base()
+        base = self._shared_base
+        for name in self._item_arrays:
+            n = self.n_items
+            base[name][:n] = _as_numpy(getattr(self, name))[:n]
+        self._begin_sharing_extra()
+
     def take_item_delta(self) -> ItemDelta:
         """What learning here changed on the item side since the last call, as additive increments.
 
@@ -820,6 +834,9 @@ class OnlineRecommender(ABC):
         """The values new rows of item array ``name`` start from (a function of the id: every worker agrees)."""
         current = _as_numpy(getattr(self, name))
         return np.zeros((len(ids), *current.shape[1:]), dtype=current.dtype)
+
+    def _begin_sharing_extra(self) -> None:
+        """Start tracking the changes of item state kept outside ``_item_arrays``."""
 
     def _prepare_item_delta(self, delta: ItemDelta) -> ItemDelta:
         """Bring another worker's delta into this model's frame before it is applied (default: as is)."""

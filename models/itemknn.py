@@ -265,6 +265,9 @@ class ItemKNN(OnlineRecommender):
 
     # -- sharing across workers: counts are item arrays; co-occurrences travel as cells ---
 
+    def _begin_sharing_extra(self) -> None:
+        self._cooc.log.take()  # the log starts empty and records every cell from now on
+
     def _take_item_delta_extra(self, delta: Any) -> None:
         if not self._cooc.log.on:  # the first delta: everything learned so far
             self._cooc.log.take()

@@ -60,11 +60,21 @@ log = logging.getLogger("streamrec.state")
 
 #: Changelog key of a partition's offsets marker.
 OFFSETS_KEY = b"__offsets__"
+#: A transaction left open by a worker that died (and does not come back) is aborted after this.
+TRANSACTION_TIMEOUT_MS = 15_000
 _CHUNK = 512 * 1024
 
 
 def _client_kwargs(settings: Settings) -> dict[str, Any]:
     return {"bootstrap_servers": settings.kafka_bootstrap_servers, **settings.security.aiokafka_config()}
+
+
+async def _seek_start(consumer: Any, *tps: Any) -> None:
+    """Seek to the first offset each partition holds (``seek_to_beginning`` is lazy and, with
+    ``read_committed``, ``position()`` right after it answered the end offset: a reader saw nothing)."""
+    first = await consumer.beginning_offsets(list(tps))
+    for tp in tps:
+        consumer.seek(tp, first[tp])
 
 
 def pack_deltas(origin: str, sequence: int, deltas: Mapping[str, ItemDelta], meta: Mapping[str, Any]) -> bytes:
@@ -129,7 +139,7 @@ async def read_partition_state(settings: Settings, partition: int, timeout: floa
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
+        await _seek_start(consumer, tp)
         deadline = time.monotonic() + timeout
         while await consumer.position(tp) < end:
             if time.monotonic() > deadline:
@@ -148,11 +158,20 @@ async def read_partition_state(settings: Settings, partition: int, timeout: floa
 
 
 class StateWriter:
-    """A transactional producer: increments, user states and event offsets committed together."""
+    """A transactional producer: increments, user states and event offsets committed together.
 
-    def __init__(self, settings: Settings, worker_id: str) -> None:
+    ``worker_id`` names this process's increments; the transactional id is
+    the worker's *slot* (:func:`worker_slot`, kept in its state folder), so a
+    worker restarted on the same folder fences the transaction its killed
+    predecessor left open at once, instead of after the transaction timeout
+    (during which ``read_committed`` readers of the changelog and the updates
+    topic wait).
+    """
+
+    def __init__(self, settings: Settings, worker_id: str, slot: str | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id
+        self.slot = slot or worker_id
         self.sequence = 0
         self._producer: Any = None
 
@@ -160,10 +179,11 @@ class StateWriter:
         from aiokafka import AIOKafkaProducer
 
         self._producer = AIOKafkaProducer(
-            transactional_id=f"{self.settings.app_id}-{self.worker_id}",
+            transactional_id=f"{self.settings.app_id}-{self.slot}",
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
             enable_idempotence=True,
             linger_ms=5,
-            max_request_size=8 * 1024 * 1024,
+            max_request_size=16 * 1024 * 1024,
             compression_type="gzip",
             **_client_kwargs(self.settings),
         )
@@ -176,26 +196,29 @@ class StateWriter:
 
     async def commit(
         self,
-        deltas: Mapping[str, ItemDelta],
+        deltas: list[Mapping[str, ItemDelta]],
         users: Mapping[int, Mapping[str, bytes | None]],
         markers: Mapping[int, Mapping[str, int]],
         offsets: Mapping[tuple[str, int], int],
     ) -> int:
         """In one transaction: the deltas, the user records per changelog partition, the markers, the offsets.
 
+        ``deltas`` is a list of per-model increments (those of earlier commits
+        that failed, then this one's); each non-empty one is a record.
         Returns the commit's sequence number (0 when there was nothing to write).
         """
         from aiokafka import TopicPartition
 
-        nonempty = {name: d for name, d in deltas.items() if not d.is_empty()}
-        if not nonempty and not any(users.values()) and not offsets:
+        batches = [{n: d for n, d in b.items() if not d.is_empty()} for b in deltas]
+        batches = [b for b in batches if b]
+        if not batches and not any(users.values()) and not offsets:
             return 0
         self.sequence += 1
         producer, settings = self._producer, self.settings
         changelog = settings.state_topic("user-state")
         async with producer.transaction():
-            if nonempty:
-                value = pack_deltas(self.worker_id, self.sequence, nonempty, {"at": time.time()})
+            for batch in batches:
+                value = pack_deltas(self.worker_id, self.sequence, batch, {"at": time.time()})
                 await producer.send(settings.state_topic("model-updates"), value=value, key=self.worker_id.encode(),
                                     partition=0)  # fmt: skip
             for partition, records in users.items():
@@ -239,7 +262,7 @@ async def read_snapshot(settings: Settings) -> tuple[dict[str, Any], dict[str, I
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
+        await _seek_start(consumer, tp)
         while await consumer.position(tp) < end:
             batch = await consumer.getmany(tp, timeout_ms=500)
             for message in batch.get(tp, []):
@@ -265,13 +288,16 @@ class UpdatesFollower:
     """Reads the updates topic whole and hands the other workers' increments to ``apply``.
 
     ``skip(header)`` says which records the local item state already holds
-    (the worker's own, and those a snapshot included).
+    (the worker's own, and those a snapshot included). ``apply(deltas,
+    next_offset)`` must set :attr:`position` to ``next_offset`` once the
+    deltas are in the models (under the same lock), so that a snapshot never
+    claims a record it does not hold.
     """
 
     def __init__(
         self,
         settings: Settings,
-        apply: Callable[[dict[str, ItemDelta]], Any],
+        apply: Callable[[dict[str, ItemDelta], int], Any],
         skip: Callable[[dict[str, Any]], bool],
         start_offset: int | None = None,
     ) -> None:
@@ -296,7 +322,7 @@ class UpdatesFollower:
         await self._consumer.start()
         self._consumer.assign([self._tp])
         if self.start_offset is None:
-            await self._consumer.seek_to_beginning(self._tp)
+            await _seek_start(self._consumer, self._tp)
         else:
             self._consumer.seek(self._tp, self.start_offset)
         self._end_at_start = (await self._consumer.end_offsets([self._tp]))[self._tp]
@@ -316,18 +342,19 @@ class UpdatesFollower:
                 await asyncio.sleep(1.0)
                 continue
             for message in batch.get(tp, []):
-                self.position = message.offset + 1
                 try:
                     header, deltas = unpack_deltas(message.value)
                 except Exception:
                     log.exception("an unreadable record at %s@%d of the updates topic: skipped", tp, message.offset)
+                    self.position = message.offset + 1
                     continue
                 if self.skip(header):
+                    self.position = message.offset + 1
                     continue
-                await self.apply(deltas)
+                await self.apply(deltas, message.offset + 1)
                 self.applied += 1
                 self.lag_seconds = max(0.0, time.time() - float(header.get("at", time.time())))
-            if not self.caught_up.is_set() and self.position >= self._end_at_start:
+            if not self.caught_up.is_set() and await consumer.position(tp) >= self._end_at_start:
                 self.caught_up.set()
 
     async def stop(self) -> None:
@@ -346,9 +373,77 @@ def new_worker_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def worker_slot(settings: Settings) -> str:
+    """This worker's lasting id, kept in its state folder (each worker has its own): the transactional id."""
+    path = settings.state_dir / "worker-slot"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        slot = uuid.uuid4().hex[:12]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(slot)
+        return slot
+
+
 def users_by_partition(user_partition: Mapping[str, int], users: Iterable[str]) -> dict[int, list[str]]:
     """Group ``users`` by the partition their events arrive on."""
     out: dict[int, list[str]] = {}
     for user in users:
         out.setdefault(user_partition[user], []).append(user)
     return out
+
+
+async def read_updates(settings: Settings, start_offset: int = 0) -> list[tuple[dict[str, Any], dict[str, ItemDelta]]]:
+    """Every committed record of the updates topic from ``start_offset`` to its current end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(settings.state_topic("model-updates"), 0)
+    consumer = AIOKafkaConsumer(
+        group_id=None, enable_auto_commit=False, isolation_level="read_committed", **_client_kwargs(settings)
+    )
+    await consumer.start()
+    out = []
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, start_offset)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            out.extend(unpack_deltas(m.value) for m in batch.get(tp, []))
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def rebuild_models(settings: Settings, names: Iterable[str], partitions: int) -> dict[str, Any]:
+    """The models as Kafka holds them: snapshot, every increment after it, and every partition's users.
+
+    What a worker that took over every partition would start from; tests and
+    tools use it to check that several workers together hold one model.
+    """
+    import models as registry
+
+    built = {name: registry.create(name, **settings.model_params.get(name, {})) for name in names}
+    start, skip = 0, None
+    snapshot = await read_snapshot(settings)
+    if snapshot is not None:
+        manifest, deltas = snapshot
+        for name, delta in deltas.items():
+            if name in built:
+                built[name].import_items(delta)
+        start, skip = int(manifest["updates_offset"]), (manifest["origin"], int(manifest["sequence"]))
+    for header, deltas in await read_updates(settings, start):
+        if skip is not None and header.get("origin") == skip[0] and int(header.get("sequence", 0)) <= skip[1]:
+            continue
+        for name, delta in deltas.items():
+            if name in built:
+                built[name].apply_item_delta(delta)
+    for p in range(partitions):
+        state = await read_partition_state(settings, p)
+        for name, model in built.items():
+            records = {u: doc["models"][name] for u, doc in state.users.items() if name in doc.get("models", {})}
+            if records:
+                from models.sharing import UserStates
+
+                model.import_users(UserStates.from_records(name, records))
+    return built

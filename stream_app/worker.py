@@ -5,11 +5,18 @@ the models are driven by :class:`streamrec.pipeline.RecommendationPipeline`
 (run in a thread so the event loop keeps fetching), and lists go to Redis
 through :class:`streamrec.store.AsyncRecSink`.
 
-Model state is crash-safe: every ``checkpoint_interval`` seconds (and on a
-clean stop) all models are checkpointed together with the Kafka offsets they
-include, and only then are offsets committed. A restarted worker loads the
-newest checkpoint and skips events below its offsets, so after ``kill -9`` no
-event is lost from the models and none is learned twice.
+Model state is crash-safe and, with ``STREAMREC_STATE=kafka`` (the default
+when every configured model can share its state), travels through Kafka
+(:class:`stream_app.shared.SharedState`): every ``checkpoint_interval``
+seconds (and on revocation and a clean stop) one transaction commits this
+worker's item increments, the state of the users its batches touched and the
+event offsets they include. Any number of workers share the partitions; a
+worker assigned a partition restores its users from the changelog first, and
+skips events below the restored offsets. With ``STREAMREC_STATE=local`` (one
+worker; models that cannot share) all models are checkpointed to the local
+state folder with their offsets, and only then are offsets committed. Either
+way, after ``kill -9`` no event is lost from the models and none is learned
+twice.
 
 Nothing stops the worker: an invalid event goes to the dead-letter topic with
 its reason and original bytes; a batch the models fail on is dead-lettered
@@ -26,8 +33,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from stream_app.shared import CatalogueFollower, SharedState
 from streamrec.checkpoint import CheckpointStore, Offsets
-from streamrec.events import InvalidEvent, decode
+from streamrec.events import ForgetUser, InvalidEvent, ItemUpdate, decode
 from streamrec.metrics import WorkerMetrics, WorkerState
 from streamrec.pipeline import RecommendationPipeline
 from streamrec.settings import Settings
@@ -66,7 +74,16 @@ class StreamWorker:
         self.kind_by_topic = dict(kind_by_topic)
         self.deadletter_topic = deadletter_topic
         self._commit = commit
-        self.checkpoints = CheckpointStore(settings.checkpoint_dir) if settings.checkpoint_interval > 0 else None
+        self.mode = settings.state_mode()
+        if self.mode == "kafka" and settings.checkpoint_interval <= 0:
+            raise ValueError("STREAMREC_CHECKPOINT_INTERVAL must be > 0 with STREAMREC_STATE=kafka")
+        if self.mode == "local" and settings.topic_partitions > 1:
+            raise ValueError(
+                f"STREAMREC_STATE=local keeps the models in one process: use STREAMREC_TOPIC_PARTITIONS=1 "
+                f"(models {', '.join(settings.models)}), or models that share their state"
+            )
+        local = self.mode == "local" and settings.checkpoint_interval > 0
+        self.checkpoints = CheckpointStore(settings.checkpoint_dir) if local else None
         self.applied: Offsets = {}
         self.pipeline = self._restore() or RecommendationPipeline.from_names(
             settings.models, settings.default_model, settings.top_n, settings.model_params
@@ -84,6 +101,12 @@ class StreamWorker:
         self._pending_forget: set[str] = set()
         self._flush_lock = asyncio.Lock()
         self._model_lock = asyncio.Lock()  # learning and checkpointing never overlap
+        self.shared: SharedState | None = None
+        self._catalogue: CatalogueFollower | None = None
+        if self.mode == "kafka":
+            user_topics = [t for t, kind in self.kind_by_topic.items() if kind != "item"]
+            self.shared = SharedState(settings, self.pipeline.all_models(), self._model_lock, user_topics)
+            self.applied = self.shared.applied
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
         self._meta_written = False
@@ -125,6 +148,11 @@ class StreamWorker:
             await self.sink.check()
         except REDIS_ERRORS as exc:
             log.warning("Redis does not answer yet (%s); lists will be written when it does", type(exc).__name__)
+        if self.shared is not None:
+            await self.shared.start()
+            items = [t for t, kind in self.kind_by_topic.items() if kind == "item"]
+            self._catalogue = CatalogueFollower(self.settings, items, self._add_items)
+            await self._catalogue.start()
         self._retry_task = asyncio.create_task(self._retry_loop())
         self._started = True
         log.info(
@@ -148,6 +176,29 @@ class StreamWorker:
         except (TimeoutError, *REDIS_ERRORS):
             log.warning("stopping with %d lists not written to Redis", len(self._pending))
         await self.sink.close()
+        if self._catalogue is not None:
+            await self._catalogue.stop()
+        if self.shared is not None:
+            await self.shared.stop()
+
+    # -- partitions (STREAMREC_STATE=kafka) ------------------------------------------------
+
+    async def partitions_assigned(self, partitions: set[int]) -> None:
+        """Faust's rebalance callback: restore the users of partitions new to this worker."""
+        if self.shared is not None:
+            await self.shared.assign(partitions)
+
+    async def partitions_revoked(self, partitions: set[int]) -> None:
+        """Faust's rebalance callback: commit everything learned, then hand the partitions' users off."""
+        if self.shared is not None:
+            await self.shared.revoke(partitions)
+            self._since_checkpoint = 0
+            self._last_checkpoint = time.monotonic()
+
+    async def _add_items(self, updates: Sequence[ItemUpdate]) -> None:
+        """Catalogue updates (every worker reads the whole items topic)."""
+        async with self._model_lock:
+            await asyncio.to_thread(self.pipeline.add_catalogue, updates)
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Process one batch of Faust events (``stream.take_events``)."""
@@ -159,35 +210,56 @@ class StreamWorker:
         sources = []
         limits = self.settings.limits
         applied = self.applied
+        shared = self.shared
+        if shared is not None:  # events of a partition wait until its users are restored
+            await shared.ready({event.message.partition for event in events})
+        done: dict[tuple[str, int], int] = {}  # offsets this batch completes: recorded once it is learned
+        notes: list[tuple[str, int, bool]] = []  # (user, partition, forgotten) for the state that moves
+        catalogue = 0
         for event in events:
             msg = event.message
-            done = applied.get(msg.topic)
-            if done is not None and msg.offset < done.get(msg.partition, -1):
+            learned = applied.get(msg.topic)
+            if learned is not None and msg.offset < learned.get(msg.partition, -1):
                 self.counters["events_skipped_already_learned"] += 1  # replayed after a restart
                 skipped += 1
                 continue
-            applied.setdefault(msg.topic, {})[msg.partition] = msg.offset + 1
+            done[(msg.topic, msg.partition)] = msg.offset + 1
             kind = self.kind_by_topic.get(msg.topic)
             if kind is None:
                 await self.deadletter(msg, f"no event kind is configured for topic {msg.topic!r}")
                 continue
             try:
-                good.append(decode(msg.value, kind, limits))  # type: ignore[arg-type]
+                decoded = decode(msg.value, kind, limits)  # type: ignore[arg-type]
             except InvalidEvent as exc:
                 await self.deadletter(msg, str(exc))
                 continue
+            if shared is not None and isinstance(decoded, ItemUpdate):
+                catalogue += 1  # validated and counted here; every worker's catalogue follower adds it
+                continue
+            good.append(decoded)
+            if not isinstance(decoded, ItemUpdate):
+                notes.append((decoded.user_id, msg.partition, isinstance(decoded, ForgetUser)))
             ingest.append(msg.timestamp)
             sources.append(msg)
         self.counters["events_received"] += len(events)
-        if good:
-            try:
-                async with self._model_lock:
+        self.counters["events_accepted"] += catalogue
+        error: Exception | None = None
+        async with self._model_lock:  # a commit sees the models, the offsets and the touched users together
+            if good:
+                try:
                     out = await asyncio.to_thread(self.pipeline.process, good, ingest)
-            except Exception as exc:  # a model bug must neither stop the worker nor lose events
-                log.exception("processing a batch of %d events failed; dead-lettering it", len(good))
+                except Exception as exc:  # a model bug must neither stop the worker nor lose events
+                    error = exc
+            if error is None:
+                self._advance(done, notes)
+        if good:
+            if error is not None:
+                log.exception("processing a batch of %d events failed; dead-lettering it", len(good), exc_info=error)
                 self.counters["batches_failed"] += 1
                 for msg in sources:
-                    await self.deadletter(msg, f"processing failed: {type(exc).__name__}: {exc}"[:500])
+                    await self.deadletter(msg, f"processing failed: {type(error).__name__}: {error}"[:500])
+                async with self._model_lock:
+                    self._advance(done, [])
             else:
                 self.counters["events_accepted"] += len(good)
                 self.counters["learn_seconds"] += out.learn_seconds
@@ -219,9 +291,20 @@ class StreamWorker:
         if self._checkpoint_due():
             await self.checkpoint()
 
+    def _advance(self, done: Mapping[tuple[str, int], int], notes: Sequence[tuple[str, int, bool]]) -> None:
+        """Record a handled batch: its offsets, and whose state changed (under the model lock)."""
+        for (topic, partition), offset in done.items():
+            self.applied.setdefault(topic, {})[partition] = offset
+        if self.shared is not None:
+            for user, partition, forgotten in notes:
+                if forgotten:
+                    self.shared.note_forgotten(user, partition)
+                else:
+                    self.shared.note(user, partition)
+
     def _checkpoint_due(self) -> bool:
         return (
-            self.checkpoints is not None
+            (self.checkpoints is not None or self.shared is not None)
             and self._since_checkpoint > 0
             and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval
         )
@@ -232,6 +315,20 @@ class StreamWorker:
         The events of the batch being handled are acknowledged only after
         :meth:`handle` returns, so the commit never passes the checkpoint.
         """
+        if self.shared is not None:
+            started = time.perf_counter()
+            pending, self._since_checkpoint = self._since_checkpoint, 0
+            try:
+                sequence = await self.shared.commit()
+            except BaseException:
+                self._since_checkpoint += pending  # retried at the next interval
+                raise
+            self._last_checkpoint = time.monotonic()
+            self.counters["checkpoints"] += 1
+            self.counters["checkpoint_seconds"] += time.perf_counter() - started
+            self.metrics.observe_checkpoint(time.perf_counter() - started)
+            log.debug("commit %d in %.3f s", sequence, time.perf_counter() - started)
+            return
         if self.checkpoints is None:
             return
         async with self._model_lock:

@@ -55,7 +55,9 @@ class Settings:
     key_prefix: str = "streamrec"
     key_ttl: int | None = None
     freshness_cap: int = 100_000
-    checkpoint_interval: float = 30.0
+    checkpoint_interval: float = 1.0
+    state: str = "auto"  # where model state lives: "kafka" (changelog + updates topics), "local" (checkpoint folder)
+    snapshot_interval: float = 60.0
     max_users: int | None = None
     max_items: int | None = None
     state_dir: Path = field(default_factory=lambda: cache_dir() / "worker")
@@ -94,7 +96,9 @@ class Settings:
             key_prefix=env.get("STREAMREC_KEY_PREFIX", "streamrec"),
             key_ttl=int(ttl) if ttl else None,
             freshness_cap=int(env.get("STREAMREC_FRESHNESS_CAP", "100000")),
-            checkpoint_interval=float(env.get("STREAMREC_CHECKPOINT_INTERVAL", "30")),
+            checkpoint_interval=float(env.get("STREAMREC_CHECKPOINT_INTERVAL", "1")),
+            state=_state_mode(env.get("STREAMREC_STATE", "auto")),
+            snapshot_interval=float(env.get("STREAMREC_SNAPSHOT_INTERVAL", "60")),
             max_users=int(env["STREAMREC_MAX_USERS"]) if env.get("STREAMREC_MAX_USERS") else None,
             max_items=int(env["STREAMREC_MAX_ITEMS"]) if env.get("STREAMREC_MAX_ITEMS") else None,
             state_dir=Path(env["STREAMREC_STATE_DIR"]) if env.get("STREAMREC_STATE_DIR") else cache_dir(env) / "worker",
@@ -117,6 +121,14 @@ class Settings:
         """Topic name for ``kind``: interactions, ratings, items, forget, deadletter."""
         return f"{self.topic_prefix}.{kind}"
 
+    def state_mode(self) -> str:
+        """``"kafka"`` or ``"local"``: ``auto`` is Kafka when every configured model can share its state."""
+        if self.state != "auto":
+            return self.state
+        import models
+
+        return "kafka" if all(models.model_class(name).shares_state for name in self.models) else "local"
+
     def state_topic(self, kind: str) -> str:
         """Topic name of model state: ``user-state`` (changelog), ``model-updates``, ``item-state`` (snapshots)."""
         return f"{self.topic_prefix}.{kind}"
@@ -135,6 +147,8 @@ class Settings:
             "STREAMREC_KEY_PREFIX": self.key_prefix,
             "STREAMREC_FRESHNESS_CAP": str(self.freshness_cap),
             "STREAMREC_CHECKPOINT_INTERVAL": str(self.checkpoint_interval),
+            "STREAMREC_STATE": self.state,
+            "STREAMREC_SNAPSHOT_INTERVAL": str(self.snapshot_interval),
             "STREAMREC_STATE_DIR": str(self.state_dir),
             "STREAMREC_MIN_RATING": str(self.limits.min_rating),
             "STREAMREC_MAX_RATING": str(self.limits.max_rating),
@@ -174,6 +188,13 @@ class Settings:
     def describe(self) -> str:
         """Where the services are, safe to log (no passwords)."""
         return f"Kafka {self.kafka_bootstrap_servers} ({self.security.kafka_security_protocol}), Redis {redact_url(self.redis_url)}"
+
+
+def _state_mode(value: str) -> str:
+    value = value.strip().lower() or "auto"
+    if value not in ("auto", "kafka", "local"):
+        raise ValueError(f"STREAMREC_STATE must be auto, kafka or local, got {value!r}")
+    return value
 
 
 def limit_torch_threads(env: Mapping[str, str] | None = None) -> None:

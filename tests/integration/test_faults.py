@@ -6,6 +6,7 @@ folder), since they stop and restart them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -70,7 +71,7 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 
 def wait_checkpoint_covers(store: CheckpointStore, topic: str, wanted: dict[int, int], timeout: float) -> None:
-    """Wait until the newest checkpoint holds every offset up to ``wanted``."""
+    """Wait until the newest local checkpoint holds every offset up to ``wanted`` (``STREAMREC_STATE=local``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         complete = sorted(store.directory.glob("ckpt-*/checkpoint.json"))
@@ -82,9 +83,58 @@ def wait_checkpoint_covers(store: CheckpointStore, topic: str, wanted: dict[int,
     raise TimeoutError(f"no checkpoint covers {topic} up to {wanted} after {timeout} s")
 
 
+def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """The consumer group's committed offset of every partition of ``topic`` (0 where none)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), group_id=settings.app_id)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in sorted(parts)}
+    finally:
+        consumer.close()
+
+
+def wait_committed(settings: Settings, topic: str, wanted: dict[int, int], timeout: float) -> None:
+    """Wait until the group's committed offsets (committed with the state, in one transaction) reach ``wanted``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = committed_offsets(settings, topic)
+        if all(done.get(p, 0) >= o for p, o in wanted.items()):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"committed offsets of {topic} did not reach {wanted} in {timeout} s: {done}")
+
+
+def rebuilt(settings: Settings) -> dict[str, models.OnlineRecommender]:
+    """The models as Kafka holds them (snapshot, increments, every partition's users)."""
+    from stream_app.state import rebuild_models
+
+    return asyncio.run(rebuild_models(settings, settings.models, settings.topic_partitions))
+
+
+def assert_equals_an_uninterrupted_run(kafka_models: dict, events: list) -> None:
+    """Item-kNN and popularity rebuilt from Kafka hold exactly what one model learning ``events`` holds."""
+    batch = to_interactions(events)
+    knn, reference = kafka_models["itemknn"], models.create("itemknn")
+    reference.learn(batch)
+    ids = reference.item_index.ids
+    mine = knn.item_index.lookup(ids)
+    assert (mine >= 0).all()
+    # counts and co-occurrences, item by item: an event lost or learned twice would change them
+    np.testing.assert_array_equal(knn.item_counts()[mine], reference.item_counts())
+    want = reference.cooccurrence().toarray()
+    got = knn.cooccurrence().toarray()[np.ix_(mine, mine)]
+    np.testing.assert_array_equal(got, want)
+    pop, pop_ref = kafka_models["popularity"], models.create("popularity")
+    pop_ref.learn(batch)
+    np.testing.assert_allclose(pop.item_scores()[pop.item_index.lookup(ids)], pop_ref.item_scores(), rtol=1e-6)
+    users = sorted({e.user_id for e in events})
+    assert all(knn.seen_items(u) == reference.seen_items(u) for u in users)
+    assert all(knn.history(u) == reference.history(u) for u in users)
+
+
 def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, movielens_format_dir, tmp_path) -> None:
     _, base = own_services
-    settings = settings_for(base, tmp_path, "kill", checkpoint_interval=1.0)
+    settings = settings_for(base, tmp_path, "kill", checkpoint_interval=1.0, topic_partitions=2)
     ensure_topics(settings)
     ratings = sorted(read_movielens_ratings(movielens_format_dir / "u.data"), key=lambda e: e.timestamp)[:20_000]
     log = tmp_path / "worker.log"
@@ -96,21 +146,20 @@ def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, 
         with EventPublisher(settings) as publisher:
             publisher.publish(ratings[:18_000], rate=500, progress=False)  # ~36 s of stream
             # the rest only after the last kill: every kill lands mid-stream however slow the machine
-            # (three worker starts and checkpoints can take longer than 36 s on a busy 2-core machine)
             kills_done.wait(300)
             publisher.publish(ratings[18_000:], rate=500, progress=False)
         published.set()
 
-    store = CheckpointStore(settings.checkpoint_dir)
     thread = threading.Thread(target=publish)
     thread.start()
     rng = random.Random(11)
+    topic = settings.topic("ratings")
     kills = 0
     for _ in range(3):  # kill -9 at random points while the log is replayed
-        before = len(log.read_text().split("checkpoint ckpt-")) if log.exists() else 0
-        deadline = time.monotonic() + 60
-        while len(log.read_text().split("checkpoint ckpt-")) <= before and time.monotonic() < deadline:
-            time.sleep(0.1)  # this incarnation has consumed and checkpointed something
+        before = sum(committed_offsets(settings, topic).values())
+        deadline = time.monotonic() + 90
+        while sum(committed_offsets(settings, topic).values()) <= before and time.monotonic() < deadline:
+            time.sleep(0.2)  # this incarnation has restored, consumed and committed something
         time.sleep(rng.uniform(0.1, 1.5))
         assert not published.is_set(), "the stream ended before the kills: slow the publisher"
         worker.kill()
@@ -119,31 +168,17 @@ def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, 
     kills_done.set()
     thread.join(120)
     assert published.is_set()
-    topic = settings.topic("ratings")
-    wait_checkpoint_covers(store, topic, end_offsets(settings, topic), TIMEOUT)
+    wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
     assert worker.stop() == 0, worker.log_tail()
     assert kills == 3
-
-    ckpt = store.load_latest()
-    assert ckpt is not None
-    popularity, knn = ckpt.models["popularity"], ckpt.models["itemknn"]
-    # every published event learned, none twice
-    assert popularity.n_learned == len(ratings)
-    assert knn.n_learned == len(ratings)
-    # the recovered model equals an uninterrupted run (item-kNN promises batch == sequential)
-    reference = models.create("itemknn")
-    reference.learn(to_interactions(ratings))
-    users = sorted({r.user_id for r in ratings})
-    got, want = knn.recommend(users, k=10), reference.recommend(users, k=10)
-    assert got.items == want.items
-    np.testing.assert_allclose(np.concatenate(got.scores), np.concatenate(want.scores), rtol=1e-5)
-    text = log.read_text()
-    assert text.count("restored checkpoint") >= 3
+    # every published event is in the state Kafka holds, none twice
+    assert_equals_an_uninterrupted_run(rebuilt(settings), ratings)
+    assert log.read_text().count("restored:") >= 3 * settings.topic_partitions
 
 
 def test_redis_stopped_mid_stream_then_every_active_list_is_fresh(own_services, tmp_path) -> None:
     services, base = own_services
-    settings = settings_for(base, tmp_path, "redis", checkpoint_interval=0.0)
+    settings = settings_for(base, tmp_path, "redis", checkpoint_interval=1.0)
     ensure_topics(settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     events = [Interaction(f"u{n % 300}", f"i{(n * 13) % 400}", 1000.0 + n, "click") for n in range(9000)]
@@ -188,12 +223,10 @@ def test_broker_restart_mid_stream_resumes_and_loses_nothing(own_services, tmp_p
     with EventPublisher(settings) as publisher:
         publisher.publish(second, progress=False)
     topic = settings.topic("interactions")
-    store = CheckpointStore(settings.checkpoint_dir)
-    wait_checkpoint_covers(store, topic, end_offsets(settings, topic), TIMEOUT)
+    wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
     assert worker.alive() and worker.pid == pid  # the same process resumed
     assert worker.stop() == 0
-    ckpt = store.load_latest()
-    assert ckpt is not None and ckpt.models["popularity"].n_learned == len(first) + len(second)
+    assert_equals_an_uninterrupted_run(rebuilt(settings), first + second)
     client = RecsClient(settings.redis_url, settings.key_prefix)
     try:
         assert all(rec is not None for rec in client.get_many([f"v{n}" for n in range(50)]).values())
@@ -249,9 +282,28 @@ def committed_offset(settings: Settings, topic: str) -> int | None:
         consumer.close()
 
 
-def test_offsets_are_committed_only_after_checkpoints(own_services, tmp_path) -> None:
+def test_offsets_are_committed_only_with_the_state(own_services, tmp_path) -> None:
+    """Kafka state: offsets move only in the transaction that writes the state they include."""
     _, base = own_services
-    settings = settings_for(base, tmp_path, "commits", checkpoint_interval=3600.0)
+    settings = settings_for(base, tmp_path, "txn", checkpoint_interval=3600.0)
+    ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    topic = settings.topic("interactions")
+    events = [Interaction(f"u{n % 9}", f"i{n % 31}", 1.0 + n, "view") for n in range(500)]
+    with EventPublisher(settings) as publisher:
+        publisher.publish(events, progress=False)
+    worker.wait_processed(len(events), TIMEOUT)
+    time.sleep(4)  # Faust's own commit timer fires every second: it must commit nothing
+    assert committed_offset(settings, topic) in (None, 0)
+    assert worker.stop() == 0  # a clean stop commits state and offsets together
+    assert committed_offset(settings, topic) == len(events)
+    assert_equals_an_uninterrupted_run(rebuilt(settings), events)
+
+
+def test_offsets_are_committed_only_after_checkpoints(own_services, tmp_path) -> None:
+    """Local state (one worker, models that cannot share): offsets follow the checkpoint on disk."""
+    _, base = own_services
+    settings = settings_for(base, tmp_path, "commits", checkpoint_interval=3600.0, state="local")
     ensure_topics(settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     topic = settings.topic("interactions")
