@@ -93,7 +93,8 @@ class SessionKNN(OnlineRecommender):
     sample_size
         Most recently active candidate neighbours whose similarity is computed.
     session_length
-        Newest items of the user that form the current session.
+        Newest items of the user that form the current session (at most
+        ``window`` are used).
     window
         Distinct recent items kept per user: what a neighbour offers, and the
         bound of the current session.
@@ -151,8 +152,6 @@ class SessionKNN(OnlineRecommender):
         ):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"{label} must be a positive int, got {value!r}")
-        if session_length > window:
-            raise ValueError(f"session_length ({session_length}) must be <= window ({window})")
         for label, value in (("lambda_spw", lambda_spw), ("lambda_inh", lambda_inh)):
             if not value > 0:
                 raise ValueError(f"{label} must be > 0, got {value!r}")
