@@ -43,7 +43,11 @@ class SessionKNN(OnlineRecommender):
 
     1. **Current session**: ``u``'s newest ``session_length`` items
        ``s_1..s_n`` (newest last), weighted by position,
-       ``w(s_i) = exp((i - n) / lambda_spw)`` (STAN's ``session_pos_weight``).
+       ``w(s_i) = exp((i - n) / (lambda_spw * n))``: STAN's
+       ``session_pos_weight``, with its decay scaled by the session's length,
+       so that one default fits click sessions of a few items and rating
+       histories that fill ``session_length`` (the development logs wanted
+       2 and 5 positions respectively).
     2. **Neighbours**: the other users found in the index entries of those
        items; of them the ``sample_size`` most recently active (session-rec's
        ``sampling='recent'``). Each scores the position-weighted cosine
@@ -101,7 +105,9 @@ class SessionKNN(OnlineRecommender):
     index_size
         Entries kept per item in the inverted index.
     lambda_spw
-        Decay (in positions) of the weight of older items of the current session.
+        Decay of the weight of older items of the current session, as a
+        fraction of its length: the oldest of ``n`` items weighs about
+        ``exp(-1 / lambda_spw)`` of the newest.
     lambda_inh
         Decay (in positions) of a neighbour's items away from a shared item.
     span
@@ -136,8 +142,8 @@ class SessionKNN(OnlineRecommender):
         sample_size: int = 500,
         session_length: int = 10,
         window: int = 100,
-        index_size: int = 50,
-        lambda_spw: float = 2.0,
+        index_size: int = 100,
+        lambda_spw: float = 0.5,
         lambda_inh: float = 10.0,
         span: int = 10,
         seed: int = 0,
@@ -163,7 +169,9 @@ class SessionKNN(OnlineRecommender):
         self.lambda_spw = lambda_spw
         self.lambda_inh = lambda_inh
         self.span = span
-        self._spw = np.exp((np.arange(1, session_length + 1) - session_length) / lambda_spw)
+        # session position weights for every session length n (row n, first n columns)
+        n = np.arange(1, session_length + 1)[:, None]
+        self._spw = np.tril(np.exp((np.arange(1, session_length + 1)[None, :] - n) / (lambda_spw * n)))
         reach = min(span, window - 1)
         self._offsets = np.arange(-reach, reach + 1)
         self._offset_weight = np.exp(-np.abs(self._offsets) / lambda_inh)
@@ -272,7 +280,7 @@ class SessionKNN(OnlineRecommender):
         if user < 0 or self._n_live[user] == 0:
             return None
         session = self._window(user)[-self.session_length :]
-        weight = self._spw[len(self._spw) - len(session) :]
+        weight = self._spw[len(session) - 1, : len(session)]
         codes = self._inv[session].ravel()
         owner = codes >> _POS_BITS
         keep = np.flatnonzero((codes >= 0) & (owner != user))
@@ -318,8 +326,8 @@ class SessionKNN(OnlineRecommender):
             if found is None:
                 continue
             items, weights, _ = found
-            live = items >= 0
-            scores[r] = np.bincount(items[live], weights=weights[live], minlength=n)[:n]
+            # shifted by one: empty positions (-1) fall in bin 0, which is dropped
+            scores[r] = np.bincount((items + 1).ravel(), weights=weights.ravel(), minlength=n + 1)[1 : n + 1]
         return scores
 
     def _reasons(self, u: np.ndarray, idx: np.ndarray, lengths: list[int]) -> list[list[str | None]] | None:

@@ -70,7 +70,7 @@ class Reference:
         win = self.windows.get(user, {})
         session = [win[q] for q in sorted(win)][-p["session_length"] :]
         s = len(session)
-        weight = {item: math.exp((j + 1 - s) / p["lambda_spw"]) for j, item in enumerate(session)}
+        weight = {item: math.exp((j + 1 - s) / (p["lambda_spw"] * s)) for j, item in enumerate(session)}
         norm = math.sqrt(sum(w * w for w in weight.values()))
         entries = [
             (e[0], e[1], item) for item in session for e in self.rings.get(item, []) if e is not None and e[0] != user
@@ -99,7 +99,7 @@ def model_scores(model: SessionKNN, user: str) -> dict[str, float]:
 PARAMS = [
     {},
     {"k": 3, "sample_size": 5, "session_length": 3, "window": 4, "index_size": 3, "span": 2, "lambda_inh": 1.5},
-    {"k": 6, "session_length": 2, "window": 8, "index_size": 5, "span": 20, "lambda_spw": 0.7},
+    {"k": 6, "session_length": 2, "window": 8, "index_size": 5, "span": 20, "lambda_spw": 0.2},
 ]
 
 
