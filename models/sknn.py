@@ -69,7 +69,8 @@ class SessionKNN(OnlineRecommender):
     ``session_length * index_size`` index entries and, per entry of a kept
     neighbour, ``2 * span + 1`` window positions, with NumPy; the per-event
     path (learn one event, recommend one user) stays well under a
-    millisecond. Memory is ``window`` ``int32`` per user row and
+    millisecond. Memory is an ``int32`` ring per user row (the power of two
+    at or above ``window + 2 * span`` slots) and
     ``index_size`` ``int64`` per item row (bound the rows with
     :meth:`~models.base.OnlineRecommender.set_capacity`). Batches are learned
     event by event in arrival order, so a batch gives the state its events
@@ -173,6 +174,9 @@ class SessionKNN(OnlineRecommender):
         n = np.arange(1, session_length + 1)[:, None]
         self._spw = np.tril(np.exp((np.arange(1, session_length + 1)[None, :] - n) / (lambda_spw * n)))
         reach = min(span, window - 1)
+        # ring slots per user: a power of two with room for the window and ``reach`` empty slots
+        # on either side, so that positions next to the window read an empty slot (no bounds test)
+        self._ring = 1 << int(window + 2 * reach - 1).bit_length()
         self._offsets = np.arange(-reach, reach + 1)
         self._offset_weight = np.exp(-np.abs(self._offsets) / lambda_inh)
         super().__init__(seed=seed)
@@ -181,8 +185,9 @@ class SessionKNN(OnlineRecommender):
 
     def _init_state(self) -> None:
         super()._init_state()
-        # per user: ring of item rows by position (slot = position % window), -1 when empty
-        self._seq = np.full((0, self.window), -1, dtype=np.int32)
+        # per user: ring of item rows by position (slot = position & (ring - 1)), -1 when empty;
+        # only the newest ``window`` positions hold items
+        self._seq = np.full((0, self._ring), -1, dtype=np.int32)
         self._n_pos = np.zeros(0, dtype=np.int64)  # positions used so far (the next position)
         self._n_live = np.zeros(0, dtype=np.int32)  # items in the window
         # per item: ring of entries (user << 32 | position), -1 when empty, and its head
@@ -203,10 +208,10 @@ class SessionKNN(OnlineRecommender):
             self._learn_one(user, item)
 
     def _learn_one(self, user: int, item: int) -> None:
-        size = self.window
+        mask = self._ring - 1
         n = int(self._n_pos[user])
         row = self._seq[user]
-        if n and row[(n - 1) % size] == item:  # the item just clicked again: nothing new
+        if n and row[(n - 1) & mask] == item:  # the item just clicked again: nothing new
             return
         ring = self._inv[item]
         code = (user << _POS_BITS) | n
@@ -217,13 +222,15 @@ class SessionKNN(OnlineRecommender):
             self._n_live[user] -= 1
             mine = np.flatnonzero((ring >> _POS_BITS) == user)
             at = int(mine[0]) if len(mine) else -1
-        slot = n % size
-        dropped = int(row[slot])
-        if dropped >= 0:  # the oldest item leaves the window, and the index
-            self._n_live[user] -= 1
-            entries = self._inv[dropped]
-            entries[(entries >> _POS_BITS) == user] = -1
-        row[slot] = item
+        if n >= self.window:
+            leaving = (n - self.window) & mask
+            dropped = int(row[leaving])
+            if dropped >= 0:  # the oldest item leaves the window, and the index
+                row[leaving] = -1
+                self._n_live[user] -= 1
+                entries = self._inv[dropped]
+                entries[(entries >> _POS_BITS) == user] = -1
+        row[n & mask] = item
         self._n_live[user] += 1
         self._n_pos[user] = n + 1
         if at < 0:  # a new entry overwrites the oldest one
@@ -266,7 +273,7 @@ class SessionKNN(OnlineRecommender):
     def _window(self, user: int) -> np.ndarray:
         """Item rows of the user's window, oldest first."""
         n = int(self._n_pos[user])
-        items = self._seq[user, np.arange(max(0, n - self.window), n) % self.window]
+        items = self._seq[user, np.arange(max(0, n - self.window), n) & (self._ring - 1)]
         return items[items >= 0]
 
     def _neighbourhood(self, user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -309,11 +316,9 @@ class SessionKNN(OnlineRecommender):
         entry_sim = sim_of[np.cumsum(first) - 1]
         kept = np.flatnonzero(entry_sim)
         users = owner[kept]
-        positions = (codes[kept] & _POS_MASK)[:, None] + self._offsets[None, :]
-        ends = self._n_pos[users][:, None]
-        inside = (positions >= np.maximum(ends - self.window, 0)) & (positions < ends)
-        flat = users[:, None] * self.window + positions % self.window
-        items = np.where(inside, self._seq.ravel()[flat], -1)
+        # positions outside the neighbour's window read empty slots (see _ring)
+        slots = ((codes[kept] & _POS_MASK)[:, None] + self._offsets[None, :]) & (self._ring - 1)
+        items = self._seq.ravel()[slots + (users * self._ring)[:, None]]
         weights = (entry_sim[kept] * entry_weight[kept])[:, None] * self._offset_weight[None, :]
         anchors = session[keep[kept] // self.index_size]
         return items, weights, anchors
@@ -377,7 +382,7 @@ class SessionKNN(OnlineRecommender):
         }
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        seq = np.full((self.n_users, self.window), -1, dtype=np.int32)
+        seq = np.full((self.n_users, self._ring), -1, dtype=np.int32)
         seq.ravel()[arrays["seq_slots"]] = arrays["seq_items"]
         self._seq = self._grown(seq, self.n_users, fill=-1)
         self._n_pos = self._grown(arrays["n_pos"].astype(np.int64), self.n_users)

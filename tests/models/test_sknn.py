@@ -182,7 +182,7 @@ def test_evicted_items_leave_windows_and_index(tmp_path) -> None:
     for item in range(model.n_items):
         for code in model._inv[item][model._inv[item] >= 0].tolist():
             user, pos = code >> 32, code & 0xFFFFFFFF
-            assert model._seq[user, pos % model.window] == item
+            assert model._seq[user, pos & (model._ring - 1)] == item
     loaded = OnlineRecommender.load(model.save(tmp_path / "m"))
     np.testing.assert_array_equal(loaded._seq[: model.n_users], seq)
     np.testing.assert_array_equal(loaded._inv[: model.n_items], model._inv[: model.n_items])
