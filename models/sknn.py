@@ -14,6 +14,10 @@ __all__ = ["SessionKNN"]
 #: that sorting entries groups them by user and orders each user's entries by position.
 _POS_BITS = 32
 _POS_MASK = (1 << _POS_BITS) - 1
+#: Users of a recommend call whose neighbourhoods _score keeps for _reasons (the per-event path has one).
+_KEEP_FOR_REASONS = 8
+#: What :meth:`SessionKNN._neighbourhood` returns.
+_Found = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _top_ranked(sim: np.ndarray, active: np.ndarray, k: int) -> np.ndarray:
@@ -193,6 +197,7 @@ class SessionKNN(OnlineRecommender):
         # per item: ring of entries (user << 32 | position), -1 when empty, and its head
         self._inv = np.full((0, self.index_size), -1, dtype=np.int64)
         self._inv_head = np.zeros(0, dtype=np.int64)
+        self._recent: dict[int, _Found] = {}  # the last _score's neighbourhoods, for _reasons
 
     def _grow(self, n_users: int, n_items: int) -> None:
         self._seq = self._grown(self._seq, n_users, fill=-1)
@@ -276,13 +281,14 @@ class SessionKNN(OnlineRecommender):
         items = self._seq[user, np.arange(max(0, n - self.window), n) & (self._ring - 1)]
         return items[items >= 0]
 
-    def _neighbourhood(self, user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def _neighbourhood(self, user: int) -> _Found | None:
         """What the user's neighbours did around the items they share with the user's session.
 
-        Returns ``(items, weights, anchors)``: per shared entry of a kept
-        neighbour (rows) and offset from its position (columns), the item
+        Returns ``(items, weights, shared, session)``: per shared entry of a
+        kept neighbour (rows) and offset from its position (columns), the item
         there (``-1`` outside the neighbour's window) and its weight; per
-        entry, the session item it shares. ``None`` without neighbours.
+        entry, the index in ``session`` (the user's session items, oldest
+        first) of the item it shares. ``None`` without neighbours.
         """
         if user < 0 or self._n_live[user] == 0:
             return None
@@ -320,17 +326,19 @@ class SessionKNN(OnlineRecommender):
         slots = ((codes[kept] & _POS_MASK)[:, None] + self._offsets[None, :]) & (self._ring - 1)
         items = self._seq.ravel()[slots + (users * self._ring)[:, None]]
         weights = (entry_sim[kept] * entry_weight[kept])[:, None] * self._offset_weight[None, :]
-        anchors = session[keep[kept] // self.index_size]
-        return items, weights, anchors
+        return items, weights, keep[kept] // self.index_size, session
 
     def _score(self, u: np.ndarray) -> np.ndarray:
         n = self.n_items
         scores = np.zeros((len(u), n), dtype=np.float32)
+        self._recent = {}
         for r, user in enumerate(u.tolist()):  # one user at a time: the same arithmetic alone or in a batch
             found = self._neighbourhood(user)
             if found is None:
                 continue
-            items, weights, _ = found
+            if r < _KEEP_FOR_REASONS:
+                self._recent[user] = found
+            items, weights, _, _ = found
             # shifted by one: empty positions (-1) fall in bin 0, which is dropped
             scores[r] = np.bincount((items + 1).ravel(), weights=weights.ravel(), minlength=n + 1)[1 : n + 1]
         return scores
@@ -341,20 +349,24 @@ class SessionKNN(OnlineRecommender):
         for r, user in enumerate(u.tolist()):
             if lengths[r] == 0:
                 continue
-            found = self._neighbourhood(user)
+            # recommend() calls _reasons right after _score: reuse its neighbourhoods
+            found = self._recent.get(user) or self._neighbourhood(user)
             if found is None:
                 continue
-            items, weights, anchors = found
+            items, weights, shared, session = found
             recs = idx[r, : lengths[r]]
-            # weight each entry gave each recommended item, summed per session item
-            contribution = (weights[:, :, None] * (items[:, :, None] == recs[None, None, :])).sum(axis=1)
-            shared, which = np.unique(anchors, return_inverse=True)
-            given = np.zeros((len(shared), len(recs)))
-            np.add.at(given, which, contribution)
+            order = np.argsort(recs)
+            flat = items.ravel()
+            at = np.minimum(np.searchsorted(recs[order], flat), len(recs) - 1)
+            hit = np.flatnonzero(recs[order][at] == flat)
+            # weight each session item gave each recommended item
+            key = shared[hit // items.shape[1]] * len(recs) + order[at[hit]]
+            given = np.bincount(key, weights.ravel()[hit], minlength=len(session) * len(recs))
+            given = given.reshape(len(session), len(recs))
             best = given.argmax(axis=0)
             positive = given[best, np.arange(len(recs))] > 0
             reasons[r] = [
-                ids[h] if ok else None for h, ok in zip(shared[best].tolist(), positive.tolist(), strict=True)
+                ids[h] if ok else None for h, ok in zip(session[best].tolist(), positive.tolist(), strict=True)
             ]
         return reasons
 

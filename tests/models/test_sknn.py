@@ -195,3 +195,15 @@ def test_evicted_items_leave_windows_and_index(tmp_path) -> None:
 def test_bad_parameters_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         SessionKNN(**bad)
+
+
+def test_reasons_are_the_same_alone_and_in_a_large_call() -> None:
+    pairs = random_stream(n=500, n_users=20, seed=11)
+    model = SessionKNN()
+    model.learn(events(pairs))
+    users = sorted({u for u, _ in pairs})
+    together = model.recommend(users, k=5)  # past the users whose neighbourhoods _score keeps for _reasons
+    for n, user in enumerate(users):
+        alone = model.recommend([user], k=5)
+        assert alone.items[0] == together.items[n] and alone.reasons[0] == together.reasons[n], user
+        assert all(r is None or r in model.session(user) for r in alone.reasons[0])
