@@ -50,11 +50,11 @@ class SessionKNN(OnlineRecommender):
        ``w(s_i) = exp((i - n) / (lambda_spw * n))``: STAN's
        ``session_pos_weight``, with its decay scaled by the session's length,
        so that one default fits click sessions of a few items and rating
-       histories that fill ``session_length`` (the development logs wanted
-       2 and 5 positions respectively).
+       histories that fill ``session_length`` (on the development logs the click
+       sessions wanted a decay of 1 to 2 positions, the rating histories 5).
     2. **Neighbours**: the other users found in the index entries of those
-       items; of them the ``sample_size`` most recently active (session-rec's
-       ``sampling='recent'``). Each scores the position-weighted cosine
+       items; of them the ``sample_size`` whose newest event is most recent
+       (session-rec's ``sampling='recent'``). Each scores the position-weighted cosine
        ``sim(u, v) = sum of w(s) over shared items / (||w|| * sqrt(|v|))``
        (session-rec's ``cosine`` with ``pos_map``; ``|v|`` is the number of
        items in ``v``'s window) and the ``k`` most similar are kept, ties to
@@ -74,8 +74,8 @@ class SessionKNN(OnlineRecommender):
     neighbour, ``2 * span + 1`` window positions, with NumPy; the per-event
     path (learn one event, recommend one user) stays well under a
     millisecond. Memory is an ``int32`` ring per user row (the power of two
-    at or above ``window + 2 * span`` slots) and
-    ``index_size`` ``int64`` per item row (bound the rows with
+    at or above ``window + 2 * span`` slots) and ``index_size`` ``int64``
+    per item row (bound the rows with
     :meth:`~models.base.OnlineRecommender.set_capacity`). Batches are learned
     event by event in arrival order, so a batch gives the state its events
     give one by one. Event weights, ratings and timestamps are not used: a
