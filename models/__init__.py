@@ -34,6 +34,7 @@ MODEL_PATHS: dict[str, str] = {
     "river_fm": "models.river_fm:RiverFM",
     "torch_bpr": "models.torch_mf:TorchBPR",
     "hybrid": "models.hybrid:Hybrid",
+    "two_tower": "models.two_tower:TwoTower",
 }
 
 
