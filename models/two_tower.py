@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from models.base import ContextT, Interactions, OnlineRecommender
@@ -253,6 +254,8 @@ class TwoTower(OnlineRecommender):
         self.tag_index = IdIndex()
         self.token_index = IdIndex()
         self.feature_index = IdIndex()  # "key=value" of user features and "hour=h"
+        self._feature_rows: dict[tuple[int, type, Any], int] = {}  # (slot, type, value) -> row
+        self._hour_rows = [-1] * 24
         # growing tables (rows initialised so far in _rows) and their Adagrad sums
         self._tables: dict[str, torch.Tensor] = {
             name: torch.zeros((0, 1 if name.endswith("_bias") else d), dtype=torch.float32, device=dev)
@@ -338,22 +341,32 @@ class TwoTower(OnlineRecommender):
     def _context_features(self, context: ContextT) -> list[tuple[int, int]]:
         """(slot, feature row) of the ``context_keys`` fields present in ``context``."""
         out = []
+        known = self._feature_rows
         for slot, key in enumerate(self.context_keys):
             value = context.get(key)  # type: ignore[union-attr]
             if value is None:
                 continue
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                if not math.isfinite(value):
-                    continue
-                value = math.floor(value / self.numeric_bucket)
-            out.append((slot, self._feature(f"{key}={value}")))
+            row = known.get((slot, type(value), value))
+            if row is None:
+                name = value
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    if not math.isfinite(value):
+                        continue
+                    name = math.floor(value / self.numeric_bucket)
+                row = known[(slot, type(value), value)] = self._feature(f"{key}={name}")
+            out.append((slot, row))
         return out
 
     def _hour_feature(self, timestamp: float, *, add: bool) -> int:
         if not self.use_hour or not math.isfinite(timestamp):
             return -1
-        name = f"hour={int(timestamp // 3600) % 24}"
-        return self._feature(name) if add else self.feature_index.get(name)
+        hour = int(timestamp // 3600) % 24
+        row = self._hour_rows[hour]
+        if row < 0:
+            name = f"hour={hour}"
+            row = self._feature(name) if add else self.feature_index.get(name)
+            self._hour_rows[hour] = row
+        return row
 
     # -- catalogue content -----------------------------------------------------------
 
@@ -458,20 +471,25 @@ class TwoTower(OnlineRecommender):
         return values.detach().clone().requires_grad_(True)
 
     def _content(
-        self, kind: str, matrix: np.ndarray, leaves: dict[str, tuple[np.ndarray, torch.Tensor]]
+        self, kind: str, matrix: np.ndarray, leaves: dict[str, tuple[np.ndarray | None, torch.Tensor]]
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Mean vector and mean bias of the tags or title words in ``matrix`` (rows x slots), with gradients."""
-        if matrix.shape[1] == 0:
-            return None
         valid = matrix >= 0
         if not valid.any():
             return None
         rows, local = np.unique(matrix[valid], return_inverse=True)
-        index = np.full(matrix.shape, len(rows), dtype=np.int64)
-        index[valid] = local
         vec, bias = self._leaf(kind, rows), self._leaf(f"{kind}_bias", rows)
         leaves[kind], leaves[f"{kind}_bias"] = (rows, vec), (rows, bias)
-        return _pool(vec, bias, torch.from_numpy(index).to(self._device), torch.from_numpy(valid).to(self._device))
+        count = valid.sum(1)
+        offsets = np.concatenate([[0], np.cumsum(count)[:-1]])
+        weights = np.repeat(1.0 / np.maximum(count, 1), count).astype(np.float32)
+        dev = self._device
+        args = (torch.from_numpy(local.astype(np.int64)).to(dev), torch.from_numpy(offsets).to(dev))
+        psw = torch.from_numpy(weights).to(dev)
+        bag = torch.nn.functional.embedding_bag
+        return bag(*args[:1], vec, args[1], mode="sum", per_sample_weights=psw), bag(
+            *args[:1], bias, args[1], mode="sum", per_sample_weights=psw
+        )[:, 0]
 
     def _step(
         self, users: np.ndarray, hist: np.ndarray, feats: np.ndarray, items: np.ndarray, weights: np.ndarray
@@ -560,24 +578,28 @@ class TwoTower(OnlineRecommender):
 
     @torch.no_grad()
     def _item_output64(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Item tower output and bias of item ``rows`` in ``float64`` (no gradients)."""
-        dev = self._device
-        r = torch.from_numpy(rows).to(dev)
-        gate = torch.from_numpy(self._gate(rows)).to(dev)
-        x = gate[:, None] * self._tables["item"][r].double()
-        bias = gate * self._tables["item_bias"][r, 0].double()
+        """Item tower output and bias of item ``rows`` in ``float64`` (no gradients).
+
+        Each row is computed on its own (a product by a sparse row of content
+        weights), so a row's value does not depend on the other rows computed with it.
+        """
+        r = torch.from_numpy(rows).to(self._device)
+        gate = self._gate(rows)
+        x = gate[:, None] * self._tables["item"][r].to("cpu", torch.float64).numpy()
+        bias = gate * self._tables["item_bias"][r, 0].to("cpu", torch.float64).numpy()
         for kind, matrix in (("tag", self._item_tags), ("token", self._item_tokens)):
             part = matrix[rows]
             valid = part >= 0
-            if part.shape[1] == 0 or not valid.any():
+            if not valid.any():
                 continue
-            n_rows = self._rows[kind]
-            vec, vb = self._tables[kind][:n_rows].double(), self._tables[f"{kind}_bias"][:n_rows].double()
-            index = torch.from_numpy(np.where(valid, part, n_rows)).to(dev)
-            pooled = _pool(vec, vb, index, torch.from_numpy(valid).to(dev))
-            x = x + pooled[0]
-            bias = bias + pooled[1]
-        return x.cpu().numpy(), bias.cpu().numpy()
+            count = valid.sum(1)
+            weights = np.repeat(1.0 / np.maximum(count, 1), count)
+            indptr = np.concatenate([[0], np.cumsum(count)])
+            n_vocab = self._rows[kind]
+            content = sp.csr_array((weights, part[valid], indptr), shape=(len(rows), n_vocab))
+            x += content @ self._tables[kind][:n_vocab].to("cpu", torch.float64).numpy()
+            bias += content @ self._tables[f"{kind}_bias"][:n_vocab, 0].to("cpu", torch.float64).numpy()
+        return x, bias
 
     def _refresh(self) -> None:
         """Bring the ``float64`` caches of item outputs and dense parameters up to date."""
@@ -600,6 +622,7 @@ class TwoTower(OnlineRecommender):
             }
             self._dense64["feature"] = self._dense64["feature"][: self._rows["feature"]]
             self._dense64["position"] = self._dense64["position"][0]
+            self._dense64["weights"] = _recency_weights(self._dense64["position"])
 
     def _user_vector(self, x: int, hour: int) -> np.ndarray:
         """``f(u)`` of user row ``x`` (``-1``: unknown) in ``float64``, from the caches."""
@@ -607,13 +630,10 @@ class TwoTower(OnlineRecommender):
         assert dense is not None
         z = np.zeros(self.n_factors, dtype=np.float64)
         if x >= 0:
-            recent = self._hist[x]
-            valid = recent >= 0
-            if valid.any():
-                logits = dense["position"][valid]
-                w = np.exp(logits - logits.max())
-                w /= w.sum()
-                z = (w @ self._x64[recent[valid]]) @ dense["mix"]
+            recent = self._hist[x]  # most recent last, -1 (none) only before the first item
+            length = int(np.count_nonzero(recent >= 0))
+            if length:
+                z = (dense["weights"][length] @ self._x64[recent]) @ dense["mix"]
             f = self._feats[x]
             f = f[f >= 0]
             if len(f):
@@ -730,9 +750,9 @@ class TwoTower(OnlineRecommender):
         self._item_events[rows] = 0.0
         self._item_trained[rows] = 0.0
         self._item_visible[rows] = False
-        self._hist[np.isin(self._hist, rows)] = -1
         n = self._n_buffered
-        self._buf_hist[:n][np.isin(self._buf_hist[:n], rows)] = -1
+        for windows in (self._hist, self._buf_hist[:n]):
+            _drop_from_windows(windows, rows)
         self._keep_buffered(~np.isin(self._buf_item[:n], rows))
         self._stale_items.update(rows.tolist())
 
@@ -800,6 +820,8 @@ class TwoTower(OnlineRecommender):
         self.tag_index = IdIndex(extra.get("tags", []))
         self.token_index = IdIndex(extra.get("tokens", []))
         self.feature_index = IdIndex(extra.get("features", []))
+        self._feature_rows = {}
+        self._hour_rows = [-1] * 24
 
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
@@ -819,15 +841,25 @@ def _push(recent: np.ndarray, item: int) -> None:
     recent[-1] = item
 
 
-def _pool(
-    vec: torch.Tensor, bias: torch.Tensor, index: torch.Tensor, valid: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of the rows ``index`` (rows x slots; ``len(vec)`` where ``valid`` is False) of ``vec`` and ``bias``."""
-    d = vec.shape[1]
-    vec_ext = torch.cat([vec, torch.zeros((1, d), dtype=vec.dtype, device=vec.device)])
-    bias_ext = torch.cat([bias[:, 0], torch.zeros(1, dtype=bias.dtype, device=bias.device)])
-    count = valid.sum(1).clamp(min=1).to(vec.dtype)
-    return vec_ext[index].sum(1) / count[:, None], bias_ext[index].sum(1) / count
+def _drop_from_windows(windows: np.ndarray, items: np.ndarray) -> None:
+    """Remove ``items`` from the rows of ``windows`` (most recent last), keeping them right-aligned."""
+    hit = np.isin(windows, items)
+    for r in np.flatnonzero(hit.any(1)).tolist():
+        kept = windows[r][(windows[r] >= 0) & ~hit[r]]
+        windows[r] = -1
+        if len(kept):
+            windows[r, -len(kept) :] = kept
+
+
+def _recency_weights(logits: np.ndarray) -> np.ndarray:
+    """Row ``L``: the softmax of ``logits`` over the last ``L`` positions (zero elsewhere)."""
+    n = len(logits)
+    out = np.zeros((n + 1, n), dtype=np.float64)
+    for length in range(1, n + 1):
+        part = logits[n - length :]
+        w = np.exp(part - part.max())
+        out[length, n - length :] = w / w.sum()
+    return out
 
 
 def _user_tower(
