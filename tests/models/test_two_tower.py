@@ -130,7 +130,7 @@ def test_save_load_and_continued_learning(tmp_path) -> None:
     assert loaded.recommend(users, k=10).items == model.recommend(users, k=10).items
 
 
-def feature_stream(n_events: int = 4000, seed: int = 0) -> Interactions:
+def feature_stream(n_events: int = 6000, seed: int = 0) -> Interactions:
     """Everyone first watches "hub"; then women watch ``f*`` items and men ``m*`` items."""
     rng = np.random.default_rng(seed)
     users, items, contexts = [], [], []
@@ -138,7 +138,7 @@ def feature_stream(n_events: int = 4000, seed: int = 0) -> Interactions:
         u = int(rng.integers(200))
         gender = "F" if u % 2 else "M"
         users.append(f"u{u}")
-        items.append("hub" if n % 5 == 0 else f"{gender.lower()}{rng.integers(15)}")
+        items.append("hub" if n % 5 == 0 else f"{gender.lower()}{rng.integers(30)}")
         contexts.append({"gender": gender, "age": 20 + u % 40, "zip": str(u)})
     return Interactions.from_columns(users, items, timestamps=np.arange(n_events) * 60.0, contexts=contexts)
 
@@ -152,15 +152,15 @@ def test_user_features_from_the_context_decide_taste(use_features: bool) -> None
         ["new-f", "new-m"], ["hub", "hub"], timestamps=[1e6, 1e6], contexts=[{"gender": "F"}, {"gender": "M"}]
     )
     model.learn(newcomers)
-    lists = model.recommend(["new-f", "new-m"], k=5).items
-    if use_features:
-        assert all(i.startswith("f") for i in lists[0]), lists[0]
-        assert all(i.startswith("m") for i in lists[1]), lists[1]
+    lists = model.recommend(["new-f", "new-m"], k=10).items
+    own = [sum(i.startswith(prefix) for i in row) for row, prefix in zip(lists, ("f", "m"), strict=True)]
+    if use_features:  # the same single item; the gender decides
+        assert min(own) >= 6, lists
         assert {"age=2", "age=5", "gender=F"} <= set(model.feature_index.ids)
         assert not any(f.startswith("zip=") for f in model.feature_index.ids)  # keys not asked for are ignored
     else:
-        assert lists[0] == lists[1]  # the same items and the same hour: the same list
-        assert not any(f.startswith(("age=", "gender=")) for f in model.feature_index.ids)
+        assert lists[0] == lists[1]  # nothing tells the newcomers apart
+        assert not model.feature_index.ids
 
 
 def test_forget_user_erases_history_features_and_buffered_events() -> None:
@@ -188,7 +188,7 @@ def test_evicted_items_leave_the_recent_items() -> None:
 
 def test_repeats_move_an_item_to_the_front_but_are_learned_only_when_asked() -> None:
     events = Interactions.from_columns(["a", "a", "a"], ["x", "y", "x"])
-    model = TwoTower(**SMALL)
+    model = TwoTower(**{**SMALL, "learn_repeats": False})
     model.learn(events)
     assert model._n_buffered == 2
     recent = model._hist[0]
