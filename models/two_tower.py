@@ -2,8 +2,8 @@
 
 The item tower sees the item's id and its content (catalogue tags and title
 words); the user tower sees the user's most recent items, their features
-(from the events' context: age, gender, occupation, device...) and the hour of
-day. Learning buffers events and takes a gradient step each time
+(from the events' context: age, gender, occupation, device...) and optionally
+the hour of day. Learning buffers events and takes a gradient step each time
 ``micro_batch`` events are buffered, so the cost of a step is shared by many
 events; the user tower's input (the recent items, the features) is updated at
 once, so lists reflect every event learned. Between steps the item tower's
@@ -59,7 +59,7 @@ def title_tokens(title: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*words, *decades]))
 
 
-def _ensure_rows(table: torch.Tensor, n: int, fill: torch.Tensor | None = None) -> torch.Tensor:
+def _ensure_rows(table: torch.Tensor, n: int) -> torch.Tensor:
     """``table`` with at least ``n`` rows (capacity doubles; new rows zero)."""
     rows = table.shape[0]
     if rows >= n:
@@ -441,10 +441,11 @@ class TwoTower(OnlineRecommender):
                     feats[uu, slot] = row
             recent = hist[uu]
             visible[ii] = True
-            if not repeats and (ii in seen[uu] or (uu, ii) in pending):
-                _push(recent, ii)
-                continue
-            pending.add((uu, ii))
+            if not repeats:
+                if ii in seen[uu] or (uu, ii) in pending:
+                    _push(recent, ii)
+                    continue
+                pending.add((uu, ii))
             n = self._n_buffered
             self._buf_user[n] = uu
             self._buf_hist[n] = hist[uu]
@@ -499,12 +500,14 @@ class TwoTower(OnlineRecommender):
         offsets = np.concatenate([[0], np.cumsum(count)[:-1]])
         weights = np.repeat(1.0 / np.maximum(count, 1), count).astype(np.float32)
         dev = self._device
-        args = (torch.from_numpy(local.astype(np.int64)).to(dev), torch.from_numpy(offsets).to(dev))
+        ids = torch.from_numpy(local.astype(np.int64)).to(dev)
+        starts = torch.from_numpy(offsets.astype(np.int64)).to(dev)
         psw = torch.from_numpy(weights).to(dev)
-        bag = torch.nn.functional.embedding_bag
-        return bag(*args[:1], vec, args[1], mode="sum", per_sample_weights=psw), bag(
-            *args[:1], bias, args[1], mode="sum", per_sample_weights=psw
-        )[:, 0]
+
+        def mean(table: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.embedding_bag(ids, table, starts, mode="sum", per_sample_weights=psw)
+
+        return mean(vec), mean(bias)[:, 0]
 
     def _step(
         self, users: np.ndarray, hist: np.ndarray, feats: np.ndarray, items: np.ndarray, weights: np.ndarray
