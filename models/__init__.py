@@ -35,6 +35,7 @@ MODEL_PATHS: dict[str, str] = {
     "torch_bpr": "models.torch_mf:TorchBPR",
     "hybrid": "models.hybrid:Hybrid",
     "sknn": "models.sknn:SessionKNN",
+    "two_tower": "models.two_tower:TwoTower",
 }
 
 
