@@ -188,6 +188,8 @@ class OnlineRecommender(ABC):
     batch_equals_sequential: ClassVar[bool] = False
     #: Whether the model learns from explicit ratings only.
     uses_ratings: ClassVar[bool] = False
+    #: Whether forgetting a user changes other users' lists (user-kNN: the user was their neighbour).
+    forget_changes_other_users: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

@@ -254,7 +254,7 @@ def test_forget_user_removes_every_trace(name: str, params: dict, fitted_cache: 
     assert len(cold.items[0]) == 20 and cold.items[0] == cold.items[1]
     assert np.allclose(cold.scores[0], cold.scores[1])
     after = model.recommend(others, k=10)
-    if getattr(model, "forget_changes_other_users", False):
+    if model.forget_changes_other_users:
         # u0 was itself the others' neighbour (user-kNN): their lists are those of a model that never saw u0
         events = preference_events(model.uses_ratings)
         never = train(models.create(name, **params), events.select(events.users != "u0"))
