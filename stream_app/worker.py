@@ -43,6 +43,9 @@ from streamrec.store import AsyncRecSink, RecList
 
 log = logging.getLogger("streamrec.worker")
 
+#: Seconds between writes of the fallback list (64 bucket copies and the global key).
+FALLBACK_EVERY = 0.5
+
 REDIS_ERRORS: tuple[type[BaseException], ...]
 try:
     import redis.exceptions
@@ -109,6 +112,7 @@ class StreamWorker:
             self.applied = self.shared.applied
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
+        self._fallback_written = float("-inf")
         self._meta_written = False
         self.metrics = metrics if metrics is not None else WorkerMetrics(settings.models)
         self._highwaters = highwaters
@@ -172,7 +176,7 @@ class StreamWorker:
             except Exception:
                 log.exception("the final checkpoint failed; the last one stands")
         try:
-            await asyncio.wait_for(self.flush(), timeout=5)
+            await asyncio.wait_for(self.flush(final=True), timeout=5)
         except (TimeoutError, *REDIS_ERRORS):
             log.warning("stopping with %d lists not written to Redis", len(self._pending))
         await self.sink.close()
@@ -362,7 +366,7 @@ class StreamWorker:
         self.metrics.observe_deadlettered()
         log.debug("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
 
-    async def flush(self) -> bool:
+    async def flush(self, final: bool = False) -> bool:
         """Write pending lists and counters in one pipeline; keep them if Redis is away."""
         async with self._flush_lock:
             if not self._pending and self._pending_fallback is None and not self.counters and not self._pending_forget:
@@ -378,6 +382,10 @@ class StreamWorker:
                     "top_n": str(self.settings.top_n),
                     "started_at": f"{time.time():.3f}",
                 }
+            # the fallback goes to one key per user bucket (see streamrec.store): at most twice a second
+            fallback = self._pending_fallback
+            if fallback is not None and time.monotonic() - self._fallback_written < FALLBACK_EVERY and not final:
+                fallback = None
             ingest = list(self._pending_ingest)  # snapshot: handle() may append while we await
             offsets = {(t, p): o for t, parts in self.applied.items() for p, o in parts.items()}
             written_at = time.time()
@@ -385,7 +393,7 @@ class StreamWorker:
             try:
                 await self.sink.write(
                     lists,
-                    self._pending_fallback,
+                    fallback,
                     counters,
                     meta,
                     freshness,
@@ -413,7 +421,10 @@ class StreamWorker:
                 key = (doc.model, doc.user_id)
                 if self._pending.get(key, (None,))[0] is doc:
                     del self._pending[key]
-            self._pending_fallback = None
+            if fallback is not None:
+                if self._pending_fallback is fallback:
+                    self._pending_fallback = None
+                self._fallback_written = time.monotonic()
             self._backoff = 0.1
             return True
 
