@@ -38,6 +38,7 @@ and multiplies it with the item table.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -73,6 +74,33 @@ def _layout(d: int, length: int) -> dict[str, tuple[int, int, tuple[int, ...]]]:
 def _views(flat: Any, layout: dict[str, tuple[int, int, tuple[int, ...]]]) -> dict[str, Any]:
     """The attention weights as views of a flat tensor or array."""
     return {name: flat[a:b].reshape(shape) for name, (a, b, shape) in layout.items()}
+
+
+class _Gather(torch.autograd.Function):
+    """``table[index]`` whose gradient is summed per row deterministically.
+
+    The backward of plain indexing accumulates with ``index_put_``, which the
+    torch documentation lists as nondeterministic on the CPU; here the CPU
+    sums with ``index_add_`` (sequential) and CUDA with
+    ``index_put_(accumulate=True)`` (sort-based there), as
+    :mod:`models.torch_mf` does.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.rows = table.shape[0]
+        return table[index]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        out = grad.new_zeros((ctx.rows, *grad.shape[1:]))
+        if out.device.type == "cpu":
+            out.index_add_(0, index, grad)
+        else:
+            out.index_put_((index,), grad, accumulate=True)
+        return out, None
 
 
 def _rank_in_user(u: np.ndarray) -> np.ndarray:
@@ -409,7 +437,7 @@ class SASRec(OnlineRecommender):
             e = self._e[rows].requires_grad_(True)  # the rows a step touches, as a leaf
             flat = self._w.detach().requires_grad_(True)
             p = _views(flat, self._layout)
-            x = e[inverse[: b * length], :d].reshape(b, length, d)
+            x = _Gather.apply(e, inverse[: b * length])[:, :d].reshape(b, length, d)
             z = p["pos_bias"].expand(b, length)
             if self.content_attention:
                 keys = x @ p["wk"] + p["pos"]
@@ -418,7 +446,7 @@ class SASRec(OnlineRecommender):
             s = torch.einsum("bl,bld->bd", a, x)
             if self.value_projection:
                 s = s @ p["wv"].T
-            out = e[inverse[b * length :]]
+            out = _Gather.apply(e, inverse[b * length :])
             logits = torch.addmm(out[:, d], s, out[:, :d].T)
             if logq is not None:
                 logits = logits - logq
@@ -484,6 +512,53 @@ class SASRec(OnlineRecommender):
             vectors[known] = self._user_vectors(u[known])
         m = self._mirrors()
         return dot_scores(vectors, m["e"], m["b"])
+
+    @torch.no_grad()
+    def topk_device(
+        self, users: Iterable[Any], k: int = 10, *, exclude_seen: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` item indices and scores per user, ranked on the model's device.
+
+        The users' vectors come from the per-event path (cached NumPy); the
+        product with the item table (float64, rounded to float32 as in
+        :meth:`recommend`) and ``torch.topk`` run on the device, which pays
+        off for many users and large catalogues on a GPU. Row ``n`` holds
+        item indices (map them with ``item_index.ids_of``) and scores for
+        ``users[n]``, with index ``-1`` and score ``-inf`` past the eligible
+        items. Ties are broken as ``torch.topk`` breaks them.
+
+        Examples
+        --------
+        >>> model = SASRec(n_factors=4, device="cpu")
+        >>> model.learn(Interactions.from_columns(["ann", "ann", "bob"], ["tea", "jam", "ham"]))
+        >>> idx, scores = model.topk_device(["ann", "nobody"], k=3)
+        >>> idx.shape, int(idx[0, 1]), int(idx[0, 2])   # ann has seen two of the three items
+        (torch.Size([2, 3]), -1, -1)
+        """
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        u = self.user_index.lookup([str(x) for x in users])
+        k = min(k, self.n_items)
+        if k == 0 or len(u) == 0:
+            empty = torch.empty((len(u), 0), device=self._device)
+            return empty.long(), empty
+        vectors = np.zeros((len(u), self.n_factors), dtype=np.float32)
+        known = u >= 0
+        if known.any():
+            vectors[known] = self._user_vectors(u[known])
+        d, table = self.n_factors, self._e[: self.n_items].double()
+        v = torch.from_numpy(vectors).to(self._device).double()
+        scores = torch.addmm(table[:, d], v, table[:, :d].T).float()
+        if self.item_index.n_free:  # free rows hold no item
+            scores[:, torch.from_numpy(self.item_index.free_rows()).to(self._device)] = float("-inf")
+        if exclude_seen:
+            rows = [r for r, x in enumerate(u.tolist()) if x >= 0 for _ in self._seen[x]]
+            cols = [j for x in u.tolist() if x >= 0 for j in self._seen[x]]
+            if rows:
+                scores[torch.tensor(rows, device=self._device), torch.tensor(cols, device=self._device)] = float("-inf")
+        values, idx = torch.topk(scores, k, dim=1)
+        idx[torch.isneginf(values)] = -1
+        return idx, values
 
     # -- save / load -----------------------------------------------------------------
 

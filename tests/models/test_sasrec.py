@@ -228,4 +228,24 @@ def test_cpu_and_cuda_agree_and_cuda_is_deterministic() -> None:
     a, b = cpu.recommend(users, k=10), gpu.recommend(users, k=10)
     overlap = np.mean([len(set(x) & set(y)) / max(len(x), 1) for x, y in zip(a.items, b.items, strict=True)])
     assert overlap >= 0.9
+    idx, _ = gpu.topk_device(users, k=10)
+    assert idx.device.type == "cuda"
+    assert [gpu.item_index.ids_of(row) for row in idx.cpu().tolist()] == b.items
     assert_same_state(gpu, train(SASRec(**PARAMS, device="cuda"), events))
+
+
+def test_topk_device_ranks_as_recommend() -> None:
+    model = train(SASRec(**PARAMS, device="cpu"), cycle_stream(n_users=300))
+    users = ["u0-3", "u0-8", "nobody"]
+    idx, vals = model.topk_device(users, k=8)
+    recs = model.recommend(users, k=8)
+    for user, row, items in zip(users, idx.cpu().tolist(), recs.items, strict=True):
+        assert set(model.item_index.ids_of(row)) == set(items)
+        assert not set(items) & model.seen_items(user)
+    np.testing.assert_allclose(vals.cpu().numpy(), np.array(recs.scores), rtol=1e-6, atol=1e-6)
+    idx, vals = model.topk_device(["u0-3"], k=1000)  # more than the eligible items: padded
+    n_eligible = model.n_items - len(model.seen_items("u0-3"))
+    assert (idx[0] >= 0).sum().item() == n_eligible and torch.isneginf(vals[0, n_eligible:]).all()
+    assert model.topk_device(["u0-3"], k=0)[0].shape == (1, 0)
+    with pytest.raises(ValueError, match="k must be"):
+        model.topk_device(["u0-3"], k=-1)
