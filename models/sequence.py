@@ -122,7 +122,8 @@ class SASRec(OnlineRecommender):
     .. math:: s_u = \\sum_k a_k e_{w_k}, \\quad
               a = \\mathrm{softmax}_k\\big(c_k + (e_{w_k} W_k + p_k) \\cdot (W_q e_{w_{new}}) / \\sqrt{d}\\big),
 
-    and item ``j`` scores ``<s_u, e_j> + b_j``. ``c_k`` (one logit per
+    (times a learned ``W_v`` with ``value_projection``), and item ``j``
+    scores ``<s_u, e_j> + b_j``. ``c_k`` (one logit per
     position counted from the newest) starts at ``k * log(recency)``, so an
     untrained model weighs the newest item most and older ones geometrically
     less; ``W_q``, ``W_k`` and ``p`` (the content part, off with
@@ -169,7 +170,8 @@ class SASRec(OnlineRecommender):
         Learn query/key attention on top of the position terms.
     value_projection
         Map the attention's output by a learned matrix ``W_v`` (starting at
-        the identity), so that scores can tell "j follows i" from "i follows j".
+        the identity), so that scores can tell "j follows i" from "i follows
+        j" (off by default: it ranked lower on both development logs).
     lr
         Adagrad learning rate of the item embeddings and biases.
     attention_lr
@@ -194,10 +196,13 @@ class SASRec(OnlineRecommender):
 
     Examples
     --------
-    Users walk a cycle ``i0 -> i1 -> ... -> i5 -> i0``; after a user's ``i2``
-    the model puts ``i3`` first:
+    Users walk a cycle ``i0 -> i1 -> ... -> i5 -> i0``. With the value
+    projection the model learns which item follows which: after ``i1, i2`` it
+    puts ``i3`` first. (Without it, the default, a score is a similarity to
+    the recent items, which cannot tell ``i3``, after ``i2``, from ``i0``,
+    before ``i1``; on both development logs the default ranks better.)
 
-    >>> model = SASRec(n_factors=16, batch_size=16, n_negatives=8, device="cpu", seed=0)
+    >>> model = SASRec(n_factors=16, value_projection=True, batch_size=16, n_negatives=8, device="cpu", seed=0)
     >>> for epoch in range(12):
     ...     users = [f"u{epoch}-{s}" for s in range(6) for _ in range(6)]
     ...     items = [f"i{(s + t) % 6}" for s in range(6) for t in range(6)]
@@ -213,11 +218,11 @@ class SASRec(OnlineRecommender):
         self,
         n_factors: int = 64,
         max_len: int = 20,
-        recency: float = 0.9,
+        recency: float = 0.8,
         content_attention: bool = True,
-        value_projection: bool = True,
-        lr: float = 0.1,
-        attention_lr: float = 0.01,
+        value_projection: bool = False,
+        lr: float = 0.2,
+        attention_lr: float = 0.03,
         batch_size: int = 64,
         n_negatives: int = 512,
         sample_alpha: float = 0.5,
