@@ -363,7 +363,7 @@ class SASRec(OnlineRecommender):
     # -- learning --------------------------------------------------------------------
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
-        w = batch.weights
+        w = np.array(batch.weights, dtype=np.float32)  # a copy: waiting examples must not share the caller's array
         if len(u) == 1:
             self._advance(u, i, w)
             return
