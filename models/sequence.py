@@ -297,6 +297,7 @@ class SASRec(OnlineRecommender):
         self._version = 0  # training steps so far: cached vectors and the NumPy mirrors are per version
         self._mirror: dict[str, np.ndarray] | None = None
         self._mirror_version = -1
+        self._dirty: list[torch.Tensor] = []  # item rows changed by the steps the mirror has not seen
 
     def _new_rows(self, n: int) -> torch.Tensor:
         rows = torch.randn((n, self.n_factors), generator=self._gen, dtype=torch.float32) * self.init_std
@@ -317,15 +318,25 @@ class SASRec(OnlineRecommender):
     # -- the per-event path: NumPy copies of the weights -----------------------------
 
     def _mirrors(self) -> dict[str, np.ndarray]:
-        """Float64 CPU copies of the weights (refreshed after a step; new item rows appended)."""
+        """Float64 CPU copies of the weights: after steps, the rows they changed; new item rows appended."""
         n, d = self.n_items, self.n_factors
         mirror = self._mirror
-        if mirror is None or self._mirror_version != self._version:
+        if mirror is None:
             mirror = _views(self._w.double().cpu().numpy(), self._layout)
             table = self._e[:n].double().cpu().numpy()
             mirror["e"], mirror["b"] = np.ascontiguousarray(table[:, :d]), table[:, d].copy()
-            self._mirror, self._mirror_version = mirror, self._version
-        elif len(mirror["e"]) < n:
+            self._mirror, self._mirror_version, self._dirty = mirror, self._version, []
+            return mirror
+        if self._mirror_version != self._version:  # copy what the steps changed, not the whole table
+            mirror.update(_views(self._w.double().cpu().numpy(), self._layout))
+            rows = torch.unique(torch.cat(self._dirty)) if self._dirty else torch.zeros(0, dtype=torch.long)
+            rows = rows[rows < len(mirror["e"])]
+            if len(rows):
+                changed = self._e[rows].double().cpu().numpy()
+                at = rows.cpu().numpy()
+                mirror["e"][at], mirror["b"][at] = changed[:, :d], changed[:, d]
+            self._mirror_version, self._dirty = self._version, []
+        if len(mirror["e"]) < n:
             new = self._e[len(mirror["e"]) : n].double().cpu().numpy()
             mirror["e"] = np.concatenate([mirror["e"], new[:, :d]])
             mirror["b"] = np.concatenate([mirror["b"], new[:, d]])
@@ -461,6 +472,10 @@ class SASRec(OnlineRecommender):
             loss.backward()
             with torch.no_grad():
                 self._adagrad(self._e, self._e_acc, rows, e.grad, self.lr)
+                if self._mirror is not None:  # remember the rows to copy, or copy all when cheaper
+                    self._dirty.append(rows)
+                    if sum(len(r) for r in self._dirty) > self.n_items:
+                        self._mirror, self._dirty = None, []
                 self._adagrad(self._w, self._w_acc, None, flat.grad, self.attention_lr)
         self._version += 1
 
@@ -603,7 +618,7 @@ class SASRec(OnlineRecommender):
         self._n_buffered = len(columns[0])
         self._buffer = [(columns[0], columns[1].reshape(-1, self.max_len), *columns[2:])] if self._n_buffered else []
         self._gen.set_state(torch.from_numpy(np.array(arrays["generator_state"], dtype=np.uint8)))
-        self._mirror, self._mirror_version = None, -1
+        self._mirror, self._mirror_version, self._dirty = None, -1, []
 
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:

@@ -249,3 +249,20 @@ def test_topk_device_ranks_as_recommend() -> None:
     assert model.topk_device(["u0-3"], k=0)[0].shape == (1, 0)
     with pytest.raises(ValueError, match="k must be"):
         model.topk_device(["u0-3"], k=-1)
+
+
+def test_the_per_event_copies_follow_every_step() -> None:
+    """The float64 copies are updated row by row after steps; they always equal the tables."""
+    model = SASRec(**PARAMS, device="cpu")
+    events = cycle_stream(n_users=200)
+    for start in range(0, len(events), 20):  # steps between recommend calls, new items, an eviction
+        model.learn(events.select(np.arange(start, min(start + 20, len(events)))))
+        model.recommend([events.users[start]], k=3)
+        if start == 400:
+            model._drop_item_rows(np.array([3]))
+    mirror, table = model._mirrors(), state(model)["item_table"].astype(np.float64)
+    np.testing.assert_array_equal(mirror["e"], table[:, :-1])
+    np.testing.assert_array_equal(mirror["b"], table[:, -1])
+    np.testing.assert_array_equal(
+        mirror["wq"], state(model)["attention"][model._layout["wq"][0] : model._layout["wq"][1]].reshape(16, 16)
+    )
