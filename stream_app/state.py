@@ -173,6 +173,7 @@ class StateWriter:
         self.worker_id = worker_id
         self.slot = slot or worker_id
         self.sequence = 0
+        self.bytes_sent = 0  # increments, user states and markers written so far
         self._producer: Any = None
 
     async def start(self) -> None:
@@ -219,10 +220,12 @@ class StateWriter:
         async with producer.transaction():
             for batch in batches:
                 value = pack_deltas(self.worker_id, self.sequence, batch, {"at": time.time()})
+                self.bytes_sent += len(value)
                 await producer.send(settings.state_topic("model-updates"), value=value, key=self.worker_id.encode(),
                                     partition=0)  # fmt: skip
             for partition, records in users.items():
                 for user, value in records.items():
+                    self.bytes_sent += len(value or b"")
                     await producer.send(changelog, key=user.encode(), value=value, partition=partition)
             for partition, marker in markers.items():
                 await producer.send(changelog, key=OFFSETS_KEY, value=orjson.dumps(dict(marker)), partition=partition)

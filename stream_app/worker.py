@@ -113,6 +113,8 @@ class StreamWorker:
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
         self._fallback_written = float("-inf")
+        self._sharing_reported: dict[str, float] = {}
+        self._commit_task: asyncio.Task[None] | None = None
         self._meta_written = False
         self.metrics = metrics if metrics is not None else WorkerMetrics(settings.models)
         self._highwaters = highwaters
@@ -170,6 +172,8 @@ class StreamWorker:
         self._started = False
         if self._retry_task is not None:
             self._retry_task.cancel()
+        if self._commit_task is not None:
+            await asyncio.gather(self._commit_task, return_exceptions=True)
         if self._since_checkpoint:
             try:
                 await self.checkpoint()
@@ -293,7 +297,29 @@ class StreamWorker:
             failed=bool(good) and out is None,
         )
         if self._checkpoint_due():
+            if self.shared is None:
+                await self.checkpoint()
+            elif self._commit_task is None or self._commit_task.done():
+                # the transaction's I/O runs beside the next batches (the model lock is held only to collect)
+                self._commit_task = asyncio.create_task(self._commit_in_background())
+
+    async def _commit_in_background(self) -> None:
+        try:
             await self.checkpoint()
+        except Exception:
+            log.exception("commit failed; retried at the next interval")
+            self._last_checkpoint = time.monotonic()
+
+    def _report_sharing(self) -> None:
+        """Move what sharing cost since the last report into the counters (``streamrec:stats``)."""
+        if self.shared is None:
+            return
+        totals = {**self.shared.counters, "state_bytes_sent": float(self.shared.writer.bytes_sent)}
+        for name, value in totals.items():
+            change = value - self._sharing_reported.get(name, 0.0)
+            if change:
+                self.counters[f"shared_{name}"] += change
+            self._sharing_reported[name] = value
 
     def _advance(self, done: Mapping[tuple[str, int], int], notes: Sequence[tuple[str, int, bool]]) -> None:
         """Record a handled batch: its offsets, and whose state changed (under the model lock)."""
@@ -330,6 +356,7 @@ class StreamWorker:
             self._last_checkpoint = time.monotonic()
             self.counters["checkpoints"] += 1
             self.counters["checkpoint_seconds"] += time.perf_counter() - started
+            self._report_sharing()
             self.metrics.observe_checkpoint(time.perf_counter() - started)
             log.debug("commit %d in %.3f s", sequence, time.perf_counter() - started)
             return

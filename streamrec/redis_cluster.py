@@ -22,6 +22,15 @@ from streamrec.services import ServiceError, _ensure_redis_server, _free_port, _
 __all__ = ["LocalRedisCluster"]
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and below 65536."""
+    for _ in range(200):
+        port = _free_port()
+        if port <= 55_535 and not _port_open(port + 10_000):
+            return port
+    raise ServiceError("no free port pair (port, port + 10000) for a Redis Cluster node")
+
+
 class LocalRedisCluster:
     """Three ``redis-server`` processes in cluster mode under ``state_dir``."""
 
@@ -41,7 +50,7 @@ class LocalRedisCluster:
         cli = str(Path(server).with_name("redis-cli"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         for n in range(self.nodes):
-            port = _free_port()
+            port = _cluster_port()
             folder = self.state_dir / f"node-{n}"
             folder.mkdir(exist_ok=True)
             pidfile = folder / "redis.pid"
@@ -55,9 +64,13 @@ class LocalRedisCluster:
             if result.returncode != 0:
                 self.stop()
                 raise ServiceError(f"redis-server (cluster node) failed to start: {result.stdout}{result.stderr}")
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 30
             while not (pidfile.exists() and _port_open(port)) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if not pidfile.exists():
+                log = (folder / "redis.log").read_text(errors="replace")[-1500:]
+                self.stop()
+                raise ServiceError(f"a Redis Cluster node did not start on port {port}:\n{log}")
             self.ports.append(port)
             self.pids.append(int(pidfile.read_text().strip()))
         create = [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports], "--cluster-replicas", "0",

@@ -59,6 +59,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import redis
 import redis.asyncio as aioredis
@@ -160,7 +161,7 @@ class RecList:
             "user_id": self.user_id,
             "model": self.model,
             "items": self.items,
-            "scores": [round(s, 6) for s in self.scores],
+            "scores": np.asarray(self.scores, dtype=np.float32),  # shortest float32 text: 7 digits, no rounding loop
             "computed_at": self.computed_at,
         }
         if self.event_ts is not None:
