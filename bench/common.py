@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -348,11 +349,10 @@ def _short_path(path: str | None) -> str:
 
 
 def _trim_tree(text: str, max_lines: int = 45) -> str:
-    lines = [
-        ln
-        for ln in text.splitlines()
-        if ln.strip() and not ln.lstrip().startswith(("_ ", "Recorded", "Samples", "Duration", "CPU", "Program"))
-    ]
+    """The call tree without pyinstrument's banner (which names this machine's paths)."""
+    lines = text.splitlines()
+    start = next((n for n, ln in enumerate(lines) if re.match(r"\s*\d+\.\d+\s", ln)), len(lines))
+    lines = [ln for ln in lines[start:] if ln.strip() and not ln.lstrip().startswith(("_ ", "To view this report"))]
     return "\n".join(lines[:max_lines])
 
 

@@ -68,10 +68,17 @@ __all__ = ["BUCKETS", "AsyncRecSink", "KeyLayout", "RecList", "RecsClient", "is_
 
 
 def is_cluster(url: str, **redis_kwargs: Any) -> bool:
-    """Whether the server at ``url`` runs in cluster mode (``INFO cluster``)."""
+    """Whether the server at ``url`` runs in cluster mode (``INFO cluster``).
+
+    A least-privilege ACL user that may not run ``INFO`` (``-@dangerous``) is
+    taken to talk to a single server: a cluster client needs ``CLUSTER SLOTS``
+    and ``INFO`` anyway, so such a user could not use a cluster either.
+    """
     probe = redis.Redis.from_url(url, **{"socket_connect_timeout": 2.0, "socket_timeout": 5.0, **redis_kwargs})
     try:
         return bool(probe.info("cluster").get("cluster_enabled"))
+    except redis.exceptions.NoPermissionError:
+        return False
     finally:
         probe.close()
 
