@@ -186,6 +186,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="backtest-results", metavar="DIR", help="folder for results.json/.md and plots")
     out.add_argument("--update-readme", default=None, metavar="PATH", help="replace the backtest section of this file")
+    out.add_argument(
+        "--readme-section",
+        default=None,
+        metavar="NAME",
+        help="the section --update-readme replaces: between <!-- NAME:start --> and <!-- NAME:end --> "
+        "(default: backtest, or freshness with --freshness-report)",
+    )
     out.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
     out.add_argument(
         "--memory",
@@ -331,6 +338,8 @@ def _command(args: argparse.Namespace) -> str:
         parts.append("--no-plots")
     if args.update_readme:
         parts += ["--update-readme", args.update_readme]
+        if args.readme_section:
+            parts += ["--readme-section", args.readme_section]
     return shlex.join(parts)
 
 
@@ -401,7 +410,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"backtest: model {name}: {error}", file=sys.stderr)
     result.config["command"] = _command(args)
     written = write_report(
-        result, args.out, plots=not args.no_plots, readme=args.update_readme, command=result.config["command"]
+        result,
+        args.out,
+        plots=not args.no_plots,
+        readme=args.update_readme,
+        command=result.config["command"],
+        section=args.readme_section or "backtest",
     )
     print(markdown_table(result))
     print(f"\nwrote {', '.join(str(p) for p in written.values())}")
@@ -436,7 +450,9 @@ def _run_freshness_report(
         print(f"freshness report: {len(settings)} settings x {len(names)} models, {args.jobs} job(s)", file=sys.stderr)
     results = run_settings(settings, run_one, jobs=args.jobs)
     report = FreshnessReport(settings, results, command=_command(args))
-    written = report.write(args.out, plots=not args.no_plots, readme=args.update_readme)
+    written = report.write(
+        args.out, plots=not args.no_plots, readme=args.update_readme, section=args.readme_section or "freshness"
+    )
     print(report.markdown(full=False))
     print(f"wrote {', '.join(str(p) for p in written.values())}")
     failed = {n for r in results for n, m in r.models.items() if m.error is not None}

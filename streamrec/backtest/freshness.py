@@ -213,8 +213,10 @@ class FreshnessReport:
             paths.append(path)
         return paths
 
-    def write(self, out_dir: str | Path, plots: bool = True, readme: str | Path | None = None) -> dict[str, Path]:
-        """``freshness.json``, ``freshness.md`` and the plots; replace the README's freshness section if given."""
+    def write(
+        self, out_dir: str | Path, plots: bool = True, readme: str | Path | None = None, section: str = "freshness"
+    ) -> dict[str, Path]:
+        """``freshness.json``, ``freshness.md`` and the plots; replace the README's ``section`` if given."""
         import os
 
         from streamrec.backtest.report import update_readme
@@ -230,7 +232,7 @@ class FreshnessReport:
             readme = Path(readme)
             rel = [Path(os.path.relpath(p.resolve(), readme.resolve().parent)).as_posix() for p in images]
             written["readme"] = update_readme(
-                readme, self.markdown(rel, full=False), "<!-- freshness:start -->", "<!-- freshness:end -->"
+                readme, self.markdown(rel, full=False), f"<!-- {section}:start -->", f"<!-- {section}:end -->"
             )
         return written
 

@@ -256,8 +256,9 @@ def write_report(
     plots: bool = True,
     readme: str | Path | None = None,
     command: str | None = None,
+    section: str = "backtest",
 ) -> dict[str, Path]:
-    """Write ``results.json``, ``results.md`` and the plots into ``out_dir``; update ``readme`` if given."""
+    """Write ``results.json``, ``results.md`` and the plots into ``out_dir``; update ``readme``'s ``section`` if given."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"json": write_json(result, out_dir / "results.json")}
@@ -270,5 +271,7 @@ def write_report(
     if readme is not None:
         readme = Path(readme)
         rel = [Path(os.path.relpath(p.resolve(), readme.resolve().parent)).as_posix() for p in images]
-        written["readme"] = update_readme(readme, markdown_report(result, rel, command))
+        written["readme"] = update_readme(
+            readme, markdown_report(result, rel, command), f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+        )
     return written
