@@ -287,6 +287,9 @@ class StreamWorker:
         self.counters["batches"] += 1
         self._since_checkpoint += len(events)
         await self.flush()
+        if out is not None:
+            for name, (learn_s, recommend_s) in out.model_seconds.items():
+                self.metrics.observe_model(name, learn_s, recommend_s)
         self.metrics.observe_batch(
             received=len(events),
             accepted=len(good) if out is not None else 0,

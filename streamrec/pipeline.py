@@ -45,6 +45,8 @@ class BatchOutput:
     n_events: int = 0
     learn_seconds: float = 0.0
     recommend_seconds: float = 0.0
+    #: Per model: (seconds in ``learn``, seconds in ``recommend``) for this batch.
+    model_seconds: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def rec_lists(self, default_model: str, computed_at: float | None = None) -> list[tuple[RecList, bool]]:
         """The lists as Redis documents, paired with whether they are the default model's."""
@@ -104,6 +106,7 @@ class RecommendationPipeline:
         self.models = dict(models)
         self.default_model = default_model
         self.top_n = top_n
+        self._learn_time: dict[str, float] = {}
         configured = self.models.get(FALLBACK_MODEL)
         self._fallback_is_extra = not isinstance(configured, Popularity)
         if not self._fallback_is_extra:
@@ -150,6 +153,7 @@ class RecommendationPipeline:
         events before it are forgotten, events after it start afresh.
         """
         t0 = time.perf_counter()
+        self._learn_time = dict.fromkeys(self.all_models(), 0.0)
         event_ts: dict[str, float] = {}
         newest_ingest: dict[str, float] = {}
         forgotten: list[str] = []
@@ -166,7 +170,13 @@ class RecommendationPipeline:
             start = j + 1
         users = list(event_ts)
         t1 = time.perf_counter()
-        lists = {name: model.recommend(users, k=self.top_n) for name, model in self.models.items()} if users else {}
+        lists = {}
+        spent: dict[str, tuple[float, float]] = {}
+        for name, model in self.models.items():
+            started = time.perf_counter()
+            if users:
+                lists[name] = model.recommend(users, k=self.top_n)
+            spent[name] = (self._learn_time.get(name, 0.0), time.perf_counter() - started)
         fallback = self.fallback_model.recommend(["*"], k=self.top_n, exclude_seen=False)
         t2 = time.perf_counter()
         return BatchOutput(
@@ -179,6 +189,7 @@ class RecommendationPipeline:
             n_events=len(events),
             learn_seconds=t1 - t0,
             recommend_seconds=t2 - t1,
+            model_seconds=spent,
         )
 
     def _learn_segment(
@@ -196,8 +207,10 @@ class RecommendationPipeline:
         if not acts:
             return
         batch = to_interactions(events[j] for j in acts)  # type: ignore[misc]
-        for model in self.all_models().values():
+        for name, model in self.all_models().items():
+            started = time.perf_counter()
             model.learn(batch)
+            self._learn_time[name] = self._learn_time.get(name, 0.0) + time.perf_counter() - started
         for j in acts:
             e = events[j]
             u = e.user_id  # type: ignore[union-attr]

@@ -96,6 +96,8 @@ def test_metrics_health_and_status_of_a_running_worker(isolated_settings, tmp_pa
         assert m[("streamrec_batch_events_sum", ())] == len(good) + 7
         assert m[("streamrec_batch_duration_seconds_count", ())] >= 1
         assert m[("streamrec_model_seconds_count", (("model", "all"), ("phase", "recommend")))] >= 1
+        for name in settings.models:  # learn and recommend time per model
+            assert m[("streamrec_model_seconds_count", (("model", name), ("phase", "learn")))] >= 1
         assert m[("streamrec_lists_written_total", ())] >= 13
         assert m[("streamrec_consumer_lag", (("partition", "0"), ("topic", settings.topic("interactions"))))] == 0
         assert m[("streamrec_pending_lists", ())] == 0

@@ -32,6 +32,14 @@ def test_lists_exclude_seen_items_and_carry_newest_event_time() -> None:
     assert out.fallback_list().items[0] == "a"
 
 
+def test_batches_report_the_time_each_model_spent() -> None:
+    pipe = RecommendationPipeline.from_names(["popularity", "itemknn"], default_model="itemknn", top_n=5)
+    out = pipe.process([Interaction("u1", "a", 1.0), Interaction("u1", "b", 2.0)])
+    assert set(out.model_seconds) == {"popularity", "itemknn"}
+    assert all(learn > 0 and recommend > 0 for learn, recommend in out.model_seconds.values())
+    assert sum(learn for learn, _ in out.model_seconds.values()) <= out.learn_seconds
+
+
 def test_catalogue_updates_reach_every_model_and_fallback_is_added() -> None:
     pipe = RecommendationPipeline.from_names(["popularity"], default_model="popularity", top_n=5)
     pipe.process([ItemUpdate("new", 1.0, "New", ("Drama",))])
