@@ -88,7 +88,7 @@ def test_matches_plain_reference_with_repeats(batch: int) -> None:
 
 
 def test_scores_are_recency_weighted_cosine_sums() -> None:
-    model = ItemKNN(decay=0.5)
+    model = ItemKNN(decay=0.5, alpha=0.5)  # cosine
     model.learn(events([("ann", "tea"), ("ann", "cake"), ("bob", "tea"), ("bob", "cake"), ("bob", "jam")]))
     model.learn(events([("cat", "jam"), ("cat", "tea")]))  # cat's history: tea (newest), jam
     n = dict(zip(model.item_index.ids, model.item_counts().tolist(), strict=True))
