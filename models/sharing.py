@@ -52,10 +52,10 @@ __all__ = ["ItemDelta", "UserStates", "id_rows"]
 _META = "__meta__"
 
 
-def _pack(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+def _pack(meta: dict[str, Any], arrays: dict[str, np.ndarray], compress: bool = True) -> bytes:
     buffer = io.BytesIO()
     header = np.frombuffer(json.dumps(meta, separators=(",", ":")).encode("utf-8"), dtype=np.uint8)
-    np.savez_compressed(buffer, **{_META: header}, **arrays)
+    (np.savez_compressed if compress else np.savez)(buffer, **{_META: header}, **arrays)
     return buffer.getvalue()
 
 
@@ -229,12 +229,13 @@ class ItemDelta:
     def is_empty(self) -> bool:
         return not self.items and not self.globals and not self.extra_arrays and not self.extra
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, compress: bool = True) -> bytes:
+        """The delta as one ``.npz`` payload; ``compress=False`` skips zlib (small, frequent increments)."""
         meta = {"kind": "items", "model": self.model, "items": self.items, "extra": self.extra}
         arrays = {f"a.{k}": v for k, v in self.arrays.items()}
         arrays.update({f"g.{k}": v for k, v in self.globals.items()})
         arrays.update({f"x.{k}": v for k, v in self.extra_arrays.items()})
-        return _pack(meta, arrays)
+        return _pack(meta, arrays, compress)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ItemDelta:

@@ -92,7 +92,7 @@ def pack_deltas(origin: str, sequence: int, deltas: Mapping[str, ItemDelta], met
     ('w1', 3, ['a'])
     """
     header = {"origin": origin, "sequence": sequence, "models": list(deltas), **meta}
-    parts = [orjson.dumps(header)] + [d.to_bytes() for d in deltas.values()]
+    parts = [orjson.dumps(header)] + [d.to_bytes(compress=False) for d in deltas.values()]  # zlib cost the loop 9%
     sizes = np.array([len(parts), *(len(p) for p in parts)], dtype="<i8")
     return sizes.tobytes() + b"".join(parts)
 
@@ -218,7 +218,7 @@ class StateWriter:
         changelog = settings.state_topic("user-state")
         async with producer.transaction():
             for batch in batches:
-                value = pack_deltas(self.worker_id, self.sequence, batch, {"at": time.time()})
+                value = await asyncio.to_thread(pack_deltas, self.worker_id, self.sequence, batch, {"at": time.time()})
                 self.bytes_sent += len(value)
                 await producer.send(settings.state_topic("model-updates"), value=value, key=self.worker_id.encode(),
                                     partition=0)  # fmt: skip

@@ -159,7 +159,7 @@ def _id(obj: Mapping[str, Any], name: str, limits: Limits) -> str:
         raise InvalidEvent(f"{name}: empty")
     if len(text) > limits.max_id_length:
         raise InvalidEvent(f"{name}: {len(text)} characters, more than the limit of {limits.max_id_length}")
-    if any(ord(c) < 32 for c in text):
+    if not text.isprintable() and any(ord(c) < 32 for c in text):  # isprintable: one C pass for the usual id
         raise InvalidEvent(f"{name}: contains control characters")
     return text
 
