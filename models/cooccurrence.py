@@ -190,8 +190,13 @@ class SparseCooccurrence:
 
     def grow(self, n_items: int) -> None:
         """Make room for ``n_items`` items (new rows and columns are zero)."""
-        if n_items > self._csr.shape[0]:
-            self._csr.resize((n_items, n_items))
+        n = self._csr.shape[0]
+        if n_items > n:  # new empty rows: extend indptr (scipy's resize copies the whole matrix)
+            csr = self._csr
+            indptr = np.concatenate([csr.indptr, np.full(n_items - n, csr.indptr[-1], dtype=csr.indptr.dtype)])
+            grown = sp.csr_array((csr.data, csr.indices, indptr), shape=(n_items, n_items), copy=False)
+            grown.has_canonical_format = True
+            self._csr = grown
         self.n_items = max(self.n_items, n_items)
 
     def add_pairs(self, h: np.ndarray, j: np.ndarray) -> None:

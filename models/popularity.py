@@ -108,6 +108,8 @@ class Popularity(OnlineRecommender):
         if self._anchor is None or delta.extra.get("absolute"):
             self._anchor = theirs
             return delta
+        if theirs > self._anchor:  # move to the newer anchor first: scaling their scores up could overflow
+            self._rescale((theirs - self._anchor) / self.half_life)
         factor = 2.0 ** ((theirs - self._anchor) / self.half_life)
         arrays = {k: v * factor for k, v in delta.arrays.items()}
         return type(delta)(delta.model, delta.items, arrays, delta.globals, delta.extra, delta.extra_arrays)

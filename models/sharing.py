@@ -113,19 +113,24 @@ class UserStates:
         >>> UserStates.from_records("m", states.records()).records() == states.records()
         True
         """
+        columns: dict[str, tuple[str, list[Any]]] = {}
+        for name, values in self.arrays.items():
+            rows = values.tolist()
+            if name in self.item_refs:
+                ids = self.items
+                if values.ndim > 1:
+                    rows = [[ids[j] if j >= 0 else None for j in row] for row in rows]
+                else:
+                    rows = [ids[j] if j >= 0 else None for j in rows]
+            columns[name] = (str(values.dtype), rows)
+        per_user = {k: v for k, v in self.extra.items() if isinstance(v, list) and len(v) == len(self.users)}
         out: dict[str, dict[str, Any]] = {}
         for n, user in enumerate(self.users):
-            arrays: dict[str, Any] = {}
-            for name, values in self.arrays.items():
-                row = values[n]
-                if name in self.item_refs:
-                    value: Any = np.vectorize(lambda j: self.items[j] if j >= 0 else None, otypes=[object])(row)
-                    value = value.tolist() if row.ndim else value.item()
-                else:
-                    value = row.tolist()
-                arrays[name] = {"dtype": str(values.dtype), "value": value}
-            extra = {k: v[n] for k, v in self.extra.items() if isinstance(v, list) and len(v) == len(self.users)}
-            out[user] = {"arrays": arrays, "seen": self.seen[n] if self.seen else [], "extra": extra}
+            out[user] = {
+                "arrays": {name: {"dtype": dtype, "value": rows[n]} for name, (dtype, rows) in columns.items()},
+                "seen": self.seen[n] if self.seen else [],
+                "extra": {k: v[n] for k, v in per_user.items()},
+            }
         return out
 
     @classmethod

@@ -7,6 +7,8 @@ When ``KAFKA_BOOTSTRAP_SERVERS`` is not set, the broker started by
 
 from __future__ import annotations
 
+import sys
+
 import faust
 
 import models
@@ -37,7 +39,7 @@ def _check_models(settings: Settings) -> None:
 
 
 _check_models(settings)
-if "torch_bpr" in settings.models:  # the worker shares the machine with Kafka and Redis
+if "torch" in sys.modules:  # a configured model imported torch; the worker shares the machine with Kafka and Redis
     limit_torch_threads()
 
 

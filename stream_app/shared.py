@@ -88,7 +88,15 @@ class SharedState:
         self._suspended: set[int] = set()  # revoked, users kept until the new assignment says
         self._commit_lock = asyncio.Lock()  # one transaction at a time
         self._last_snapshot = time.monotonic()
-        self.counters: dict[str, float] = {"restored_users": 0, "deltas_applied": 0, "commits": 0}
+        #: what sharing cost this worker so far (the stream app adds them to its counters)
+        self.counters: dict[str, float] = {
+            "restored_users": 0,
+            "deltas_applied": 0,
+            "apply_seconds": 0.0,
+            "commits": 0,
+            "collect_seconds": 0.0,
+            "users_written": 0,
+        }
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -125,7 +133,9 @@ class SharedState:
 
     async def _apply(self, deltas: Mapping[str, ItemDelta], next_offset: int) -> None:
         async with self.lock:
+            started = time.perf_counter()
             await asyncio.to_thread(self._apply_now, deltas)
+            self.counters["apply_seconds"] += time.perf_counter() - started
             assert self.follower is not None
             self.follower.position = next_offset  # under the lock: a snapshot sees deltas and position together
         self.counters["deltas_applied"] += 1
@@ -242,7 +252,10 @@ class SharedState:
     async def _commit(self) -> int:
         snapshot_due = 0 in self.owned and time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval
         async with self.lock:
+            started = time.perf_counter()
             deltas, users = await asyncio.to_thread(self._collect)
+            self.counters["collect_seconds"] += time.perf_counter() - started
+            self.counters["users_written"] += sum(len(us) for us in users.values())
             markers = {p: {t: parts[p] for t, parts in self.applied.items() if p in parts} for p in self.owned}
             offsets = {(t, p): o for t, parts in self.applied.items() for p, o in parts.items() if p in self.owned}
             touched, forgotten = self.touched, self.forgotten

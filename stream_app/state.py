@@ -173,6 +173,7 @@ class StateWriter:
         self.worker_id = worker_id
         self.slot = slot or worker_id
         self.sequence = 0
+        self.bytes_sent = 0  # increments, user states and markers written so far
         self._producer: Any = None
 
     async def start(self) -> None:
@@ -219,10 +220,12 @@ class StateWriter:
         async with producer.transaction():
             for batch in batches:
                 value = pack_deltas(self.worker_id, self.sequence, batch, {"at": time.time()})
+                self.bytes_sent += len(value)
                 await producer.send(settings.state_topic("model-updates"), value=value, key=self.worker_id.encode(),
                                     partition=0)  # fmt: skip
             for partition, records in users.items():
                 for user, value in records.items():
+                    self.bytes_sent += len(value or b"")
                     await producer.send(changelog, key=user.encode(), value=value, partition=partition)
             for partition, marker in markers.items():
                 await producer.send(changelog, key=OFFSETS_KEY, value=orjson.dumps(dict(marker)), partition=partition)
@@ -415,6 +418,33 @@ async def read_updates(settings: Settings, start_offset: int = 0) -> list[tuple[
     return out
 
 
+async def wait_stable(settings: Settings, timeout: float = 60.0) -> None:
+    """Wait until no transaction is open on the state topics (a killed worker's is aborted after a timeout)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    kwargs = {"group_id": None, "enable_auto_commit": False, **_client_kwargs(settings)}
+    committed = AIOKafkaConsumer(isolation_level="read_committed", **kwargs)
+    everything = AIOKafkaConsumer(**kwargs)
+    await committed.start()
+    await everything.start()
+    try:
+        tps = [TopicPartition(settings.state_topic("model-updates"), 0)]
+        tps += [TopicPartition(settings.state_topic("user-state"), p) for p in range(settings.topic_partitions)]
+        deadline = time.monotonic() + timeout
+        while True:
+            stable, high = await committed.end_offsets(tps), await everything.end_offsets(tps)
+            # the end a read_committed reader sees stops at an open transaction's first record; a
+            # committed or aborted transaction ends with a marker one past its last record
+            if all(stable[tp] >= high[tp] for tp in tps):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"transactions still open on the state topics after {timeout:.0f} s")
+            await asyncio.sleep(0.5)
+    finally:
+        await committed.stop()
+        await everything.stop()
+
+
 async def rebuild_models(settings: Settings, names: Iterable[str], partitions: int) -> dict[str, Any]:
     """The models as Kafka holds them: snapshot, every increment after it, and every partition's users.
 
@@ -423,6 +453,7 @@ async def rebuild_models(settings: Settings, names: Iterable[str], partitions: i
     """
     import models as registry
 
+    await wait_stable(settings)
     built = {name: registry.create(name, **settings.model_params.get(name, {})) for name in names}
     start, skip = 0, None
     snapshot = await read_snapshot(settings)

@@ -43,6 +43,9 @@ from streamrec.store import AsyncRecSink, RecList
 
 log = logging.getLogger("streamrec.worker")
 
+#: Seconds between writes of the fallback list (64 bucket copies and the global key).
+FALLBACK_EVERY = 0.5
+
 REDIS_ERRORS: tuple[type[BaseException], ...]
 try:
     import redis.exceptions
@@ -109,6 +112,9 @@ class StreamWorker:
             self.applied = self.shared.applied
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
+        self._fallback_written = float("-inf")
+        self._sharing_reported: dict[str, float] = {}
+        self._commit_task: asyncio.Task[None] | None = None
         self._meta_written = False
         self.metrics = metrics if metrics is not None else WorkerMetrics(settings.models)
         self._highwaters = highwaters
@@ -166,13 +172,15 @@ class StreamWorker:
         self._started = False
         if self._retry_task is not None:
             self._retry_task.cancel()
+        if self._commit_task is not None:
+            await asyncio.gather(self._commit_task, return_exceptions=True)
         if self._since_checkpoint:
             try:
                 await self.checkpoint()
             except Exception:
                 log.exception("the final checkpoint failed; the last one stands")
         try:
-            await asyncio.wait_for(self.flush(), timeout=5)
+            await asyncio.wait_for(self.flush(final=True), timeout=5)
         except (TimeoutError, *REDIS_ERRORS):
             log.warning("stopping with %d lists not written to Redis", len(self._pending))
         await self.sink.close()
@@ -289,7 +297,29 @@ class StreamWorker:
             failed=bool(good) and out is None,
         )
         if self._checkpoint_due():
+            if self.shared is None:
+                await self.checkpoint()
+            elif self._commit_task is None or self._commit_task.done():
+                # the transaction's I/O runs beside the next batches (the model lock is held only to collect)
+                self._commit_task = asyncio.create_task(self._commit_in_background())
+
+    async def _commit_in_background(self) -> None:
+        try:
             await self.checkpoint()
+        except Exception:
+            log.exception("commit failed; retried at the next interval")
+            self._last_checkpoint = time.monotonic()
+
+    def _report_sharing(self) -> None:
+        """Move what sharing cost since the last report into the counters (``streamrec:stats``)."""
+        if self.shared is None:
+            return
+        totals = {**self.shared.counters, "state_bytes_sent": float(self.shared.writer.bytes_sent)}
+        for name, value in totals.items():
+            change = value - self._sharing_reported.get(name, 0.0)
+            if change:
+                self.counters[f"shared_{name}"] += change
+            self._sharing_reported[name] = value
 
     def _advance(self, done: Mapping[tuple[str, int], int], notes: Sequence[tuple[str, int, bool]]) -> None:
         """Record a handled batch: its offsets, and whose state changed (under the model lock)."""
@@ -326,6 +356,7 @@ class StreamWorker:
             self._last_checkpoint = time.monotonic()
             self.counters["checkpoints"] += 1
             self.counters["checkpoint_seconds"] += time.perf_counter() - started
+            self._report_sharing()
             self.metrics.observe_checkpoint(time.perf_counter() - started)
             log.debug("commit %d in %.3f s", sequence, time.perf_counter() - started)
             return
@@ -362,7 +393,7 @@ class StreamWorker:
         self.metrics.observe_deadlettered()
         log.debug("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
 
-    async def flush(self) -> bool:
+    async def flush(self, final: bool = False) -> bool:
         """Write pending lists and counters in one pipeline; keep them if Redis is away."""
         async with self._flush_lock:
             if not self._pending and self._pending_fallback is None and not self.counters and not self._pending_forget:
@@ -378,6 +409,10 @@ class StreamWorker:
                     "top_n": str(self.settings.top_n),
                     "started_at": f"{time.time():.3f}",
                 }
+            # the fallback goes to one key per user bucket (see streamrec.store): at most twice a second
+            fallback = self._pending_fallback
+            if fallback is not None and time.monotonic() - self._fallback_written < FALLBACK_EVERY and not final:
+                fallback = None
             ingest = list(self._pending_ingest)  # snapshot: handle() may append while we await
             offsets = {(t, p): o for t, parts in self.applied.items() for p, o in parts.items()}
             written_at = time.time()
@@ -385,7 +420,7 @@ class StreamWorker:
             try:
                 await self.sink.write(
                     lists,
-                    self._pending_fallback,
+                    fallback,
                     counters,
                     meta,
                     freshness,
@@ -413,7 +448,10 @@ class StreamWorker:
                 key = (doc.model, doc.user_id)
                 if self._pending.get(key, (None,))[0] is doc:
                     del self._pending[key]
-            self._pending_fallback = None
+            if fallback is not None:
+                if self._pending_fallback is fallback:
+                    self._pending_fallback = None
+                self._fallback_written = time.monotonic()
             self._backoff = 0.1
             return True
 

@@ -6,7 +6,6 @@ folder), since they stop and restart them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import threading
@@ -15,21 +14,25 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-import models
 from producers.publisher import EventPublisher
 from streamrec.checkpoint import CheckpointStore
 from streamrec.eventlog import read_movielens_ratings
-from streamrec.events import Interaction, to_interactions
+from streamrec.events import Interaction
 from streamrec.services import LocalServices
 from streamrec.settings import Settings
 from streamrec.store import RecsClient
 from streamrec.topics import ensure_topics
 from streamrec.workerproc import WorkerProcess
+from tests.integration.kafka_state import (
+    assert_equals_an_uninterrupted_run,
+    committed_offsets,
+    rebuilt,
+    wait_committed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -81,55 +84,6 @@ def wait_checkpoint_covers(store: CheckpointStore, topic: str, wanted: dict[int,
                 return
         time.sleep(0.2)
     raise TimeoutError(f"no checkpoint covers {topic} up to {wanted} after {timeout} s")
-
-
-def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """The consumer group's committed offset of every partition of ``topic`` (0 where none)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), group_id=settings.app_id)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in sorted(parts)}
-    finally:
-        consumer.close()
-
-
-def wait_committed(settings: Settings, topic: str, wanted: dict[int, int], timeout: float) -> None:
-    """Wait until the group's committed offsets (committed with the state, in one transaction) reach ``wanted``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = committed_offsets(settings, topic)
-        if all(done.get(p, 0) >= o for p, o in wanted.items()):
-            return
-        time.sleep(0.3)
-    raise TimeoutError(f"committed offsets of {topic} did not reach {wanted} in {timeout} s: {done}")
-
-
-def rebuilt(settings: Settings) -> dict[str, models.OnlineRecommender]:
-    """The models as Kafka holds them (snapshot, increments, every partition's users)."""
-    from stream_app.state import rebuild_models
-
-    return asyncio.run(rebuild_models(settings, settings.models, settings.topic_partitions))
-
-
-def assert_equals_an_uninterrupted_run(kafka_models: dict, events: list) -> None:
-    """Item-kNN and popularity rebuilt from Kafka hold exactly what one model learning ``events`` holds."""
-    batch = to_interactions(events)
-    knn, reference = kafka_models["itemknn"], models.create("itemknn")
-    reference.learn(batch)
-    ids = reference.item_index.ids
-    mine = knn.item_index.lookup(ids)
-    assert (mine >= 0).all()
-    # counts and co-occurrences, item by item: an event lost or learned twice would change them
-    np.testing.assert_array_equal(knn.item_counts()[mine], reference.item_counts())
-    want = reference.cooccurrence().toarray()
-    got = knn.cooccurrence().toarray()[np.ix_(mine, mine)]
-    np.testing.assert_array_equal(got, want)
-    pop, pop_ref = kafka_models["popularity"], models.create("popularity")
-    pop_ref.learn(batch)
-    np.testing.assert_allclose(pop.item_scores()[pop.item_index.lookup(ids)], pop_ref.item_scores(), rtol=1e-6)
-    users = sorted({e.user_id for e in events})
-    assert all(knn.seen_items(u) == reference.seen_items(u) for u in users)
-    assert all(knn.history(u) == reference.history(u) for u in users)
 
 
 def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, movielens_format_dir, tmp_path) -> None:

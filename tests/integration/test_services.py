@@ -45,7 +45,7 @@ def test_read_commands_find_the_services_left_running(tmp_path, monkeypatch, cap
     endpoints = services.up()
     try:
         fallback = RecList("", "popularity", ["i7", "i3"], [2.0, 1.0], computed_at=5.0)
-        redis.Redis.from_url(endpoints.redis_url).set(KeyLayout("streamrec").fallback_key(), fallback.to_json())
+        redis.Redis.from_url(endpoints.redis_url).set(KeyLayout("streamrec").fallback_key("u257"), fallback.to_json())
         assert main(["recs", "u257"]) == 0
         out = capsys.readouterr().out
         assert "user u257: global fallback" in out and "i7" in out

@@ -130,3 +130,14 @@ def test_models_that_cannot_share_say_so() -> None:
     for name in unsharing[:1]:
         with pytest.raises(NotImplementedError, match="one worker"):
             models.create(name).take_item_delta()
+
+
+def test_popularity_deltas_from_far_apart_times_do_not_overflow() -> None:
+    old, new = models.create("popularity"), models.create("popularity")
+    old.learn(Interactions.from_columns(["a"], ["x"], timestamps=[8.8e8]))
+    new.learn(Interactions.from_columns(["b"], ["y"], timestamps=[2.0e9]))  # 1,850 half-lives later
+    old.apply_item_delta(relay(new.take_item_delta()))
+    new.apply_item_delta(relay(old.take_item_delta()))
+    for model in (old, new):  # x's score decayed to nothing: only y counts
+        assert model.recommend(["c"], k=2).items[0][0] == "y"
+        assert np.isfinite(model.item_scores()).all()

@@ -39,6 +39,12 @@ def test_every_dashboard_query_names_an_exported_series() -> None:
 
 def test_compose_publishes_the_metrics_port_and_prometheus_scrapes_it() -> None:
     compose = (ROOT / "docker-compose.yml").read_text()
-    assert "STREAMREC_METRICS_PORT: 9187" in compose and '"127.0.0.1:9187:9187"' in compose
+    # a port range, so that `docker compose up --scale worker=N` gives each replica one
+    assert "STREAMREC_METRICS_PORT: 9187" in compose and '"127.0.0.1:9187-9196:9187"' in compose
+    assert (
+        "replicas: ${STREAMREC_WORKERS:-1}" in compose
+        and "STREAMREC_TOPIC_PARTITIONS: ${STREAMREC_TOPIC_PARTITIONS:-6}" in compose
+    )
     assert "./monitoring/grafana/dashboards:/var/lib/grafana/dashboards:ro" in compose
-    assert 'targets: ["worker:9187"]' in (ROOT / "monitoring/prometheus.yml").read_text()
+    prometheus = (ROOT / "monitoring/prometheus.yml").read_text()
+    assert 'names: ["worker"]' in prometheus and "port: 9187" in prometheus  # every replica, by DNS
