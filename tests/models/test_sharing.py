@@ -52,6 +52,11 @@ def assert_same_lists(got: Recommendations, want: Recommendations, name: str) ->
                 assert set(a_run[0]) == set(b_run[0]), f"{name}: tied items differ: {a_run} vs {b_run}"
 
 
+def overlap(got: Recommendations, want: Recommendations) -> float:
+    """The mean share of each list of ``want`` that ``got`` holds too."""
+    return float(np.mean([len(set(a) & set(b)) / max(len(b), 1) for a, b in zip(got.items, want.items, strict=True)]))
+
+
 def _runs(items: list[str], scores: list[float]) -> list[tuple[list[str], float]]:
     """Items grouped by (nearly) equal score, in rank order."""
     out: list[tuple[list[str], float]] = []
@@ -64,7 +69,7 @@ def _runs(items: list[str], scores: list[float]) -> list[tuple[list[str], float]
 
 
 def test_every_sharing_model_is_tested() -> None:
-    assert {"popularity", "itemknn", "two_tower"} <= {p.values[0] for p in SHARING}
+    assert {"popularity", "itemknn", "two_tower", "sasrec"} <= {p.values[0] for p in SHARING}
     inexact = {n for n in models.available() if models.model_class(n).shares_state}
     inexact -= {n for n in inexact if models.model_class(n).sharing_is_exact}
     assert inexact <= set(INEXACT), "every model whose sharing is not exact states its tolerance here"
@@ -130,6 +135,7 @@ INEXACT: dict[str, tuple[dict, float]] = {
         0.03,
     ),
     "sknn": ({}, 0.03),
+    "sasrec": ({"n_factors": 16, "max_len": 6, "batch_size": 32, "n_negatives": 16, "device": "cpu"}, 0.03),
 }
 
 
@@ -213,10 +219,7 @@ def test_split_learning_with_exchanged_deltas_equals_one_model(name: str, params
         if whole.sharing_is_exact:
             assert_same_lists(got, want, name)
         else:  # asynchronous SGD: most of each list agrees
-            overlap = np.mean(
-                [len(set(a) & set(b)) / max(len(b), 1) for a, b in zip(got.items, want.items, strict=True)]
-            )
-            assert overlap >= 0.5, f"{name}: lists overlap {overlap:.2f}"
+            assert overlap(got, want) >= 0.5, f"{name}: lists overlap {overlap(got, want):.2f}"
 
 
 @pytest.mark.parametrize(("name", "params"), SHARING)
@@ -239,7 +242,11 @@ def test_users_move_to_a_fresh_worker_with_their_state(name: str, params: dict) 
     more = events.select(np.flatnonzero([partition(u) == 0 for u in events.users.tolist()])[:60])
     source.learn(more)
     target.learn(more)
-    assert_same_lists(target.recommend(users, k=10), source.recommend(users, k=10), name)
+    got, want = target.recommend(users, k=10), source.recommend(users, k=10)
+    if source.sharing_is_exact:
+        assert_same_lists(got, want, name)
+    else:  # gradient steps on the source's waiting examples and its own negatives: close, not equal
+        assert overlap(got, want) >= 0.7, f"{name}: lists overlap {overlap(got, want):.2f}"
     # the source hands them off: no trace left, other users unchanged
     others = sorted(set(events.users.tolist()) - set(users))
     before = source.recommend(others, k=10).items
