@@ -49,6 +49,7 @@ from torch.nn import functional
 
 from models.base import Interactions, OnlineRecommender
 from models.scoring import dot_scores
+from models.sharing import id_rows
 from models.torch_mf import _ensure_rows
 
 __all__ = ["SASRec"]
@@ -154,11 +155,22 @@ class SASRec(OnlineRecommender):
 
     **Devices and determinism.** Tables and training steps live on
     ``device`` (CUDA when available); the per-event path reads float64 NumPy
-    copies of the weights, refreshed after each step. Initial rows and
+    copies of the weights, refreshed after each step. An item's initial row
+    is a function of the seed and its id (:func:`models.sharing.id_rows`) and
     negatives come from a seeded CPU generator, so on the CPU the same seed
     gives the same model; on CUDA, gradients are summed by index with
     deterministic kernels and runs agree with the CPU up to float rounding.
     The item table grows with capacity doubling, its Adagrad sums with it.
+
+    **Several workers** (:mod:`models.sharing`). A user's window moves with
+    the user (``export_users``); their waiting examples stay and train where
+    they arrived. The item table (embeddings and biases), the attention
+    weights, their Adagrad sums and the item counts are shared as the changes
+    since the last delta, which every other worker adds: asynchronous SGD, as
+    with a parameter server. A worker's steps read item rows that lack the
+    others' latest changes, so ``sharing_is_exact`` is false: counts add up
+    exactly, trained rows approximately (``tests/models/test_sharing.py``
+    states the tolerance: HR@10 within 0.03 of one model's on a generated log).
 
     Parameters
     ----------
@@ -215,6 +227,12 @@ class SASRec(OnlineRecommender):
     """
 
     name: ClassVar[str] = "sasrec"
+    shares_state: ClassVar[bool] = True
+    sharing_is_exact: ClassVar[bool] = False  # asynchronous SGD (see "Several workers")
+    _user_arrays: ClassVar[tuple[str, ...]] = ("_win",)
+    _user_item_refs: ClassVar[tuple[str, ...]] = ("_win",)
+    _item_arrays: ClassVar[tuple[str, ...]] = ("_e", "_e_acc", "_counts")
+    _global_arrays: ClassVar[tuple[str, ...]] = ("_w", "_w_acc")
 
     def __init__(
         self,
@@ -286,6 +304,7 @@ class SASRec(OnlineRecommender):
         self._e = torch.zeros((0, d + 1), dtype=torch.float32, device=self._device)
         self._e_acc = torch.zeros_like(self._e)
         self._n_item_rows = 0
+        self._uninitialised: set[int] = set()  # freed item rows: initialised from their next id
         self._counts = np.zeros(0, dtype=np.float64)  # events per item row (the sampling distribution)
         # per user: window of item rows, oldest first, newest at the end, -1 where empty; cached vector
         self._win = np.full((0, length), -1, dtype=np.int64)
@@ -299,9 +318,11 @@ class SASRec(OnlineRecommender):
         self._mirror_version = -1
         self._dirty: list[torch.Tensor] = []  # item rows changed by the steps the mirror has not seen
 
-    def _new_rows(self, n: int) -> torch.Tensor:
-        rows = torch.randn((n, self.n_factors), generator=self._gen, dtype=torch.float32) * self.init_std
-        return torch.cat([rows, torch.zeros((n, 1))], dim=1).to(self._device)  # bias 0
+    def _new_rows(self, ids: list[str | None]) -> np.ndarray:
+        """Initial item rows: the embedding a function of the seed and the id (every worker agrees), bias 0."""
+        rows = np.zeros((len(ids), self.n_factors + 1), dtype=np.float32)
+        rows[:, : self.n_factors] = id_rows([i or "" for i in ids], self.n_factors, self.seed, self.init_std, "item")
+        return rows
 
     def _grow(self, n_users: int, n_items: int) -> None:
         if n_users > len(self._win):
@@ -311,9 +332,31 @@ class SASRec(OnlineRecommender):
         if n_items > self._n_item_rows:
             self._e = _ensure_rows(self._e, n_items)
             self._e_acc = _ensure_rows(self._e_acc, n_items)
-            self._e[self._n_item_rows : n_items] = self._new_rows(n_items - self._n_item_rows)
+            ids = self.item_index.ids[self._n_item_rows : n_items]
+            self._e[self._n_item_rows : n_items] = torch.from_numpy(self._new_rows(ids)).to(self._device)
+            self._uninitialised.update(self._n_item_rows + j for j, key in enumerate(ids) if key is None)
             self._n_item_rows = n_items
             self._counts = self._grown(self._counts, n_items)
+        if self._uninitialised:
+            self._initialise_reused_rows()
+
+    @torch.no_grad()
+    def _initialise_reused_rows(self) -> None:
+        """Start the freed item rows that hold an id again from that id's initial row."""
+        rows = np.array(sorted(self._uninitialised), dtype=np.int64)
+        rows = rows[rows < self.n_items]
+        ids = self.item_index.ids_of(rows)
+        live = np.array([key is not None for key in ids], dtype=bool)
+        if not live.any():
+            return
+        rows, ids = rows[live], [key for key in ids if key is not None]
+        fresh = self._new_rows(ids)
+        self._e[torch.from_numpy(rows).to(self._device)] = torch.from_numpy(fresh).to(self._device)
+        self._uninitialised.difference_update(rows.tolist())
+        if self._mirror is not None:
+            mirrored = rows < len(self._mirror["e"])
+            self._mirror["e"][rows[mirrored]] = fresh[mirrored, : self.n_factors]
+            self._mirror["b"][rows[mirrored]] = fresh[mirrored, -1]
 
     # -- the per-event path: NumPy copies of the weights -----------------------------
 
@@ -374,6 +417,8 @@ class SASRec(OnlineRecommender):
     # -- learning --------------------------------------------------------------------
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        if self._uninitialised:  # an event's item took a freed row
+            self._initialise_reused_rows()
         w = np.array(batch.weights, dtype=np.float32)  # a copy: waiting examples must not share the caller's array
         if len(u) == 1:
             self._advance(u, i, w)
@@ -506,7 +551,8 @@ class SASRec(OnlineRecommender):
     def _forget_item_rows(self, rows: np.ndarray) -> None:
         """Reset the items' rows and counts, take them out of every window, drop the examples that hold them."""
         r = torch.from_numpy(rows).to(self._device)
-        self._e[r] = self._new_rows(len(rows))
+        self._e[r] = 0.0  # until the row holds an item again: then that item's initial row
+        self._uninitialised.update(rows.tolist())
         self._e_acc[r] = 0.0
         self._counts[rows] = 0.0
         win = self._win[: self.n_users]
@@ -619,6 +665,41 @@ class SASRec(OnlineRecommender):
         self._buffer = [(columns[0], columns[1].reshape(-1, self.max_len), *columns[2:])] if self._n_buffered else []
         self._gen.set_state(torch.from_numpy(np.array(arrays["generator_state"], dtype=np.uint8)))
         self._mirror, self._mirror_version, self._dirty = None, -1, []
+        self._uninitialised = set(self.item_index.free_rows().tolist())
+
+    # -- sharing across workers ------------------------------------------------------
+    # the base class moves windows with their users and shares the item table, the attention
+    # weights, their Adagrad sums and the counts as increments (asynchronous SGD)
+
+    def _initial_item_rows(self, name: str, ids: list[str]) -> np.ndarray:
+        if name == "_e":
+            return self._new_rows(list(ids))
+        return super()._initial_item_rows(name, ids)
+
+    def drop_users(self, users: Iterable[Any]) -> int:
+        """Hand ``users`` off to another worker (see :meth:`OnlineRecommender.drop_users`).
+
+        Their windows go; their waiting examples stay, without their user row,
+        and train here with the rest.
+        """
+        users = [str(u) for u in users]
+        rows = self.user_index.lookup(users)
+        rows = np.unique(rows[rows >= 0])
+        if len(rows) and self._n_buffered:
+            owners = self._buffered()[0]
+            hit = np.isin(owners, rows)
+            owners[hit] = -2 - owners[hit]  # no user row any more: forgetting a later user keeps them
+        return super().drop_users(users)
+
+    def _import_user_extra(self, rows: np.ndarray, extra: dict[str, Any]) -> None:
+        self._vec_version[rows] = -1
+
+    def _after_item_change(self, rows: np.ndarray) -> None:
+        self._version += 1  # cached user vectors and the NumPy mirrors follow the new weights
+        if self._mirror is not None and len(rows):
+            self._dirty.append(torch.from_numpy(rows).to(self._device))
+            if sum(len(r) for r in self._dirty) > self.n_items:
+                self._mirror, self._dirty = None, []
 
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:

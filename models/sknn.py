@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from models.base import Interactions, OnlineRecommender
+from models.sharing import ItemDelta
 
 __all__ = ["SessionKNN"]
 
@@ -90,6 +91,26 @@ class SessionKNN(OnlineRecommender):
     no index ring overflowed meanwhile (an overflowed ring lost older entries
     that a stream without the user would still hold).
 
+    Sharing across workers (users partitioned by id): a user's seen items
+    are their owner's alone (:meth:`~models.base.OnlineRecommender.export_users`
+    moves them, with the user's window, to a new owner); the sessions are
+    neighbours' state that every worker needs, so each worker keeps a
+    replica of *every* user's window and of the inverted index over them,
+    bounded by the same ``window``, ``index_size`` and capacity caps. An
+    item delta carries the ``(user, item, position)`` appends its workers'
+    users made since the last delta (a few bytes per event) and the users
+    forgotten or evicted by their owner; every other worker replays them,
+    in order, into its replica (an append a replica holds already is
+    skipped, so a delta applied twice or a session restored from the
+    changelog first is harmless). Handing users off
+    (:meth:`drop_users`) keeps their sessions in the replica. Split learning
+    is exact (what one model gives) as long as no index ring overflows and no
+    neighbour sample is cut, as the replicas then hold the same entries; past
+    those caps, which entries a ring keeps and which neighbours count as the
+    most recent depend on the order in which a worker saw the others'
+    events, and the lists are close but not identical (``sharing_is_exact``
+    is ``False``).
+
     Users never seen, or whose session shares no item with anyone, score 0
     for every item (the stream app serves them popularity). Recommendations
     come with reasons: the session item around which the recommended item
@@ -140,6 +161,9 @@ class SessionKNN(OnlineRecommender):
     batch_equals_sequential: ClassVar[bool] = True
     #: Forgetting a user changes the lists of the users it was a neighbour of (see the class notes).
     forget_changes_other_users: ClassVar[bool] = True
+    shares_state: ClassVar[bool] = True
+    #: Exact only while no index ring overflows and no neighbour sample is cut (see the class notes).
+    sharing_is_exact: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -197,7 +221,14 @@ class SessionKNN(OnlineRecommender):
         # per item: ring of entries (user << 32 | position), -1 when empty, and its head
         self._inv = np.full((0, self.index_size), -1, dtype=np.int64)
         self._inv_head = np.zeros(0, dtype=np.int64)
+        # per user: the clock at their newest event (-1: none), which ranks neighbours by recency;
+        # the clock counts the events learned here and the sessions' appends replayed from others
+        self._recency = np.zeros(0, dtype=np.int64)
+        self._clock = 0
         self._recent: dict[int, _Found] = {}  # the last _score's neighbourhoods, for _reasons
+        # when sharing: what learning here changed in the sessions since the last delta, in order:
+        # (user, item, position) appends and (user, "", -1) removals; None until sharing starts
+        self._log: list[tuple[str, str, int]] | None = None
 
     def _grow(self, n_users: int, n_items: int) -> None:
         self._seq = self._grown(self._seq, n_users, fill=-1)
@@ -205,19 +236,26 @@ class SessionKNN(OnlineRecommender):
         self._n_live = self._grown(self._n_live, n_users)
         self._inv = self._grown(self._inv, n_items, fill=-1)
         self._inv_head = self._grown(self._inv_head, n_items)
+        self._recency = self._grown(self._recency, n_users, fill=-1)
 
     # -- learning ---------------------------------------------------------------------
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
-        for user, item in zip(u.tolist(), i.tolist(), strict=True):
-            self._learn_one(user, item)
+        log, recency = self._log, self._recency
+        for j, (user, item) in enumerate(zip(u.tolist(), i.tolist(), strict=True)):
+            recency[user] = self._clock
+            self._clock += 1
+            pos = self._learn_one(user, item)
+            if log is not None and pos >= 0:
+                log.append((str(batch.users[j]), str(batch.items[j]), pos))
 
-    def _learn_one(self, user: int, item: int) -> None:
+    def _learn_one(self, user: int, item: int) -> int:
+        """Write ``item`` at the user's next position; return it (``-1``: a re-click, nothing changed)."""
         mask = self._ring - 1
         n = int(self._n_pos[user])
         row = self._seq[user]
         if n and row[(n - 1) & mask] == item:  # the item just clicked again: nothing new
-            return
+            return -1
         ring = self._inv[item]
         code = (user << _POS_BITS) | n
         at = -1
@@ -242,11 +280,22 @@ class SessionKNN(OnlineRecommender):
             at = int(self._inv_head[item])
             self._inv_head[item] = (at + 1) % self.index_size
         ring[at] = code
+        return n
 
     # -- forgetting -------------------------------------------------------------------
 
     def _forget_rows(self, rows: np.ndarray) -> None:
-        """Empty the users' windows and drop every index entry that points to them."""
+        """Empty the users' windows and drop every index entry that points to them.
+
+        When sharing, the removal of a user owned here (forgotten or evicted) goes to
+        the log, so that every other worker drops the user's session too.
+        """
+        if self._log is not None:
+            seen = self._seen
+            for user, key in zip(rows.tolist(), self.user_index.ids_of(rows), strict=True):
+                if key is not None and user < len(seen) and seen[user]:
+                    self._log.append((key, "", -1))
+        self._recency[rows] = -1
         for user in rows.tolist():
             items = self._seq[user]
             items = items[items >= 0]
@@ -308,7 +357,7 @@ class SessionKNN(OnlineRecommender):
         np.not_equal(owner[1:], owner[:-1], out=first[1:])
         starts = np.flatnonzero(first)
         neighbours = owner[starts]
-        active = self._user_active[neighbours]
+        active = self._recency[neighbours]
         chosen = np.arange(len(neighbours))
         if len(chosen) > self.sample_size:  # the most recently active (no ties: one event per arrival number)
             chosen = np.sort(np.argpartition(active, len(chosen) - self.sample_size)[-self.sample_size :])
@@ -370,6 +419,227 @@ class SessionKNN(OnlineRecommender):
             ]
         return reasons
 
+    # -- sharing across workers: a replicated store of every user's session ----------
+
+    def forget_user(self, user: Any) -> bool:
+        """Forget ``user`` as :meth:`OnlineRecommender.forget_user` does.
+
+        When sharing, the next :meth:`take_item_delta` carries the removal, so
+        that every other worker drops the user's session from its replica
+        (whether or not the user was learned here).
+        """
+        key = str(user)
+        owned = self.has_history(key)
+        known = super().forget_user(key)
+        if known and not owned and self._log is not None:  # an owned user's removal is logged by _forget_rows
+            self._log.append((key, "", -1))
+        return known
+
+    def drop_users(self, users: Any) -> int:
+        """Hand ``users`` off to another worker: their seen items go, their sessions stay.
+
+        Every worker keeps every user's session (the neighbours' side of the
+        model), so the sessions of users handed off stay in this worker's
+        replica, updated by their new owner's deltas; what only the owner
+        keeps (the seen items) is erased. Other users' lists do not change.
+        """
+        rows = self.user_index.lookup([str(u) for u in users])
+        rows = np.unique(rows[rows >= 0])
+        self._grow_base_state()
+        for r in rows.tolist():
+            self._seen[r] = set()
+            self._seen_arrays.pop(r, None)
+        return len(rows)
+
+    def _begin_sharing_extra(self) -> None:
+        self._log = []
+
+    def _take_item_delta_extra(self, delta: ItemDelta) -> None:
+        if self._log is None:  # the first delta without begin_sharing: every session so far
+            self._log = []
+            users, items, pos = self._live_slots(np.flatnonzero(self.user_index.live_mask()))
+            order = np.lexsort((pos, users))
+            appends = list(
+                zip(
+                    self.user_index.ids_of(users[order]),
+                    self.item_index.ids_of(items[order]),
+                    pos[order].tolist(),
+                    strict=True,
+                )
+            )
+            removed: list[str] = []
+        else:
+            log, self._log = self._log, []
+            last_removal = {user: n for n, (user, _, p) in enumerate(log) if p < 0}
+            removed = list(last_removal)
+            appends = [e for n, e in enumerate(log) if e[2] >= 0 and last_removal.get(e[0], -1) < n]
+        if removed:
+            delta.extra["sknn_removed"] = removed
+        if appends:
+            user_refs: dict[str, int] = {}
+            item_refs: dict[str, int] = {}
+            table = np.array(
+                [
+                    (user_refs.setdefault(u, len(user_refs)), item_refs.setdefault(i, len(item_refs)), p)  # type: ignore[arg-type]
+                    for u, i, p in appends
+                ],
+                dtype=np.int64,
+            ).T
+            delta.extra["sknn_users"] = list(user_refs)
+            delta.extra["sknn_items"] = list(item_refs)
+            delta.extra_arrays["sknn_appends"] = table
+
+    def _apply_item_delta_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
+        if delta.extra.get("absolute"):
+            self._import_store(delta, rows)
+            return
+        for key in delta.extra.get("sknn_removed", []):
+            row = self.user_index.get(key)
+            if row >= 0 and not self._seen[row]:  # not owned here (so not logged again): drop the replica
+                self._drop_user_rows(np.array([row], dtype=np.int64))
+        if "sknn_appends" not in delta.extra_arrays:
+            return
+        users, items = delta.extra["sknn_users"], delta.extra["sknn_items"]
+        self._make_room(users, items)
+        user_rows = self.user_index.add_many(users)
+        item_rows = self._rows_for_items(items)
+        self._user_active[user_rows] = self.n_learned
+        table = delta.extra_arrays["sknn_appends"]
+        for u, i, p in zip(user_rows[table[0]].tolist(), item_rows[table[1]].tolist(), table[2].tolist(), strict=True):
+            self._replay(u, i, p)
+
+    def _replay(self, user: int, item: int, pos: int) -> None:
+        """Write ``item`` at position ``pos`` of the user's session (another worker's append).
+
+        Appends the replica holds already (a delta applied twice, or a session
+        restored from the changelog before its owner's last delta arrived) are
+        skipped; a gap (appends this replica missed) empties the positions skipped.
+        """
+        n = int(self._n_pos[user])
+        if pos < n:
+            return
+        if pos > n:
+            mask, row = self._ring - 1, self._seq[user]
+            for q in range(max(0, n - self.window), min(n, pos - self.window)):
+                dropped = int(row[q & mask])
+                if dropped >= 0:
+                    row[q & mask] = -1
+                    self._n_live[user] -= 1
+                    entries = self._inv[dropped]
+                    entries[(entries >> _POS_BITS) == user] = -1
+            self._n_pos[user] = pos
+        self._recency[user] = self._clock
+        self._clock += 1
+        self._learn_one(user, item)
+
+    def _live_slots(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(user, item, position)`` of every item in the windows of user rows ``users``."""
+        users = users[self._n_pos[users] > 0] if len(users) else users.astype(np.int64)
+        seq = self._seq[users]
+        r, slot = np.nonzero(seq >= 0)
+        last = self._n_pos[users][r] - 1
+        pos = last - ((last - slot) & (self._ring - 1))
+        return users[r], seq[r, slot].astype(np.int64), pos
+
+    def _export_items_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
+        live = np.flatnonzero(self.user_index.live_mask() & (self._n_pos[: self.n_users] > 0))
+        user_ref = np.full(self.n_users, -1, dtype=np.int64)
+        user_ref[live] = np.arange(len(live))
+        item_ref = np.full(self.n_items, -1, dtype=np.int64)
+        item_ref[rows] = np.arange(len(rows))
+        users, items, pos = self._live_slots(live)
+        codes = self._inv[rows]
+        owner = np.where(codes >= 0, user_ref[np.maximum(codes, 0) >> _POS_BITS], -1)
+        delta.extra["sknn_store_users"] = self.user_index.ids_of(live)
+        delta.extra["sknn_clock"] = self._clock
+        delta.extra_arrays["sknn_store_next"] = self._n_pos[live].copy()
+        delta.extra_arrays["sknn_store_recency"] = self._recency[live].copy()
+        delta.extra_arrays["sknn_store_slots"] = np.stack([user_ref[users], item_ref[items], pos])
+        delta.extra_arrays["sknn_store_index"] = np.where(owner >= 0, (owner << _POS_BITS) | (codes & _POS_MASK), -1)
+        delta.extra_arrays["sknn_store_head"] = self._inv_head[rows].copy()
+
+    def _import_store(self, delta: ItemDelta, rows: np.ndarray) -> None:
+        """Replace the replicated store with a snapshot (:meth:`export_items`) of another worker's."""
+        users: list[str] = delta.extra.get("sknn_store_users", [])
+        mine = {}  # sessions of users owned here that the snapshot lacks: kept
+        inside = set(users)
+        for row, key in enumerate(self.user_index.ids):
+            if key is not None and key not in inside and self._seen[row] and self._n_pos[row] > 0:
+                mine[key] = self._session_of(row)
+        self._seq[:] = -1
+        self._n_pos[:] = 0
+        self._n_live[:] = 0
+        self._inv[:] = -1
+        self._inv_head[:] = 0
+        self._recency[:] = -1
+        if users:
+            self._make_room(users, ())
+            user_rows = self.user_index.add_many(users)
+            self._grow_base_state()
+            self._grow(self.n_users, self.n_items)
+            self._user_active[user_rows] = self.n_learned
+            arrays = delta.extra_arrays
+            self._n_pos[user_rows] = arrays["sknn_store_next"]
+            self._recency[user_rows] = arrays["sknn_store_recency"]
+            u, i, p = arrays["sknn_store_slots"]
+            self._seq[user_rows[u], p & (self._ring - 1)] = rows[i]
+            np.add.at(self._n_live, user_rows[u], 1)
+            codes = arrays["sknn_store_index"]
+            local = user_rows[np.maximum(codes, 0) >> _POS_BITS]
+            self._inv[rows] = np.where(codes >= 0, (local << _POS_BITS) | (codes & _POS_MASK), -1)
+            self._inv_head[rows] = arrays["sknn_store_head"]
+        self._clock = max(self._clock, int(delta.extra.get("sknn_clock", 0)))
+        for key, (window, n) in mine.items():
+            row = self.user_index.get(key)
+            if row >= 0:  # not evicted to make room for the snapshot
+                self._set_session(row, window, n)
+
+    def _session_of(self, row: int) -> tuple[np.ndarray, int]:
+        """Item rows at the positions of the user's window (``-1``: empty) and the next position."""
+        n = int(self._n_pos[row])
+        return self._seq[row, np.arange(max(0, n - self.window), n) & (self._ring - 1)].copy(), n
+
+    def _set_session(self, row: int, window: np.ndarray, n: int) -> None:
+        """Make the user's session ``window`` (item rows of positions ``n - len(window)`` to ``n - 1``)."""
+        current, _ = self._session_of(row)
+        for item in current[current >= 0].tolist():
+            entries = self._inv[item]
+            entries[(entries >> _POS_BITS) == row] = -1
+        self._seq[row] = -1
+        start = n - len(window)
+        for pos, item in enumerate(window.tolist(), start):
+            if item < 0:
+                continue
+            self._seq[row, pos & (self._ring - 1)] = item
+            at = int(self._inv_head[item])
+            self._inv_head[item] = (at + 1) % self.index_size
+            self._inv[item, at] = (row << _POS_BITS) | pos
+        self._n_pos[row] = n
+        self._n_live[row] = int(np.count_nonzero(window >= 0))
+        self._recency[row] = self._clock
+        self._clock += 1
+
+    def _export_user_extra(self, rows: np.ndarray) -> dict[str, Any]:
+        windows, nexts = [], []
+        for row in rows.tolist():
+            window, n = self._session_of(row)
+            windows.append([self.item_index.ids[i] if i >= 0 else None for i in window.tolist()])
+            nexts.append(n)
+        return {"sknn_window": windows, "sknn_next": nexts}
+
+    def _import_user_extra(self, rows: np.ndarray, extra: dict[str, Any]) -> None:
+        windows, nexts = extra.get("sknn_window"), extra.get("sknn_next")
+        if windows is None or nexts is None:
+            return
+        for row, ids, n in zip(rows.tolist(), windows, nexts, strict=True):
+            known = [i for i in ids if i is not None]
+            local = iter(self._rows_for_items(known).tolist() if known else [])
+            window = np.array([next(local) if i is not None else -1 for i in ids], dtype=np.int64)
+            current, mine = self._session_of(row)
+            if mine == int(n) and np.array_equal(current, window):
+                continue  # the replica holds this session already: nothing moves
+            self._set_session(row, window, int(n))
+
     # -- inspection -------------------------------------------------------------------
 
     def session(self, user: Any) -> list[str]:
@@ -391,6 +661,8 @@ class SessionKNN(OnlineRecommender):
             "inv_slots": np.flatnonzero(inv.ravel() >= 0),
             "inv_codes": inv[inv >= 0],
             "inv_head": self._inv_head[: self.n_items],
+            "recency": self._recency[: self.n_users],
+            "clock": np.array([self._clock], dtype=np.int64),
         }
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -403,6 +675,10 @@ class SessionKNN(OnlineRecommender):
         inv.ravel()[arrays["inv_slots"]] = arrays["inv_codes"]
         self._inv = self._grown(inv, self.n_items, fill=-1)
         self._inv_head = self._grown(arrays["inv_head"].astype(np.int64), self.n_items)
+        # files written before the clock: arrival numbers rank neighbours the same way
+        recency = arrays.get("recency", self._user_active[: self.n_users])
+        self._recency = self._grown(np.array(recency, dtype=np.int64), self.n_users, fill=-1)
+        self._clock = int(arrays["clock"][0]) if "clock" in arrays else int(self.n_learned)
 
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:

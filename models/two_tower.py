@@ -23,8 +23,8 @@ import torch
 
 from models.base import ContextT, Interactions, OnlineRecommender
 from models.ids import IdIndex
-from models.isgd import RowInitializer
 from models.scoring import dot_scores
+from models.sharing import ItemDelta, id_rows
 
 __all__ = ["TwoTower", "title_tokens"]
 
@@ -32,16 +32,17 @@ _EPS = 1e-8
 _MAX_TAGS = 16  # content slots kept per item (tags, title words)
 _MAX_TOKENS = 16
 _WORD = re.compile(r"[0-9a-z]+")
-# the tables, with the stream of their RowInitializer (None: zero rows)
-_TABLES: dict[str, int | None] = {
-    "item": 0,
-    "item_bias": None,
-    "tag": 1,
-    "tag_bias": None,
-    "token": 2,
-    "token_bias": None,
-    "feature": None,
+# the growing tables; rows of the first three start from ``id_rows`` of their id (salted with the
+# table's name), the others at zero
+_TABLES = ("item", "item_bias", "tag", "tag_bias", "token", "token_bias", "feature")
+_RANDOM_TABLES = ("item", "tag", "token")
+# vocabularies (tags, title words, user features): their tables are shared by name across workers
+_VOCABS: dict[str, tuple[str, ...]] = {
+    "tag": ("tag", "tag_bias"),
+    "token": ("token", "token_bias"),
+    "feature": ("feature",),
 }
+_DENSE = ("position", "mix", "hidden_in", "hidden_bias", "hidden_out")
 
 
 def title_tokens(title: str | None) -> tuple[str, ...]:
@@ -57,6 +58,20 @@ def title_tokens(title: str | None) -> tuple[str, ...]:
     words = _WORD.findall(title.lower())
     decades = [f"{w[:3]}0s" for w in words if len(w) == 4 and w.isdigit() and w[:2] in ("18", "19", "20")]
     return tuple(dict.fromkeys([*words, *decades]))
+
+
+def _table_property(store: str, name: str) -> Any:
+    """A read-only property giving table ``name`` of ``_tables`` (or its Adagrad sums, ``_acc``).
+
+    The sharing machinery of :class:`~models.base.OnlineRecommender` reads and updates model
+    arrays by attribute name; a dense table the model does not have (no hidden layer) reads
+    as an empty tensor, which never changes.
+    """
+
+    def get(self: TwoTower) -> torch.Tensor:
+        return (self._tables if store == "table" else self._acc).get(name, self._no_rows)
+
+    return property(get)
 
 
 def _ensure_rows(table: torch.Tensor, n: int) -> torch.Tensor:
@@ -126,8 +141,21 @@ class TwoTower(OnlineRecommender):
     click sample (``docs/tuning/two_tower.md``): the hour of day lowered
     HR@10 on both, and learning repeated clicks raised it on the click log.
 
-    Determinism: new rows come from :class:`models.isgd.RowInitializer` (row
-    ``k`` of a table depends only on the seed and ``k``) and negatives from a
+    Several workers (:mod:`models.sharing`)
+        A user's recent items and features move with the user
+        (``export_users``); their buffered positives stay and train where they
+        arrived. Item id rows and biases, tag, title-word and feature rows,
+        the dense weights (position softmax, ``A``, hidden layer), their
+        Adagrad sums and the item event counts are shared as the changes since
+        the last delta, which every other worker adds: asynchronous SGD, as
+        with a parameter server. Each worker's step reads item rows that lack
+        the other workers' latest changes, so ``sharing_is_exact`` is false:
+        the counts add up exactly, the trained rows only approximately
+        (``tests/models/test_sharing.py`` states the tolerance: HR@10 within
+        0.03 of one model's on a generated log).
+
+    Determinism: the initial row of an item, tag or title word depends only
+    on the seed and its id (:func:`models.sharing.id_rows`) and negatives from a
     seeded CPU ``torch.Generator`` drawn only in gradient steps, so on the CPU
     the same seed and events give the same model. On CUDA, gradients summed
     with atomics may differ in the last bits between runs.
@@ -188,6 +216,21 @@ class TwoTower(OnlineRecommender):
 
     name: ClassVar[str] = "two_tower"
     batch_equals_sequential: ClassVar[bool] = True
+    shares_state: ClassVar[bool] = True
+    sharing_is_exact: ClassVar[bool] = False  # asynchronous SGD (see "Several workers")
+    _user_arrays: ClassVar[tuple[str, ...]] = ("_hist",)
+    _user_item_refs: ClassVar[tuple[str, ...]] = ("_hist",)
+    _item_arrays: ClassVar[tuple[str, ...]] = (
+        "_item_vectors",
+        "_item_biases",
+        "_item_vectors_adagrad",
+        "_item_biases_adagrad",
+        "_item_events",
+        "_item_trained",
+    )
+    _global_arrays: ClassVar[tuple[str, ...]] = tuple(
+        f"_dense_{name}{suffix}" for name in _DENSE for suffix in ("", "_adagrad")
+    )
 
     def __init__(
         self,
@@ -261,11 +304,10 @@ class TwoTower(OnlineRecommender):
         d, dev = self.n_factors, self._device
         self._gen = torch.Generator(device="cpu")
         self._gen.manual_seed(self.seed)
-        self._init = {
-            name: RowInitializer(self.seed, stream, d, self.init_std)
-            for name, stream in _TABLES.items()
-            if stream is not None
-        }
+        self._uninitialised: set[int] = set()  # freed item rows, initialised from their next id
+        self._vocab_base: dict[str, np.ndarray] | None = None  # vocabulary tables as of the last delta
+        self._no_rows = torch.zeros(0, dtype=torch.float32, device=dev)  # what an absent dense table shares
+        self._caches_stale = False  # whether the delta being applied changed every item's output
         self.tag_index = IdIndex()
         self.token_index = IdIndex()
         self.feature_index = IdIndex()  # "key=value" of user features and "hour=h"
@@ -321,6 +363,8 @@ class TwoTower(OnlineRecommender):
     def _grow(self, n_users: int, n_items: int) -> None:
         self._grow_table("item", n_items)
         self._grow_table("item_bias", n_items)
+        if self._uninitialised:
+            self._initialise_reused_rows()
         if len(self._item_events) < n_items:
             self._item_events = self._grown(self._item_events, n_items)
             self._item_trained = self._grown(self._item_trained, n_items)
@@ -339,11 +383,37 @@ class TwoTower(OnlineRecommender):
             return
         table = _ensure_rows(self._tables[name], n)
         self._acc[name] = _ensure_rows(self._acc[name], n)
-        init = self._init.get(name)
-        if init is not None:
-            table[done:n] = torch.from_numpy(init.rows(done, n)).to(self._device)
+        if name in _RANDOM_TABLES:
+            ids = self._index_of(name).ids[done:n]
+            table[done:n] = torch.from_numpy(self._initial_rows(name, ids)).to(self._device)
+            if name == "item":  # a row freed before it was grown waits for its next id
+                self._uninitialised.update(done + j for j, key in enumerate(ids) if key is None)
         self._tables[name] = table
         self._rows[name] = n
+
+    def _index_of(self, name: str) -> IdIndex:
+        """The ids of the rows of table ``name`` (item, tag, title word or user feature)."""
+        kind = name.removesuffix("_bias")
+        return {"item": self.item_index, "tag": self.tag_index, "token": self.token_index}.get(kind, self.feature_index)
+
+    def _initial_rows(self, name: str, ids: Sequence[str | None]) -> np.ndarray:
+        """Initial rows of table ``name`` for ``ids``: a function of the seed and the id (every worker agrees)."""
+        if name in _RANDOM_TABLES:
+            return id_rows([key or "" for key in ids], self.n_factors, self.seed, self.init_std, salt=name)
+        return np.zeros((len(ids), 1 if name.endswith("_bias") else self.n_factors), dtype=np.float32)
+
+    def _initialise_reused_rows(self) -> None:
+        """Start the freed item rows that hold an id again from that id's initial row."""
+        rows = np.array(sorted(self._uninitialised), dtype=np.int64)
+        ids = self.item_index.ids_of(rows)
+        live = np.array([key is not None for key in ids], dtype=bool)
+        if live.any():
+            rows, ids = rows[live], [key for key in ids if key is not None]
+            self._tables["item"][torch.from_numpy(rows).to(self._device)] = torch.from_numpy(
+                self._initial_rows("item", ids)
+            ).to(self._device)
+            self._uninitialised.difference_update(rows.tolist())
+            self._stale_items.update(rows.tolist())
 
     def _feature(self, name: str) -> int:
         """Row of user feature ``name`` in the feature table (added on first sight)."""
@@ -429,6 +499,8 @@ class TwoTower(OnlineRecommender):
     # -- learning --------------------------------------------------------------------
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        if self._uninitialised:
+            self._initialise_reused_rows()
         contexts: Sequence[ContextT] = batch.contexts or (None,) * len(batch)
         hist, feats, events, seen, visible = self._hist, self._feats, self._item_events, self._seen, self._item_visible
         hour, repeats = self.use_hour, self.learn_repeats
@@ -760,11 +832,10 @@ class TwoTower(OnlineRecommender):
     @torch.no_grad()
     def _forget_item_rows(self, rows: np.ndarray) -> None:
         r = torch.from_numpy(rows).to(self._device)
-        self._tables["item"][r] = torch.from_numpy(self._init["item"].rows_at(rows)).to(self._device)
         for name in ("item", "item_bias"):
-            if name == "item_bias":
-                self._tables[name][r] = 0.0
+            self._tables[name][r] = 0.0
             self._acc[name][r] = 0.0
+        self._uninitialised.update(rows.tolist())  # the row starts from its next id's initial row
         for array in (self._item_tags, self._item_tokens):
             array[rows] = -1
         self._item_events[rows] = 0.0
@@ -775,6 +846,163 @@ class TwoTower(OnlineRecommender):
             _drop_from_windows(windows, rows)
         self._keep_buffered(~np.isin(self._buf_item[:n], rows))
         self._stale_items.update(rows.tolist())
+
+    # -- sharing across workers ------------------------------------------------------
+    # item rows and dense weights are shared by the base class as increments (asynchronous
+    # SGD); vocabularies (tags, title words, user features) by name here; a user's recent
+    # items and features move with the user; buffered events train where they arrived
+
+    _item_vectors = _table_property("table", "item")
+    _item_biases = _table_property("table", "item_bias")
+    _item_vectors_adagrad = _table_property("acc", "item")
+    _item_biases_adagrad = _table_property("acc", "item_bias")
+    _dense_position = _table_property("table", "position")
+    _dense_mix = _table_property("table", "mix")
+    _dense_hidden_in = _table_property("table", "hidden_in")
+    _dense_hidden_bias = _table_property("table", "hidden_bias")
+    _dense_hidden_out = _table_property("table", "hidden_out")
+    _dense_position_adagrad = _table_property("acc", "position")
+    _dense_mix_adagrad = _table_property("acc", "mix")
+    _dense_hidden_in_adagrad = _table_property("acc", "hidden_in")
+    _dense_hidden_bias_adagrad = _table_property("acc", "hidden_bias")
+    _dense_hidden_out_adagrad = _table_property("acc", "hidden_out")
+
+    def _initial_item_rows(self, name: str, ids: list[str]) -> np.ndarray:
+        if name == "_item_vectors":
+            return self._initial_rows("item", ids)
+        return super()._initial_item_rows(name, ids)
+
+    def drop_users(self, users: Any) -> int:
+        """Hand ``users`` off to another worker (see :meth:`OnlineRecommender.drop_users`).
+
+        Their recent items and features go; their buffered events stay, without
+        their user row, and train here with the rest of the buffer.
+        """
+        rows = self.user_index.lookup([str(u) for u in users])
+        rows = np.unique(rows[rows >= 0])
+        n = self._n_buffered
+        if len(rows) and n:
+            buffered = self._buf_user[:n]
+            hit = np.isin(buffered, rows)
+            buffered[hit] = -2 - buffered[hit]  # still one negative id per user: their items stay no negatives
+        return super().drop_users(users)
+
+    def _vocab_now(self, kind: str) -> dict[str, np.ndarray]:
+        """Copies of the tables (and Adagrad sums) of vocabulary ``kind``, by key."""
+        n = self._rows[_VOCABS[kind][0]]
+        out = {}
+        for name in _VOCABS[kind]:
+            out[name] = self._tables[name][:n].detach().to("cpu", copy=True).numpy()
+            out[f"{name}.adagrad"] = self._acc[name][:n].detach().to("cpu", copy=True).numpy()
+        return out
+
+    def _vocab_base_rows(self, kind: str) -> dict[str, np.ndarray]:
+        """The vocabulary's tables as of the last delta; rows added since start from their initial values."""
+        if self._vocab_base is None:
+            self._vocab_base = {}
+        base = self._vocab_base
+        ids = self._index_of(_VOCABS[kind][0]).ids
+        n = self._rows[_VOCABS[kind][0]]
+        for name in _VOCABS[kind]:
+            for key in (name, f"{name}.adagrad"):
+                have = base.get(key)
+                width = 1 if name.endswith("_bias") else self.n_factors
+                if have is None:
+                    have = np.zeros((0, width), dtype=np.float32)
+                if len(have) < n:
+                    new = ids[len(have) : n]
+                    start = self._initial_rows(name, new) if key == name else np.zeros((len(new), width), np.float32)
+                    have = np.concatenate([have, start])
+                base[key] = have
+        return base
+
+    def _begin_sharing_extra(self) -> None:
+        self._vocab_base = {}
+        for kind in _VOCABS:
+            self._vocab_base.update(self._vocab_now(kind))
+
+    def _take_item_delta_extra(self, delta: ItemDelta) -> None:
+        for kind, names in _VOCABS.items():
+            n = self._rows[names[0]]
+            if not n:
+                continue
+            base, now = self._vocab_base_rows(kind), self._vocab_now(kind)
+            diffs = {key: value - base[key][:n] for key, value in now.items()}
+            changed = np.zeros(n, dtype=bool)
+            for diff in diffs.values():
+                changed |= diff.any(axis=1)
+            rows = np.flatnonzero(changed)
+            if len(rows):
+                delta.extra[f"two_tower.{kind}"] = self._index_of(names[0]).ids_of(rows)
+                for key, diff in diffs.items():
+                    delta.extra_arrays[f"two_tower.{key}"] = diff[rows]
+            base.update(now)
+
+    def _export_items_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
+        for kind, names in _VOCABS.items():
+            n = self._rows[names[0]]
+            if n:
+                delta.extra[f"two_tower.{kind}"] = self._index_of(names[0]).ids[:n]
+                for key, value in self._vocab_now(kind).items():
+                    delta.extra_arrays[f"two_tower.{key}"] = value
+        for kind, matrix, index in (
+            ("tag", self._item_tags, self.tag_index),
+            ("token", self._item_tokens, self.token_index),
+        ):
+            part = matrix[rows]
+            if (part >= 0).any():
+                delta.extra[f"two_tower.{kind}_of_items"] = [index.ids_of(r[r >= 0]) for r in part]
+        delta.extra_arrays["two_tower.visible"] = self._item_visible[rows].copy()
+
+    def _apply_item_delta_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
+        absolute = bool(delta.extra.get("absolute"))
+        self._caches_stale = bool(delta.globals) or absolute
+        for kind, names in _VOCABS.items():
+            ids = delta.extra.get(f"two_tower.{kind}")
+            if not ids:
+                continue
+            self._caches_stale = True
+            index = self._index_of(names[0])
+            local = index.add_many(ids)
+            for name in names:
+                self._grow_table(name, len(index))
+            base = self._vocab_base_rows(kind)
+            r = torch.from_numpy(local).to(self._device)
+            for name in names:
+                for key, store in ((name, self._tables), (f"{name}.adagrad", self._acc)):
+                    values = delta.extra_arrays[f"two_tower.{key}"]
+                    if absolute:
+                        store[name][r] = torch.from_numpy(values).to(self._device)
+                        base[key][local] = values
+                    else:
+                        store[name].index_add_(0, r, torch.from_numpy(values).to(self._device))
+                        base[key][local] += values
+        if absolute:
+            items = np.asarray(delta.items, dtype=object)
+            for kind in ("tag", "token"):
+                content = delta.extra.get(f"two_tower.{kind}_of_items")
+                if content is not None:
+                    has = np.array([bool(c) for c in content], dtype=bool)
+                    self._set_content(items[has], [tuple(c) for c, ok in zip(content, has, strict=True) if ok], kind)
+            self._item_visible[rows] = delta.extra_arrays["two_tower.visible"]
+        elif "_item_events" in delta.arrays:  # an item another worker learned an event of is a negative here too
+            self._item_visible[rows[delta.arrays["_item_events"] > 0]] = True
+
+    def _after_item_change(self, rows: np.ndarray) -> None:
+        if self._caches_stale:  # dense weights or vocabularies changed: every item output
+            self._n_cached = 0
+            self._dense64 = None
+        self._stale_items.update(rows.tolist())
+        self._items_dev = None
+
+    def _export_user_extra(self, rows: np.ndarray) -> dict[str, Any]:
+        names = self.feature_index.ids
+        return {"two_tower_features": [[names[f] if f >= 0 else None for f in self._feats[r].tolist()] for r in rows]}
+
+    def _import_user_extra(self, rows: np.ndarray, extra: dict[str, Any]) -> None:
+        for row, features in zip(rows.tolist(), extra.get("two_tower_features") or [None] * len(rows), strict=True):
+            if features is not None:
+                self._feats[row] = [self._feature(f) if f is not None else -1 for f in features]
 
     # -- save / load -----------------------------------------------------------------
 
@@ -829,6 +1057,7 @@ class TwoTower(OnlineRecommender):
         self._buf_weight[:nb] = arrays["buffer_weight"]
         self._n_buffered = nb
         self._gen.set_state(torch.from_numpy(np.array(arrays["generator_state"], dtype=np.uint8)))
+        self._uninitialised = set()  # _load_extra_meta adds the free rows: they start from their next id
         self._n_cached = 0
         self._dense64 = None
         self._items_dev = None
@@ -842,6 +1071,7 @@ class TwoTower(OnlineRecommender):
         self.feature_index = IdIndex(extra.get("features", []))
         self._feature_rows = {}
         self._hour_rows = [-1] * 24
+        self._uninitialised = set(self.item_index.free_rows().tolist())
 
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:

@@ -266,3 +266,38 @@ def test_the_per_event_copies_follow_every_step() -> None:
     np.testing.assert_array_equal(
         mirror["wq"], state(model)["attention"][model._layout["wq"][0] : model._layout["wq"][1]].reshape(16, 16)
     )
+
+
+# -- sharing across workers (the generic tests are in tests/models/test_sharing.py) --------------
+
+
+def test_initial_item_rows_are_a_function_of_the_id() -> None:
+    first, second = SASRec(**PARAMS, device="cpu"), SASRec(**PARAMS, device="cpu")
+    first.add_items(["a", "b", "c"])
+    second.add_items(["c", "b", "a"])
+
+    def row(model: SASRec, item: str) -> np.ndarray:
+        return model._e[model.item_index.get(item)].numpy()
+
+    assert all(np.array_equal(row(first, i), row(second, i)) for i in "abc")
+    # a freed row taken by a new item starts from the new item's row, as on a worker that never evicted
+    first.set_capacity(max_items=3)
+    first.learn(Interactions.from_columns(["u"], ["d"]))
+    second.add_items(["d"])
+    assert first.item_index.get("d") < 3
+    np.testing.assert_array_equal(row(first, "d"), row(second, "d"))
+
+
+def test_handed_off_users_leave_their_windows_and_their_waiting_examples_train_here() -> None:
+    model = train(SASRec(**{**PARAMS, "batch_size": 10_000}, device="cpu"), cycle_stream(n_users=100))
+    moving = [f"u0-{j}" for j in range(10)]
+    rows = model.user_index.lookup(moving)
+    waiting = model._n_buffered
+    mine = int(np.isin(model._buffered()[0], rows).sum())
+    assert mine and model.drop_users(moving) == len(moving)
+    assert not any(model.has_history(u) for u in moving)
+    assert model._n_buffered == waiting and not np.isin(model._buffered()[0], rows).any()
+    model.learn(Interactions.from_columns(["new", "new"], ["g0-1", "g0-2"]))  # a newcomer takes a freed row
+    assert model.user_index.get("new") in rows and model._n_buffered == waiting + 1
+    model.forget_user("new")
+    assert model._n_buffered == waiting  # the newcomer's example went, the handed-off ones stay

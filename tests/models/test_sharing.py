@@ -52,6 +52,11 @@ def assert_same_lists(got: Recommendations, want: Recommendations, name: str) ->
                 assert set(a_run[0]) == set(b_run[0]), f"{name}: tied items differ: {a_run} vs {b_run}"
 
 
+def overlap(got: Recommendations, want: Recommendations) -> float:
+    """The mean share of each list of ``want`` that ``got`` holds too."""
+    return float(np.mean([len(set(a) & set(b)) / max(len(b), 1) for a, b in zip(got.items, want.items, strict=True)]))
+
+
 def _runs(items: list[str], scores: list[float]) -> list[tuple[list[str], float]]:
     """Items grouped by (nearly) equal score, in rank order."""
     out: list[tuple[list[str], float]] = []
@@ -64,7 +69,131 @@ def _runs(items: list[str], scores: list[float]) -> list[tuple[list[str], float]
 
 
 def test_every_sharing_model_is_tested() -> None:
-    assert {"popularity", "itemknn"} <= {p.values[0] for p in SHARING}
+    assert {"popularity", "itemknn", "two_tower", "sasrec"} <= {p.values[0] for p in SHARING}
+    inexact = {n for n in models.available() if models.model_class(n).shares_state}
+    inexact -= {n for n in inexact if models.model_class(n).sharing_is_exact}
+    assert inexact <= set(INEXACT), "every model whose sharing is not exact states its tolerance here"
+
+
+def split_learning(
+    name: str, params: dict, events: Interactions, n_workers: int = 2, every: int = 25
+) -> tuple[list[OnlineRecommender], float]:
+    """Workers learning their users' events, deltas exchanged (as bytes) every ``every`` events.
+
+    Returns the workers and their HR@10 on the stream: before each block of
+    ``every`` events, each event's user gets a list from their worker (seen
+    items excluded), a hit when it holds the event's item; then the block is
+    learned. With one worker, the single model.
+    """
+    workers = [models.create(name, **params) for _ in range(n_workers)]
+    if n_workers > 1:
+        for worker in workers:
+            worker.begin_sharing()
+    users, items = events.users.tolist(), events.items.tolist()
+    owner = np.array([partition(u, n_workers) for u in users])
+    hits: list[bool] = []
+    for start in range(0, len(events), every):
+        part = np.arange(start, min(start + every, len(events)))
+        for w, worker in enumerate(workers):
+            mine = part[owner[part] == w]
+            if len(mine):
+                asked = sorted({users[j] for j in mine})
+                lists = dict(zip(asked, worker.recommend(asked, k=10, with_reasons=False).items, strict=True))
+                hits += [items[j] in lists[users[j]] for j in mine.tolist()]
+                worker.learn(events.select(mine))
+        if n_workers > 1:
+            deltas = [relay(worker.take_item_delta()) for worker in workers]
+            for w, worker in enumerate(workers):
+                for v, delta in enumerate(deltas):
+                    if v != w:
+                        worker.apply_item_delta(delta)
+    return workers, float(np.mean(hits))
+
+
+def cluster_stream(n_events: int = 3000, n_users: int = 300, n_clusters: int = 20, seed: int = 0) -> Interactions:
+    """Each user's items come from one cluster of 10 items (80%) or anywhere (20%); ordered within a cluster."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, n_events)
+    steps = np.zeros(n_users, dtype=np.int64)
+    items = np.empty(n_events, dtype=np.int64)
+    for n, u in enumerate(users.tolist()):  # a user walks their cluster in order: some sequence to learn
+        items[n] = (u % n_clusters) * 10 + (u + steps[u]) % 10
+        steps[u] += 1
+    noise = rng.random(n_events) < 0.2
+    items[noise] = rng.integers(0, n_clusters * 10, int(noise.sum()))
+    return Interactions.from_columns(
+        [f"u{u}" for u in users], [f"i{i}" for i in items], timestamps=np.arange(n_events) * 60.0
+    )
+
+
+#: Models whose sharing is not exact, their parameters for the quality test, and how much HR@10
+#: two workers exchanging deltas every 50 events may lose against one model of all events. Two-tower
+#: and SASRec: asynchronous SGD; session kNN: capped rings filled in another order.
+INEXACT: dict[str, tuple[dict, float]] = {
+    "two_tower": (
+        {"n_factors": 16, "micro_batch": 32, "n_negatives": 16, "lr": 0.05, "hidden": 8, "device": "cpu"},
+        0.03,
+    ),
+    "sknn": ({}, 0.03),
+    "sasrec": ({"n_factors": 16, "max_len": 6, "batch_size": 32, "n_negatives": 16, "device": "cpu"}, 0.03),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INEXACT))
+def test_workers_exchanging_deltas_recommend_about_as_well_as_one_model(name: str) -> None:
+    """Asynchronous SGD: HR@10 within the stated tolerance of one model's, item rows no farther from its
+    than another seed's are (SGD trajectories diverge: the seed's distance is the yardstick)."""
+    params, tolerance = INEXACT[name]
+    events = cluster_stream()
+    (whole,), one = split_learning(name, {**params, "seed": 0}, events, 1, every=50)
+    (other,), _ = split_learning(name, {**params, "seed": 1}, events, 1, every=50)
+    workers, two = split_learning(name, {**params, "seed": 0}, events, 2, every=50)
+    assert two >= one - tolerance, f"{name}: HR@10 {two:.3f} with two workers, {one:.3f} with one"
+    assert one > 0.1  # the stream is learnable (10 of 200 items at random: 0.05)
+    tables = models.model_class(name)._item_arrays
+    if not tables:  # no trained item rows
+        return
+    ids = sorted(i for i in whole.item_index.ids if i is not None)
+
+    def learned(model: OnlineRecommender) -> np.ndarray:  # each item's embedding row minus its initial row
+        delta = model.export_items()
+        at = {item: n for n, item in enumerate(delta.items)}
+        return delta.arrays[tables[0]][[at[i] for i in ids]] - model._initial_item_rows(tables[0], ids)
+
+    base = learned(whole)
+    by_seed = np.linalg.norm(learned(other) - base)
+    for worker in workers:
+        assert np.linalg.norm(learned(worker) - base) <= 1.1 * by_seed, name
+
+
+@pytest.mark.parametrize(("name", "params"), SHARING)
+def test_a_lone_worker_that_takes_deltas_and_applies_empty_ones_learns_as_if_it_did_not_share(
+    name: str, params: dict
+) -> None:
+    events = stream()
+    plain, sharing, idle = (models.create(name, **params) for _ in range(3))
+    sharing.begin_sharing()
+    idle.begin_sharing()
+    for start in range(0, len(events), 25):
+        part = events.select(np.arange(start, min(start + 25, len(events))))
+        plain.learn(part)
+        sharing.learn(part)
+        sharing.take_item_delta()
+        sharing.apply_item_delta(relay(idle.take_item_delta()))
+    users = sorted(set(events.users.tolist()))
+    got, want = sharing.recommend(users, k=10), plain.recommend(users, k=10)
+    assert got.items == want.items and got.scores == want.scores, name
+
+
+@pytest.mark.parametrize(("name", "params"), SHARING)
+def test_split_learning_is_deterministic(name: str, params: dict) -> None:
+    events = stream(n=400)
+    first, _ = split_learning(name, params, events)
+    again, _ = split_learning(name, params, events)
+    users = sorted(set(events.users.tolist()))
+    for a, b in zip(first, again, strict=True):
+        got, want = a.recommend(users, k=10), b.recommend(users, k=10)
+        assert got.items == want.items and got.scores == want.scores, name
 
 
 @pytest.mark.parametrize(("name", "params"), SHARING)
@@ -90,10 +219,7 @@ def test_split_learning_with_exchanged_deltas_equals_one_model(name: str, params
         if whole.sharing_is_exact:
             assert_same_lists(got, want, name)
         else:  # asynchronous SGD: most of each list agrees
-            overlap = np.mean(
-                [len(set(a) & set(b)) / max(len(b), 1) for a, b in zip(got.items, want.items, strict=True)]
-            )
-            assert overlap >= 0.5, f"{name}: lists overlap {overlap:.2f}"
+            assert overlap(got, want) >= 0.5, f"{name}: lists overlap {overlap(got, want):.2f}"
 
 
 @pytest.mark.parametrize(("name", "params"), SHARING)
@@ -116,7 +242,11 @@ def test_users_move_to_a_fresh_worker_with_their_state(name: str, params: dict) 
     more = events.select(np.flatnonzero([partition(u) == 0 for u in events.users.tolist()])[:60])
     source.learn(more)
     target.learn(more)
-    assert_same_lists(target.recommend(users, k=10), source.recommend(users, k=10), name)
+    got, want = target.recommend(users, k=10), source.recommend(users, k=10)
+    if source.sharing_is_exact:
+        assert_same_lists(got, want, name)
+    else:  # gradient steps on the source's waiting examples and its own negatives: close, not equal
+        assert overlap(got, want) >= 0.7, f"{name}: lists overlap {overlap(got, want):.2f}"
     # the source hands them off: no trace left, other users unchanged
     others = sorted(set(events.users.tolist()) - set(users))
     before = source.recommend(others, k=10).items

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from typing import Any
@@ -10,7 +11,10 @@ import numpy as np
 import pytest
 
 from models import Interactions, OnlineRecommender
+from models.sharing import UserStates
 from models.sknn import SessionKNN
+from tests.models.test_sharing import assert_same_lists, partition, relay
+from tests.models.test_sharing import stream as shared_stream
 
 
 def events(pairs: list[tuple[str, str]]) -> Interactions:
@@ -207,3 +211,131 @@ def test_reasons_are_the_same_alone_and_in_a_large_call() -> None:
         alone = model.recommend([user], k=5)
         assert alone.items[0] == together.items[n] and alone.reasons[0] == together.reasons[n], user
         assert all(r is None or r in model.session(user) for r in alone.reasons[0])
+
+
+# -- sharing across workers: every worker keeps a replica of every user's session --------
+
+
+def split_learning(
+    params: dict[str, Any], stream: Interactions, every: int = 25
+) -> tuple[SessionKNN, list[SessionKNN], list[str]]:
+    """One model of the whole stream, and two workers learning its user partitions, deltas exchanged as bytes."""
+    whole, workers = SessionKNN(**params), [SessionKNN(**params), SessionKNN(**params)]
+    for worker in workers:
+        worker.begin_sharing()
+    owner = np.array([partition(u) for u in stream.users.tolist()])
+    for start in range(0, len(stream), every):
+        part = np.arange(start, min(start + every, len(stream)))
+        whole.learn(stream.select(part))
+        for w, worker in enumerate(workers):
+            mine = part[owner[part] == w]
+            if len(mine):
+                worker.learn(stream.select(mine))
+        deltas = [relay(worker.take_item_delta()) for worker in workers]
+        workers[0].apply_item_delta(deltas[1])
+        workers[1].apply_item_delta(deltas[0])
+    return whole, workers, sorted(set(stream.users.tolist()))
+
+
+def test_two_workers_exchanging_deltas_recommend_what_one_model_does() -> None:
+    whole, workers, users = split_learning({}, shared_stream(n=1200, seed=6))
+    assert (whole._inv[: whole.n_items] >= 0).sum(axis=1).max() < whole.index_size  # no ring overflowed
+    for w, worker in enumerate(workers):
+        assert all(worker.session(u) == whole.session(u) for u in users)  # the replica holds every session
+        mine = [u for u in users if partition(u) == w]
+        assert all(worker.has_history(u) for u in mine) and not any(
+            worker.has_history(u) for u in users if u not in mine
+        )
+        assert_same_lists(worker.recommend(mine, k=10), whole.recommend(mine, k=10), "sknn")
+
+
+def test_past_the_caps_split_learning_stays_close() -> None:
+    params = {"k": 5, "sample_size": 8, "session_length": 3, "window": 5, "index_size": 4, "span": 2}
+    whole, workers, users = split_learning(params, shared_stream(n=1200, seed=6), every=100)
+    overlaps = []
+    for w, worker in enumerate(workers):
+        assert all(worker.session(u) == whole.session(u) for u in users)  # windows are exact; rings are not
+        mine = [u for u in users if partition(u) == w]
+        got, want = worker.recommend(mine, k=10).items, whole.recommend(mine, k=10).items
+        overlaps += [len(set(a) & set(b)) / max(len(b), 1) for a, b in zip(got, want, strict=True)]
+    assert np.mean(overlaps) >= 0.75  # 0.86 measured
+
+
+def test_users_move_between_workers_with_their_lists() -> None:
+    stream = shared_stream(n=1200, seed=7)
+    whole, workers, users = split_learning({}, stream)
+    moving = [u for u in users if partition(u) == 0]
+    before = workers[0].recommend(moving, k=10)
+    # through per-user JSON records, as the changelog holds them, to the other worker
+    records = json.loads(json.dumps(workers[0].export_users(moving).records()))
+    workers[1].import_users(UserStates.from_records("sknn", records))
+    assert workers[0].drop_users(moving) == len(moving)
+    assert not any(workers[0].has_history(u) for u in moving)
+    assert all(workers[0].session(u) == whole.session(u) for u in moving)  # still neighbours of its users
+    assert_same_lists(workers[1].recommend(moving, k=10), before, "sknn")
+    assert all(workers[1].seen_items(u) == whole.seen_items(u) for u in moving)
+    # to a fresh worker: the whole store (export_items), then the users, through bytes
+    fresh = SessionKNN()
+    fresh.import_items(relay(workers[1].export_items()))
+    fresh.import_users(UserStates.from_bytes(workers[1].export_users(moving).to_bytes()))
+    assert all(fresh.session(u) == whole.session(u) for u in users)
+    assert_same_lists(fresh.recommend(moving, k=10), before, "sknn")
+    # the new owner learns on; the old one follows through its deltas
+    more = shared_stream(n=300, seed=8)
+    more = more.select(np.flatnonzero([partition(u) == 0 for u in more.users.tolist()]))
+    whole.learn(more)
+    workers[1].learn(more)
+    workers[0].apply_item_delta(relay(workers[1].take_item_delta()))
+    assert all(workers[0].session(u) == whole.session(u) for u in users)
+    assert_same_lists(workers[1].recommend(moving, k=10), whole.recommend(moving, k=10), "sknn")
+
+
+def test_a_forgotten_user_leaves_every_replica() -> None:
+    stream = shared_stream(n=1200, seed=9)
+    _, workers, users = split_learning({}, stream)
+    gone = next(u for u in users if partition(u) == 0)
+    assert workers[1].session(gone)  # the other worker's replica holds the session
+    assert workers[0].forget_user(gone)
+    delta = relay(workers[0].take_item_delta())
+    assert delta.extra["sknn_removed"] == [gone]  # the owner's next delta carries the removal
+    workers[1].apply_item_delta(delta)
+    assert workers[1].session(gone) == [] and workers[1].user_index.get(gone) < 0
+    inv = workers[1]._inv[: workers[1].n_items]
+    assert (inv[inv >= 0] >> 32 < workers[1].n_users).all()
+    # worker 1's users now get what a model that never learned the user gives
+    never = SessionKNN()
+    never.learn(stream.select(np.flatnonzero(stream.users != gone)))
+    mine = [u for u in users if partition(u) == 1]
+    assert_same_lists(workers[1].recommend(mine, k=10), never.recommend(mine, k=10), "sknn")
+    # back after a forget: a new user, whose new session alone reaches the replica; a user
+    # forgotten again before the delta leaves nothing
+    other = next(u for u in users if partition(u) == 0 and u != gone)
+    workers[0].forget_user(other)
+    workers[0].learn(Interactions.from_columns([other, gone, gone], ["i1", "i2", "i3"]))
+    workers[0].forget_user(other)
+    delta = relay(workers[0].take_item_delta())
+    assert sorted(delta.extra["sknn_removed"]) == sorted([other])
+    workers[1].apply_item_delta(delta)
+    assert workers[1].session(gone) == ["i2", "i3"] and workers[1].session(other) == []
+
+
+def test_a_delta_applied_twice_or_after_a_restore_changes_nothing() -> None:
+    stream = shared_stream(n=600, seed=10)
+    owner, follower = SessionKNN(), SessionKNN()
+    owner.begin_sharing()
+    owner.learn(stream.select(np.arange(300)))
+    first = relay(owner.take_item_delta())
+    follower.apply_item_delta(first)
+    owner.learn(stream.select(np.arange(300, 600)))
+    second = relay(owner.take_item_delta())
+    users = sorted(set(stream.users.tolist()))
+    restored = SessionKNN()  # restored the users from the changelog before the second delta arrived
+    restored.apply_item_delta(first)
+    restored.import_users(owner.export_users(users))
+    for model in (follower, restored):
+        model.apply_item_delta(second)
+        model.apply_item_delta(second)
+        assert all(model.session(u) == owner.session(u) for u in users)
+        assert_same_lists(
+            model.recommend(users, k=10, exclude_seen=False), owner.recommend(users, k=10, exclude_seen=False), "sknn"
+        )
