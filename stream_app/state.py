@@ -47,11 +47,13 @@ from streamrec.settings import Settings
 
 __all__ = [
     "OFFSETS_KEY",
+    "Reassembler",
     "StateWriter",
     "UpdatesFollower",
     "pack_deltas",
     "read_partition_state",
     "read_snapshot",
+    "split_record",
     "unpack_deltas",
     "write_snapshot",
 ]
@@ -115,6 +117,58 @@ def unpack_deltas(data: bytes) -> tuple[dict[str, Any], dict[str, ItemDelta]]:
         deltas[name] = ItemDelta.from_bytes(data[offset : offset + size])
         offset += size
     return header, deltas
+
+
+#: Updates records larger than this go out as several chunk records in the same transaction.
+UPDATES_CHUNK = 4 * 1024 * 1024
+_CHUNK_MAGIC = b"SRCHUNK1"
+
+
+def split_record(value: bytes, record_id: str, limit: int = UPDATES_CHUNK) -> list[bytes]:
+    """``value`` as one record, or as chunk records that :class:`Reassembler` joins (over ``limit`` bytes).
+
+    An SGD-trained model's increments cover every item its steps touched, so a
+    commit's record grows with the catalogue; the topic takes records of at most
+    16 MiB. The chunks of one record are written in one transaction, so a
+    ``read_committed`` reader sees all of them or none.
+
+    Examples
+    --------
+    >>> parts = split_record(b"x" * 10, "w1-3", limit=4)
+    >>> len(parts)
+    3
+    >>> joiner = Reassembler()
+    >>> [joiner.feed(p) for p in parts][-1]
+    b'xxxxxxxxxx'
+    """
+    if len(value) <= limit:
+        return [value]
+    pieces = [value[i : i + limit] for i in range(0, len(value), limit)]
+    out = []
+    for index, piece in enumerate(pieces):
+        head = orjson.dumps({"id": record_id, "index": index, "count": len(pieces)})
+        out.append(_CHUNK_MAGIC + len(head).to_bytes(4, "little") + head + piece)
+    return out
+
+
+class Reassembler:
+    """Joins the chunk records of :func:`split_record`; whole records pass straight through."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, dict[int, bytes]] = {}
+
+    def feed(self, value: bytes) -> bytes | None:
+        """The whole record once its last chunk arrived (``value`` itself if it is not a chunk), else ``None``."""
+        if not value.startswith(_CHUNK_MAGIC):
+            return value
+        size = int.from_bytes(value[8:12], "little")
+        head = orjson.loads(value[12 : 12 + size])
+        parts = self._parts.setdefault(head["id"], {})
+        parts[int(head["index"])] = value[12 + size :]
+        if len(parts) < int(head["count"]):
+            return None
+        del self._parts[head["id"]]
+        return b"".join(parts[i] for i in range(int(head["count"])))
 
 
 @dataclass
@@ -220,8 +274,9 @@ class StateWriter:
             for batch in batches:
                 value = await asyncio.to_thread(pack_deltas, self.worker_id, self.sequence, batch, {"at": time.time()})
                 self.bytes_sent += len(value)
-                await producer.send(settings.state_topic("model-updates"), value=value, key=self.worker_id.encode(),
-                                    partition=0)  # fmt: skip
+                for part in split_record(value, f"{self.worker_id}-{self.sequence}-{len(value)}"):
+                    await producer.send(settings.state_topic("model-updates"), value=part, key=self.worker_id.encode(),
+                                        partition=0)  # fmt: skip
             for partition, records in users.items():  # record batches: far cheaper than a send per user
                 batch = producer.create_batch()
                 for user, value in records.items():
@@ -319,6 +374,7 @@ class UpdatesFollower:
         self.lag_seconds = 0.0
         self._task: asyncio.Task[None] | None = None
         self._consumer: Any = None
+        self._joiner = Reassembler()
         self.caught_up = asyncio.Event()
 
     async def start(self) -> None:
@@ -351,8 +407,11 @@ class UpdatesFollower:
                 await asyncio.sleep(1.0)
                 continue
             for message in batch.get(tp, []):
+                value = self._joiner.feed(message.value)
+                if value is None:
+                    continue  # a chunk: the position stays before the record's first chunk until it is whole
                 try:
-                    header, deltas = unpack_deltas(message.value)
+                    header, deltas = unpack_deltas(value)
                 except Exception:
                     log.exception("an unreadable record at %s@%d of the updates topic: skipped", tp, message.offset)
                     self.position = message.offset + 1
@@ -416,9 +475,11 @@ async def read_updates(settings: Settings, start_offset: int = 0) -> list[tuple[
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         consumer.seek(tp, start_offset)
+        joiner = Reassembler()
         while await consumer.position(tp) < end:
             batch = await consumer.getmany(tp, timeout_ms=500)
-            out.extend(unpack_deltas(m.value) for m in batch.get(tp, []))
+            whole = (joiner.feed(m.value) for m in batch.get(tp, []))
+            out.extend(unpack_deltas(value) for value in whole if value is not None)
     finally:
         await consumer.stop()
     return out
