@@ -9,6 +9,8 @@ Benchmarks, in order (each a module of this package with ``config(quick)``,
 - ``scale``: top-100 for 1,000 users as the catalogue grows to 1M items, exact
   versus an HNSW index; bytes of model state per user and item;
 - ``gpu``: torch BPR on CUDA versus CPU (CPU figures only without CUDA);
+- ``split_quality``: per-event HR@10 with the users split over 1 and 3
+  workers that exchange their item increments as the updates topic does;
 - ``live``: the Kafka pipeline, from ``bench/live.py`` when that module exists,
   run only with ``--live`` (it starts a broker);
 - ``scaleout``: 1 and 2 workers over partitions against bare Faust, freshness at
@@ -40,6 +42,7 @@ BENCHMARKS: dict[str, str] = {
     "reads": "Read latency from Redis",
     "scale": "Scale: exact versus ANN top-100, model state size",
     "gpu": "GPU: torch BPR on CUDA versus CPU",
+    "split_quality": "Quality with the users split over workers",
     "live": "Live pipeline: Kafka → worker → Redis",
     "scaleout": "Scale-out: workers over partitions, against bare Faust",
 }

@@ -234,3 +234,16 @@ def test_ann_answers_near_whole_catalogue_queries_exactly() -> None:
     model, users = _random_isgd(n_items=50, n_users=4, dim=4)
     ann = ANNRecommender(model, M=4, ef_construction=8, ef=4)  # a poor graph: the exact path must answer
     assert ann.recommend(users, k=45).items == model.recommend(users, k=45).items
+
+
+def test_split_quality_tiny(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Counting models split over workers that exchange increments score what one worker scores."""
+    from bench import split_quality
+
+    monkeypatch.setenv("STREAMREC_DATA_DIR", str(tmp_path))  # generated MovieLens-format data, never the real set
+    cfg = split_quality.Config(models=("itemknn",), workers=(1, 3), stress_workers=(3,), limit=1500, exchange_every=300)
+    result = split_quality.run(cfg)
+    one, three = (r["hr"] for r in result["runs"])
+    assert one > 0 and three == one  # exchanged once per second of event time: the counts add up exactly
+    assert result["stress"][0]["exchanges"] == 4
+    assert "3 workers" in split_quality.markdown(result)
