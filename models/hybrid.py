@@ -76,7 +76,9 @@ class Hybrid(OnlineRecommender):
     ----------
     components
         Registry names of the member models (see ``models.MODEL_PATHS``),
-        created with their default hyperparameters.
+        created with their default hyperparameters. The defaults (these four
+        members, ``temperature=0.05``) were chosen on the development parts
+        of both logs; see ``docs/tuning/hybrid.md``.
     temperature
         0 serves the list of the best member of the user's bucket (switching);
         a positive value fuses the members' ranks with weights
@@ -123,8 +125,8 @@ class Hybrid(OnlineRecommender):
 
     def __init__(
         self,
-        components: tuple[str, ...] = ("sasrec", "sknn", "itemknn"),
-        temperature: float = 0.0,
+        components: tuple[str, ...] = ("sasrec", "sknn", "itemknn", "two_tower"),
+        temperature: float = 0.05,
         hit_k: int = 10,
         bucket_edges: tuple[int, ...] = (1, 5),
         half_life: float = 2000.0,
