@@ -1,7 +1,8 @@
-"""A hybrid recommender: rank fusion of online models, popularity and item content."""
+"""A hybrid recommender: online models weighed by their recent hits, popularity and item content."""
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,67 +18,90 @@ from models.popularity import Popularity
 
 __all__ = ["Hybrid"]
 
-_FUSIONS = ("rrf", "score")
+#: At most this many users per ``recommend`` call keep their member scores for the next ``learn``.
+_CACHE_USERS = 8
 
 
 class Hybrid(OnlineRecommender):
-    """Blend the rankings of several online models, with popularity and content for cold starts.
+    """Online models whose weights follow which of them has been hitting, per history length.
 
-    The hybrid owns one instance of each component model (created with
+    The hybrid owns one instance of each member model (created with
     :func:`models.create` and the hybrid's ``seed``) and a :class:`Popularity`
-    model; all of them learn every batch. A user's score of an item is:
+    model; all of them learn every batch.
+
+    **Learned weights.** Before the members learn an event ``(u, i)``, the
+    hybrid looks where ``i`` sits in each member's current ranking for ``u``
+    (the member's scores, ``u``'s seen items excluded): a *hit* when it is in
+    the top ``hit_k``. Per bucket of ``u``'s history length (the number of
+    distinct items ``u`` had before the event; buckets cut at
+    ``bucket_edges``) it keeps each member's exponentially decayed hit rate,
+    with a half-life of ``half_life`` updates of that bucket. The weights
+    therefore depend only on earlier events, through the members' states
+    before each event. Within a batch of several events the members' states
+    before the batch are used, and an event of a user already seen earlier in
+    the same batch, a repeat of a seen item or an item nobody interacted with
+    updates nothing (its member states are not current, or no member can hit it).
+
+    **Serving.** A user's score of an item is:
 
     - **users with no history**: the popularity score (same list for all);
-    - **items with interactions** (warm): the fusion of the components,
-      normalised so that an item every component ranks first scores 1.
-
-      ``"rrf"`` (reciprocal-rank fusion) sums
-      ``w_c * (rrf_k + 1) / (rrf_k + rank_c)`` over the components, where
-      ``rank_c`` (1 = best) is the rank among the warm items the user has not
-      seen (seen items are ranked among themselves, so they do not push the
-      unseen ones down); ``"score"`` sums ``w_c`` times the component's
-      scores min-max normalised per user over the warm items. The weights
-      ``w_c`` are normalised to sum to 1.
+    - **items with interactions** (warm): with ``temperature=0``, the list of
+      the member with the best hit rate in the user's bucket (ties: the first
+      in ``components``), so the hybrid tracks the best member per bucket;
+      with ``temperature > 0``, a reciprocal-rank fusion
+      ``sum_m w_m * (rrf_k + 1) / (rrf_k + rank_m)`` with
+      ``w = softmax(hit_rates / temperature)``, where ``rank_m`` (1 = best) is
+      the rank among the warm items the user has not seen (seen items are
+      ranked among themselves). A member that has never been scored in a
+      bucket has rate 0 there.
     - **items with no interactions** (cold, e.g. added by :meth:`add_items`):
       ``content_weight`` times the cosine between the item's tag vector and the
       user's profile (the sum of the normalised tag vectors of the items they
       interacted with), so a new item that matches a user's taste can enter
       their list before anyone interacted with it.
 
-    Reasons come from the first component that gives some (ItemKNN's
+    The cost of an event is the sum of the members' costs: every member scores
+    the user once per learned event (reused from the ``recommend`` of that
+    user just before, when there was one and no event came in between).
+
+    Reasons come from the first member that gives some (ItemKNN's
     "because you interacted with X").
 
     :meth:`save` writes one model directory as every model does: each owned
     model is saved with its own :meth:`save` and its arrays and metadata are
-    stored inside the hybrid's (arrays prefixed ``m<j>.``), so
-    :meth:`OnlineRecommender.load` restores the hybrid and its components.
+    stored inside the hybrid's (arrays prefixed ``m<j>.``), with the hit
+    statistics, so :meth:`OnlineRecommender.load` restores all of it.
 
     Parameters
     ----------
     components
-        Registry names of the component models (see ``models.MODEL_PATHS``),
-        created with their default hyperparameters.
-    weights
-        Weight of each component (non-negative); ``None`` weighs them equally.
-    fusion
-        ``"rrf"`` (reciprocal-rank fusion) or ``"score"`` (weighted sum of
-        min-max normalised scores).
+        Registry names of the member models (see ``models.MODEL_PATHS``),
+        created with their default hyperparameters. The defaults (these four
+        members, ``temperature=0.05``) were chosen on the development parts
+        of both logs; see ``docs/tuning/hybrid.md``.
+    temperature
+        0 serves the list of the best member of the user's bucket (switching);
+        a positive value fuses the members' ranks with weights
+        ``softmax(hit_rate / temperature)`` (hit rates are in [0, 1]).
+    hit_k
+        A member hits an event when the event's item is in its top ``hit_k``.
+    bucket_edges
+        Increasing history lengths where a new bucket starts (the first bucket
+        is the lengths below ``bucket_edges[0]``).
+    half_life
+        Half-life, in updates of a bucket, of the decayed hit rates.
     rrf_k
         Constant of reciprocal-rank fusion: larger values flatten the weight
         of the top ranks.
     content_weight
         Scale of the content score of items with no interactions, on the
         fused scale: 1 ties a cold item whose tags match the user's profile
-        perfectly with an item every component ranks first; 0 never promotes
-        cold items. Under ``"rrf"`` a perfect match scores like an item every
-        component ranks ``(rrf_k + 1) / content_weight - rrf_k``-th: about
-        21st with the defaults. On MovieLens 100K with genres as tags, 0.75
-        gave 5% of the top-10 slots to not-yet-rated films for a loss of
-        under 0.001 in HR@10; 0.9 gave them 22% and lost 0.002.
+        perfectly with an item every member ranks first; 0 never promotes
+        cold items.
     popularity_half_life
         Half-life in seconds of the popularity model used for cold users.
     seed
-        Seed passed to every component.
+        Seed passed to every member.
 
     Examples
     --------
@@ -86,10 +110,13 @@ class Hybrid(OnlineRecommender):
     >>> model.learn(Interactions.from_columns(["ann", "ann", "bob", "bob"], ["up", "heat", "up", "heat"]))
     >>> model.add_items(["coco"], tags=[("animation",)])       # nobody has seen coco or cars yet
     >>> model.learn(Interactions.from_columns(["cid"], ["up"]))
-    >>> model.recommend(["cid"], k=3).items                      # heat from the components, then content
+    >>> model.recommend(["cid"], k=3).items                      # heat from the best member, then content
     [['heat', 'cars', 'coco']]
     >>> model.recommend(["newcomer"], k=2).items                 # no history: popularity
     [['up', 'heat']]
+    >>> model.learn(Interactions.from_columns(["cid"], ["heat"]))
+    >>> model.hit_rates()[1]                                     # users with 1 item: both members hit
+    {'itemknn': 1.0, 'isgd': 1.0}
     """
 
     name: ClassVar[str] = "hybrid"
@@ -98,9 +125,11 @@ class Hybrid(OnlineRecommender):
 
     def __init__(
         self,
-        components: tuple[str, ...] = ("itemknn", "isgd"),
-        weights: tuple[float, ...] | None = None,
-        fusion: str = "rrf",
+        components: tuple[str, ...] = ("sasrec", "sknn", "itemknn", "two_tower"),
+        temperature: float = 0.05,
+        hit_k: int = 10,
+        bucket_edges: tuple[int, ...] = (1, 5),
+        half_life: float = 2000.0,
         rrf_k: float = 60.0,
         content_weight: float = 0.75,
         popularity_half_life: float | None = 7 * 24 * 3600.0,
@@ -114,21 +143,24 @@ class Hybrid(OnlineRecommender):
                 raise ValueError("a hybrid cannot contain a hybrid")
             if name not in models.MODEL_PATHS:
                 raise ValueError(f"unknown component {name!r}; choose from {sorted(models.MODEL_PATHS)}")
-        if weights is not None:
-            weights = tuple(float(w) for w in weights)
-            if len(weights) != len(components):
-                raise ValueError(f"weights has {len(weights)} entries but components has {len(components)}")
-            if min(weights) < 0 or sum(weights) <= 0:
-                raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
-        if fusion not in _FUSIONS:
-            raise ValueError(f"fusion must be one of {_FUSIONS}, got {fusion!r}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if int(hit_k) < 1:
+            raise ValueError(f"hit_k must be >= 1, got {hit_k}")
+        bucket_edges = tuple(int(e) for e in bucket_edges)
+        if any(b <= a for a, b in itertools.pairwise(bucket_edges)) or any(e < 1 for e in bucket_edges):
+            raise ValueError(f"bucket_edges must be increasing and >= 1, got {bucket_edges}")
+        if not half_life > 0:
+            raise ValueError(f"half_life must be > 0, got {half_life}")
         if not rrf_k > 0:
             raise ValueError(f"rrf_k must be > 0, got {rrf_k}")
         if content_weight < 0:
             raise ValueError(f"content_weight must be >= 0, got {content_weight}")
         self.components = components
-        self.weights = weights
-        self.fusion = fusion
+        self.temperature = float(temperature)
+        self.hit_k = int(hit_k)
+        self.bucket_edges = bucket_edges
+        self.half_life = float(half_life)
         self.rrf_k = rrf_k
         self.content_weight = content_weight
         self.popularity_half_life = popularity_half_life
@@ -145,13 +177,42 @@ class Hybrid(OnlineRecommender):
         self._tag_items = np.zeros(0, dtype=np.int64)  # (item, tag) pairs of the 0/1 item x tag matrix
         self._tag_ids = np.zeros(0, dtype=np.int64)
         self._tags_cache: sp.csr_array | None = None
+        n_buckets = len(self.bucket_edges) + 1
+        self._hits = np.zeros((n_buckets, len(self._models)), dtype=np.float64)  # decayed hits
+        self._trials = np.zeros((n_buckets, len(self._models)), dtype=np.float64)  # decayed updates
+        self._cache: dict[int, list[np.ndarray]] = {}  # user row -> member score rows (see _score)
+        self._cache_at = (-1, -1)
 
     @property
     def component_models(self) -> list[OnlineRecommender]:
         """The component model instances, in the order of ``components``."""
         return list(self._models)
 
+    def hit_rates(self) -> list[dict[str, float]]:
+        """The decayed hit rate of each member, per history bucket (0 where never updated)."""
+        rates = self._rates()
+        return [dict(zip(self.components, row.tolist(), strict=True)) for row in rates]
+
+    def _rates(self) -> np.ndarray:
+        return np.divide(self._hits, self._trials, out=np.zeros_like(self._hits), where=self._trials > 0)
+
+    def _bucket(self, history: int) -> int:
+        return int(np.searchsorted(self.bucket_edges, history, side="right"))
+
+    def _member_weights(self, rows: np.ndarray) -> np.ndarray:
+        """Weights of the members (rows sum to 1) for users ``rows``, from their history buckets."""
+        rates = self._rates()
+        buckets = [self._bucket(len(self._seen[x])) for x in rows.tolist()]
+        per_bucket = np.zeros_like(rates)
+        if self.temperature == 0:
+            per_bucket[np.arange(len(rates)), np.argmax(rates, axis=1)] = 1.0
+        else:
+            z = np.exp((rates - rates.max(axis=1, keepdims=True)) / self.temperature)
+            per_bucket = z / z.sum(axis=1, keepdims=True)
+        return per_bucket[buckets]
+
     def _grow(self, n_users: int, n_items: int) -> None:
+        self._cache.clear()
         self._item_events = self._grown(self._item_events, n_items)
         self._tags_cache = None
         for model in (*self._models, self._popularity):
@@ -181,9 +242,49 @@ class Hybrid(OnlineRecommender):
             raise RuntimeError(f"owned model {model.name} is out of step with the hybrid's item rows")
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        self._score_members(u, i)
+        self._cache.clear()
         for model in (*self._models, self._popularity):
             model.learn(batch)
         self._item_events[: self.n_items] += np.bincount(i, minlength=self.n_items)
+
+    def _score_members(self, u: np.ndarray, i: np.ndarray) -> None:
+        """Update the members' decayed hit rates with the events ``(u, i)``, in order, before they learn them."""
+        decay = 0.5 ** (1.0 / self.half_life)
+        warm = self._item_events[: self.n_items] > 0
+        todo: list[tuple[int, int]] = []
+        done: set[int] = set()
+        for x, j in zip(u.tolist(), i.tolist(), strict=True):
+            if x not in done and self._seen[x] and j < len(warm) and warm[j] and j not in self._seen[x]:
+                todo.append((x, j))
+            done.add(x)
+        if not todo:
+            return
+        n_members = len(self._models)
+        cached = self._cache if self._cache_at == (self.n_learned, self.n_items) else {}
+        cached = {x: rows for x, rows in cached.items() if len(rows) == n_members}
+        missing = np.array(sorted({x for x, _ in todo if x not in cached}), dtype=np.int64)
+        fresh: dict[int, list[np.ndarray]] = {}
+        if len(missing):
+            blocks = [self._component_scores(model, missing) for model in self._models]
+            fresh = {x: [b[r] for b in blocks] for r, x in enumerate(missing.tolist())}
+        for x, j in todo:
+            rows = cached[x] if x in cached else fresh[x]
+            seen = self._seen_array(x)
+            hits = np.zeros(len(self._models), dtype=np.float64)
+            for m, row in enumerate(rows):
+                target = row[j]
+                if not np.isfinite(target) or target <= np.finfo(np.float64).min:
+                    continue
+                above = row > target
+                ahead = int(above.sum()) + int((row[:j] == target).sum())
+                if len(seen):
+                    seen_row = row[seen]
+                    ahead -= int((seen_row > target).sum()) + int(((seen_row == target) & (seen < j)).sum())
+                hits[m] = float(ahead < self.hit_k)
+            b = self._bucket(len(self._seen[x]))
+            self._hits[b] = decay * self._hits[b] + hits
+            self._trials[b] = decay * self._trials[b] + 1.0
 
     def _set_item_tags(self, items: np.ndarray, tags: list[tuple[str, ...]]) -> None:
         idx = self.item_index.lookup(items)
@@ -194,11 +295,13 @@ class Hybrid(OnlineRecommender):
         self._tag_items = np.concatenate([self._tag_items[keep], new_items])
         self._tag_ids = np.concatenate([self._tag_ids[keep], new_tags])
         self._tags_cache = None
+        self._cache.clear()
         for model in self._models:
             model._set_item_tags(items, tags)
 
     def _forget_rows(self, rows: np.ndarray) -> None:
         """Forget the users in every owned model (they index users by id, not by the hybrid's rows)."""
+        self._cache.clear()
         users = self.user_index.ids_of(rows)
         for model in (*self._models, self._popularity):
             for user in users:
@@ -206,6 +309,7 @@ class Hybrid(OnlineRecommender):
 
     def _forget_item_rows(self, rows: np.ndarray) -> None:
         """Evict the same rows from every owned model; drop the items' event counts and tags."""
+        self._cache.clear()
         items = self.item_index.ids_of(rows)
         for model in (*self._models, self._popularity):
             if model.item_index.ids_of(rows) != items:
@@ -242,6 +346,8 @@ class Hybrid(OnlineRecommender):
         seen = self._seen_matrix(rows)
         warm = self._item_events[:n] > 0
         scores[has_history] = self._fuse(rows, seen.toarray().astype(bool), warm)
+        if len(u) > _CACHE_USERS:
+            self._cache.clear()
         if self.content_weight > 0 and len(self.tag_index) and not warm.all():
             cold_items = np.flatnonzero(~warm)
             content = self._content(seen, cold_items)
@@ -259,21 +365,34 @@ class Hybrid(OnlineRecommender):
         return scores
 
     def _fuse(self, rows: np.ndarray, seen: np.ndarray, warm: np.ndarray) -> np.ndarray:
-        """Fused score of every item for users ``rows`` (with history); 0 for cold items."""
-        weights = np.ones(len(self._models)) if self.weights is None else np.asarray(self.weights, dtype=np.float64)
-        weights = weights / weights.sum()
+        """Fused score of every item for users ``rows`` (with history); 0 for cold items.
+
+        With few users (the per-event path) every member scores them and the
+        scores are kept for the :meth:`learn` that follows, which needs them
+        all; otherwise only the members with some weight score them.
+        """
+        weights = self._member_weights(rows)
         fused = np.zeros(seen.shape, dtype=np.float64)
         if not warm.any():
             return fused.astype(np.float32)
-        for model, weight in zip(self._models, weights, strict=True):
-            if weight == 0:
+        keep = len(rows) <= _CACHE_USERS
+        if keep and self._cache_at != (self.n_learned, self.n_items):
+            self._cache.clear()
+            self._cache_at = (self.n_learned, self.n_items)
+        for m, model in enumerate(self._models):
+            weight = weights[:, m : m + 1]
+            if not keep and not weight.any():
                 continue
-            normalised = _minmax(self._component_scores(model, rows), warm)
-            if self.fusion == "score":
-                fused += weight * normalised
-            else:
-                ranks = _group_ranks(normalised, seen, warm)
-                fused += weight * (self.rrf_k + 1.0) / (self.rrf_k + ranks)
+            raw = self._component_scores(model, rows)
+            if keep:
+                for r, x in enumerate(rows.tolist()):
+                    self._cache.setdefault(x, [])
+                    if len(self._cache[x]) == m:
+                        self._cache[x].append(raw[r])
+            if not weight.any():
+                continue
+            ranks = _group_ranks(_minmax(raw, warm), seen, warm)
+            fused += weight * (self.rrf_k + 1.0) / (self.rrf_k + ranks)
         fused[:, ~warm] = 0.0
         return fused.astype(np.float32)
 
@@ -312,6 +431,8 @@ class Hybrid(OnlineRecommender):
             "item_events": self._item_events[: self.n_items],
             "tag_items": self._tag_items,
             "tag_ids": self._tag_ids,
+            "hits": self._hits,
+            "trials": self._trials,
             **arrays,
         }
 
@@ -337,6 +458,9 @@ class Hybrid(OnlineRecommender):
         self._tag_items = arrays["tag_items"].astype(np.int64)
         self._tag_ids = arrays["tag_ids"].astype(np.int64)
         self._tags_cache = None
+        self._hits = arrays["hits"].astype(np.float64)
+        self._trials = arrays["trials"].astype(np.float64)
+        self._cache.clear()
         self._loaded_arrays = arrays
         self._restore_models()
 
@@ -365,7 +489,7 @@ class Hybrid(OnlineRecommender):
 
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
-        return [{}, {"fusion": "score", "weights": (2.0, 1.0), "content_weight": 0.5}]
+        return [{}, {"components": ("itemknn", "isgd"), "temperature": 0.05, "content_weight": 0.5}]
 
 
 def _minmax(scores: np.ndarray, warm: np.ndarray) -> np.ndarray:
