@@ -16,7 +16,7 @@ __all__ = ["BiasedMF"]
 
 
 class BiasedMF(OnlineRecommender):
-    """Biased MF with two heads on shared factors: a rating ``mu + b_u + b_i + p_u . q_i`` and a pick ``c_i + p_u . q_i``.
+    """Biased MF with two heads on shared factors: a pick ``c_i + p_u . q_i`` and a rating ``mu + b_u + b_i + a p_u . q_i``.
 
     A model trained only to predict ratings ranks poorly for "what will the
     user rate next": an unrated film is not a film predicted at 3 stars, and
@@ -31,11 +31,14 @@ class BiasedMF(OnlineRecommender):
       items (:class:`models.negatives.NegativeSampler`):
       ``-w/m sum_j log sigmoid(s(u, i) - s(u, j))``. :meth:`recommend` ranks
       by it;
-    - the **rating** head ``r(u, i) = mu + b_u + b_i + p_u . q_i`` is learned
-      from rated events by squared error, ``rating_weight * w/2 (r - r(u, i))^2``
-      (the biases take the full weight ``w``). :meth:`predict` returns it,
-      clipped to the range of ratings seen, for RMSE and MAE. ``mu`` is the
-      running mean of the ratings learned.
+    - the **rating** head ``r(u, i) = mu + b_u + b_i + a p_u . q_i`` is learned
+      from rated events by squared error ``w/2 (r - r(u, i))^2``: the biases
+      by SGD, the gain ``a`` (how much the pick affinity says about the
+      rating, 0 at first) by a normalised least-squares step, and the shared
+      factors with the weight ``rating_weight`` (pulling them towards the
+      ratings costs ranking quality: see ``docs/tuning/biased_mf.md``).
+      :meth:`predict` returns it, clipped to the range of ratings seen, for
+      RMSE and MAE. ``mu`` is the running mean of the ratings learned.
 
     Every event is learned (``uses_ratings`` is false: a click log trains the
     pick head alone). The latent rows take Adagrad steps per row
@@ -147,6 +150,7 @@ class BiasedMF(OnlineRecommender):
         self._c = np.zeros(0, dtype=np.float32)  # pick biases
         self._p_ready = 0
         self._q_ready = 0
+        self._gain = 0.0  # a: the rating head's weight on the affinity p_u . q_i
         self._rating_sum = 0.0
         self._rating_count = 0
         self._rating_min = float("inf")
@@ -206,9 +210,14 @@ class BiasedMF(OnlineRecommender):
             werr = w[rated] * err
             grad_bu[rated] = self.bias_reg * self._bu[ur] - werr
             grad_bi[rated] = self.bias_reg * self._bi[ir] - werr
-            alpha = f32(self.rating_weight)
-            grad_pu[rated] -= alpha * werr[:, None] * qi[rated]
-            grad_qi[rated] -= alpha * werr[:, None] * pu[rated]
+            scale = f32(self.rating_weight * self._gain)
+            grad_pu[rated] -= scale * werr[:, None] * qi[rated]
+            grad_qi[rated] -= scale * werr[:, None] * pu[rated]
+            # the gain: a normalised least-squares step on the affinity (its summed step cannot overshoot)
+            affinity = np.einsum("ij,ij->i", pu[rated], qi[rated])
+            lr = float(self.bias_lr)
+            load = lr * float((w[rated] * affinity * affinity).sum())
+            self._gain += lr * float((werr * affinity).sum()) / max(1.0, load)
         # steps: latent rows by Adagrad per row, biases by SGD
         users, g_p = sum_rows(u, grad_pu)
         adagrad_norm_step(p, self._p_acc, users, g_p, self.lr)
@@ -239,7 +248,7 @@ class BiasedMF(OnlineRecommender):
         bu = np.where(u >= 0, self._bu[np.maximum(u, 0)], 0.0) if len(self._bu) else np.zeros(len(u))
         bi = np.where(i >= 0, self._bi[np.maximum(i, 0)], 0.0) if len(self._bi) else np.zeros(len(i))
         dot = np.einsum("ij,ij->i", pu, qi)
-        return (np.float32(self.global_mean) + bu + bi + dot).astype(np.float32)
+        return (np.float32(self.global_mean) + bu + bi + np.float32(self._gain) * dot).astype(np.float32)
 
     # -- forgetting -------------------------------------------------------------------
 
@@ -329,12 +338,14 @@ class BiasedMF(OnlineRecommender):
             "rating_count": self._rating_count,
             "rating_min": self._rating_min if self._rating_count else None,
             "rating_max": self._rating_max if self._rating_count else None,
+            "gain": self._gain,
             "negatives": self._negatives.state()[1],
         }
 
     def _load_extra_meta(self, extra: dict[str, Any]) -> None:
         self._rating_sum = float(extra.get("rating_sum", 0.0))
         self._rating_count = int(extra.get("rating_count", 0))
+        self._gain = float(extra.get("gain", 0.0))
         lo, hi = extra.get("rating_min"), extra.get("rating_max")
         self._rating_min = float("inf") if lo is None else float(lo)
         self._rating_max = float("-inf") if hi is None else float(hi)

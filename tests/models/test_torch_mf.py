@@ -174,3 +174,24 @@ def test_cpu_and_cuda_agree() -> None:
     again = train(TorchBPR(**PARAMS, device="cuda"), events)
     for name, value in tables(gpu).items():
         np.testing.assert_array_equal(tables(again)[name], value, err_msg=name)
+
+
+def test_numpy_and_torch_steps_learn_the_same_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU's small-batch NumPy step and the torch step are one algorithm: same draws, same tables up to rounding."""
+    events = clustered_stream(600)
+    monkeypatch.setattr(torch_mf, "_NUMPY_EVENTS", 10_000)
+    numpy_model = train(TorchBPR(**PARAMS, device="cpu"), events, batch=7)
+    monkeypatch.setattr(torch_mf, "_NUMPY_EVENTS", 0)
+    torch_model = train(TorchBPR(**PARAMS, device="cpu"), events, batch=7)
+    for name, value in tables(torch_model).items():
+        np.testing.assert_allclose(tables(numpy_model)[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_copies_do_not_share_the_numpy_views() -> None:
+    model = train(TorchBPR(**PARAMS, device="cpu"), clustered_stream(200), batch=1)
+    twin = copy.deepcopy(model)
+    before = tables(model)
+    twin.learn(clustered_stream(50, seed=3))
+    for name, value in tables(model).items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)  # the original did not move
+    assert not np.array_equal(tables(twin)["user_factors"], before["user_factors"])
