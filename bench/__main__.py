@@ -10,7 +10,9 @@ Benchmarks, in order (each a module of this package with ``config(quick)``,
   versus an HNSW index; bytes of model state per user and item;
 - ``gpu``: torch BPR on CUDA versus CPU (CPU figures only without CUDA);
 - ``live``: the Kafka pipeline, from ``bench/live.py`` when that module exists,
-  run only with ``--live`` (it starts a broker).
+  run only with ``--live`` (it starts a broker);
+- ``scaleout``: 1 and 2 workers over partitions against bare Faust, freshness at
+  half capacity, and a model of 8 and 32 workers from the measured costs (``--live``).
 
 Each benchmark writes ``<out>/<name>.json`` (its figures, configuration and
 the machine); then ``<out>/results.md`` is rebuilt from every JSON file in
@@ -39,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "scale": "Scale: exact versus ANN top-100, model state size",
     "gpu": "GPU: torch BPR on CUDA versus CPU",
     "live": "Live pipeline: Kafka → worker → Redis",
+    "scaleout": "Scale-out: workers over partitions, against bare Faust",
 }
 LIVE_MODULE = "bench.live"
 
@@ -125,7 +128,7 @@ def write_report(out: Path, live_requested: bool = False) -> Path:
     for name in BENCHMARKS:
         if name in docs:
             lines.append(_section(docs[name]))
-        elif name == "live":
+        elif name in ("live", "scaleout"):
             why = (
                 "run `python -m bench --live` (it starts a Kafka broker)"
                 if _live_available()
@@ -149,9 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--live", action="store_true", help="also run bench/live.py (starts Kafka)")
     args = parser.parse_args(argv)
+    from streamrec.settings import limit_torch_threads
+
+    limit_torch_threads()  # as the worker and the backtest do: torch's default pool fights the other work
     out = args.out or (REPO_ROOT / "bench" / "results" / ("quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
-    everything = [n for n in BENCHMARKS if n != "live"] + (["live"] if args.live else [])
+    with_services = ("live", "scaleout")  # they start a broker: only with --live
+    everything = [n for n in BENCHMARKS if n not in with_services] + (list(with_services) if args.live else [])
     names = [args.only] if args.only else everything
     if "live" in names and not _live_available():
         print("live: bench/live.py does not exist yet; skipped", file=sys.stderr)

@@ -219,7 +219,8 @@ def _load(url: str, cfg: Config, docs: dict[str, bytes], fallback: bytes) -> Non
         pipe.set(layout.user_key(user), payload)
         if n % 1000 == 999:
             pipe.execute()
-    pipe.set(layout.fallback_key(), fallback)
+    for key in layout.fallback_keys():
+        pipe.set(key, fallback)
     pipe.execute()
     r.close()
 

@@ -33,7 +33,10 @@ MODEL_PATHS: dict[str, str] = {
     "river_funk_mf": "models.river_reco:RiverFunkMF",
     "river_fm": "models.river_fm:RiverFM",
     "torch_bpr": "models.torch_mf:TorchBPR",
+    "sasrec": "models.sequence:SASRec",
     "hybrid": "models.hybrid:Hybrid",
+    "sknn": "models.sknn:SessionKNN",
+    "two_tower": "models.two_tower:TwoTower",
 }
 
 

@@ -41,7 +41,8 @@ import numpy as np
 
 from models.ids import IdIndex
 from models.persistence import read_model_dir, write_model_dir
-from models.ranking import top_k
+from models.ranking import top_k, top_k_row
+from models.sharing import ItemDelta, UserStates
 
 __all__ = ["Interactions", "OnlineRecommender", "Recommendations"]
 
@@ -187,6 +188,8 @@ class OnlineRecommender(ABC):
     batch_equals_sequential: ClassVar[bool] = False
     #: Whether the model learns from explicit ratings only.
     uses_ratings: ClassVar[bool] = False
+    #: Whether forgetting a user changes other users' lists (user-kNN: the user was their neighbour).
+    forget_changes_other_users: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -206,11 +209,15 @@ class OnlineRecommender(ABC):
         self.user_index = IdIndex()
         self.item_index = IdIndex()
         self._seen: list[set[int]] = []
+        # user row -> array whose first len(_seen[row]) entries are the row's seen items (spare capacity after),
+        # kept up to date as items are learned so that masking them costs no conversion of a set
+        self._seen_arrays: dict[int, np.ndarray] = {}
         self.n_learned = 0
         self.last_timestamp = float("-inf")
         # per row: arrival number (0, 1, ... over all events learned) of its newest event; -1 when free
         self._user_active = np.zeros(0, dtype=np.int64)
         self._item_active = np.zeros(0, dtype=np.int64)
+        self._sized_for = (-1, -1)  # (users, items) rows the arrays were last grown for by learn
 
     @property
     def n_users(self) -> int:
@@ -352,8 +359,11 @@ class OnlineRecommender(ABC):
         else:
             u = self.user_index.add_many(batch.users)
             i = self.item_index.add_many(batch.items)
-        self._grow_base_state()
-        self._grow(self.n_users, self.n_items)
+        sizes = (len(self.user_index), len(self.item_index))
+        if sizes != self._sized_for:  # new rows: every array grows (nothing to do for known ids)
+            self._grow_base_state()
+            self._grow(*sizes)
+            self._sized_for = sizes
         if self.uses_ratings:
             rated = ~np.isnan(batch.ratings)
             if rated.all():
@@ -362,14 +372,22 @@ class OnlineRecommender(ABC):
                 self._learn(u[rated], i[rated], batch.select(rated))
         else:
             self._learn(u, i, batch)
-        seen = self._seen
+        seen, arrays = self._seen, self._seen_arrays
         if n == 1:
-            seen[uu].add(ii)
+            s = seen[uu]
+            if ii not in s:
+                s.add(ii)
+                if uu in arrays:
+                    self._append_seen(uu, ii, len(s))
             self._user_active[uu] = self._item_active[ii] = self.n_learned
             self.last_timestamp = max(self.last_timestamp, float(batch.timestamps[0]))
         else:
             for a, b in zip(u.tolist(), i.tolist(), strict=True):
-                seen[a].add(b)
+                s = seen[a]
+                if b not in s:
+                    s.add(b)
+                    if a in arrays:
+                        self._append_seen(a, b, len(s))
             arrival = np.arange(self.n_learned, self.n_learned + n, dtype=np.int64)
             np.maximum.at(self._user_active, u, arrival)
             np.maximum.at(self._item_active, i, arrival)
@@ -446,15 +464,18 @@ class OnlineRecommender(ABC):
         user_ids = [str(u) for u in users]
         if not user_ids or self.n_items == 0 or k == 0:
             return Recommendations(user_ids, [[] for _ in user_ids], [[] for _ in user_ids])
+        if len(user_ids) == 1 and not exclude:
+            return self._recommend_one(user_ids[0], k, exclude_seen, with_reasons)
         u = self.user_index.lookup(user_ids)
-        excluded: list[list[int]] = [[] for _ in user_ids]
+        none = np.zeros(0, dtype=np.intp)
+        excluded: list[np.ndarray] = [none] * len(user_ids)
         if exclude_seen:
-            seen = self._seen
-            excluded = [list(seen[x]) if x >= 0 else [] for x in u.tolist()]
+            seen_array = self._seen_array
+            excluded = [seen_array(x) if x >= 0 else none for x in u.tolist()]
         if exclude:
             for row, uid in enumerate(user_ids):
                 extra = self.item_index.lookup([str(v) for v in exclude.get(uid, ())])
-                excluded[row].extend(extra[extra >= 0].tolist())
+                excluded[row] = np.concatenate([excluded[row], extra[extra >= 0]])
         if self.personalized or len(u) <= _FEW_USERS:  # few users: score their rows directly
             raw = self._score(u)
             # a fresh float32 array is masked in place; views and other dtypes are copied
@@ -473,12 +494,42 @@ class OnlineRecommender(ABC):
         idx, vals = top_k(scores, k)
         if columns is not None:
             idx = columns[idx]
-        counts = np.count_nonzero(vals > -np.inf, axis=1).tolist()  # masked items sort last
         ids = self.item_index.ids
-        items: list[list[str]] = [[ids[j] for j in row[:c]] for row, c in zip(idx.tolist(), counts, strict=True)]
-        out_scores: list[list[float]] = [row[:c] for row, c in zip(vals.tolist(), counts, strict=True)]
+        items: list[list[str]] = []
+        out_scores: list[list[float]] = []
+        for row_idx, row_vals in zip(idx.tolist(), vals.tolist(), strict=True):
+            c = len(row_vals)
+            while c and row_vals[c - 1] == -np.inf:  # masked items sort last
+                c -= 1
+            items.append([ids[j] for j in row_idx[:c]])
+            out_scores.append(row_vals[:c])
         reasons = self._reasons(u, idx, [len(r) for r in items]) if with_reasons else None
         return Recommendations(user_ids, items, out_scores, reasons)
+
+    def _recommend_one(self, user_id: str, k: int, exclude_seen: bool, with_reasons: bool) -> Recommendations:
+        """:meth:`recommend` for one user: the same list, without the batch machinery (the per-event path)."""
+        row = self.user_index.get(user_id)
+        u = np.array([row], dtype=np.int64)
+        n = len(self.item_index)
+        raw = self._score(u)
+        if raw.shape != (1, n):
+            raise RuntimeError(f"{self.name}._score returned {raw.shape}, expected {(1, n)}")
+        scores = np.array(raw[0], dtype=np.float32, copy=True)
+        if not np.isfinite(scores).all():
+            np.nan_to_num(scores, copy=False, nan=-3.0e38, posinf=3.0e38, neginf=-3.0e38)
+        if self.item_index.n_free:  # tombstones hold no item: never recommend them
+            scores[self.item_index.free_rows()] = -np.inf
+        if exclude_seen and row >= 0:
+            scores[self._seen_array(row)] = -np.inf
+        idx, vals = top_k_row(scores, min(k, n))
+        values = vals.tolist()
+        c = len(values)
+        while c and values[c - 1] == -np.inf:  # masked items sort last
+            c -= 1
+        ids = self.item_index.ids
+        items = [ids[j] for j in idx[:c].tolist()]
+        reasons = self._reasons(u, idx[None, :].astype(np.int64), [c]) if with_reasons else None
+        return Recommendations([user_id], [items], [values[:c]], reasons)  # type: ignore[list-item]
 
     def save(self, path: str | Path) -> Path:
         """Write the model to directory ``path`` (JSON and ``.npz``; no pickle).
@@ -544,11 +595,279 @@ class OnlineRecommender(ABC):
         model.set_capacity(capacity.get("max_users"), capacity.get("max_items"))
         return model
 
+    # -- sharing state across workers (see models.sharing) ------------------------------
+
+    def export_users(self, users: Iterable[Any]) -> UserStates:
+        """The per-user state of ``users`` (unknown ones left out), to move them to another worker.
+
+        Generic: the rows of the arrays named in ``_user_arrays`` (entries of
+        ``_user_item_refs`` as item ids), the users' seen items, and what
+        :meth:`_export_user_extra` adds.
+
+        Examples
+        --------
+        >>> from models import create
+        >>> a, b = create("itemknn"), create("itemknn")
+        >>> a.learn(Interactions.from_columns(["ann", "ann", "bob"], ["tea", "jam", "tea"]))
+        >>> b.import_items(a.export_items())
+        >>> b.import_users(a.export_users(["ann", "nobody"]))
+        >>> b.history("ann"), b.seen_items("ann") == {"tea", "jam"}, b.recommend(["ann"]).items == a.recommend(["ann"]).items
+        (['jam', 'tea'], True, True)
+        """
+        self._require_sharing()
+        ids = [str(u) for u in users]
+        rows = self.user_index.lookup(ids)
+        keep = rows >= 0
+        rows, ids = rows[keep], [u for u, ok in zip(ids, keep.tolist(), strict=True) if ok]
+        item_ids = self.item_index.ids
+        refs: dict[int, int] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for name in self._user_arrays:
+            values = np.array(_as_numpy(getattr(self, name))[rows], copy=True)
+            if name in self._user_item_refs:
+                mapped = np.full(values.shape, -1, dtype=np.int64)
+                live = values >= 0
+                mapped[live] = [refs.setdefault(int(v), len(refs)) for v in values[live].tolist()]
+                values = mapped
+            arrays[name] = values
+        return UserStates(
+            model=self.name,
+            users=ids,
+            arrays=arrays,
+            seen=[[item_ids[i] for i in sorted(self._seen[r])] for r in rows.tolist()],  # type: ignore[misc]
+            items=[item_ids[r] for r in refs],  # type: ignore[misc]
+            item_refs=tuple(n for n in self._user_arrays if n in self._user_item_refs),
+            extra=self._export_user_extra(rows),
+        )
+
+    def import_users(self, states: UserStates) -> None:
+        """Take over the users of ``states`` (from :meth:`export_users` of a model with the same parameters)."""
+        self._require_sharing()
+        if states.model != self.name:
+            raise ValueError(f"user states of a {states.model} model cannot go into a {self.name} model")
+        if not states.users:
+            return
+        rows = self.user_index.add_many(states.users)
+        item_rows = self.item_index.add_many(states.items) if states.items else np.zeros(0, dtype=np.int64)
+        seen_rows = [self.item_index.add_many(s) if s else np.zeros(0, dtype=np.int64) for s in states.seen]
+        self._grow_base_state()
+        self._grow(self.n_users, self.n_items)
+        for name, values in states.arrays.items():
+            if name in states.item_refs:
+                local = np.full(values.shape, -1, dtype=np.int64)
+                live = values >= 0
+                local[live] = item_rows[values[live]]
+                values = local
+            _set_rows(getattr(self, name), rows, values)
+        for r, items in zip(rows.tolist(), seen_rows, strict=True):
+            self._seen[r] = set(items.tolist())
+            self._seen_arrays.pop(r, None)
+        self._user_active[rows] = self.n_learned
+        self._import_user_extra(rows, states.extra)
+
+    def drop_users(self, users: Iterable[Any]) -> int:
+        """Erase ``users`` as :meth:`forget_user` does (a partition moved away); return how many were known."""
+        rows = self.user_index.lookup([str(u) for u in users])
+        rows = np.unique(rows[rows >= 0])
+        if len(rows):
+            self._drop_user_rows(rows)
+        return len(rows)
+
+    def begin_sharing(self) -> None:
+        """From now on, :meth:`take_item_delta` returns only what learning here changes (call before learning).
+
+        Without it the first delta holds everything learned before, which is
+        what a model that learned alone and now joins others must send.
+        """
+        self._require_sharing()
+        self._delta_base()
+        base = self._shared_base
+        for name in self._item_arrays:
+            n = self.n_items
+            base[name][:n] = _as_numpy(getattr(self, name))[:n]
+        self._begin_sharing_extra()
+
+    def take_item_delta(self) -> ItemDelta:
+        """What learning here changed on the item side since the last call, as additive increments.
+
+        Deltas applied with :meth:`apply_item_delta` are not part of the next
+        delta: each worker sends only its own changes.
+        """
+        self._require_sharing()
+        base = self._delta_base()
+        n = self.n_items
+        changed = np.zeros(n, dtype=bool)
+        diffs: dict[str, np.ndarray] = {}
+        for name in self._item_arrays:
+            current = _as_numpy(getattr(self, name))[:n]
+            diff = current - base[name][:n]
+            diffs[name] = diff
+            changed |= diff.reshape(n, -1).any(axis=1) if n else changed
+        rows = np.flatnonzero(changed & self.item_index.live_mask())
+        delta = ItemDelta(self.name, self.item_index.ids_of(rows), {k: v[rows] for k, v in diffs.items()})  # type: ignore[arg-type]
+        for name in self._item_arrays:
+            base[name][:n] = _as_numpy(getattr(self, name))[:n]
+        for name in self._global_arrays:
+            current = _as_numpy(getattr(self, name))
+            diff = current - base[f"global.{name}"]
+            if diff.any():
+                delta.globals[name] = diff
+            base[f"global.{name}"] = np.array(current, copy=True)
+        if np.isfinite(self.last_timestamp):
+            delta.extra["last_timestamp"] = self.last_timestamp
+        self._take_item_delta_extra(delta)
+        return delta
+
+    def apply_item_delta(self, delta: ItemDelta) -> None:
+        """Add another worker's item-side increments (:meth:`take_item_delta`) to this model."""
+        self._require_sharing()
+        if delta.model != self.name:
+            raise ValueError(f"an item delta of a {delta.model} model cannot go into a {self.name} model")
+        delta = self._prepare_item_delta(delta)
+        absolute = bool(delta.extra.get("absolute"))
+        rows = self._rows_for_items(delta.items)
+        base = self._delta_base()
+        for name, values in delta.arrays.items():
+            target = getattr(self, name)
+            if absolute:
+                _set_rows(target, rows, values)
+                base[name][rows] = values
+            else:
+                _add_rows(target, rows, values)
+                base[name][rows] += values
+        for name, values in delta.globals.items():
+            target = getattr(self, name)
+            if absolute:
+                _set_rows(target, None, values)
+                base[f"global.{name}"] = np.array(values, copy=True)
+            else:
+                _add_rows(target, None, values)
+                base[f"global.{name}"] = base[f"global.{name}"] + values
+        theirs = delta.extra.get("last_timestamp")
+        if theirs is not None:  # "now" is the newest event any worker saw
+            self.last_timestamp = max(self.last_timestamp, float(theirs))
+        self._apply_item_delta_extra(delta, rows)
+        self._after_item_change(rows)
+
+    def export_items(self) -> ItemDelta:
+        """The whole item-side state, as a delta that sets it (for a worker that starts)."""
+        self._require_sharing()
+        rows = np.flatnonzero(self.item_index.live_mask())
+        n = self.n_items
+        delta = ItemDelta(
+            self.name,
+            self.item_index.ids_of(rows),  # type: ignore[arg-type]
+            {name: np.array(_as_numpy(getattr(self, name))[:n][rows], copy=True) for name in self._item_arrays},
+            {name: np.array(_as_numpy(getattr(self, name)), copy=True) for name in self._global_arrays},
+            {"absolute": True},
+        )
+        if np.isfinite(self.last_timestamp):
+            delta.extra["last_timestamp"] = self.last_timestamp
+        self._export_items_extra(delta, rows)
+        return delta
+
+    def import_items(self, delta: ItemDelta) -> None:
+        """Set the item-side state from :meth:`export_items` of another worker."""
+        if not delta.extra.get("absolute"):
+            raise ValueError("import_items takes a whole item state (export_items), not an increment")
+        self.apply_item_delta(delta)
+
+    def _require_sharing(self) -> None:
+        if not self.shares_state:
+            raise NotImplementedError(
+                f"{self.name} cannot share its state across workers: run it with one worker "
+                "(STREAMREC_TOPIC_PARTITIONS=1), or choose models that can"
+            )
+
+    def _rows_for_items(self, ids: Sequence[str]) -> np.ndarray:
+        """Rows of item ``ids``, indexing (and initialising) the unknown ones."""
+        rows = self.item_index.add_many(ids) if len(ids) else np.zeros(0, dtype=np.int64)
+        self._grow_base_state()
+        self._grow(self.n_users, self.n_items)
+        return rows
+
+    def _delta_base(self) -> dict[str, np.ndarray]:
+        """The item arrays as of the last delta (rows of new ids start from their initial values)."""
+        base: dict[str, np.ndarray] | None = getattr(self, "_shared_base", None)
+        ids: list[str | None] = getattr(self, "_shared_base_ids", [])
+        n = self.n_items
+        if base is None:
+            base, ids = {}, []
+            for name in self._item_arrays:
+                current = _as_numpy(getattr(self, name))
+                base[name] = np.zeros((0, *current.shape[1:]), dtype=current.dtype)
+            for name in self._global_arrays:
+                base[f"global.{name}"] = np.array(_as_numpy(getattr(self, name)), copy=True)
+        current_ids = self.item_index.ids
+        stale = [r for r in range(min(len(ids), n)) if ids[r] != current_ids[r]]
+        fresh = list(range(len(ids), n))
+        todo = stale + fresh
+        if todo or len(ids) < n:
+            for name in self._item_arrays:
+                array = base[name]
+                if array.shape[0] < n:
+                    grown = np.zeros((max(n, 2 * array.shape[0], 16), *array.shape[1:]), dtype=array.dtype)
+                    grown[: array.shape[0]] = array
+                    base[name] = array = grown
+                if todo:
+                    rows = np.asarray(todo, dtype=np.int64)
+                    live = [current_ids[r] for r in todo]
+                    array[rows] = self._initial_item_rows(name, [i if i is not None else "" for i in live])
+            ids = list(current_ids)
+        self._shared_base, self._shared_base_ids = base, ids
+        return base
+
+    # hooks of the sharing machinery; the defaults share the declared arrays only
+
+    #: Attributes holding per-user arrays (first axis: user row) that move with a user.
+    _user_arrays: ClassVar[tuple[str, ...]] = ()
+    #: Those of ``_user_arrays`` whose entries are item rows (``-1`` padding).
+    _user_item_refs: ClassVar[tuple[str, ...]] = ()
+    #: Attributes holding per-item arrays (first axis: item row) whose changes are shared.
+    _item_arrays: ClassVar[tuple[str, ...]] = ()
+    #: Attributes holding arrays of no user or item (network weights) whose changes are shared.
+    _global_arrays: ClassVar[tuple[str, ...]] = ()
+    #: Whether the model implements the sharing methods (it can run on several workers).
+    shares_state: ClassVar[bool] = False
+    #: Whether learning split over workers that exchange deltas gives exactly one model's item state.
+    sharing_is_exact: ClassVar[bool] = False
+
+    def _initial_item_rows(self, name: str, ids: list[str]) -> np.ndarray:
+        """The values new rows of item array ``name`` start from (a function of the id: every worker agrees)."""
+        current = _as_numpy(getattr(self, name))
+        return np.zeros((len(ids), *current.shape[1:]), dtype=current.dtype)
+
+    def _begin_sharing_extra(self) -> None:
+        """Start tracking the changes of item state kept outside ``_item_arrays``."""
+
+    def _prepare_item_delta(self, delta: ItemDelta) -> ItemDelta:
+        """Bring another worker's delta into this model's frame before it is applied (default: as is)."""
+        return delta
+
+    def _export_user_extra(self, rows: np.ndarray) -> dict[str, Any]:
+        """JSON-ready per-user state beyond ``_user_arrays`` (lists in ``rows`` order)."""
+        return {}
+
+    def _import_user_extra(self, rows: np.ndarray, extra: dict[str, Any]) -> None:
+        """Restore what :meth:`_export_user_extra` wrote, for user ``rows``."""
+
+    def _take_item_delta_extra(self, delta: ItemDelta) -> None:
+        """Add to ``delta`` what changed in item state kept outside ``_item_arrays``."""
+
+    def _apply_item_delta_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
+        """Apply what :meth:`_take_item_delta_extra` added (``rows``: local rows of ``delta.items``)."""
+
+    def _export_items_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
+        """Add the whole item state kept outside ``_item_arrays`` to a snapshot (``rows``: its items' rows)."""
+
+    def _after_item_change(self, rows: np.ndarray) -> None:
+        """Refresh caches derived from the item state after shared changes to ``rows``."""
+
     # -- helpers for subclasses --------------------------------------------------------
 
     def _global_candidates(
-        self, u: np.ndarray, k: int, excluded: list[list[int]]
-    ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+        self, u: np.ndarray, k: int, excluded: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """For models that rank every user alike: candidate scores, their item rows, exclusions.
 
         The global top ``k + max(len(excluded))`` holds every user's top-k, so
@@ -565,10 +884,29 @@ class OnlineRecommender(ABC):
         position[columns] = np.arange(m)
         mapped = []
         for items in excluded:
-            pos = position[np.asarray(items, dtype=np.int64)] if items else np.empty(0, dtype=np.int64)
-            mapped.append(pos[pos >= 0].tolist())
+            pos = position[items] if len(items) else np.empty(0, dtype=np.int64)
+            mapped.append(pos[pos >= 0])
         scores = np.broadcast_to(row[columns], (len(u), m)).copy()
         return scores, columns, mapped
+
+    def _seen_array(self, row: int) -> np.ndarray:
+        """The seen items of user ``row`` as an index array (cached, kept current by :meth:`learn`)."""
+        s = self._seen[row]
+        array = self._seen_arrays.get(row)
+        if array is None:
+            array = np.empty(max(8, 2 * len(s)), dtype=np.intp)
+            array[: len(s)] = np.fromiter(s, dtype=np.intp, count=len(s))
+            self._seen_arrays[row] = array
+        return array[: len(s)]
+
+    def _append_seen(self, row: int, item: int, size: int) -> None:
+        """Write ``item`` as the ``size``-th entry of the cached seen array of ``row`` (grown if full)."""
+        array = self._seen_arrays[row]
+        if size > len(array):
+            grown = np.empty(2 * size, dtype=np.intp)
+            grown[: size - 1] = array[: size - 1]
+            self._seen_arrays[row] = array = grown
+        array[size - 1] = item
 
     def _grow_seen(self) -> None:
         while len(self._seen) < self.n_users:
@@ -619,6 +957,7 @@ class OnlineRecommender(ABC):
         self._forget_rows(rows)  # first: the hook may still look the ids up
         for r, key in zip(rows.tolist(), self.user_index.ids_of(rows), strict=True):
             self._seen[r] = set()
+            self._seen_arrays.pop(r, None)
             if key is not None:
                 self.user_index.remove(key)
         self._user_active[rows] = -1
@@ -628,16 +967,17 @@ class OnlineRecommender(ABC):
         self._grow_base_state()
         self._forget_item_rows(rows)  # first: the hook may still look the ids up
         dead = set(rows.tolist())
-        for seen in self._seen:
+        for row, seen in enumerate(self._seen):
             if not seen.isdisjoint(dead):
                 seen.difference_update(dead)
+                self._seen_arrays.pop(row, None)
         for key in self.item_index.ids_of(rows):
             if key is not None:
                 self.item_index.remove(key)
         self._item_active[rows] = -1
 
     @staticmethod
-    def _mask(scores: np.ndarray, per_row: Sequence[Sequence[int]]) -> None:
+    def _mask(scores: np.ndarray, per_row: Sequence[Sequence[int] | np.ndarray]) -> None:
         for r, items in enumerate(per_row):
             if len(items):
                 scores[r, items] = -np.inf
@@ -734,6 +1074,49 @@ def _rows_to_evict(index: IdIndex, active: np.ndarray, cap: int, incoming: Itera
     if excess < len(rows):
         rows = rows[np.argpartition(active[rows], excess - 1)[:excess]]
     return np.sort(rows)
+
+
+def _as_numpy(array: Any) -> np.ndarray:
+    """A NumPy view (or, for a torch tensor on a device, a copy) of a model array."""
+    if isinstance(array, np.ndarray):
+        return array
+    return array.detach().cpu().numpy()
+
+
+def _set_rows(target: Any, rows: np.ndarray | None, values: np.ndarray) -> None:
+    """``target[rows] = values`` (all of it for ``rows=None``) for a NumPy array or a torch tensor."""
+    if isinstance(target, np.ndarray):
+        if rows is None:
+            target[...] = values
+        else:
+            target[rows] = values
+        return
+    import torch
+
+    with torch.no_grad():
+        src = torch.as_tensor(values, dtype=target.dtype, device=target.device)
+        if rows is None:
+            target.copy_(src)
+        else:
+            target[torch.as_tensor(rows, device=target.device)] = src
+
+
+def _add_rows(target: Any, rows: np.ndarray | None, values: np.ndarray) -> None:
+    """``target[rows] += values`` (rows distinct; all of it for ``rows=None``), NumPy or torch."""
+    if isinstance(target, np.ndarray):
+        if rows is None:
+            target += values
+        else:
+            target[rows] += values
+        return
+    import torch
+
+    with torch.no_grad():
+        src = torch.as_tensor(values, dtype=target.dtype, device=target.device)
+        if rows is None:
+            target.add_(src)
+        else:
+            target.index_add_(0, torch.as_tensor(rows, device=target.device), src)
 
 
 def registered_models() -> dict[str, type[OnlineRecommender]]:

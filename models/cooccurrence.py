@@ -50,6 +50,32 @@ __all__ = ["DenseCooccurrence", "SparseCooccurrence", "cooccurrence_store"]
 DENSE_MAX_ITEMS = 4096
 
 
+class _CellLog:
+    """Directed cells ``(row, col)`` added since the log was last taken (off until first taken)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self._rows: list[np.ndarray] = []
+        self._cols: list[np.ndarray] = []
+
+    def add(self, rows: np.ndarray, cols: np.ndarray) -> None:
+        if self.on:
+            self._rows.append(np.asarray(rows, dtype=np.int64))
+            self._cols.append(np.asarray(cols, dtype=np.int64))
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The logged cells with their counts, summed; the log starts afresh (and is on from now)."""
+        self.on = True
+        if not self._rows:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0, dtype=np.float32)
+        rows, cols = np.concatenate(self._rows), np.concatenate(self._cols)
+        self._rows, self._cols = [], []
+        span = int(max(rows.max(), cols.max())) + 1
+        cells, counts = np.unique(rows * span + cols, return_counts=True)
+        return cells // span, cells % span, counts.astype(np.float32)
+
+
 class DenseCooccurrence:
     """Co-occurrence counts in a dense ``float32`` array (see the module docstring)."""
 
@@ -57,6 +83,7 @@ class DenseCooccurrence:
         capacity = max(16, n_items)
         self._m = np.zeros((capacity, capacity), dtype=np.float32)
         self.n_items = n_items
+        self.log = _CellLog()
 
     @property
     def nnz(self) -> int:
@@ -84,12 +111,25 @@ class DenseCooccurrence:
         keys = np.concatenate([h64 * capacity + j64, j64 * capacity + h64])
         cells, counts = np.unique(keys, return_counts=True)
         flat[cells] += counts.astype(np.float32)
+        if self.log.on:
+            self.log.add(np.concatenate([h64, j64]), np.concatenate([j64, h64]))
 
-    def add_event(self, item: int, partners: list[int]) -> None:
+    def add_event(self, item: int, partners: np.ndarray) -> None:
         """Add one to ``C[item, p]`` and ``C[p, item]`` for distinct ``partners`` other than ``item``."""
-        if partners:
+        if len(partners):
             self._m[item, partners] += 1.0
             self._m[partners, item] += 1.0
+            if self.log.on:
+                p = np.asarray(partners, dtype=np.int64)
+                self.log.add(np.concatenate([np.full(len(p), item), p]), np.concatenate([p, np.full(len(p), item)]))
+
+    def add_cells(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray) -> None:
+        """Add ``counts[n]`` to the single cell ``C[rows[n], cols[n]]`` (cells distinct; not logged)."""
+        self._m[rows, cols] += counts
+
+    def clear(self) -> None:
+        """Zero every count."""
+        self._m[:] = 0.0
 
     def weighted_rows(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``sum(weights[r] * C[rows[r], :])`` as a ``float32`` vector over the items."""
@@ -110,8 +150,10 @@ class DenseCooccurrence:
         return sp.csr_array(self._m[:n, :n])
 
     def to_sparse(self) -> SparseCooccurrence:
-        """The same counts in a :class:`SparseCooccurrence`."""
-        return SparseCooccurrence.from_csr(self.csr())
+        """The same counts in a :class:`SparseCooccurrence` (the cell log moves along)."""
+        sparse = SparseCooccurrence.from_csr(self.csr())
+        sparse.log = self.log
+        return sparse
 
     @classmethod
     def from_csr(cls, matrix: sp.csr_array) -> DenseCooccurrence:
@@ -130,6 +172,7 @@ class SparseCooccurrence:
         self._pending: defaultdict[int, list[int]] = defaultdict(list)
         self._n_pending = 0
         self.n_items = n_items
+        self.log = _CellLog()
 
     @classmethod
     def from_csr(cls, matrix: sp.csr_array) -> SparseCooccurrence:
@@ -147,14 +190,21 @@ class SparseCooccurrence:
 
     def grow(self, n_items: int) -> None:
         """Make room for ``n_items`` items (new rows and columns are zero)."""
-        if n_items > self._csr.shape[0]:
-            self._csr.resize((n_items, n_items))
+        n = self._csr.shape[0]
+        if n_items > n:  # new empty rows: extend indptr (scipy's resize copies the whole matrix)
+            csr = self._csr
+            indptr = np.concatenate([csr.indptr, np.full(n_items - n, csr.indptr[-1], dtype=csr.indptr.dtype)])
+            grown = sp.csr_array((csr.data, csr.indices, indptr), shape=(n_items, n_items), copy=False)
+            grown.has_canonical_format = True
+            self._csr = grown
         self.n_items = max(self.n_items, n_items)
 
     def add_pairs(self, h: np.ndarray, j: np.ndarray) -> None:
         """Add one to ``C[h[n], j[n]]`` and ``C[j[n], h[n]]`` for every ``n`` (pairs may repeat)."""
         if len(h) == 0:
             return
+        if self.log.on:
+            self.log.add(np.concatenate([h, j]), np.concatenate([j, h]))
         if len(h) > 20_000:  # a large batch: straight into the matrix
             self._merge(np.asarray(h, dtype=np.int64), np.asarray(j, dtype=np.int64))
             return
@@ -166,10 +216,14 @@ class SparseCooccurrence:
         if self._n_pending > max(50_000, self._csr.nnz // 4):
             self._merge()
 
-    def add_event(self, item: int, partners: list[int]) -> None:
+    def add_event(self, item: int, partners: np.ndarray) -> None:
         """Add one to ``C[item, p]`` and ``C[p, item]`` for distinct ``partners`` other than ``item``."""
-        if not partners:
+        if not len(partners):
             return
+        if self.log.on:
+            p = np.asarray(partners, dtype=np.int64)
+            self.log.add(np.concatenate([np.full(len(p), item), p]), np.concatenate([p, np.full(len(p), item)]))
+        partners = np.asarray(partners).tolist()
         pending = self._pending
         pending[item].extend(partners)
         for p in partners:
@@ -202,6 +256,29 @@ class SparseCooccurrence:
         delta = sp.csr_array((counts.astype(np.float32), (cells % n).astype(index_dtype), indptr), shape=(n, n))
         delta.has_canonical_format = True
         self._csr = self._csr + delta  # canonical + canonical: a linear merge, canonical result
+
+    def add_cells(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray) -> None:
+        """Add ``counts[n]`` to the single cell ``C[rows[n], cols[n]]`` (cells distinct; not logged)."""
+        if not len(rows):
+            return
+        self._merge()
+        n = self.n_items
+        cells = np.asarray(rows, dtype=np.int64) * n + np.asarray(cols, dtype=np.int64)
+        order = np.argsort(cells)
+        cells = cells[order]
+        index_dtype = np.int32 if self._csr.nnz + len(cells) < 2**31 and n < 2**31 else np.int64
+        indptr = np.searchsorted(cells, np.arange(n + 1, dtype=np.int64) * n).astype(index_dtype)
+        delta = sp.csr_array(
+            (np.asarray(counts, dtype=np.float32)[order], (cells % n).astype(index_dtype), indptr), shape=(n, n)
+        )
+        delta.has_canonical_format = True
+        self._csr = self._csr + delta
+
+    def clear(self) -> None:
+        """Zero every count."""
+        self._csr = sp.csr_array((self.n_items, self.n_items), dtype=np.float32)
+        self._pending = defaultdict(list)
+        self._n_pending = 0
 
     def weighted_rows(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``sum(weights[r] * C[rows[r], :])`` as a ``float32`` vector over the items."""

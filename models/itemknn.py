@@ -13,6 +13,11 @@ from models.cooccurrence import DENSE_MAX_ITEMS, DenseCooccurrence, SparseCooccu
 __all__ = ["ItemKNN"]
 
 
+def _inv_count(count: int, alpha: float) -> np.float32:
+    """``count ** -alpha`` (0 for a count of 0), the same float whether one item or many are updated."""
+    return np.float32(float(count) ** -alpha) if count > 0 else np.float32(0.0)
+
+
 class ItemKNN(OnlineRecommender):
     """Item-based nearest neighbours, updated event by event from co-occurrences.
 
@@ -78,6 +83,11 @@ class ItemKNN(OnlineRecommender):
     name: ClassVar[str] = "itemknn"
     personalized: ClassVar[bool] = True
     batch_equals_sequential: ClassVar[bool] = True
+    shares_state: ClassVar[bool] = True
+    sharing_is_exact: ClassVar[bool] = True
+    _user_arrays: ClassVar[tuple[str, ...]] = ("_hist", "_hist_len")
+    _user_item_refs: ClassVar[tuple[str, ...]] = ("_hist",)
+    _item_arrays: ClassVar[tuple[str, ...]] = ("_counts",)
 
     def __init__(
         self,
@@ -127,8 +137,7 @@ class ItemKNN(OnlineRecommender):
 
     def _set_counts(self, items: np.ndarray) -> None:
         """Refresh the normalisation of ``items`` after their counts changed."""
-        counts = self._counts[items].astype(np.float64)
-        self._inv[items] = np.where(counts > 0, np.power(np.maximum(counts, 1.0), -self.alpha), 0.0)
+        self._inv[items] = [_inv_count(c, self.alpha) for c in self._counts[items].tolist()]
 
     # -- learning ---------------------------------------------------------------------
 
@@ -171,20 +180,21 @@ class ItemKNN(OnlineRecommender):
         """One event: the same update as :meth:`_learn` without the batch machinery."""
         n = int(self._hist_len[user])
         row = self._hist[user]
-        win = row[:n].tolist()
-        if j in win:
-            at = win.index(j)
-            if at:
-                row[1 : at + 1] = row[:at].copy()
+        window = row[:n].copy()
+        at = np.flatnonzero(window == j)
+        if len(at):
+            if at[0]:
+                row[1 : at[0] + 1] = window[: at[0]]
                 row[0] = j
             return
-        self._cooc.add_event(j, win)
+        self._cooc.add_event(j, window)
         keep = min(n, self.window - 1)
-        row[1 : keep + 1] = row[:keep].copy()
+        row[1 : keep + 1] = window[:keep]
         row[0] = j
         self._hist_len[user] = keep + 1
-        self._counts[j] += 1
-        self._set_counts(np.array([j]))
+        count = self._counts[j] + 1
+        self._counts[j] = count
+        self._inv[j] = _inv_count(count, self.alpha)
 
     def _store_windows(self, users: np.ndarray, windows: list[list[int]]) -> None:
         lens = np.fromiter((len(w) for w in windows), dtype=np.int32, count=len(windows))
@@ -252,6 +262,45 @@ class ItemKNN(OnlineRecommender):
             positive = contribution[best, np.arange(len(recs))] > 0
             reasons[r] = [ids[h] if ok else None for h, ok in zip(hist[best].tolist(), positive.tolist(), strict=True)]
         return reasons
+
+    # -- sharing across workers: counts are item arrays; co-occurrences travel as cells ---
+
+    def _begin_sharing_extra(self) -> None:
+        self._cooc.log.take()  # the log starts empty and records every cell from now on
+
+    def _take_item_delta_extra(self, delta: Any) -> None:
+        if not self._cooc.log.on:  # the first delta: everything learned so far
+            self._cooc.log.take()
+            matrix = self._cooc.csr()
+            rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+            self._put_cells(delta, rows, matrix.indices.astype(np.int64), matrix.data)
+        else:
+            self._put_cells(delta, *self._cooc.log.take())
+
+    def _export_items_extra(self, delta: Any, rows: np.ndarray) -> None:
+        matrix = self._cooc.csr()
+        cell_rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+        self._put_cells(delta, cell_rows, matrix.indices.astype(np.int64), matrix.data)
+
+    def _put_cells(self, delta: Any, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray) -> None:
+        if not len(rows):
+            return
+        used, inverse = np.unique(np.concatenate([rows, cols]), return_inverse=True)
+        delta.extra["cell_items"] = self.item_index.ids_of(used)
+        delta.extra_arrays["cells"] = inverse.reshape(2, -1).astype(np.int32)
+        delta.extra_arrays["cell_counts"] = np.asarray(counts, dtype=np.float32)
+
+    def _apply_item_delta_extra(self, delta: Any, rows: np.ndarray) -> None:
+        if delta.extra.get("absolute"):
+            self._cooc.clear()
+        if "cells" not in delta.extra_arrays:
+            return
+        local = self._rows_for_items(delta.extra["cell_items"])
+        cells = delta.extra_arrays["cells"]
+        self._cooc.add_cells(local[cells[0]], local[cells[1]], delta.extra_arrays["cell_counts"])
+
+    def _after_item_change(self, rows: np.ndarray) -> None:
+        self._set_counts(np.arange(self.n_items))
 
     # -- inspection -------------------------------------------------------------------
 

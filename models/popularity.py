@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,6 +41,9 @@ class Popularity(OnlineRecommender):
     name: ClassVar[str] = "popularity"
     personalized: ClassVar[bool] = False
     batch_equals_sequential: ClassVar[bool] = True
+    shares_state: ClassVar[bool] = True
+    sharing_is_exact: ClassVar[bool] = True
+    _item_arrays: ClassVar[tuple[str, ...]] = ("_acc",)
 
     def __init__(self, half_life: float | None = 7 * 24 * 3600.0, seed: int = 0) -> None:
         if half_life is not None and not half_life > 0:
@@ -56,6 +60,18 @@ class Popularity(OnlineRecommender):
         self._acc = self._grown(self._acc, n_items)
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        if len(i) == 1:  # one event: scalar arithmetic
+            weight, ts = float(batch.weights[0]), float(batch.timestamps[0])
+            if self.half_life is not None:
+                if self._anchor is None:
+                    self._anchor = ts
+                exponent = (ts - self._anchor) / self.half_life
+                if exponent > _MAX_EXPONENT:
+                    self._rescale(exponent)
+                    exponent = 0.0
+                weight *= math.exp2(exponent)
+            self._acc[i[0]] += weight
+            return
         weights = batch.weights.astype(np.float64)
         if self.half_life is not None:
             if self._anchor is None:
@@ -63,11 +79,40 @@ class Popularity(OnlineRecommender):
             exponent = (batch.timestamps - self._anchor) / self.half_life
             if exponent.max() > _MAX_EXPONENT:
                 shift = float(exponent.max())
-                self._acc *= 2.0 ** (-shift)
-                self._anchor += shift * self.half_life
+                self._rescale(shift)
                 exponent -= shift
             weights = weights * np.exp2(exponent)
         np.add.at(self._acc, i, weights)
+
+    def _rescale(self, shift: float) -> None:
+        """Move the anchor ``shift`` half-lives later (the shared-delta base moves with it)."""
+        factor = 2.0 ** (-shift)
+        self._acc *= factor
+        base = getattr(self, "_shared_base", None)
+        if base is not None:
+            base["_acc"] *= factor
+        self._anchor = (self._anchor or 0.0) + shift * (self.half_life or 0.0)
+
+    # -- sharing across workers: scores travel with the anchor they are relative to
+
+    def _take_item_delta_extra(self, delta: Any) -> None:
+        delta.extra["anchor"] = self._anchor
+
+    def _export_items_extra(self, delta: Any, rows: np.ndarray) -> None:
+        delta.extra["anchor"] = self._anchor
+
+    def _prepare_item_delta(self, delta: Any) -> Any:
+        theirs = delta.extra.get("anchor")
+        if self.half_life is None or theirs is None:
+            return delta
+        if self._anchor is None or delta.extra.get("absolute"):
+            self._anchor = theirs
+            return delta
+        if theirs > self._anchor:  # move to the newer anchor first: scaling their scores up could overflow
+            self._rescale((theirs - self._anchor) / self.half_life)
+        factor = 2.0 ** ((theirs - self._anchor) / self.half_life)
+        arrays = {k: v * factor for k, v in delta.arrays.items()}
+        return type(delta)(delta.model, delta.items, arrays, delta.globals, delta.extra, delta.extra_arrays)
 
     def item_scores(self) -> np.ndarray:
         """Decayed score of every item at the newest event time seen."""

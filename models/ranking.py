@@ -4,26 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["top_k"]
+__all__ = ["top_k", "top_k_row"]
 
 _BLOCK_ELEMENTS = 4_000_000
 _FEW_ROWS = 8
 
 
-def _top_k_row(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`top_k` of one row (``0 < k <= len(row)``): the same result by 1-D operations."""
+def top_k_row(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` of one row (``0 < k <= len(row)``): the same result by 1-D operations.
+
+    Examples
+    --------
+    >>> idx, val = top_k_row(np.array([0.5, 0.9, 0.5, 0.1]), 2)   # the tie at 0.5 goes to the lower index
+    >>> idx.tolist(), val.tolist()
+    ([1, 0], [0.9, 0.5])
+    """
     n = row.shape[0]
     if k < n:
         part = np.argpartition(row, n - k)[n - k :]
-        t = row[part].min()
-        if np.count_nonzero(row == t) > np.count_nonzero(row[part] == t):  # a tie at the k-th place
+        vals = row[part]
+        t = vals.min()
+        if np.count_nonzero(row == t) > np.count_nonzero(vals == t):  # a tie at the k-th place
             above = np.flatnonzero(row > t)
             part = np.concatenate([above, np.flatnonzero(row == t)[: k - len(above)]])
-        part.sort()
+            vals = row[part]
     else:
         part = np.arange(n)
-    vals = row[part]
-    order = np.argsort(-vals, kind="stable")  # ties keep the ascending index order
+        vals = row
+    order = np.lexsort((part, -vals))  # by value, ties by ascending index
     return part[order], vals[order]
 
 
@@ -48,11 +56,14 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(int(k), n_cols)
     if k <= 0 or n_rows == 0:
         return np.empty((n_rows, 0), dtype=np.int64), np.empty((n_rows, 0), dtype=scores.dtype)
+    if n_rows == 1:
+        idx_row, vals_row = top_k_row(scores[0], k)
+        return idx_row[None, :].astype(np.int64, copy=False), vals_row[None, :]
     if n_rows <= _FEW_ROWS:  # the per-event path: 1-D operations, no index grids
         idx = np.empty((n_rows, k), dtype=np.int64)
         vals = np.empty((n_rows, k), dtype=scores.dtype)
         for r in range(n_rows):
-            idx[r], vals[r] = _top_k_row(scores[r], k)
+            idx[r], vals[r] = top_k_row(scores[r], k)
         return idx, vals
     if k < n_cols:
         part = np.empty((n_rows, k), dtype=np.int64)

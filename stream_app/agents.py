@@ -2,10 +2,49 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from stream_app.app import app, settings
 from stream_app.commits import commit_only_after_checkpoints
-from stream_app.topics import KIND_BY_TOPIC, deadletter_topic, events_topic
+from stream_app.topics import KIND_BY_TOPIC, USER_TOPICS, deadletter_topic, events_topic
 from stream_app.worker import StreamWorker
+from streamrec.health_server import HealthServer
+
+
+def _highwaters(consumer):  # type: ignore[no-untyped-def]
+    """Highwater offset of each assigned partition, as the consumer last fetched it (lag)."""
+
+    def read() -> dict[tuple[str, int], int | None]:
+        try:
+            return {(tp.topic, tp.partition): consumer.highwater(tp) for tp in consumer.assignment()}
+        except Exception:  # not started yet, or between rebalances
+            return {}
+
+    return read
+
+
+_workers: list[StreamWorker] = []  # the agent's worker, for the rebalance callbacks
+_assigned: set[int] = set()  # the newest assignment, for a worker that starts after it
+
+
+def _partitions(tps: Any) -> set[int]:
+    return {tp.partition for tp in tps if tp.topic in USER_TOPICS}
+
+
+@app.on_partitions_revoked.connect
+async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+    """Commit what was learned before the partitions move (Faust has stopped the agent's stream)."""
+    for worker in _workers:
+        await worker.partitions_revoked(_partitions(revoked))
+
+
+@app.on_partitions_assigned.connect
+async def on_partitions_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+    """Restore the users of partitions new to this worker before their events are processed."""
+    _assigned.clear()
+    _assigned.update(_partitions(assigned))
+    for worker in _workers:
+        await worker.partitions_assigned(set(_assigned))
 
 
 @app.agent(events_topic, concurrency=1)
@@ -13,14 +52,27 @@ async def process_events(stream):  # type: ignore[no-untyped-def]
     """Take micro-batches (``stream.take_events``), update the models, write lists to Redis.
 
     Events are acknowledged (and their offsets become committable) only after
-    their batch has been handled.
+    their batch has been handled. With ``STREAMREC_METRICS_PORT`` set, the
+    worker also serves ``/metrics``, ``/healthz`` and ``/readyz``.
     """
     consumer = app.consumer
     commit = commit_only_after_checkpoints(consumer) if settings.checkpoint_interval > 0 else consumer.commit
-    worker = StreamWorker(settings, KIND_BY_TOPIC, deadletter_topic, commit=commit)
+    worker = StreamWorker(settings, KIND_BY_TOPIC, deadletter_topic, commit=commit, highwaters=_highwaters(consumer))
+    server = None
+    if settings.metrics_port is not None:
+        server = HealthServer(
+            worker.metrics, worker.state, settings.metrics_host, settings.metrics_port, alive=worker.alive
+        )
+        await server.start()
     await worker.start()
+    _workers.append(worker)
+    if _assigned:
+        await worker.partitions_assigned(set(_assigned))
     try:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
             await worker.handle(events)
     finally:
+        _workers.remove(worker)
         await worker.stop()
+        if server is not None:
+            await server.stop()

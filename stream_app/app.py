@@ -7,22 +7,23 @@ When ``KAFKA_BOOTSTRAP_SERVERS`` is not set, the broker started by
 
 from __future__ import annotations
 
+import sys
+
 import faust
 
 import models
-from streamrec.services import LocalServices
+from streamrec.services import ServiceError, resolve_services
 from streamrec.settings import Settings, limit_torch_threads
 
 
 def _resolve(settings: Settings) -> Settings:
     """Fill in the broker and Redis of ``streamrec services up`` when none are configured."""
-    if settings.kafka_bootstrap_servers and settings.redis_url:
-        return settings
-    local = LocalServices().endpoints()
-    return settings.with_services(
-        settings.kafka_bootstrap_servers or (local.kafka_bootstrap_servers if local else "127.0.0.1:9092"),
-        settings.redis_url or (local.redis_url if local else "redis://127.0.0.1:6379/0"),
-    )
+    try:
+        return resolve_services(settings, start=False)
+    except ServiceError:  # nothing runs locally: the conventional addresses
+        return settings.with_services(
+            settings.kafka_bootstrap_servers or "127.0.0.1:9092", settings.redis_url or "redis://127.0.0.1:6379/0"
+        )
 
 
 settings = _resolve(Settings.from_env())
@@ -38,7 +39,7 @@ def _check_models(settings: Settings) -> None:
 
 
 _check_models(settings)
-if "torch_bpr" in settings.models:  # the worker shares the machine with Kafka and Redis
+if "torch" in sys.modules:  # a configured model imported torch; the worker shares the machine with Kafka and Redis
     limit_torch_threads()
 
 

@@ -16,6 +16,10 @@ KIND_BY_TOPIC: dict[str, str] = {
     settings.topic("forget"): "forget",
 }
 
+#: Topics keyed by user, partitioned alike: a worker owns the users of its partitions.
+USER_TOPICS: tuple[str, ...] = tuple(t for t, kind in KIND_BY_TOPIC.items() if kind != "item")
+# The agent reads every topic (it validates, counts and dead-letters what its partitions hold); with state in
+# Kafka the models also get the whole catalogue from stream_app.shared.CatalogueFollower in every worker.
 events_topic = app.topic(*KIND_BY_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 deadletter_topic = app.topic(
     settings.topic("deadletter"), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"

@@ -5,11 +5,18 @@ the models are driven by :class:`streamrec.pipeline.RecommendationPipeline`
 (run in a thread so the event loop keeps fetching), and lists go to Redis
 through :class:`streamrec.store.AsyncRecSink`.
 
-Model state is crash-safe: every ``checkpoint_interval`` seconds (and on a
-clean stop) all models are checkpointed together with the Kafka offsets they
-include, and only then are offsets committed. A restarted worker loads the
-newest checkpoint and skips events below its offsets, so after ``kill -9`` no
-event is lost from the models and none is learned twice.
+Model state is crash-safe and, with ``STREAMREC_STATE=kafka`` (the default
+when every configured model can share its state), travels through Kafka
+(:class:`stream_app.shared.SharedState`): every ``checkpoint_interval``
+seconds (and on revocation and a clean stop) one transaction commits this
+worker's item increments, the state of the users its batches touched and the
+event offsets they include. Any number of workers share the partitions; a
+worker assigned a partition restores its users from the changelog first, and
+skips events below the restored offsets. With ``STREAMREC_STATE=local`` (one
+worker; models that cannot share) all models are checkpointed to the local
+state folder with their offsets, and only then are offsets committed. Either
+way, after ``kill -9`` no event is lost from the models and none is learned
+twice.
 
 Nothing stops the worker: an invalid event goes to the dead-letter topic with
 its reason and original bytes; a batch the models fail on is dead-lettered
@@ -26,13 +33,18 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from stream_app.shared import CatalogueFollower, SharedState
 from streamrec.checkpoint import CheckpointStore, Offsets
-from streamrec.events import InvalidEvent, decode
+from streamrec.events import ForgetUser, InvalidEvent, ItemUpdate, decode
+from streamrec.metrics import WorkerMetrics, WorkerState
 from streamrec.pipeline import RecommendationPipeline
 from streamrec.settings import Settings
 from streamrec.store import AsyncRecSink, RecList
 
 log = logging.getLogger("streamrec.worker")
+
+#: Seconds between writes of the fallback list (64 bucket copies and the global key).
+FALLBACK_EVERY = 0.5
 
 REDIS_ERRORS: tuple[type[BaseException], ...]
 try:
@@ -44,7 +56,11 @@ except ImportError:  # pragma: no cover
 
 
 class StreamWorker:
-    """State and logic behind the agent (one instance per agent)."""
+    """State and logic behind the agent (one instance per agent).
+
+    ``metrics`` receives what happens (Prometheus); ``highwaters`` returns the
+    highwater offset of each assigned ``(topic, partition)`` (consumer lag).
+    """
 
     def __init__(
         self,
@@ -52,6 +68,8 @@ class StreamWorker:
         kind_by_topic: Mapping[str, str],
         deadletter_topic: Any,
         commit: Callable[[], Awaitable[Any]] | None = None,
+        metrics: WorkerMetrics | None = None,
+        highwaters: Callable[[], Mapping[tuple[str, int], int | None]] | None = None,
     ) -> None:
         if not settings.redis_url:
             raise ValueError("REDIS_URL is not set")
@@ -59,7 +77,16 @@ class StreamWorker:
         self.kind_by_topic = dict(kind_by_topic)
         self.deadletter_topic = deadletter_topic
         self._commit = commit
-        self.checkpoints = CheckpointStore(settings.checkpoint_dir) if settings.checkpoint_interval > 0 else None
+        self.mode = settings.state_mode()
+        if self.mode == "kafka" and settings.checkpoint_interval <= 0:
+            raise ValueError("STREAMREC_CHECKPOINT_INTERVAL must be > 0 with STREAMREC_STATE=kafka")
+        if self.mode == "local" and settings.topic_partitions > 1:
+            raise ValueError(
+                f"STREAMREC_STATE=local keeps the models in one process: use STREAMREC_TOPIC_PARTITIONS=1 "
+                f"(models {', '.join(settings.models)}), or models that share their state"
+            )
+        local = self.mode == "local" and settings.checkpoint_interval > 0
+        self.checkpoints = CheckpointStore(settings.checkpoint_dir) if local else None
         self.applied: Offsets = {}
         self.pipeline = self._restore() or RecommendationPipeline.from_names(
             settings.models, settings.default_model, settings.top_n, settings.model_params
@@ -77,9 +104,22 @@ class StreamWorker:
         self._pending_forget: set[str] = set()
         self._flush_lock = asyncio.Lock()
         self._model_lock = asyncio.Lock()  # learning and checkpointing never overlap
+        self.shared: SharedState | None = None
+        self._catalogue: CatalogueFollower | None = None
+        if self.mode == "kafka":
+            user_topics = [t for t, kind in self.kind_by_topic.items() if kind != "item"]
+            self.shared = SharedState(settings, self.pipeline.all_models(), self._model_lock, user_topics)
+            self.applied = self.shared.applied
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
+        self._fallback_written = float("-inf")
+        self._sharing_reported: dict[str, float] = {}
+        self._commit_task: asyncio.Task[None] | None = None
         self._meta_written = False
+        self.metrics = metrics if metrics is not None else WorkerMetrics(settings.models)
+        self._highwaters = highwaters
+        self._started = False
+        self._redis_ok = True
 
     def _restore(self) -> RecommendationPipeline | None:
         """The pipeline of the newest checkpoint, when it holds the configured models."""
@@ -114,7 +154,13 @@ class StreamWorker:
             await self.sink.check()
         except REDIS_ERRORS as exc:
             log.warning("Redis does not answer yet (%s); lists will be written when it does", type(exc).__name__)
+        if self.shared is not None:
+            await self.shared.start()
+            items = [t for t, kind in self.kind_by_topic.items() if kind == "item"]
+            self._catalogue = CatalogueFollower(self.settings, items, self._add_items)
+            await self._catalogue.start()
         self._retry_task = asyncio.create_task(self._retry_loop())
+        self._started = True
         log.info(
             "worker ready: models=%s default=%s top_n=%d",
             ",".join(self.settings.models),
@@ -123,54 +169,105 @@ class StreamWorker:
         )
 
     async def stop(self) -> None:
+        self._started = False
         if self._retry_task is not None:
             self._retry_task.cancel()
+        if self._commit_task is not None:
+            await asyncio.gather(self._commit_task, return_exceptions=True)
         if self._since_checkpoint:
             try:
                 await self.checkpoint()
             except Exception:
                 log.exception("the final checkpoint failed; the last one stands")
         try:
-            await asyncio.wait_for(self.flush(), timeout=5)
+            await asyncio.wait_for(self.flush(final=True), timeout=5)
         except (TimeoutError, *REDIS_ERRORS):
             log.warning("stopping with %d lists not written to Redis", len(self._pending))
         await self.sink.close()
+        if self._catalogue is not None:
+            await self._catalogue.stop()
+        if self.shared is not None:
+            await self.shared.stop()
+
+    # -- partitions (STREAMREC_STATE=kafka) ------------------------------------------------
+
+    async def partitions_assigned(self, partitions: set[int]) -> None:
+        """Faust's rebalance callback: restore the users of partitions new to this worker."""
+        if self.shared is not None:
+            await self.shared.assign(partitions)
+
+    async def partitions_revoked(self, partitions: set[int]) -> None:
+        """Faust's rebalance callback: commit everything learned, then hand the partitions' users off."""
+        if self.shared is not None:
+            await self.shared.revoke(partitions)
+            self._since_checkpoint = 0
+            self._last_checkpoint = time.monotonic()
+
+    async def _add_items(self, updates: Sequence[ItemUpdate]) -> None:
+        """Catalogue updates (every worker reads the whole items topic)."""
+        async with self._model_lock:
+            await asyncio.to_thread(self.pipeline.add_catalogue, updates)
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Process one batch of Faust events (``stream.take_events``)."""
+        started = time.perf_counter()
+        skipped = 0
+        out = None
         good = []
         ingest: list[float | None] = []
         sources = []
         limits = self.settings.limits
         applied = self.applied
+        shared = self.shared
+        if shared is not None:  # events of a partition wait until its users are restored
+            await shared.ready({event.message.partition for event in events})
+        done: dict[tuple[str, int], int] = {}  # offsets this batch completes: recorded once it is learned
+        notes: list[tuple[str, int, bool]] = []  # (user, partition, forgotten) for the state that moves
+        catalogue = 0
         for event in events:
             msg = event.message
-            done = applied.get(msg.topic)
-            if done is not None and msg.offset < done.get(msg.partition, -1):
+            learned = applied.get(msg.topic)
+            if learned is not None and msg.offset < learned.get(msg.partition, -1):
                 self.counters["events_skipped_already_learned"] += 1  # replayed after a restart
+                skipped += 1
                 continue
-            applied.setdefault(msg.topic, {})[msg.partition] = msg.offset + 1
+            done[(msg.topic, msg.partition)] = msg.offset + 1
             kind = self.kind_by_topic.get(msg.topic)
             if kind is None:
                 await self.deadletter(msg, f"no event kind is configured for topic {msg.topic!r}")
                 continue
             try:
-                good.append(decode(msg.value, kind, limits))  # type: ignore[arg-type]
+                decoded = decode(msg.value, kind, limits)  # type: ignore[arg-type]
             except InvalidEvent as exc:
                 await self.deadletter(msg, str(exc))
                 continue
+            if shared is not None and isinstance(decoded, ItemUpdate):
+                catalogue += 1  # validated and counted here; every worker's catalogue follower adds it
+                continue
+            good.append(decoded)
+            if not isinstance(decoded, ItemUpdate):
+                notes.append((decoded.user_id, msg.partition, isinstance(decoded, ForgetUser)))
             ingest.append(msg.timestamp)
             sources.append(msg)
         self.counters["events_received"] += len(events)
-        if good:
-            try:
-                async with self._model_lock:
+        self.counters["events_accepted"] += catalogue
+        error: Exception | None = None
+        async with self._model_lock:  # a commit sees the models, the offsets and the touched users together
+            if good:
+                try:
                     out = await asyncio.to_thread(self.pipeline.process, good, ingest)
-            except Exception as exc:  # a model bug must neither stop the worker nor lose events
-                log.exception("processing a batch of %d events failed; dead-lettering it", len(good))
+                except Exception as exc:  # a model bug must neither stop the worker nor lose events
+                    error = exc
+            if error is None:
+                self._advance(done, notes)
+        if good:
+            if error is not None:
+                log.exception("processing a batch of %d events failed; dead-lettering it", len(good), exc_info=error)
                 self.counters["batches_failed"] += 1
                 for msg in sources:
-                    await self.deadletter(msg, f"processing failed: {type(exc).__name__}: {exc}"[:500])
+                    await self.deadletter(msg, f"processing failed: {type(error).__name__}: {error}"[:500])
+                async with self._model_lock:
+                    self._advance(done, [])
             else:
                 self.counters["events_accepted"] += len(good)
                 self.counters["learn_seconds"] += out.learn_seconds
@@ -190,12 +287,54 @@ class StreamWorker:
         self.counters["batches"] += 1
         self._since_checkpoint += len(events)
         await self.flush()
+        self.metrics.observe_batch(
+            received=len(events),
+            accepted=len(good) if out is not None else 0,
+            seconds=time.perf_counter() - started,
+            learn_seconds=out.learn_seconds if out is not None else 0.0,
+            recommend_seconds=out.recommend_seconds if out is not None else 0.0,
+            skipped=skipped,
+            failed=bool(good) and out is None,
+        )
         if self._checkpoint_due():
+            if self.shared is None:
+                await self.checkpoint()
+            elif self._commit_task is None or self._commit_task.done():
+                # the transaction's I/O runs beside the next batches (the model lock is held only to collect)
+                self._commit_task = asyncio.create_task(self._commit_in_background())
+
+    async def _commit_in_background(self) -> None:
+        try:
             await self.checkpoint()
+        except Exception:
+            log.exception("commit failed; retried at the next interval")
+            self._last_checkpoint = time.monotonic()
+
+    def _report_sharing(self) -> None:
+        """Move what sharing cost since the last report into the counters (``streamrec:stats``)."""
+        if self.shared is None:
+            return
+        totals = {**self.shared.counters, "state_bytes_sent": float(self.shared.writer.bytes_sent)}
+        for name, value in totals.items():
+            change = value - self._sharing_reported.get(name, 0.0)
+            if change:
+                self.counters[f"shared_{name}"] += change
+            self._sharing_reported[name] = value
+
+    def _advance(self, done: Mapping[tuple[str, int], int], notes: Sequence[tuple[str, int, bool]]) -> None:
+        """Record a handled batch: its offsets, and whose state changed (under the model lock)."""
+        for (topic, partition), offset in done.items():
+            self.applied.setdefault(topic, {})[partition] = offset
+        if self.shared is not None:
+            for user, partition, forgotten in notes:
+                if forgotten:
+                    self.shared.note_forgotten(user, partition)
+                else:
+                    self.shared.note(user, partition)
 
     def _checkpoint_due(self) -> bool:
         return (
-            self.checkpoints is not None
+            (self.checkpoints is not None or self.shared is not None)
             and self._since_checkpoint > 0
             and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval
         )
@@ -206,6 +345,21 @@ class StreamWorker:
         The events of the batch being handled are acknowledged only after
         :meth:`handle` returns, so the commit never passes the checkpoint.
         """
+        if self.shared is not None:
+            started = time.perf_counter()
+            pending, self._since_checkpoint = self._since_checkpoint, 0
+            try:
+                sequence = await self.shared.commit()
+            except BaseException:
+                self._since_checkpoint += pending  # retried at the next interval
+                raise
+            self._last_checkpoint = time.monotonic()
+            self.counters["checkpoints"] += 1
+            self.counters["checkpoint_seconds"] += time.perf_counter() - started
+            self._report_sharing()
+            self.metrics.observe_checkpoint(time.perf_counter() - started)
+            log.debug("commit %d in %.3f s", sequence, time.perf_counter() - started)
+            return
         if self.checkpoints is None:
             return
         async with self._model_lock:
@@ -217,6 +371,7 @@ class StreamWorker:
             self._since_checkpoint = 0
         self.counters["checkpoints"] += 1
         self.counters["checkpoint_seconds"] += time.perf_counter() - started
+        self.metrics.observe_checkpoint(time.perf_counter() - started)
         log.info("checkpoint %s written in %.2f s", path.name, time.perf_counter() - started)
         if self._commit is not None:
             try:
@@ -235,9 +390,10 @@ class StreamWorker:
         ]
         await self.deadletter_topic.send(key=msg.key, value=msg.value, headers=headers)
         self.counters["events_deadlettered"] += 1
+        self.metrics.observe_deadlettered()
         log.debug("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
 
-    async def flush(self) -> bool:
+    async def flush(self, final: bool = False) -> bool:
         """Write pending lists and counters in one pipeline; keep them if Redis is away."""
         async with self._flush_lock:
             if not self._pending and self._pending_fallback is None and not self.counters and not self._pending_forget:
@@ -253,19 +409,35 @@ class StreamWorker:
                     "top_n": str(self.settings.top_n),
                     "started_at": f"{time.time():.3f}",
                 }
+            # the fallback goes to one key per user bucket (see streamrec.store): at most twice a second
+            fallback = self._pending_fallback
+            if fallback is not None and time.monotonic() - self._fallback_written < FALLBACK_EVERY and not final:
+                fallback = None
             ingest = list(self._pending_ingest)  # snapshot: handle() may append while we await
+            offsets = {(t, p): o for t, parts in self.applied.items() for p, o in parts.items()}
             written_at = time.time()
             freshness = [written_at - t for t in ingest]
             try:
                 await self.sink.write(
-                    lists, self._pending_fallback, counters, meta, freshness, self.settings.freshness_cap, forget
+                    lists,
+                    fallback,
+                    counters,
+                    meta,
+                    freshness,
+                    self.settings.freshness_cap,
+                    forget,
+                    offsets=offsets,
                 )
             except REDIS_ERRORS as exc:
                 self.counters["redis_errors"] += 1
+                self.metrics.observe_redis_error()
+                self._redis_ok = False
                 if self.counters["redis_errors"] in (1, 10, 100) or self.counters["redis_errors"] % 1000 == 0:
                     log.warning("Redis write failed (%s: %s); %d lists pending", type(exc).__name__, exc, len(lists))
                 return False
             self._meta_written = True
+            self._redis_ok = True
+            self.metrics.observe_written(len(lists), freshness)
             del self._pending_ingest[: len(ingest)]
             self._pending_forget.difference_update(forget)
             for key, value in counters.items():
@@ -276,9 +448,33 @@ class StreamWorker:
                 key = (doc.model, doc.user_id)
                 if self._pending.get(key, (None,))[0] is doc:
                     del self._pending[key]
-            self._pending_fallback = None
+            if fallback is not None:
+                if self._pending_fallback is fallback:
+                    self._pending_fallback = None
+                self._fallback_written = time.monotonic()
             self._backoff = 0.1
             return True
+
+    def alive(self) -> bool:
+        """Whether the background task (Redis retries, idle checkpoints) still runs (liveness)."""
+        return self._retry_task is not None and not self._retry_task.done()
+
+    def state(self) -> WorkerState:
+        """A snapshot for gauges and readiness: lag per partition, pending lists, checkpoint age."""
+        highwaters = self._highwaters() if self._highwaters is not None else {}
+        lag = {}
+        for (topic, partition), high in highwaters.items():
+            done = self.applied.get(topic, {}).get(partition)
+            if high is not None and done is not None:  # known once the partition's first event is handled
+                lag[(topic, partition)] = max(0, high - done)
+        return WorkerState(
+            started=self._started,
+            pending_lists=len(self._pending),
+            checkpoint_age=time.monotonic() - self._last_checkpoint if self.checkpoints is not None else None,
+            lag=lag,
+            redis_ok=self._redis_ok,
+            assigned=len(highwaters),
+        )
 
     async def _retry_loop(self) -> None:
         """Retry pending writes with exponential backoff, and checkpoint when idle."""

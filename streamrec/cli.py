@@ -5,6 +5,7 @@
 ``streamrec worker``          run the Faust worker (``faust -A stream_app.app worker``)
 ``streamrec publish``         publish a log file, MovieLens or synthetic events to Kafka
 ``streamrec recs USER_ID``    read a user's list from Redis
+``streamrec status``          consumer lag, worker counters and freshness, from Kafka and Redis
 ``streamrec backtest``        replay a log offline through models and score them
 """
 
@@ -140,6 +141,18 @@ def cmd_recs(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- status ---------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from streamrec.services import resolve_services
+    from streamrec.status import collect_status, format_status
+
+    status = collect_status(resolve_services(_settings(), start=False))
+    print(json.dumps(status.as_dict(), indent=2) if args.json else format_status(status))
+    return 0
+
+
 # -- demo -----------------------------------------------------------------------------
 
 
@@ -258,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="a configured model (default: the default model)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_recs)
+
+    p = sub.add_parser("status", help="consumer lag, worker counters and freshness percentiles (Kafka and Redis)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
         "replay", help="live backtest: publish a log through Kafka and the worker, score what Redis served"

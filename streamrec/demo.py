@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import replace
@@ -104,10 +105,12 @@ def run_demo(
                 if rec.reasons and rec.reasons[rank - 1]:
                     reason = f"   <- because of {titles.get(rec.reasons[rank - 1], rec.reasons[rank - 1])}"
                 print(f"    {rank}. {titles.get(item, item)}{reason}")
-        key = client.layout.user_key(users.split(",")[0].strip())
+        first = users.split(",")[0].strip()
+        key = client.layout.user_key(first)
     finally:
         client.close()
     port = (settings.redis_url or "").rsplit(":", 1)[-1].split("/")[0]
-    print(f"\nTry: redis-cli -p {port} GET {key}    |    streamrec recs 196    |    streamrec services down")
+    prog = os.environ.get("STREAMREC_PROG") or "streamrec"  # how the user called us (scripts/streamrec sets it)
+    print(f"\nTry: redis-cli -p {port} GET {key}  |  {prog} recs {first}  |  {prog} status  |  {prog} services down")
     print(f"demo finished in {time.perf_counter() - t_start:.1f} s")
     return 0

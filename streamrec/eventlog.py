@@ -20,7 +20,7 @@ Examples
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "read_events",
     "read_movielens_items",
     "read_movielens_ratings",
+    "read_movielens_users",
 ]
 
 FORMATS = ("jsonl", "csv", "tsv", "movielens")
@@ -203,9 +204,17 @@ def _tsv_rows(f: Any, path: str | Path) -> Iterator[tuple[int, str, dict[str, ob
 
 
 def read_movielens_ratings(
-    path: str | Path, report: ReadReport | None = None, strict: bool = False, limits: Limits = DEFAULT_LIMITS
+    path: str | Path,
+    report: ReadReport | None = None,
+    strict: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+    users: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Iterator[Rating]:
-    """Yield MovieLens ``u.data`` lines (user, item, rating, time; tab separated) as ratings, in file order."""
+    """Yield MovieLens ``u.data`` lines (user, item, rating, time; tab separated) as ratings, in file order.
+
+    ``users`` (see :func:`read_movielens_users`) maps a user id to the
+    features given as each of their ratings' ``context``.
+    """
     report = report if report is not None else ReadReport()
     with open(path, encoding="latin-1") as f:
         for line_no, line in enumerate(f, start=1):
@@ -220,9 +229,10 @@ def read_movielens_ratings(
                     rating, ts = float(parts[2]), float(parts[3])
                 except ValueError:
                     raise InvalidEvent("rating and timestamp must be numbers") from None
-                event = event_from_dict(
-                    {"user_id": parts[0], "item_id": parts[1], "rating": rating, "timestamp": ts}, "rating", limits
-                )
+                obj: dict[str, Any] = {"user_id": parts[0], "item_id": parts[1], "rating": rating, "timestamp": ts}
+                if users is not None and parts[0] in users:
+                    obj["context"] = dict(users[parts[0]])
+                event = event_from_dict(obj, "rating", limits)
             except InvalidEvent as exc:
                 if strict:
                     raise InvalidEvent(f"{path}:{line_no}: {exc}") from None
@@ -244,12 +254,42 @@ def read_movielens_items(path: str | Path) -> Iterator[ItemUpdate]:
             yield ItemUpdate(item_id=parts[0], timestamp=0.0, title=parts[1], tags=tags)
 
 
-def movielens_events(folder: str | Path, limit: int | None = None) -> tuple[list[ItemUpdate], list[Rating]]:
+def read_movielens_users(path: str | Path) -> dict[str, dict[str, Any]]:
+    """MovieLens ``u.user`` (id, age, gender, occupation, zip; ``|`` separated) as ``{id: features}``.
+
+    The features are ``{"age": int, "gender": str, "occupation": str}`` (the
+    zip code is left out); malformed lines are skipped.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "u.user"
+    >>> _ = path.write_text("1|24|M|technician|85711\\nbad line\\n")
+    >>> read_movielens_users(path)
+    {'1': {'age': 24, 'gender': 'M', 'occupation': 'technician'}}
+    """
+    users: dict[str, dict[str, Any]] = {}
+    with open(path, encoding="latin-1") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("|")
+            if len(parts) < 4 or not parts[1].strip().isdigit():
+                continue
+            users[parts[0]] = {"age": int(parts[1]), "gender": parts[2], "occupation": parts[3]}
+    return users
+
+
+def movielens_events(
+    folder: str | Path, limit: int | None = None, users: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[list[ItemUpdate], list[Rating]]:
     """MovieLens 100K as the replay order: the ``u.item`` catalogue, and ``u.data`` ratings sorted by time.
 
-    ``limit`` keeps the first ratings only.
+    ``limit`` keeps the first ratings only. Each rating carries its user's
+    features as ``context``: from ``users`` when given, else from the
+    folder's ``u.user`` when it has one.
     """
     folder = Path(folder)
+    if users is None and (folder / "u.user").is_file():
+        users = read_movielens_users(folder / "u.user")
     items = list(read_movielens_items(folder / "u.item"))
-    ratings = sorted(read_movielens_ratings(folder / "u.data"), key=lambda e: e.timestamp)
+    ratings = sorted(read_movielens_ratings(folder / "u.data", users=users), key=lambda e: e.timestamp)
     return items, ratings if limit is None else ratings[:limit]

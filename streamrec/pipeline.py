@@ -191,11 +191,7 @@ class RecommendationPipeline:
     ) -> None:
         item_updates = [events[j] for j in positions if isinstance(events[j], ItemUpdate)]
         if item_updates:
-            ids = [e.item_id for e in item_updates]  # type: ignore[union-attr]
-            tags = [e.tags for e in item_updates]  # type: ignore[union-attr]
-            titles = [e.title for e in item_updates]  # type: ignore[union-attr]
-            for model in self.all_models().values():
-                model.add_items(ids, tags=tags, titles=titles)
+            self.add_catalogue(item_updates)  # type: ignore[arg-type]
         acts = [j for j in positions if isinstance(events[j], Interaction | Rating)]
         if not acts:
             return
@@ -209,6 +205,14 @@ class RecommendationPipeline:
                 event_ts[u] = e.timestamp
             if ingest_ts is not None and ingest_ts[j] is not None:
                 newest_ingest[u] = max(newest_ingest.get(u, 0.0), float(ingest_ts[j]))  # type: ignore[arg-type]
+
+    def add_catalogue(self, updates: Sequence[ItemUpdate]) -> None:
+        """Add catalogue entries (ids, tags, titles) to every model."""
+        ids = [e.item_id for e in updates]
+        tags = [e.tags for e in updates]
+        titles = [e.title for e in updates]
+        for model in self.all_models().values():
+            model.add_items(ids, tags=tags, titles=titles)
 
     def forget_user(self, user_id: str) -> None:
         """Remove ``user_id`` from every model (privacy requests)."""

@@ -160,8 +160,7 @@ def run_replay(
     worker = WorkerProcess(settings, log_path or settings.state_dir / "replay-worker.log")
     worker.start()
     client = RecsClient(settings.redis_url or "", settings.key_prefix, **settings.redis_kwargs())
-    key_of = client.layout.user_key
-    fallback_key = client.layout.fallback_key()
+    key_of, fallback_of = client.layout.user_key, client.layout.fallback_key
     first_scored = int(len(acts) * warmup)
     hits = scored = served_fallback = 0
     ndcg_sum = 0.0
@@ -178,7 +177,7 @@ def run_replay(
             for n, event in enumerate(tqdm(acts, unit="ev", desc="replayed", disable=not progress, mininterval=0.5)):
                 _pace(start, n, event.timestamp, ts0, rate, speed)
                 if n >= first_scored:
-                    raw, fallback = client.redis.mget([key_of(event.user_id, model), fallback_key])
+                    raw, fallback = client.redis.mget([key_of(event.user_id, model), fallback_of(event.user_id)])
                     doc = raw if raw is not None else fallback
                     items = json.loads(doc)["items"][:k] if doc is not None else []
                     served_fallback += raw is None

@@ -143,6 +143,19 @@ class Security:
             )
         return {k: v for k, v in config.items() if v is not None}
 
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (the worker's state producer and readers)."""
+        config: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            config.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password,
+            )
+        if self.kafka_uses_ssl:
+            config["ssl_context"] = self.kafka_ssl_context()
+        return {k: v for k, v in config.items() if v is not None}
+
     def faust_credentials(self) -> Any:
         """``broker_credentials`` for the Faust app, or ``None`` for plaintext."""
         import faust

@@ -72,6 +72,8 @@ class ServedLists(OnlineRecommender):
         self, users: Any, k: int = 10, *, exclude_seen: bool = True, exclude: Any = None, with_reasons: bool = True
     ) -> Recommendations:
         users = [str(u) for u in users]
+        if len(users) == 1 and not self.cached and self.model.has_history(users[0]):  # the per-event path
+            return self.model.recommend(users, k, exclude_seen=exclude_seen, exclude=exclude, with_reasons=with_reasons)
         if self.cached:
             out = {u: self._lists[u][:k] for u in users if u in self._lists}
         else:

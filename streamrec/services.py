@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamrec.security import Security
 from streamrec.settings import Settings, cache_dir
 
 __all__ = ["KAFKA_VERSION", "Endpoints", "LocalServices", "ServiceError", "ensure_kafka_jars", "resolve_services"]
@@ -203,7 +204,15 @@ class LocalServices:
         Where configuration, data, logs and PIDs live.
     kafka_heap
         ``-Xmx`` of the broker JVM.
+
+    Subclasses change how the services are configured through
+    :meth:`_server_properties`, :meth:`_format_options`, :meth:`_redis_options`,
+    :attr:`redis_scheme` and :meth:`client_security` (see
+    :class:`streamrec.secure_services.SecureLocalServices`).
     """
+
+    #: URL scheme of the Redis endpoint (``rediss`` for TLS).
+    redis_scheme = "redis"
 
     def __init__(self, state_dir: str | Path | None = None, kafka_heap: str = "512m") -> None:
         self.state_dir = Path(state_dir) if state_dir else cache_dir() / "services"
@@ -243,11 +252,20 @@ class LocalServices:
             "redis": {**state.get("redis", {}), "running": self._redis_running(state)},
         }
 
+    def client_security(self) -> Security:
+        """What a client needs to connect (nothing for these plaintext services)."""
+        return Security()
+
+    def _endpoints(self, state: dict) -> Endpoints:
+        return Endpoints(
+            f"127.0.0.1:{state['kafka']['port']}", f"{self.redis_scheme}://127.0.0.1:{state['redis']['port']}/0"
+        )
+
     def endpoints(self) -> Endpoints | None:
         """Endpoints of the running services, or ``None`` when not both run."""
         state = self._read_state()
         if self._kafka_running(state) and self._redis_running(state):
-            return Endpoints(f"127.0.0.1:{state['kafka']['port']}", f"redis://127.0.0.1:{state['redis']['port']}/0")
+            return self._endpoints(state)
         return None
 
     def up(self, timeout: float = 180.0) -> Endpoints:
@@ -263,7 +281,7 @@ class LocalServices:
             self._write_state(state)
         if started_kafka:
             self._wait_kafka(state["kafka"], timeout)
-        return Endpoints(f"127.0.0.1:{state['kafka']['port']}", f"redis://127.0.0.1:{state['redis']['port']}/0")
+        return self._endpoints(state)
 
     def down(self) -> dict[str, bool]:
         """Stop the processes this state directory started (by PID); leave data."""
@@ -300,6 +318,14 @@ class LocalServices:
 
     # -- Kafka ----------------------------------------------------------------------------
 
+    def _server_properties(self, port: int, cport: int, kdir: Path) -> str:
+        """The broker's ``server.properties``: clients on ``port``, the controller on ``cport``."""
+        return _SERVER_PROPERTIES.format(port=port, cport=cport, data=kdir / "data")
+
+    def _format_options(self) -> list[str]:
+        """Extra options of the storage format (e.g. SCRAM users)."""
+        return []
+
     def _start_kafka(self, port: int | None = None, cport: int | None = None) -> dict:
         java = shutil.which("java")
         if java is None:
@@ -314,7 +340,8 @@ class LocalServices:
         while cport == port:
             cport = _free_port()
         props = kdir / "server.properties"
-        props.write_text(_SERVER_PROPERTIES.format(port=port, cport=cport, data=kdir / "data"))
+        props.touch(mode=0o600)  # it may hold passwords
+        props.write_text(self._server_properties(port, cport, kdir))
         log4j = kdir / "log4j.properties"
         log4j.write_text(_LOG4J.format(logfile=kdir / "logs" / "server.log"))
         jvm = [
@@ -329,7 +356,8 @@ class LocalServices:
         fmt = subprocess.run(
             [java, *jvm, "-cp", classpath, "kafka.tools.StorageTool", "format",
              # "=": a random id may start with "-", which argparse would take for an option
-             f"--cluster-id={cluster_file.read_text().strip()}", "-c", str(props), "--ignore-formatted"],
+             f"--cluster-id={cluster_file.read_text().strip()}", "-c", str(props), "--ignore-formatted",
+             *self._format_options()],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if fmt.returncode != 0:
@@ -356,7 +384,7 @@ class LocalServices:
                 _reap(k["pid"])
                 tail = logfile.read_text(errors="replace")[-3000:] if logfile.exists() else ""
                 raise ServiceError(f"the Kafka broker exited during start-up; log tail:\n{tail}")
-            if _port_open(k["port"]) and self._broker_answers(k["port"]):
+            if _port_open(k["port"]) and self._broker_answers(k["port"], self.client_security()):
                 return
             time.sleep(0.5)
         raise ServiceError(
@@ -364,13 +392,14 @@ class LocalServices:
         )
 
     @staticmethod
-    def _broker_answers(port: int) -> bool:
+    def _broker_answers(port: int, security: Security | None = None) -> bool:
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
+        config = security.kafka_python_config() if security is not None else {}
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=5000, client_id="streamrec-probe"
+                bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=5000, client_id="streamrec-probe", **config
             )
         except (KafkaError, OSError, ValueError):
             return False
@@ -384,6 +413,10 @@ class LocalServices:
 
     # -- Redis ------------------------------------------------------------------------------
 
+    def _redis_options(self, port: int, rdir: Path) -> list[str]:
+        """``redis-server`` options that say where and how it listens."""
+        return ["--port", str(port)]
+
     def _start_redis(self, port: int | None = None) -> dict:
         server = _ensure_redis_server()
         rdir = self.state_dir / "redis"
@@ -392,7 +425,7 @@ class LocalServices:
         pidfile = rdir / "redis.pid"
         pidfile.unlink(missing_ok=True)
         cmd = [
-            server, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+            server, *self._redis_options(port, rdir), "--bind", "127.0.0.1", "--protected-mode", "yes",
             "--save", "", "--appendonly", "no", "--daemonize", "yes",
             "--pidfile", str(pidfile), "--dir", str(rdir), "--logfile", str(rdir / "redis.log"),
         ]  # fmt: skip
@@ -412,14 +445,22 @@ def resolve_services(settings: Settings, state_dir: str | Path | None = None, st
     """Settings pointing at usable services: the configured ones, else local ones.
 
     When both ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL`` are set they are used
-    as they are. Otherwise local services are started (or reused) under
-    ``state_dir``, and whichever of the two was configured still wins.
+    as they are. Otherwise the local services that ``streamrec services up`` (or
+    the demo) left running under ``state_dir`` are used; when they do not run,
+    they are started if ``start`` is true, and :class:`ServiceError` says what
+    to do if not. Whichever of the two was configured still wins.
     """
     if settings.kafka_bootstrap_servers and settings.redis_url:
         return settings
-    if not start:
-        raise ServiceError("KAFKA_BOOTSTRAP_SERVERS and REDIS_URL are not set; run `streamrec services up` first")
-    local = LocalServices(state_dir).up()
+    services = LocalServices(state_dir)
+    local = services.endpoints()
+    if local is None:
+        if not start:
+            raise ServiceError(
+                "KAFKA_BOOTSTRAP_SERVERS and REDIS_URL are not set and no local services run "
+                f"(state in {services.state_dir}): run `streamrec services up` or `streamrec demo` first"
+            )
+        local = services.up()
     return settings.with_services(
         settings.kafka_bootstrap_servers or local.kafka_bootstrap_servers,
         settings.redis_url or local.redis_url,

@@ -55,13 +55,17 @@ class Settings:
     key_prefix: str = "streamrec"
     key_ttl: int | None = None
     freshness_cap: int = 100_000
-    checkpoint_interval: float = 30.0
+    checkpoint_interval: float = 1.0
+    state: str = "auto"  # where model state lives: "kafka" (changelog + updates topics), "local" (checkpoint folder)
+    snapshot_interval: float = 60.0
     max_users: int | None = None
     max_items: int | None = None
     state_dir: Path = field(default_factory=lambda: cache_dir() / "worker")
     limits: Limits = field(default_factory=Limits)
     model_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     security: Security = field(default_factory=Security)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,12 +96,16 @@ class Settings:
             key_prefix=env.get("STREAMREC_KEY_PREFIX", "streamrec"),
             key_ttl=int(ttl) if ttl else None,
             freshness_cap=int(env.get("STREAMREC_FRESHNESS_CAP", "100000")),
-            checkpoint_interval=float(env.get("STREAMREC_CHECKPOINT_INTERVAL", "30")),
+            checkpoint_interval=float(env.get("STREAMREC_CHECKPOINT_INTERVAL", "1")),
+            state=_state_mode(env.get("STREAMREC_STATE", "auto")),
+            snapshot_interval=float(env.get("STREAMREC_SNAPSHOT_INTERVAL", "60")),
             max_users=int(env["STREAMREC_MAX_USERS"]) if env.get("STREAMREC_MAX_USERS") else None,
             max_items=int(env["STREAMREC_MAX_ITEMS"]) if env.get("STREAMREC_MAX_ITEMS") else None,
             state_dir=Path(env["STREAMREC_STATE_DIR"]) if env.get("STREAMREC_STATE_DIR") else cache_dir(env) / "worker",
             limits=limits,
             security=Security.from_env(env),
+            metrics_port=int(env["STREAMREC_METRICS_PORT"]) if env.get("STREAMREC_METRICS_PORT") else None,
+            metrics_host=env.get("STREAMREC_METRICS_HOST") or "127.0.0.1",
         )
 
     def with_services(self, kafka_bootstrap_servers: str, redis_url: str) -> Settings:
@@ -111,6 +119,18 @@ class Settings:
 
     def topic(self, kind: str) -> str:
         """Topic name for ``kind``: interactions, ratings, items, forget, deadletter."""
+        return f"{self.topic_prefix}.{kind}"
+
+    def state_mode(self) -> str:
+        """``"kafka"`` or ``"local"``: ``auto`` is Kafka when every configured model can share its state."""
+        if self.state != "auto":
+            return self.state
+        import models
+
+        return "kafka" if all(models.model_class(name).shares_state for name in self.models) else "local"
+
+    def state_topic(self, kind: str) -> str:
+        """Topic name of model state: ``user-state`` (changelog), ``model-updates``, ``item-state`` (snapshots)."""
         return f"{self.topic_prefix}.{kind}"
 
     def as_env(self) -> dict[str, str]:
@@ -127,6 +147,8 @@ class Settings:
             "STREAMREC_KEY_PREFIX": self.key_prefix,
             "STREAMREC_FRESHNESS_CAP": str(self.freshness_cap),
             "STREAMREC_CHECKPOINT_INTERVAL": str(self.checkpoint_interval),
+            "STREAMREC_STATE": self.state,
+            "STREAMREC_SNAPSHOT_INTERVAL": str(self.snapshot_interval),
             "STREAMREC_STATE_DIR": str(self.state_dir),
             "STREAMREC_MIN_RATING": str(self.limits.min_rating),
             "STREAMREC_MAX_RATING": str(self.limits.max_rating),
@@ -141,6 +163,9 @@ class Settings:
             env["STREAMREC_MAX_USERS"] = str(self.max_users)
         if self.max_items:
             env["STREAMREC_MAX_ITEMS"] = str(self.max_items)
+        if self.metrics_port is not None:
+            env["STREAMREC_METRICS_PORT"] = str(self.metrics_port)
+            env["STREAMREC_METRICS_HOST"] = self.metrics_host
         env.update(self.security.as_env())
         return env
 
@@ -152,11 +177,24 @@ class Settings:
 
     def redis_kwargs(self) -> dict[str, object]:
         """Keyword arguments for Redis clients beyond the URL (ACL user, password, CA)."""
-        return self.security.redis_kwargs()
+        kwargs = self.security.redis_kwargs()
+        if "ssl_ca_certs" in kwargs and not (self.redis_url or "").startswith("rediss://"):
+            raise ValueError(
+                f"REDIS_SSL_CA_CERTS is set but REDIS_URL={redact_url(self.redis_url)!r} does not use TLS: "
+                "use a rediss:// URL, or unset REDIS_SSL_CA_CERTS"
+            )
+        return kwargs
 
     def describe(self) -> str:
         """Where the services are, safe to log (no passwords)."""
         return f"Kafka {self.kafka_bootstrap_servers} ({self.security.kafka_security_protocol}), Redis {redact_url(self.redis_url)}"
+
+
+def _state_mode(value: str) -> str:
+    value = value.strip().lower() or "auto"
+    if value not in ("auto", "kafka", "local"):
+        raise ValueError(f"STREAMREC_STATE must be auto, kafka or local, got {value!r}")
+    return value
 
 
 def limit_torch_threads(env: Mapping[str, str] | None = None) -> None:

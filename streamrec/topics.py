@@ -10,13 +10,23 @@ from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from streamrec.settings import Settings
 
-__all__ = ["TOPIC_KINDS", "delete_topics", "ensure_topics", "reset_state", "topic_names"]
+__all__ = ["STATE_TOPICS", "TOPIC_KINDS", "delete_topics", "ensure_topics", "reset_state", "topic_names"]
 
 TOPIC_KINDS = ("interactions", "ratings", "items", "forget", "deadletter")
+#: Topics of model state (see stream_app.state): kind -> (partitions: "events" = as the event topics, config).
+STATE_TOPICS: dict[str, tuple[str | int, dict[str, str]]] = {
+    "user-state": ("events", {"cleanup.policy": "compact", "segment.ms": "600000"}),
+    "model-updates": (
+        1,
+        {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000), "max.message.bytes": "16777216"},
+    ),
+    "item-state": (1, {"cleanup.policy": "compact", "segment.ms": "600000", "max.message.bytes": "8388608"}),
+}
 
 
 def topic_names(settings: Settings) -> list[str]:
-    return [settings.topic(k) for k in TOPIC_KINDS]
+    """Every topic of this prefix: events, dead letters and model state."""
+    return [settings.topic(k) for k in TOPIC_KINDS] + [settings.state_topic(k) for k in STATE_TOPICS]
 
 
 def _admin(settings: Settings) -> KafkaAdminClient:
@@ -30,9 +40,14 @@ def ensure_topics(settings: Settings) -> list[str]:
         existing = set(admin.list_topics())
         wanted = [
             NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
-            for name in topic_names(settings)
+            for name in (settings.topic(k) for k in TOPIC_KINDS)
             if name not in existing
         ]
+        for kind, (partitions, config) in STATE_TOPICS.items():
+            name = settings.state_topic(kind)
+            if name not in existing:
+                n = settings.topic_partitions if partitions == "events" else int(partitions)
+                wanted.append(NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=config))
         if wanted:
             try:
                 admin.create_topics(wanted)

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.datasets import find_movielens
+from producers.movielens_format import write_movielens
+from streamrec.datasets import MOVIELENS_URL, find_movielens
 from streamrec.services import LocalServices
 from streamrec.settings import Settings, limit_torch_threads
+from streamrec.workerproc import WorkerProcess
 
 limit_torch_threads()  # as every process of the project does: torch's default pool fights the other tests
 
@@ -22,10 +24,21 @@ if "STREAMREC_DATA_DIR" not in os.environ and (SHARED_DATA / "ml-100k").is_dir()
 
 
 @pytest.fixture(scope="session")
-def movielens_dir() -> Path:
+def movielens_format_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated ``u.data``/``u.item``/``u.user`` (943 users, 1,682 items, 30,000 ratings): no download needed."""
+    return write_movielens(tmp_path_factory.mktemp("ml-generated"), n_ratings=30_000, seed=7)
+
+
+@pytest.fixture(scope="session")
+def real_movielens_dir() -> Path:
+    """The real MovieLens 100K, for the tests that measure quality; they skip, saying how to get it, without it."""
     folder = find_movielens(download=False)
     if folder is None:
-        pytest.fail("MovieLens 100K not found: set STREAMREC_DATA_DIR to a folder holding ml-100k/")
+        pytest.skip(
+            "needs the real MovieLens 100K (quality figures), which may not be redistributed: download "
+            f"{MOVIELENS_URL}, unzip it so that DIR/ml-100k/u.data exists, and set STREAMREC_DATA_DIR=DIR "
+            "(or run `./scripts/streamrec demo` once with network access: it caches the set)"
+        )
     return folder
 
 
@@ -37,8 +50,8 @@ def service_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setti
         yield base
         return
     local = LocalServices(tmp_path_factory.mktemp("services"))
-    endpoints = local.up()
-    try:
+    try:  # a failed start may leave one of the two running: down() stops it
+        endpoints = local.up()
         yield base.with_services(endpoints.kafka_bootstrap_servers, endpoints.redis_url)
     finally:
         local.down()
@@ -57,6 +70,22 @@ def isolated_settings(service_settings: Settings, tmp_path: Path) -> Settings:
         batch_size=500,
         batch_within=0.05,
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_orphan_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Kill every worker process a test started and left running (a failed assertion skips its stop)."""
+    started: list[WorkerProcess] = []
+    start = WorkerProcess.start
+
+    def tracked(self: WorkerProcess) -> WorkerProcess:
+        started.append(self)
+        return start(self)
+
+    monkeypatch.setattr(WorkerProcess, "start", tracked)
+    yield
+    for worker in started:
+        worker.kill()  # SIGKILL by PID, only if still running
 
 
 _skipped_integration: list[str] = []

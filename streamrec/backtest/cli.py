@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 import models
-from streamrec.backtest.prequential import POSITIVE_TYPES, Prequential
+from streamrec.backtest.prequential import POSITIVE_TYPES, BacktestResult, Prequential
 from streamrec.backtest.report import markdown_table, write_report
 from streamrec.backtest.sources import (
     EventLog,
@@ -198,6 +198,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    sweep = parser.add_argument_group("the value of freshness")
+    sweep.add_argument(
+        "--freshness-report",
+        action="store_true",
+        help="replay once per setting of --settings and report HR/NDCG/MRR per model and setting, split by history, "
+        "with plots (freshness.json/.md/.png); --update-readme then fills the README's freshness section",
+    )
+    sweep.add_argument(
+        "--settings",
+        default="0,1s,1m,1h,refresh:1h,refresh:1d",
+        metavar="LIST",
+        help="freshness durations and refresh:INTERVAL entries (default 0,1s,1m,1h,refresh:1h,refresh:1d)",
+    )
+    sweep.add_argument("--jobs", type=int, default=1, help="settings replayed in parallel processes (default 1)")
+
 
 def load_source(args: argparse.Namespace) -> EventLog:
     """The event log the options name, in time order."""
@@ -301,11 +316,15 @@ def _command(args: argparse.Namespace) -> str:
         ("--memory", args.memory),
         ("--memory-events", args.memory_events),
     ]
+    if getattr(args, "freshness_report", False):  # the settings replace --freshness/--refresh; memory is not measured
+        always = [o for o in always if o[0] not in ("--freshness", "--refresh", "--memory", "--memory-events")]
     for flag, value in [*optional, *always]:
         if value is not None:
             parts += [flag, str(value)]
     if args.include_seen:
         parts.append("--include-seen")
+    if getattr(args, "freshness_report", False):
+        parts += ["--freshness-report", "--settings", args.settings, "--jobs", str(args.jobs)]
     if args.out:
         parts += ["--out", args.out]
     if args.no_plots:
@@ -315,17 +334,9 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the backtest the options describe; 0 if every model ran, 1 if one failed."""
-    try:
-        params = json.loads(args.params) if args.params else {}
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--params is not JSON: {exc}") from None
-    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
-        raise ValueError('--params must map model names to objects, e.g. {"itemknn": {"window": 50}}')
+def _options(args: argparse.Namespace) -> dict[str, Any]:
     positives = None if args.positives.strip() == "all" else [p.strip() for p in args.positives.split(",") if p.strip()]
-    names = _model_names(args.models)
-    options: dict[str, Any] = {
+    return {
         "ks": args.k,
         "freshness": args.freshness,
         "refresh": args.refresh,
@@ -341,24 +352,54 @@ def run(args: argparse.Namespace) -> int:
         "memory_events": args.memory_events or None,
         "progress": not args.quiet,
     }
-    Prequential({}, **options)  # checks the options before the log is read
-    log = load_source(args)
-    limit_torch_threads()
-    created, failed = create_models(names, args.seed, params)
-    if args.fallback == "popularity":
+
+
+def _params(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--params is not JSON: {exc}") from None
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise ValueError('--params must map model names to objects, e.g. {"itemknn": {"window": 50}}')
+    return params
+
+
+def backtest_models(
+    log: EventLog,
+    names: list[str],
+    seed: int,
+    params: dict[str, dict[str, Any]],
+    fallback: str,
+    options: dict[str, Any],
+) -> tuple[BacktestResult, dict[str, str]]:
+    """Create the models (served with the popularity fallback unless ``fallback == "none"``) and replay ``log``."""
+    created, failed = create_models(names, seed, params)
+    if fallback == "popularity":
         from streamrec.served import ServedLists
 
         created = {name: m if name == "popularity" else ServedLists(m) for name, m in created.items()}
-    for name, error in failed.items():
-        print(f"backtest: model {name}: {error}", file=sys.stderr)
-    if not created:
-        print("backtest: no model could be created", file=sys.stderr)
-        return 1
     result = Prequential(created, **options).run(log)
-    result.config.update(models=names, seed=args.seed, params=params, command=_command(args), fallback=args.fallback)
+    result.config.update(models=names, seed=seed, params=params, fallback=fallback)
     for name, error in failed.items():
         result.add_failure(name, error, params.get(name))
     result.models = {name: result.models[name] for name in names}
+    return result, failed
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the backtest the options describe; 0 if every model ran, 1 if one failed."""
+    params = _params(args)
+    names = _model_names(args.models)
+    options = _options(args)
+    Prequential({}, **options)  # checks the options before the log is read
+    if args.freshness_report:
+        return _run_freshness_report(args, names, params, options)
+    log = load_source(args)
+    limit_torch_threads()
+    result, failed = backtest_models(log, names, args.seed, params, args.fallback, options)
+    for name, error in failed.items():
+        print(f"backtest: model {name}: {error}", file=sys.stderr)
+    result.config["command"] = _command(args)
     written = write_report(
         result, args.out, plots=not args.no_plots, readme=args.update_readme, command=result.config["command"]
     )
@@ -369,3 +410,36 @@ def run(args: argparse.Namespace) -> int:
         if name not in failed:
             print(f"backtest: model {name} failed: {error}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _run_freshness_report(
+    args: argparse.Namespace, names: list[str], params: dict[str, dict[str, Any]], options: dict[str, Any]
+) -> int:
+    """One backtest per freshness setting; the report, plot and README section."""
+    from dataclasses import replace as replaced
+
+    from streamrec.backtest.freshness import FreshnessReport, parse_settings, run_settings
+
+    settings = parse_settings(args.settings)
+    log = load_source(args)
+    limit_torch_threads()
+    options = {**options, "memory": "off", "progress": False}
+
+    def run_one(setting: Any) -> BacktestResult:
+        one = {**options, "freshness": setting.freshness, "refresh": setting.refresh}
+        result, _ = backtest_models(log, names, args.seed, params, args.fallback, one)
+        for m in result.models.values():
+            m.windows, m.ranks = [], None  # the sweep keeps the overall and per-history figures
+        return replaced(result, windows=[])
+
+    if not args.quiet:
+        print(f"freshness report: {len(settings)} settings x {len(names)} models, {args.jobs} job(s)", file=sys.stderr)
+    results = run_settings(settings, run_one, jobs=args.jobs)
+    report = FreshnessReport(settings, results, command=_command(args))
+    written = report.write(args.out, plots=not args.no_plots, readme=args.update_readme)
+    print(report.markdown(full=False))
+    print(f"wrote {', '.join(str(p) for p in written.values())}")
+    failed = {n for r in results for n, m in r.models.items() if m.error is not None}
+    for name in sorted(failed):
+        print(f"backtest: model {name} failed in some setting (see freshness.json)", file=sys.stderr)
+    return 1 if failed else 0

@@ -233,16 +233,18 @@ def plot_metrics(result: BacktestResult, out_dir: str | Path) -> list[Path]:
     return paths
 
 
-def update_readme(readme: str | Path, markdown: str) -> Path:
-    """Replace the text between ``<!-- backtest:start -->`` and ``<!-- backtest:end -->`` in ``readme``."""
+def update_readme(
+    readme: str | Path, markdown: str, start_marker: str = README_START, end_marker: str = README_END
+) -> Path:
+    """Replace the text between ``start_marker`` and ``end_marker`` (the backtest section's by default) in ``readme``."""
     readme = Path(readme)
     text = readme.read_text(encoding="utf-8")
-    start, end = text.find(README_START), text.find(README_END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < 0 or end < start:
         raise ValueError(
-            f"{readme} lacks the markers: put a line {README_START} and a later line {README_END} where the table goes"
+            f"{readme} lacks the markers: put a line {start_marker} and a later line {end_marker} where the table goes"
         )
-    head = text[: start + len(README_START)]
+    head = text[: start + len(start_marker)]
     readme.write_text(head + "\n" + markdown.rstrip("\n") + "\n" + text[end:], encoding="utf-8")
     return readme
 

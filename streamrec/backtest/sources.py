@@ -31,7 +31,13 @@ from typing import Any
 import numpy as np
 
 from models.base import Interactions
-from streamrec.eventlog import ReadReport, read_events, read_movielens_items, read_movielens_ratings
+from streamrec.eventlog import (
+    ReadReport,
+    read_events,
+    read_movielens_items,
+    read_movielens_ratings,
+    read_movielens_users,
+)
 from streamrec.events import (
     DEFAULT_LIMITS,
     EVENT_WEIGHTS,
@@ -245,13 +251,18 @@ def load_log(
 
 
 def movielens_log(folder: str | Path, report: ReadReport | None = None) -> EventLog:
-    """MovieLens 100K: the ``u.item`` catalogue with genre tags first, then ``u.data`` ratings."""
+    """MovieLens 100K: the ``u.item`` catalogue with genre tags first, then ``u.data`` ratings.
+
+    When the folder has ``u.user``, each rating's context holds its user's
+    age, gender and occupation.
+    """
     folder = Path(folder)
     report = report if report is not None else ReadReport()
+    users = read_movielens_users(folder / "u.user") if (folder / "u.user").is_file() else None
 
     def chained() -> Iterator[Event]:
         yield from read_movielens_items(folder / "u.item")
-        yield from read_movielens_ratings(folder / "u.data", report=report)
+        yield from read_movielens_ratings(folder / "u.data", report=report, users=users)
 
     log = EventLog.from_events(chained(), source="MovieLens 100K (ml-100k/u.data)")
     if report.invalid:

@@ -63,6 +63,15 @@ def test_movielens_catalogue_comes_first(tmp_path: Path) -> None:
     assert log.ratings.tolist() == [4.0, 3.0]
 
 
+def test_movielens_user_features_are_the_context(tmp_path: Path) -> None:
+    (tmp_path / "u.item").write_text("1|Toy Story|01-Jan-1995||http://x|" + "|".join("0" * 19) + "\n")
+    (tmp_path / "u.data").write_text("196\t1\t3\t881250950\n186\t1\t4\t881250949\n")
+    assert movielens_log(tmp_path).contexts is None
+    (tmp_path / "u.user").write_text("196|49|M|writer|55105\n")
+    log = movielens_log(tmp_path)
+    assert log.contexts == (None, {"age": 49, "gender": "M", "occupation": "writer"})
+
+
 def test_head_keeps_the_catalogue_before_the_cut() -> None:
     log = EventLog.from_events(
         [ItemUpdate("a", 0.0), Interaction("u", "i", 1.0), Interaction("u", "j", 2.0), ItemUpdate("b", 3.0)]

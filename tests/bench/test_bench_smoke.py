@@ -25,11 +25,11 @@ from models.torch_mf import TorchBPR
 def test_offline_tiny() -> None:
     cfg = dataclasses.replace(
         offline.config(quick=True),
-        ml_events=3_000,
-        ml_models=("popularity", "isgd"),
-        synthetic_events=4_000,
-        synthetic_users=1_000,
-        synthetic_items=500,
+        ml_events=1_500,
+        ml_models=("popularity", "itemknn"),
+        synthetic_events=3_000,
+        synthetic_users=500,
+        synthetic_items=300,
         synthetic_models=("isgd", "biased_mf"),
         synthetic_cap_s=0.5,
         river_sample_users=3,
@@ -43,9 +43,14 @@ def test_offline_tiny() -> None:
     assert syn["river"]["extrapolated"] is True and syn["river"]["events_per_s"] > 0
     assert syn["numpy_per_event"]["events"] > 0
     if "movielens" in result:  # the data set is found through STREAMREC_DATA_DIR (tests/conftest.py)
-        isgd = result["movielens"]["models"]["isgd"]
-        assert isgd["events_per_s"]["median"] > 0 and isgd["vs_river"] > 0
-        assert [t["target"] for t in result["targets"]] == ["offline throughput, isgd, ML-100K, K=10"]
+        ml = result["movielens"]
+        knn = ml["models"]["itemknn"]
+        assert knn["events_per_s"]["median"] > 0 and knn["vs_numpy_per_event"] > 0
+        ref = ml["references"]["numpy_itemknn"]
+        assert ref["events"] > 0 and ref["events_per_s"]["median"] > 0
+        if ref["events"] == ml["events"]:  # the loop is the same model: the same hits
+            assert ref["hr"] == pytest.approx(knn["median_run"]["hr"], abs=0.01)
+        assert [t["target"].split(",")[1].strip() for t in result["targets"]] == ["popularity", "itemknn"]
     text = offline.markdown(result)
     assert "isgd" in text and "skipped" in text
     json.dumps(result)  # JSON-ready apart from NaN handling done by write_json

@@ -31,10 +31,10 @@ def running_worker(isolated_settings, tmp_path):
     assert code == 0 or code is None or code == -15, f"worker exited with {code}:\n{worker.log_tail()}"
 
 
-def test_movielens_slice_gets_fresh_lists_without_seen_items(running_worker, movielens_dir) -> None:
+def test_movielens_format_slice_gets_fresh_lists_without_seen_items(running_worker, movielens_format_dir) -> None:
     settings, worker = running_worker
-    ratings = sorted(read_movielens_ratings(movielens_dir / "u.data"), key=lambda e: e.timestamp)[:SLICE]
-    items = list(read_movielens_items(movielens_dir / "u.item"))
+    ratings = sorted(read_movielens_ratings(movielens_format_dir / "u.data"), key=lambda e: e.timestamp)[:SLICE]
+    items = list(read_movielens_items(movielens_format_dir / "u.item"))
     with EventPublisher(settings) as publisher:
         publisher.publish([*items, *ratings], progress=False)
     stats = worker.wait_processed(len(items) + len(ratings), TIMEOUT)
@@ -100,6 +100,7 @@ def test_malformed_events_are_deadlettered_and_good_ones_processed(running_worke
         b'{"user_id": "u", "item_id": "' + b"x" * 1000 + b'", "timestamp": 1}',
         b"[]",
         None,
+        b'{"user_id": "\\ud800", "item_id": "i", "timestamp": 1}',  # a lone surrogate: no UTF-8 key can hold it
     ]
     bad_ratings = [
         b'{"user_id": "u", "item_id": "i", "timestamp": 1, "rating": 1e400}',

@@ -16,12 +16,12 @@ from streamrec.workerproc import WorkerProcess
 pytestmark = pytest.mark.integration
 
 
-def test_worker_runs_every_model(isolated_settings, movielens_dir, tmp_path) -> None:
+def test_worker_runs_every_model(isolated_settings, movielens_format_dir, tmp_path) -> None:
     names = tuple(models.available())
     settings = replace(isolated_settings, models=names, default_model="hybrid", checkpoint_interval=2.0)
     ensure_topics(settings)
-    ratings = sorted(read_movielens_ratings(movielens_dir / "u.data"), key=lambda e: e.timestamp)[:1500]
-    items = list(read_movielens_items(movielens_dir / "u.item"))
+    ratings = sorted(read_movielens_ratings(movielens_format_dir / "u.data"), key=lambda e: e.timestamp)[:1500]
+    items = list(read_movielens_items(movielens_format_dir / "u.item"))
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
         with EventPublisher(settings) as publisher:

@@ -18,11 +18,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_short_live_replay_scores_served_lists_and_measures_freshness(
-    isolated_settings, movielens_dir, tmp_path
+    isolated_settings, movielens_format_dir, tmp_path
 ) -> None:
     settings = replace(isolated_settings, models=("popularity", "itemknn"), default_model="itemknn")
-    ratings = sorted(read_movielens_ratings(movielens_dir / "u.data"), key=lambda e: e.timestamp)[:4000]
-    events = [*read_movielens_items(movielens_dir / "u.item"), *ratings]
+    ratings = sorted(read_movielens_ratings(movielens_format_dir / "u.data"), key=lambda e: e.timestamp)[:4000]
+    events = [*read_movielens_items(movielens_format_dir / "u.item"), *ratings]
     result = run_replay(settings, events, k=10, rate=1500, progress=False, log_path=tmp_path / "w.log")
     assert result.events == result.scored == len(ratings)
     assert result.freshness_samples == len(ratings)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from streamrec.services import LocalServices
+from streamrec.cli import main
+from streamrec.services import KAFKA_VERSION, LocalServices
+from streamrec.settings import cache_dir
+from streamrec.store import KeyLayout, RecList
 
 pytestmark = pytest.mark.integration
 
@@ -26,3 +29,29 @@ def test_up_is_idempotent_and_down_stops_only_its_own(tmp_path, service_settings
     assert services.down() == {"kafka": False, "redis": False}
     # the session's own services were not touched
     assert redis.Redis.from_url(service_settings.redis_url).ping()
+
+
+def test_read_commands_find_the_services_left_running(tmp_path, monkeypatch, capsys) -> None:
+    """``streamrec recs`` and ``status`` use what ``services up`` (or the demo) started, from its state file."""
+    jars = cache_dir() / f"kafka-{KAFKA_VERSION}"
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if jars.is_dir():  # reuse the fetched broker jars instead of fetching them again
+        (cache / jars.name).symlink_to(jars)
+    monkeypatch.setenv("STREAMREC_CACHE_DIR", str(cache))
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "STREAMREC_KEY_PREFIX", "STREAMREC_APP_ID"):
+        monkeypatch.delenv(name, raising=False)
+    services = LocalServices()  # the default state folder, under the cache
+    endpoints = services.up()
+    try:
+        fallback = RecList("", "popularity", ["i7", "i3"], [2.0, 1.0], computed_at=5.0)
+        redis.Redis.from_url(endpoints.redis_url).set(KeyLayout("streamrec").fallback_key("u257"), fallback.to_json())
+        assert main(["recs", "u257"]) == 0
+        out = capsys.readouterr().out
+        assert "user u257: global fallback" in out and "i7" in out
+        assert main(["status"]) == 0
+        assert "consumer lag" in capsys.readouterr().out
+    finally:
+        services.down()
+    assert main(["recs", "u257"]) == 2
+    assert "run `streamrec services up` or `streamrec demo` first" in capsys.readouterr().err

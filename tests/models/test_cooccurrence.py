@@ -25,7 +25,7 @@ def _filled(store_cls: type, seed: int = 0) -> tuple[DenseCooccurrence | SparseC
         else:  # one event: distinct partners
             item = int(rng.integers(0, n))
             partners = [int(p) for p in rng.permutation(n)[: rng.integers(0, 6)] if p != item]
-            store.add_event(item, partners)
+            store.add_event(item, np.asarray(partners, dtype=np.int64))
             truth[item, partners] += 1.0
             truth[partners, item] += 1.0
     return store, truth

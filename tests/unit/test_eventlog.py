@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from streamrec.eventlog import ReadReport, detect_format, read_events, read_movielens_items
+from streamrec.eventlog import (
+    ReadReport,
+    detect_format,
+    movielens_events,
+    read_events,
+    read_movielens_items,
+    read_movielens_ratings,
+    read_movielens_users,
+)
 from streamrec.events import Interaction, InvalidEvent, ItemUpdate, Rating
 
 
@@ -62,6 +70,22 @@ def test_movielens_format(tmp_path) -> None:
     assert list(read_movielens_items(item)) == [
         ItemUpdate("1", 0.0, "Toy Story (1995)", ("Animation", "Children's", "Comedy"))
     ]
+
+
+def test_movielens_user_features_become_the_ratings_context(tmp_path) -> None:
+    (tmp_path / "u.data").write_text("1\t10\t4\t881250949\n2\t10\t5\t881250950\n")
+    (tmp_path / "u.user").write_text("1|24|M|technician|85711\n3|53|F|other|94043\n")
+    (tmp_path / "u.item").write_text("10|Heat (1995)|01-Jan-1995||http://x|" + "|".join("0" * 19) + "\n")
+    users = read_movielens_users(tmp_path / "u.user")
+    assert users["1"] == {"age": 24, "gender": "M", "occupation": "technician"}
+    ratings = list(read_movielens_ratings(tmp_path / "u.data", users=users))
+    assert ratings[0].context == users["1"] and ratings[0].context is not users["1"]
+    assert ratings[1].context is None  # user 2 has no line in u.user
+    assert [r.context for r in read_movielens_ratings(tmp_path / "u.data")] == [None, None]
+    _, events = movielens_events(tmp_path)  # u.user is read when the folder has it
+    assert events[0].context == users["1"]
+    (tmp_path / "u.user").unlink()
+    assert movielens_events(tmp_path)[1][0].context is None
 
 
 def test_hostile_json_lines_are_rejected_not_raised(tmp_path) -> None:

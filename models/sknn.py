@@ -1,0 +1,410 @@
+"""Session-aware nearest neighbours (V-SKNN / STAN family), updated event by event."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from models.base import Interactions, OnlineRecommender
+
+__all__ = ["SessionKNN"]
+
+#: An index entry packs (user row, position) into one int64, the user in the high bits, so
+#: that sorting entries groups them by user and orders each user's entries by position.
+_POS_BITS = 32
+_POS_MASK = (1 << _POS_BITS) - 1
+#: Users of a recommend call whose neighbourhoods _score keeps for _reasons (the per-event path has one).
+_KEEP_FOR_REASONS = 8
+#: What :meth:`SessionKNN._neighbourhood` returns.
+_Found = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _top_ranked(sim: np.ndarray, active: np.ndarray, k: int) -> np.ndarray:
+    """Sorted indices of the ``k`` largest ``sim`` (``k < len(sim)``), ties to the largest ``active``."""
+    part = np.argpartition(-sim, k - 1)[:k]
+    t = sim[part].min()
+    tied = np.flatnonzero(sim == t)
+    if len(tied) > np.count_nonzero(sim[part] == t):  # a tie at the k-th place: the most recent win
+        above = np.flatnonzero(sim > t)
+        tied = tied[np.argsort(-active[tied], kind="stable")[: k - len(above)]]
+        part = np.concatenate([above, tied])
+    return np.sort(part)
+
+
+class SessionKNN(OnlineRecommender):
+    """Session-based k-nearest-neighbours over the users' recent streams, with STAN's weights.
+
+    Every user's stream is a *session*: their last ``window`` distinct items in
+    arrival order (a repeat moves the item to the newest position; clicking
+    the item just clicked again changes nothing). An inverted index keeps, for
+    every item, up to ``index_size`` (user, position) entries of windows that
+    hold it: the users who most recently took it into their window (an entry
+    leaves when the item leaves the user's window). A user ``u`` is scored in
+    three steps, after Garg et al.'s STAN (SIGIR 2019) and Ludewig & Jannach's
+    V-SKNN as implemented in session-rec (``algorithms/knn/stan.py``,
+    ``vsknn.py``, ``vstan.py``):
+
+    1. **Current session**: ``u``'s newest ``session_length`` items
+       ``s_1..s_n`` (newest last), weighted by position,
+       ``w(s_i) = exp((i - n) / (lambda_spw * n))``: STAN's
+       ``session_pos_weight``, with its decay scaled by the session's length,
+       so that one default fits click sessions of a few items and rating
+       histories that fill ``session_length`` (on the development logs the click
+       sessions wanted a decay of 1 to 2 positions, the rating histories 5).
+    2. **Neighbours**: the other users found in the index entries of those
+       items; of them the ``sample_size`` whose newest event is most recent
+       (session-rec's ``sampling='recent'``). Each scores the position-weighted cosine
+       ``sim(u, v) = sum of w(s) over shared items / (||w|| * sqrt(|v|))``
+       (session-rec's ``cosine`` with ``pos_map``; ``|v|`` is the number of
+       items in ``v``'s window) and the ``k`` most similar are kept, ties to
+       the most recently active.
+    3. **Candidates**: around *every* shared item ``s`` of a kept neighbour
+       ``v``, at position ``p_s`` of ``v``'s window, the item at position ``p``
+       gets ``sim(u, v) * w(s) * exp(-|p - p_s| / lambda_inh)``: STAN's
+       ``item_pos_weight``, with ``w(s)`` in the role of VSTAN's ``ipw``;
+       positions up to ``span`` away on either side are visited (the weight
+       beyond is small). STAN anchors a neighbour at its one newest shared
+       item instead; anchoring at each shared item scored better on both
+       development logs (``docs/tuning/sknn.md``).
+
+    The state grows event by event: one event writes its item into the user's
+    window and one index entry. Scoring a user gathers at most
+    ``session_length * index_size`` index entries and, per entry of a kept
+    neighbour, ``2 * span + 1`` window positions, with NumPy; the per-event
+    path (learn one event, recommend one user) stays well under a
+    millisecond. Memory is an ``int32`` ring per user row (the power of two
+    at or above ``window + 2 * span`` slots) and ``index_size`` ``int64``
+    per item row (bound the rows with
+    :meth:`~models.base.OnlineRecommender.set_capacity`). Batches are learned
+    event by event in arrival order, so a batch gives the state its events
+    give one by one. Event weights, ratings and timestamps are not used: a
+    session is bounded by its ``window`` of items, not by a time gap, so no
+    time scale has to fit both a click log and a rating log.
+
+    Forgetting a user (or evicting them under a user cap) erases their window
+    and every index entry that points to them, so they are no one's neighbour
+    any more. Unlike aggregate models (item-kNN, factor models) this changes
+    the lists of the users they were a neighbour of: to what those lists
+    would be had the forgotten user's events never been learned, as long as
+    no index ring overflowed meanwhile (an overflowed ring lost older entries
+    that a stream without the user would still hold).
+
+    Users never seen, or whose session shares no item with anyone, score 0
+    for every item (the stream app serves them popularity). Recommendations
+    come with reasons: the session item around which the recommended item
+    gained the most weight ("because you interacted with X").
+
+    Parameters
+    ----------
+    k
+        Neighbours whose items are scored.
+    sample_size
+        Most recently active candidate neighbours whose similarity is computed.
+    session_length
+        Newest items of the user that form the current session (at most
+        ``window`` are used).
+    window
+        Distinct recent items kept per user: what a neighbour offers, and the
+        bound of the current session.
+    index_size
+        Entries kept per item in the inverted index.
+    lambda_spw
+        Decay of the weight of older items of the current session, as a
+        fraction of its length: the oldest of ``n`` items weighs about
+        ``exp(-1 / lambda_spw)`` of the newest.
+    lambda_inh
+        Decay (in positions) of a neighbour's items away from a shared item.
+    span
+        Positions visited on each side of a neighbour's shared item.
+    seed
+        Unused (the model is deterministic); kept for a uniform signature.
+
+    Examples
+    --------
+    >>> model = SessionKNN()
+    >>> model.learn(Interactions.from_columns(
+    ...     ["ann", "ann", "ann", "bob", "bob", "cat", "cat"],
+    ...     ["tea", "cake", "jam", "tea", "cake", "tea", "ham"]))
+    >>> recs = model.recommend(["bob"], k=3)
+    >>> recs.items, recs.reasons
+    ([['jam', 'ham']], [['cake', 'tea']])
+    >>> model.forget_user("ann")   # ann leaves the index: no one else had jam
+    True
+    >>> model.recommend(["bob"], k=1).items
+    [['ham']]
+    """
+
+    name: ClassVar[str] = "sknn"
+    personalized: ClassVar[bool] = True
+    batch_equals_sequential: ClassVar[bool] = True
+    #: Forgetting a user changes the lists of the users it was a neighbour of (see the class notes).
+    forget_changes_other_users: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        k: int = 100,
+        sample_size: int = 500,
+        session_length: int = 10,
+        window: int = 100,
+        index_size: int = 100,
+        lambda_spw: float = 0.5,
+        lambda_inh: float = 10.0,
+        span: int = 10,
+        seed: int = 0,
+    ) -> None:
+        for label, value in (
+            ("k", k),
+            ("sample_size", sample_size),
+            ("session_length", session_length),
+            ("window", window),
+            ("index_size", index_size),
+            ("span", span),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{label} must be a positive int, got {value!r}")
+        for label, value in (("lambda_spw", lambda_spw), ("lambda_inh", lambda_inh)):
+            if not value > 0:
+                raise ValueError(f"{label} must be > 0, got {value!r}")
+        self.k = k
+        self.sample_size = sample_size
+        self.session_length = session_length
+        self.window = window
+        self.index_size = index_size
+        self.lambda_spw = lambda_spw
+        self.lambda_inh = lambda_inh
+        self.span = span
+        # session position weights for every session length n (row n, first n columns)
+        n = np.arange(1, session_length + 1)[:, None]
+        self._spw = np.tril(np.exp((np.arange(1, session_length + 1)[None, :] - n) / (lambda_spw * n)))
+        reach = min(span, window - 1)
+        # ring slots per user: a power of two with room for the window and ``reach`` empty slots
+        # on either side, so that positions next to the window read an empty slot (no bounds test)
+        self._ring = 1 << int(window + 2 * reach - 1).bit_length()
+        self._offsets = np.arange(-reach, reach + 1)
+        self._offset_weight = np.exp(-np.abs(self._offsets) / lambda_inh)
+        super().__init__(seed=seed)
+
+    # -- state ------------------------------------------------------------------------
+
+    def _init_state(self) -> None:
+        super()._init_state()
+        # per user: ring of item rows by position (slot = position & (ring - 1)), -1 when empty;
+        # only the newest ``window`` positions hold items
+        self._seq = np.full((0, self._ring), -1, dtype=np.int32)
+        self._n_pos = np.zeros(0, dtype=np.int64)  # positions used so far (the next position)
+        self._n_live = np.zeros(0, dtype=np.int32)  # items in the window
+        # per item: ring of entries (user << 32 | position), -1 when empty, and its head
+        self._inv = np.full((0, self.index_size), -1, dtype=np.int64)
+        self._inv_head = np.zeros(0, dtype=np.int64)
+        self._recent: dict[int, _Found] = {}  # the last _score's neighbourhoods, for _reasons
+
+    def _grow(self, n_users: int, n_items: int) -> None:
+        self._seq = self._grown(self._seq, n_users, fill=-1)
+        self._n_pos = self._grown(self._n_pos, n_users)
+        self._n_live = self._grown(self._n_live, n_users)
+        self._inv = self._grown(self._inv, n_items, fill=-1)
+        self._inv_head = self._grown(self._inv_head, n_items)
+
+    # -- learning ---------------------------------------------------------------------
+
+    def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        for user, item in zip(u.tolist(), i.tolist(), strict=True):
+            self._learn_one(user, item)
+
+    def _learn_one(self, user: int, item: int) -> None:
+        mask = self._ring - 1
+        n = int(self._n_pos[user])
+        row = self._seq[user]
+        if n and row[(n - 1) & mask] == item:  # the item just clicked again: nothing new
+            return
+        ring = self._inv[item]
+        code = (user << _POS_BITS) | n
+        at = -1
+        old = np.flatnonzero(row == item)
+        if len(old):  # a repeat: the item moves to the newest position, its entry with it
+            row[old[0]] = -1
+            self._n_live[user] -= 1
+            mine = np.flatnonzero((ring >> _POS_BITS) == user)
+            at = int(mine[0]) if len(mine) else -1
+        if n >= self.window:
+            leaving = (n - self.window) & mask
+            dropped = int(row[leaving])
+            if dropped >= 0:  # the oldest item leaves the window, and the index
+                row[leaving] = -1
+                self._n_live[user] -= 1
+                entries = self._inv[dropped]
+                entries[(entries >> _POS_BITS) == user] = -1
+        row[n & mask] = item
+        self._n_live[user] += 1
+        self._n_pos[user] = n + 1
+        if at < 0:  # a new entry overwrites the oldest one
+            at = int(self._inv_head[item])
+            self._inv_head[item] = (at + 1) % self.index_size
+        ring[at] = code
+
+    # -- forgetting -------------------------------------------------------------------
+
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        """Empty the users' windows and drop every index entry that points to them."""
+        for user in rows.tolist():
+            items = self._seq[user]
+            items = items[items >= 0]
+            if len(items):
+                block = self._inv[items]
+                block[(block >> _POS_BITS) == user] = -1
+                self._inv[items] = block
+        self._seq[rows] = -1
+        self._n_pos[rows] = 0
+        self._n_live[rows] = 0
+
+    def _forget_item_rows(self, rows: np.ndarray) -> None:
+        """Empty the items' index rings and drop the items from every window."""
+        self._inv[rows] = -1
+        self._inv_head[rows] = 0
+        dead = np.zeros(self.n_items, dtype=bool)
+        dead[rows] = True
+        seq = self._seq[: self.n_users]
+        hit = (seq >= 0) & dead[np.maximum(seq, 0)]
+        users = np.flatnonzero(hit.any(axis=1))
+        if len(users):
+            block, drop = seq[users], hit[users]
+            self._n_live[users] -= drop.sum(axis=1).astype(np.int32)
+            block[drop] = -1
+            self._seq[users] = block
+
+    # -- scoring ----------------------------------------------------------------------
+
+    def _window(self, user: int) -> np.ndarray:
+        """Item rows of the user's window, oldest first."""
+        n = int(self._n_pos[user])
+        items = self._seq[user, np.arange(max(0, n - self.window), n) & (self._ring - 1)]
+        return items[items >= 0]
+
+    def _neighbourhood(self, user: int) -> _Found | None:
+        """What the user's neighbours did around the items they share with the user's session.
+
+        Returns ``(items, weights, shared, session)``: per shared entry of a
+        kept neighbour (rows) and offset from its position (columns), the item
+        there (``-1`` outside the neighbour's window) and its weight; per
+        entry, the index in ``session`` (the user's session items, oldest
+        first) of the item it shares. ``None`` without neighbours.
+        """
+        if user < 0 or self._n_live[user] == 0:
+            return None
+        session = self._window(user)[-self.session_length :]
+        weight = self._spw[len(session) - 1, : len(session)]
+        codes = self._inv[session].ravel()
+        owner = codes >> _POS_BITS
+        keep = np.flatnonzero((codes >= 0) & (owner != user))
+        if not len(keep):
+            return None
+        keep = keep[np.argsort(codes[keep])]  # grouped by neighbour
+        codes = codes[keep]
+        entry_weight = weight[keep // self.index_size]
+        owner = codes >> _POS_BITS
+        first = np.empty(len(codes), dtype=bool)
+        first[0] = True
+        np.not_equal(owner[1:], owner[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        neighbours = owner[starts]
+        active = self._user_active[neighbours]
+        chosen = np.arange(len(neighbours))
+        if len(chosen) > self.sample_size:  # the most recently active (no ties: one event per arrival number)
+            chosen = np.sort(np.argpartition(active, len(chosen) - self.sample_size)[-self.sample_size :])
+        overlap = np.add.reduceat(entry_weight, starts)[chosen]
+        sim = overlap / (np.sqrt(np.dot(weight, weight)) * np.sqrt(self._n_live[neighbours[chosen]]))
+        if len(chosen) > self.k:  # the most similar, ties to the most recently active
+            best = _top_ranked(sim, active[chosen], self.k)
+            chosen, sim = chosen[best], sim[best]
+        sim_of = np.zeros(len(starts))
+        sim_of[chosen] = sim
+        entry_sim = sim_of[np.cumsum(first) - 1]
+        kept = np.flatnonzero(entry_sim)
+        users = owner[kept]
+        # positions outside the neighbour's window read empty slots (see _ring)
+        slots = ((codes[kept] & _POS_MASK)[:, None] + self._offsets[None, :]) & (self._ring - 1)
+        items = self._seq.ravel()[slots + (users * self._ring)[:, None]]
+        weights = (entry_sim[kept] * entry_weight[kept])[:, None] * self._offset_weight[None, :]
+        return items, weights, keep[kept] // self.index_size, session
+
+    def _score(self, u: np.ndarray) -> np.ndarray:
+        n = self.n_items
+        scores = np.zeros((len(u), n), dtype=np.float32)
+        self._recent = {}
+        for r, user in enumerate(u.tolist()):  # one user at a time: the same arithmetic alone or in a batch
+            found = self._neighbourhood(user)
+            if found is None:
+                continue
+            if r < _KEEP_FOR_REASONS:
+                self._recent[user] = found
+            items, weights, _, _ = found
+            # shifted by one: empty positions (-1) fall in bin 0, which is dropped
+            scores[r] = np.bincount((items + 1).ravel(), weights=weights.ravel(), minlength=n + 1)[1 : n + 1]
+        return scores
+
+    def _reasons(self, u: np.ndarray, idx: np.ndarray, lengths: list[int]) -> list[list[str | None]] | None:
+        reasons: list[list[str | None]] = [[None] * n for n in lengths]
+        ids = self.item_index.ids
+        for r, user in enumerate(u.tolist()):
+            if lengths[r] == 0:
+                continue
+            # recommend() calls _reasons right after _score: reuse its neighbourhoods
+            found = self._recent.get(user) or self._neighbourhood(user)
+            if found is None:
+                continue
+            items, weights, shared, session = found
+            recs = idx[r, : lengths[r]]
+            order = np.argsort(recs)
+            flat = items.ravel()
+            at = np.minimum(np.searchsorted(recs[order], flat), len(recs) - 1)
+            hit = np.flatnonzero(recs[order][at] == flat)
+            # weight each session item gave each recommended item
+            key = shared[hit // items.shape[1]] * len(recs) + order[at[hit]]
+            given = np.bincount(key, weights.ravel()[hit], minlength=len(session) * len(recs))
+            given = given.reshape(len(session), len(recs))
+            best = given.argmax(axis=0)
+            positive = given[best, np.arange(len(recs))] > 0
+            reasons[r] = [
+                ids[h] if ok else None for h, ok in zip(session[best].tolist(), positive.tolist(), strict=True)
+            ]
+        return reasons
+
+    # -- inspection -------------------------------------------------------------------
+
+    def session(self, user: Any) -> list[str]:
+        """Ids of the user's window, oldest first (empty for unknown users)."""
+        row = self.user_index.get(str(user))
+        if row < 0:
+            return []
+        return [str(i) for i in self.item_index.ids_of(self._window(row))]
+
+    # -- persistence ------------------------------------------------------------------
+
+    def _state(self) -> dict[str, np.ndarray]:
+        seq = self._seq[: self.n_users]
+        inv = self._inv[: self.n_items]
+        return {  # only the filled slots: windows and rings are mostly empty
+            "seq_slots": np.flatnonzero(seq.ravel() >= 0),
+            "seq_items": seq[seq >= 0],
+            "n_pos": self._n_pos[: self.n_users],
+            "inv_slots": np.flatnonzero(inv.ravel() >= 0),
+            "inv_codes": inv[inv >= 0],
+            "inv_head": self._inv_head[: self.n_items],
+        }
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        seq = np.full((self.n_users, self._ring), -1, dtype=np.int32)
+        seq.ravel()[arrays["seq_slots"]] = arrays["seq_items"]
+        self._seq = self._grown(seq, self.n_users, fill=-1)
+        self._n_pos = self._grown(arrays["n_pos"].astype(np.int64), self.n_users)
+        self._n_live = (self._seq >= 0).sum(axis=1).astype(np.int32)
+        inv = np.full((self.n_items, self.index_size), -1, dtype=np.int64)
+        inv.ravel()[arrays["inv_slots"]] = arrays["inv_codes"]
+        self._inv = self._grown(inv, self.n_items, fill=-1)
+        self._inv_head = self._grown(arrays["inv_head"].astype(np.int64), self.n_items)
+
+    @classmethod
+    def _test_params(cls) -> list[dict[str, Any]]:
+        # the second: windows, rings and neighbour lists that overflow all the time
+        return [{}, {"k": 5, "sample_size": 8, "session_length": 3, "window": 5, "index_size": 4, "span": 2}]

@@ -1,0 +1,382 @@
+"""A worker's part of the distributed model state: its partitions' users, everyone's item increments.
+
+:class:`SharedState` drives the topics of :mod:`stream_app.state` for one
+worker process:
+
+- **start**: the item state is bootstrapped from the newest snapshot and the
+  updates topic after it; a follower then keeps adding the other workers'
+  increments (within about a second of their commits);
+- **partitions assigned** (Faust's rebalance callback): each new partition's
+  users are restored from the changelog, and its event offsets from the
+  partition's marker, before any of its events is processed (:meth:`ready`);
+- **commit** (every ``STREAMREC_CHECKPOINT_INTERVAL``, on revocation and on
+  stop): one Kafka transaction with this worker's item increments, the state
+  of every user its batches touched, the offsets markers and the consumer
+  group's offsets;
+- **partitions revoked**: a commit, then the partitions' users are dropped
+  from the local models (the new owner restores them from the changelog).
+
+The worker that owns partition 0 also writes an item-state snapshot every
+``STREAMREC_SNAPSHOT_INTERVAL`` seconds, so that a starting worker replays
+only the increments after it.
+
+Every configured model must share its state (``shares_state``); the stream
+app checks this at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from models import OnlineRecommender
+from models.sharing import ItemDelta, UserStates
+from stream_app.state import (
+    StateWriter,
+    UpdatesFollower,
+    new_worker_id,
+    read_partition_state,
+    read_snapshot,
+    worker_slot,
+    write_snapshot,
+)
+from streamrec.settings import Settings
+
+__all__ = ["CatalogueFollower", "SharedState"]
+
+log = logging.getLogger("streamrec.shared")
+
+
+class SharedState:
+    """One worker's side of the state that travels through Kafka (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: Mapping[str, OnlineRecommender],
+        lock: asyncio.Lock,
+        event_topics: Iterable[str],
+    ) -> None:
+        unsharing = [name for name, m in models.items() if not m.shares_state]
+        if unsharing:
+            raise ValueError(
+                f"model(s) {', '.join(unsharing)} cannot share state across workers; "
+                "run them with local checkpoints (STREAMREC_STATE=local, one worker)"
+            )
+        self.settings = settings
+        self.models = dict(models)
+        for model in self.models.values():
+            model.begin_sharing()  # increments from here on: the state starts empty and comes from Kafka
+        self.lock = lock
+        self.event_topics = list(event_topics)
+        self.worker_id = new_worker_id()
+        self.writer = StateWriter(settings, self.worker_id, worker_slot(settings))
+        self.follower: UpdatesFollower | None = None
+        self.user_partition: dict[str, int] = {}
+        self.touched: dict[int, set[str]] = {}
+        self.forgotten: dict[int, set[str]] = {}
+        self.owned: set[int] = set()
+        self.applied: dict[str, dict[int, int]] = {}  # event topic -> partition -> next offset
+        self._restoring: dict[int, asyncio.Task[None]] = {}
+        self._snapshot_skip: tuple[str, int] | None = None  # (origin, sequence) a snapshot included
+        self._unsent: list[dict[str, ItemDelta]] = []  # increments of commits that failed: sent with the next
+        self._suspended: set[int] = set()  # revoked, users kept until the new assignment says
+        self._commit_lock = asyncio.Lock()  # one transaction at a time
+        self._last_snapshot = time.monotonic()
+        #: what sharing cost this worker so far (the stream app adds them to its counters)
+        self.counters: dict[str, float] = {
+            "restored_users": 0,
+            "deltas_applied": 0,
+            "apply_seconds": 0.0,
+            "commits": 0,
+            "collect_seconds": 0.0,
+            "users_written": 0,
+        }
+
+    # -- start and stop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bootstrap the item state (snapshot, then the updates after it) and follow the updates topic."""
+        await self.writer.start()
+        start_offset = None
+        snapshot = await read_snapshot(self.settings)
+        if snapshot is not None:
+            manifest, deltas = snapshot
+            async with self.lock:
+                for name, delta in deltas.items():
+                    if name in self.models:
+                        self.models[name].import_items(delta)
+            start_offset = int(manifest["updates_offset"])
+            self._snapshot_skip = (manifest["origin"], int(manifest["sequence"]))
+            log.info("item state from snapshot %s (updates from offset %d)", manifest["snapshot_id"], start_offset)
+        self.follower = UpdatesFollower(self.settings, self._apply, self._skip, start_offset)
+        await self.follower.start()
+        await self.follower.caught_up.wait()
+        log.info("item state caught up with the updates topic at offset %d", self.follower.position)
+
+    async def stop(self) -> None:
+        if self.follower is not None:
+            await self.follower.stop()
+        await self.writer.stop()
+
+    def _skip(self, header: Mapping[str, Any]) -> bool:
+        if header.get("origin") == self.worker_id:
+            return True  # our own increments are in the local models already
+        if self._snapshot_skip is not None and header.get("origin") == self._snapshot_skip[0]:
+            return int(header.get("sequence", 0)) <= self._snapshot_skip[1]
+        return False
+
+    async def _apply(self, deltas: Mapping[str, ItemDelta], next_offset: int) -> None:
+        async with self.lock:
+            started = time.perf_counter()
+            await asyncio.to_thread(self._apply_now, deltas)
+            self.counters["apply_seconds"] += time.perf_counter() - started
+            assert self.follower is not None
+            self.follower.position = next_offset  # under the lock: a snapshot sees deltas and position together
+        self.counters["deltas_applied"] += 1
+
+    def _apply_now(self, deltas: Mapping[str, ItemDelta]) -> None:
+        for name, delta in deltas.items():
+            model = self.models.get(name)
+            if model is not None:
+                model.apply_item_delta(delta)
+
+    # -- partitions -----------------------------------------------------------------------
+
+    async def assign(self, partitions: Iterable[int]) -> None:
+        """The new assignment (Faust's callback): drop the users of partitions gone, restore the new ones.
+
+        Kafka revokes every partition at each rebalance and then assigns
+        the new set; partitions kept across it are neither dropped nor
+        restored.
+        """
+        wanted = set(partitions)
+        gone = self._suspended - wanted
+        self._suspended = set()
+        if gone:
+            async with self.lock:
+                self._drop(gone)
+        for p in sorted(wanted - self.owned):
+            self.owned.add(p)
+            self._restoring[p] = asyncio.create_task(self._restore(p))
+
+    async def ready(self, partitions: Iterable[int]) -> None:
+        """Wait until the users of ``partitions`` are restored (before processing their events)."""
+        tasks = [self._restoring[p] for p in set(partitions) if p in self._restoring]
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def _restore(self, partition: int) -> None:
+        started = time.perf_counter()
+        state = await read_partition_state(self.settings, partition)
+        by_model: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.models}
+        for user, doc in state.users.items():
+            for name, record in doc.get("models", {}).items():
+                if name in by_model:
+                    by_model[name][user] = record
+            self.user_partition[user] = partition
+        async with self.lock:
+            for name, records in by_model.items():
+                if records:
+                    self.models[name].import_users(UserStates.from_records(name, records))
+        for topic in self.event_topics:
+            if topic in state.offsets:
+                self.applied.setdefault(topic, {})[partition] = state.offsets[topic]
+        self.counters["restored_users"] += len(state.users)
+        self._restoring.pop(partition, None)
+        log.info(
+            "partition %d restored: %d users, offsets %s (%.2f s)",
+            partition,
+            len(state.users),
+            state.offsets,
+            time.perf_counter() - started,
+        )
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Faust's callback: commit everything learned; the users stay until the new assignment is known."""
+        gone = set(partitions) & self.owned
+        if not gone:
+            return
+        for p in gone:
+            task = self._restoring.pop(p, None)
+            if task is not None:
+                task.cancel()
+                self.owned.discard(p)  # never restored: nothing to keep or commit
+        await self.commit()
+        self._suspended |= gone & self.owned
+
+    def _drop(self, partitions: set[int]) -> None:
+        """Forget the users of ``partitions`` (their new owner restores them from the changelog)."""
+        users = [u for u, p in self.user_partition.items() if p in partitions]
+        for model in self.models.values():
+            model.drop_users(users)
+        for u in users:
+            del self.user_partition[u]
+        for p in partitions:
+            self.owned.discard(p)
+            self.touched.pop(p, None)
+            self.forgotten.pop(p, None)
+            for topic in self.applied.values():
+                topic.pop(p, None)
+        log.info("partitions %s handed off: %d users dropped", sorted(partitions), len(users))
+
+    # -- events ---------------------------------------------------------------------------
+
+    def note(self, user: str, partition: int) -> None:
+        """An event of ``user`` arrived on ``partition``: their state goes to that changelog partition."""
+        self.user_partition[user] = partition
+        self.touched.setdefault(partition, set()).add(user)
+        gone = self.forgotten.get(partition)
+        if gone is not None:
+            gone.discard(user)  # back after a forget: the new state replaces the tombstone
+
+    def note_forgotten(self, user: str, partition: int) -> None:
+        """``user`` asked to be forgotten: their changelog entry is deleted at the next commit."""
+        self.forgotten.setdefault(partition, set()).add(user)
+        touched = self.touched.get(partition)
+        if touched is not None:
+            touched.discard(user)
+
+    # -- commits --------------------------------------------------------------------------
+
+    async def commit(self) -> int:
+        """One transaction: increments, touched users' states, markers and offsets (see the module docstring)."""
+        async with self._commit_lock:
+            return await self._commit()
+
+    async def _commit(self) -> int:
+        snapshot_due = 0 in self.owned and time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval
+        async with self.lock:
+            started = time.perf_counter()
+            deltas, users = await asyncio.to_thread(self._collect)
+            self.counters["collect_seconds"] += time.perf_counter() - started
+            self.counters["users_written"] += sum(len(us) for us in users.values())
+            markers = {p: {t: parts[p] for t, parts in self.applied.items() if p in parts} for p in self.owned}
+            offsets = {(t, p): o for t, parts in self.applied.items() for p, o in parts.items() if p in self.owned}
+            touched, forgotten = self.touched, self.forgotten
+            self.touched, self.forgotten = {}, {}
+            # a snapshot holds exactly what this commit publishes: taken in the same hold of the lock
+            whole = {name: model.export_items() for name, model in self.models.items()} if snapshot_due else None
+            position = self.follower.position if self.follower is not None else 0
+        batches = [*self._unsent, deltas]
+        try:
+            sequence = await self.writer.commit(batches, users, markers, offsets)
+        except BaseException:
+            # nothing was committed: the next commit carries these increments and users again
+            self._unsent = batches
+            for p, us in touched.items():
+                self.touched.setdefault(p, set()).update(us)
+            for p, us in forgotten.items():
+                self.forgotten.setdefault(p, set()).update(us)
+            raise
+        self._unsent = []
+        self.counters["commits"] += 1
+        if whole is not None and sequence:
+            await self._send_snapshot(whole, position, sequence)
+        return sequence
+
+    def _collect(self) -> tuple[dict[str, ItemDelta], dict[int, dict[str, bytes | None]]]:
+        deltas = {name: model.take_item_delta() for name, model in self.models.items()}
+        users: dict[int, dict[str, bytes | None]] = {}
+        for p, us in self.touched.items():
+            if p not in self.owned:
+                continue
+            wanted = sorted(us)
+            docs: dict[str, dict[str, Any]] = {u: {"models": {}} for u in wanted}
+            for name, model in self.models.items():
+                for user, record in model.export_users(wanted).records().items():
+                    docs[user]["models"][name] = record
+            users[p] = {u: orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY) for u, doc in docs.items()}
+        for p, us in self.forgotten.items():
+            if p in self.owned:
+                users.setdefault(p, {}).update({u: None for u in us})  # tombstones
+        return deltas, users
+
+    async def _send_snapshot(self, whole: Mapping[str, ItemDelta], position: int, sequence: int) -> None:
+        """Write the item state taken at commit ``sequence`` (it includes the updates before ``position``)."""
+        chunks = await asyncio.to_thread(write_snapshot, whole)
+        manifest = {
+            "snapshot_id": f"{self.worker_id}-{sequence}",
+            "origin": self.worker_id,
+            "sequence": sequence,
+            "updates_offset": position,
+            "chunks": len(chunks),
+            "at": time.time(),
+        }
+        await self.writer.send_snapshot(chunks, manifest)
+        self._last_snapshot = time.monotonic()
+        log.info("item-state snapshot %s: %d chunks, updates offset %d", manifest["snapshot_id"], len(chunks), position)
+
+
+class CatalogueFollower:
+    """Reads the whole items topic (every partition, from the beginning) into ``add`` as it grows.
+
+    Every worker needs the whole catalogue, which the items topic (keyed by
+    item) spreads over partitions: no consumer group, each worker reads all.
+    Adding an item twice is harmless, so a restart reads it again from the start.
+    """
+
+    def __init__(self, settings: Settings, topics: Iterable[str], add: Any) -> None:
+        self.settings = settings
+        self.topics = list(topics)
+        self.add = add
+        self.added = 0
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: Any = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from stream_app.state import _client_kwargs, _seek_start
+
+        if not self.topics:
+            return
+        self._consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **_client_kwargs(self.settings))
+        await self._consumer.start()
+        tps = []
+        await self._consumer.topics()  # fetch the cluster's metadata
+        for topic in self.topics:
+            parts = self._consumer.partitions_for_topic(topic) or set()
+            tps += [TopicPartition(topic, p) for p in sorted(parts)]
+        self._consumer.assign(tps)
+        if tps:
+            await _seek_start(self._consumer, *tps)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        from streamrec.events import InvalidEvent, decode
+
+        while True:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500, max_records=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the items topic failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            updates = []
+            for messages in batch.values():
+                for message in messages:
+                    try:
+                        updates.append(decode(message.value, "item", self.settings.limits))
+                    except InvalidEvent:
+                        continue  # the agent of the partition's owner dead-letters it
+            if updates:
+                await self.add(updates)
+                self.added += len(updates)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()

@@ -1,0 +1,480 @@
+"""Model state that moves through Kafka: per-partition user state, shared item increments, item snapshots.
+
+Three topics beside the event topics (names from :class:`~streamrec.settings.Settings`):
+
+- ``{prefix}.user-state``: a compacted **changelog** with as many partitions
+  as the event topics. Partition ``p`` holds, keyed by user id, the newest
+  state of every user whose events arrive on partition ``p`` of the event
+  topics (a JSON document with one record per model, see
+  :meth:`models.sharing.UserStates.records`), and under the key
+  ``__offsets__`` the event offsets that state includes. A worker assigned
+  partition ``p`` reads it before it processes that partition's events.
+- ``{prefix}.model-updates``: one partition of **item-side increments**
+  (:class:`models.sharing.ItemDelta`, one record per worker and commit, all
+  models in it). Every worker reads it whole and adds the other workers'
+  increments, so item statistics reflect every partition's events.
+- ``{prefix}.item-state``: a compacted topic holding the newest **snapshot**
+  of the item-side state (chunks and a manifest), written by the worker that
+  owns partition 0, so that a worker that starts does not replay the updates
+  topic from its beginning.
+
+A commit (:meth:`StateWriter.commit`) writes a worker's increments, the states
+of the users its batches touched and the offsets markers, and commits the
+event offsets to the consumer group, in **one Kafka transaction**: readers use
+``read_committed``, so after a crash the changelog, the increments the others
+applied and the committed offsets all end at the same events. Nothing is
+learned twice and nothing is lost.
+
+Models know nothing of this module; it moves what they expose through the
+sharing methods of :class:`models.base.OnlineRecommender`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from models.sharing import ItemDelta
+from streamrec.settings import Settings
+
+__all__ = [
+    "OFFSETS_KEY",
+    "StateWriter",
+    "UpdatesFollower",
+    "pack_deltas",
+    "read_partition_state",
+    "read_snapshot",
+    "unpack_deltas",
+    "write_snapshot",
+]
+
+log = logging.getLogger("streamrec.state")
+
+#: Changelog key of a partition's offsets marker.
+OFFSETS_KEY = b"__offsets__"
+#: A transaction left open by a worker that died (and does not come back) is aborted after this.
+TRANSACTION_TIMEOUT_MS = 15_000
+_CHUNK = 512 * 1024
+
+
+def _client_kwargs(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers, **settings.security.aiokafka_config()}
+
+
+async def _seek_start(consumer: Any, *tps: Any) -> None:
+    """Seek to the first offset each partition holds (``seek_to_beginning`` is lazy and, with
+    ``read_committed``, ``position()`` right after it answered the end offset: a reader saw nothing)."""
+    first = await consumer.beginning_offsets(list(tps))
+    for tp in tps:
+        consumer.seek(tp, first[tp])
+
+
+def pack_deltas(origin: str, sequence: int, deltas: Mapping[str, ItemDelta], meta: Mapping[str, Any]) -> bytes:
+    """One updates-topic record: every model's delta, the origin worker and its commit sequence.
+
+    Layout: the number of parts (8 bytes), each part's size (8 bytes each), then
+    the parts: a JSON header, and one :meth:`ItemDelta.to_bytes` per model.
+
+    Examples
+    --------
+    >>> from models.sharing import ItemDelta
+    >>> blob = pack_deltas("w1", 3, {"popularity": ItemDelta("popularity", ["a"], {"_acc": np.ones(1)})}, {"at": 1.0})
+    >>> header, deltas = unpack_deltas(blob)
+    >>> header["origin"], header["sequence"], deltas["popularity"].items
+    ('w1', 3, ['a'])
+    """
+    header = {"origin": origin, "sequence": sequence, "models": list(deltas), **meta}
+    parts = [orjson.dumps(header)] + [d.to_bytes() for d in deltas.values()]
+    sizes = np.array([len(parts), *(len(p) for p in parts)], dtype="<i8")
+    return sizes.tobytes() + b"".join(parts)
+
+
+def unpack_deltas(data: bytes) -> tuple[dict[str, Any], dict[str, ItemDelta]]:
+    """The inverse of :func:`pack_deltas`."""
+    if len(data) < 8:
+        raise ValueError("not an updates record")
+    n = int(np.frombuffer(data[:8], dtype="<i8")[0])
+    if n < 1 or 8 * (n + 1) > len(data):
+        raise ValueError("not an updates record")
+    sizes = np.frombuffer(data[8 : 8 * (n + 1)], dtype="<i8").tolist()
+    if 8 * (n + 1) + sum(sizes) != len(data):
+        raise ValueError("a truncated updates record")
+    offset = 8 * (n + 1)
+    header = orjson.loads(data[offset : offset + sizes[0]])
+    offset += sizes[0]
+    deltas: dict[str, ItemDelta] = {}
+    for name, size in zip(header["models"], sizes[1:], strict=True):
+        deltas[name] = ItemDelta.from_bytes(data[offset : offset + size])
+        offset += size
+    return header, deltas
+
+
+@dataclass
+class PartitionState:
+    """What a changelog partition holds: the newest record per user, and the offsets marker."""
+
+    users: dict[str, dict[str, Any]]
+    offsets: dict[str, int]  # event topic -> next offset not in the state
+
+
+async def read_partition_state(settings: Settings, partition: int, timeout: float = 60.0) -> PartitionState:
+    """Read partition ``partition`` of the changelog to its end (committed records only)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(settings.state_topic("user-state"), partition)
+    consumer = AIOKafkaConsumer(
+        group_id=None, enable_auto_commit=False, isolation_level="read_committed", **_client_kwargs(settings)
+    )
+    await consumer.start()
+    users: dict[str, dict[str, Any]] = {}
+    offsets: dict[str, int] = {}
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        await _seek_start(consumer, tp)
+        deadline = time.monotonic() + timeout
+        while await consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {tp} took over {timeout:.0f} s")
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+            for message in batch.get(tp, []):
+                if message.key == OFFSETS_KEY:
+                    offsets = orjson.loads(message.value)
+                elif message.value is None:
+                    users.pop(message.key.decode(), None)  # a tombstone: the user was forgotten
+                else:
+                    users[message.key.decode()] = orjson.loads(message.value)
+    finally:
+        await consumer.stop()
+    return PartitionState(users, {t: int(o) for t, o in offsets.items()})
+
+
+class StateWriter:
+    """A transactional producer: increments, user states and event offsets committed together.
+
+    ``worker_id`` names this process's increments; the transactional id is
+    the worker's *slot* (:func:`worker_slot`, kept in its state folder), so a
+    worker restarted on the same folder fences the transaction its killed
+    predecessor left open at once, instead of after the transaction timeout
+    (during which ``read_committed`` readers of the changelog and the updates
+    topic wait).
+    """
+
+    def __init__(self, settings: Settings, worker_id: str, slot: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.slot = slot or worker_id
+        self.sequence = 0
+        self.bytes_sent = 0  # increments, user states and markers written so far
+        self._producer: Any = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(
+            transactional_id=f"{self.settings.app_id}-{self.slot}",
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=16 * 1024 * 1024,
+            compression_type="gzip",
+            **_client_kwargs(self.settings),
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def commit(
+        self,
+        deltas: list[Mapping[str, ItemDelta]],
+        users: Mapping[int, Mapping[str, bytes | None]],
+        markers: Mapping[int, Mapping[str, int]],
+        offsets: Mapping[tuple[str, int], int],
+    ) -> int:
+        """In one transaction: the deltas, the user records per changelog partition, the markers, the offsets.
+
+        ``deltas`` is a list of per-model increments (those of earlier commits
+        that failed, then this one's); each non-empty one is a record.
+        Returns the commit's sequence number (0 when there was nothing to write).
+        """
+        from aiokafka import TopicPartition
+
+        batches = [{n: d for n, d in b.items() if not d.is_empty()} for b in deltas]
+        batches = [b for b in batches if b]
+        if not batches and not any(users.values()) and not offsets:
+            return 0
+        self.sequence += 1
+        producer, settings = self._producer, self.settings
+        changelog = settings.state_topic("user-state")
+        async with producer.transaction():
+            for batch in batches:
+                value = pack_deltas(self.worker_id, self.sequence, batch, {"at": time.time()})
+                self.bytes_sent += len(value)
+                await producer.send(settings.state_topic("model-updates"), value=value, key=self.worker_id.encode(),
+                                    partition=0)  # fmt: skip
+            for partition, records in users.items():
+                for user, value in records.items():
+                    self.bytes_sent += len(value or b"")
+                    await producer.send(changelog, key=user.encode(), value=value, partition=partition)
+            for partition, marker in markers.items():
+                await producer.send(changelog, key=OFFSETS_KEY, value=orjson.dumps(dict(marker)), partition=partition)
+            if offsets:
+                await producer.send_offsets_to_transaction(
+                    {TopicPartition(t, p): o for (t, p), o in offsets.items()}, settings.app_id
+                )
+        return self.sequence
+
+    async def send_snapshot(self, chunks: list[bytes], manifest: dict[str, Any]) -> None:
+        """Write a whole item-state snapshot (chunks, then the manifest) in one transaction."""
+        topic = self.settings.state_topic("item-state")
+        snapshot_id = manifest["snapshot_id"]
+        async with self._producer.transaction():
+            for n, chunk in enumerate(chunks):
+                key = f"chunk-{n:05d}".encode()
+                await self._producer.send(topic, key=key, value=snapshot_id.encode() + b"\n" + chunk, partition=0)
+            await self._producer.send(topic, key=b"manifest", value=orjson.dumps(manifest), partition=0)
+
+
+def write_snapshot(deltas: Mapping[str, ItemDelta]) -> list[bytes]:
+    """Every model's whole item state (``export_items``) as chunks for :meth:`StateWriter.send_snapshot`."""
+    blob = pack_deltas("snapshot", 0, deltas, {})
+    return [blob[a : a + _CHUNK] for a in range(0, len(blob), _CHUNK)] or [b""]
+
+
+async def read_snapshot(settings: Settings) -> tuple[dict[str, Any], dict[str, ItemDelta]] | None:
+    """The newest complete snapshot: its manifest and every model's item state, or ``None``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(settings.state_topic("item-state"), 0)
+    consumer = AIOKafkaConsumer(
+        group_id=None, enable_auto_commit=False, isolation_level="read_committed", **_client_kwargs(settings)
+    )
+    await consumer.start()
+    latest: dict[bytes, bytes] = {}
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        await _seek_start(consumer, tp)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            for message in batch.get(tp, []):
+                latest[message.key] = message.value
+    finally:
+        await consumer.stop()
+    if b"manifest" not in latest:
+        return None
+    manifest = orjson.loads(latest[b"manifest"])
+    prefix = manifest["snapshot_id"].encode() + b"\n"
+    chunks = []
+    for n in range(manifest["chunks"]):
+        value = latest.get(f"chunk-{n:05d}".encode(), b"")
+        if not value.startswith(prefix):
+            log.warning("item snapshot %s is incomplete (chunk %d); starting from the updates topic", prefix, n)
+            return None
+        chunks.append(value[len(prefix) :])
+    _, deltas = unpack_deltas(b"".join(chunks))
+    return manifest, deltas
+
+
+class UpdatesFollower:
+    """Reads the updates topic whole and hands the other workers' increments to ``apply``.
+
+    ``skip(header)`` says which records the local item state already holds
+    (the worker's own, and those a snapshot included). ``apply(deltas,
+    next_offset)`` must set :attr:`position` to ``next_offset`` once the
+    deltas are in the models (under the same lock), so that a snapshot never
+    claims a record it does not hold.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        apply: Callable[[dict[str, ItemDelta], int], Any],
+        skip: Callable[[dict[str, Any]], bool],
+        start_offset: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.apply = apply
+        self.skip = skip
+        self.start_offset = start_offset
+        self.position = start_offset or 0
+        self.applied = 0
+        self.lag_seconds = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: Any = None
+        self.caught_up = asyncio.Event()
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self._tp = TopicPartition(self.settings.state_topic("model-updates"), 0)
+        self._consumer = AIOKafkaConsumer(
+            group_id=None, enable_auto_commit=False, isolation_level="read_committed", **_client_kwargs(self.settings)
+        )
+        await self._consumer.start()
+        self._consumer.assign([self._tp])
+        if self.start_offset is None:
+            await _seek_start(self._consumer, self._tp)
+        else:
+            self._consumer.seek(self._tp, self.start_offset)
+        self._end_at_start = (await self._consumer.end_offsets([self._tp]))[self._tp]
+        if self._end_at_start <= (self.start_offset or 0):
+            self.caught_up.set()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        consumer, tp = self._consumer, self._tp
+        while True:
+            try:
+                batch = await consumer.getmany(tp, timeout_ms=200, max_records=50)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the updates topic failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            for message in batch.get(tp, []):
+                try:
+                    header, deltas = unpack_deltas(message.value)
+                except Exception:
+                    log.exception("an unreadable record at %s@%d of the updates topic: skipped", tp, message.offset)
+                    self.position = message.offset + 1
+                    continue
+                if self.skip(header):
+                    self.position = message.offset + 1
+                    continue
+                await self.apply(deltas, message.offset + 1)
+                self.applied += 1
+                self.lag_seconds = max(0.0, time.time() - float(header.get("at", time.time())))
+            if not self.caught_up.is_set() and await consumer.position(tp) >= self._end_at_start:
+                self.caught_up.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+def new_worker_id() -> str:
+    """A random id for this worker process (the origin of its increments)."""
+    return uuid.uuid4().hex[:12]
+
+
+def worker_slot(settings: Settings) -> str:
+    """This worker's lasting id, kept in its state folder (each worker has its own): the transactional id."""
+    path = settings.state_dir / "worker-slot"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        slot = uuid.uuid4().hex[:12]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(slot)
+        return slot
+
+
+def users_by_partition(user_partition: Mapping[str, int], users: Iterable[str]) -> dict[int, list[str]]:
+    """Group ``users`` by the partition their events arrive on."""
+    out: dict[int, list[str]] = {}
+    for user in users:
+        out.setdefault(user_partition[user], []).append(user)
+    return out
+
+
+async def read_updates(settings: Settings, start_offset: int = 0) -> list[tuple[dict[str, Any], dict[str, ItemDelta]]]:
+    """Every committed record of the updates topic from ``start_offset`` to its current end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(settings.state_topic("model-updates"), 0)
+    consumer = AIOKafkaConsumer(
+        group_id=None, enable_auto_commit=False, isolation_level="read_committed", **_client_kwargs(settings)
+    )
+    await consumer.start()
+    out = []
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, start_offset)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            out.extend(unpack_deltas(m.value) for m in batch.get(tp, []))
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def wait_stable(settings: Settings, timeout: float = 60.0) -> None:
+    """Wait until no transaction is open on the state topics (a killed worker's is aborted after a timeout)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    kwargs = {"group_id": None, "enable_auto_commit": False, **_client_kwargs(settings)}
+    committed = AIOKafkaConsumer(isolation_level="read_committed", **kwargs)
+    everything = AIOKafkaConsumer(**kwargs)
+    await committed.start()
+    await everything.start()
+    try:
+        tps = [TopicPartition(settings.state_topic("model-updates"), 0)]
+        tps += [TopicPartition(settings.state_topic("user-state"), p) for p in range(settings.topic_partitions)]
+        deadline = time.monotonic() + timeout
+        while True:
+            stable, high = await committed.end_offsets(tps), await everything.end_offsets(tps)
+            # the end a read_committed reader sees stops at an open transaction's first record; a
+            # committed or aborted transaction ends with a marker one past its last record
+            if all(stable[tp] >= high[tp] for tp in tps):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"transactions still open on the state topics after {timeout:.0f} s")
+            await asyncio.sleep(0.5)
+    finally:
+        await committed.stop()
+        await everything.stop()
+
+
+async def rebuild_models(settings: Settings, names: Iterable[str], partitions: int) -> dict[str, Any]:
+    """The models as Kafka holds them: snapshot, every increment after it, and every partition's users.
+
+    What a worker that took over every partition would start from; tests and
+    tools use it to check that several workers together hold one model.
+    """
+    import models as registry
+
+    await wait_stable(settings)
+    built = {name: registry.create(name, **settings.model_params.get(name, {})) for name in names}
+    start, skip = 0, None
+    snapshot = await read_snapshot(settings)
+    if snapshot is not None:
+        manifest, deltas = snapshot
+        for name, delta in deltas.items():
+            if name in built:
+                built[name].import_items(delta)
+        start, skip = int(manifest["updates_offset"]), (manifest["origin"], int(manifest["sequence"]))
+    for header, deltas in await read_updates(settings, start):
+        if skip is not None and header.get("origin") == skip[0] and int(header.get("sequence", 0)) <= skip[1]:
+            continue
+        for name, delta in deltas.items():
+            if name in built:
+                built[name].apply_item_delta(delta)
+    for p in range(partitions):
+        state = await read_partition_state(settings, p)
+        for name, model in built.items():
+            records = {u: doc["models"][name] for u, doc in state.users.items() if name in doc.get("models", {})}
+            if records:
+                from models.sharing import UserStates
+
+                model.import_users(UserStates.from_records(name, records))
+    return built

@@ -1,0 +1,236 @@
+"""Scale-out on a real broker and Redis: several worker processes over the partitions of the event topics.
+
+Every check of the models' state reads what Kafka holds (the changelog, the
+updates topic) through :func:`stream_app.state.rebuild_models`: what a worker
+that took over every partition would start from.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from producers.publisher import EventPublisher
+from streamrec.eventlog import read_movielens_ratings
+from streamrec.events import Rating
+from streamrec.redis_cluster import LocalRedisCluster
+from streamrec.settings import Settings
+from streamrec.store import RecsClient
+from streamrec.topics import ensure_topics
+from streamrec.workerproc import WorkerProcess
+from tests.integration.kafka_state import (
+    assert_equals_an_uninterrupted_run,
+    assert_same_state,
+    rebuilt,
+    wait_committed,
+)
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 240.0
+
+
+def scale_settings(base: Settings, tag: str, partitions: int, **changes: object) -> Settings:
+    return replace(
+        base,
+        app_id=f"{base.app_id}-{tag}",
+        topic_prefix=f"{base.topic_prefix}-{tag}",
+        key_prefix=f"{base.key_prefix}-{tag}",
+        topic_partitions=partitions,
+        models=("popularity", "itemknn"),
+        default_model="itemknn",
+        checkpoint_interval=0.5,
+        batch_size=200,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+def start_worker(settings: Settings, folder: Path, name: str) -> WorkerProcess:
+    """A worker with a state folder of its own (no shared disk between workers)."""
+    return WorkerProcess(replace(settings, state_dir=folder / name), folder / f"{name}.log").start()
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        return {tp.partition: o for tp, o in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+def owned_partitions(log: Path) -> set[int]:
+    """The partitions a worker held last, from its log (restored on assignment, handed off on revocation)."""
+    owned: set[int] = set()
+    for line in log.read_text(errors="replace").splitlines():
+        if m := re.search(r"partition (\d+) restored", line):
+            owned.add(int(m.group(1)))
+        elif m := re.search(r"partitions \[([\d, ]*)\] handed off", line):
+            owned -= {int(p) for p in m.group(1).split(",") if p.strip()}
+    return owned
+
+
+def partition_of(settings: Settings, user: str) -> int:
+    """The partition the producer (kafka-python's default partitioner, murmur2 of the key) sends a user to."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(user.encode()) & 0x7FFFFFFF) % settings.topic_partitions
+
+
+def ratings_of(folder: Path, n: int) -> list[Rating]:
+    return sorted(read_movielens_ratings(folder / "u.data"), key=lambda e: e.timestamp)[:n]
+
+
+def test_three_workers_over_six_partitions_hold_what_one_worker_holds(
+    isolated_settings, movielens_format_dir, tmp_path
+) -> None:
+    ratings = ratings_of(movielens_format_dir, 6000)
+    held = {}
+    for n in (1, 3):
+        settings = scale_settings(isolated_settings, f"{n}w", partitions=6)
+        ensure_topics(settings)
+        workers = [start_worker(settings, tmp_path, f"{n}w-{j}") for j in range(n)]
+        with EventPublisher(settings) as publisher:
+            publisher.publish(ratings, rate=1500, progress=False)  # while the workers join and rebalance
+        workers[0].wait_processed(len(ratings), TIMEOUT)  # counters add up over the workers
+        topic = settings.topic("ratings")
+        wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
+        if n == 3:  # every user got a list from the worker that owns them, without seen items
+            client = RecsClient(settings.redis_url, settings.key_prefix)
+            try:
+                users = sorted({r.user_id for r in ratings})
+                lists = client.get_many(users)
+            finally:
+                client.close()
+            seen: dict[str, set[str]] = {}
+            for r in ratings:
+                seen.setdefault(r.user_id, set()).add(r.item_id)
+            assert all(lists.values()), [u for u, v in lists.items() if v is None][:5]
+            assert all(not set(rec.items) & seen[u] for u, rec in lists.items() if rec is not None)
+            assert all(len(owned_partitions(tmp_path / f"3w-{j}.log")) == 2 for j in range(3))
+        for worker in workers:
+            assert worker.stop() == 0, worker.log_tail()
+        held[n] = rebuilt(settings)
+    assert_equals_an_uninterrupted_run(held[1], ratings)
+    assert_same_state(held[3], held[1], sorted({r.user_id for r in ratings}))
+
+
+def test_kill_9_of_one_of_two_workers_moves_its_partitions_without_loss(
+    isolated_settings, movielens_format_dir, tmp_path
+) -> None:
+    settings = scale_settings(isolated_settings, "failover", partitions=4)
+    ensure_topics(settings)
+    ratings = ratings_of(movielens_format_dir, 6000)
+    first, second = ratings[:3000], ratings[3000:]
+    workers = [start_worker(settings, tmp_path, f"w{j}") for j in range(2)]
+    with EventPublisher(settings) as publisher:
+        publisher.publish(first, rate=600, progress=False)
+    workers[0].wait_processed(len(first), TIMEOUT)
+    deadline = time.monotonic() + 60
+    while not all(owned_partitions(tmp_path / f"w{j}.log") for j in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.2)  # both own partitions
+    moved = owned_partitions(tmp_path / "w1.log")
+    assert moved and moved != set(range(4)), moved
+    workers[1].kill()
+    killed_at = time.time()
+    resumed: list[float] = []
+    moved_users = sorted({r.user_id for r in second if partition_of(settings, r.user_id) in moved})
+    client = RecsClient(settings.redis_url, settings.key_prefix)
+
+    def watch() -> None:  # the first list written for a moved user after the kill
+        deadline = time.monotonic() + 60
+        while not resumed and time.monotonic() < deadline:
+            for rec in client.get_many(moved_users).values():
+                if rec is not None and rec.computed_at > killed_at:
+                    resumed.append(rec.computed_at - killed_at)
+                    return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with EventPublisher(settings) as publisher:
+        publisher.publish(second, rate=600, progress=False)
+    watcher.join(90)
+    topic = settings.topic("ratings")
+    wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
+    assert resumed and resumed[0] <= 10.0, f"lists of moved users resumed after {resumed} s"
+    # moved users' next lists come from their restored history, not a cold start
+    probe = [Rating(u, "probe-item", 5.0, 2e9 + n) for n, u in enumerate(moved_users[:20])]
+    with EventPublisher(settings) as publisher:
+        publisher.publish(probe, progress=False)
+    workers[0].wait_processed(len(ratings) + len(probe), TIMEOUT)
+    seen: dict[str, set[str]] = {}
+    for r in ratings:
+        seen.setdefault(r.user_id, set()).add(r.item_id)
+    try:
+        lists = client.get_many([r.user_id for r in probe])
+    finally:
+        client.close()
+    for user, rec in lists.items():
+        assert rec is not None and rec.event_ts == max(p.timestamp for p in probe if p.user_id == user)
+        assert rec.items and not set(rec.items) & seen[user]
+        assert any(reason in seen[user] for reason in rec.reasons or []), f"{user}: no reason from their history"
+    assert workers[0].stop() == 0, workers[0].log_tail()
+    assert_equals_an_uninterrupted_run(rebuilt(settings), ratings + probe)
+
+
+def test_workers_join_and_leave_while_events_flow(isolated_settings, movielens_format_dir, tmp_path) -> None:
+    settings = scale_settings(isolated_settings, "elastic", partitions=4)
+    ensure_topics(settings)
+    ratings = ratings_of(movielens_format_dir, 6000)
+    first = start_worker(settings, tmp_path, "a")
+    done = threading.Event()
+
+    def publish() -> None:
+        with EventPublisher(settings) as publisher:
+            publisher.publish(ratings, rate=400, progress=False)  # ~15 s
+        done.set()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    time.sleep(3)
+    second = start_worker(settings, tmp_path, "b")  # scale out
+    deadline = time.monotonic() + 60
+    while not owned_partitions(tmp_path / "b.log") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert owned_partitions(tmp_path / "b.log"), second.log_tail()
+    assert first.stop() == 0, first.log_tail()  # scale in, cleanly, while events still flow
+    assert not done.is_set(), "the stream ended before the scale-in: slow the publisher"
+    thread.join(120)
+    second.wait_processed(len(ratings), TIMEOUT)
+    topic = settings.topic("ratings")
+    wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
+    assert owned_partitions(tmp_path / "b.log") == set(range(4))
+    assert second.stop() == 0, second.log_tail()
+    assert_equals_an_uninterrupted_run(rebuilt(settings), ratings)
+
+
+def test_end_to_end_with_a_redis_cluster(isolated_settings, movielens_format_dir, tmp_path) -> None:
+    with LocalRedisCluster(tmp_path / "cluster") as cluster:
+        settings = replace(scale_settings(isolated_settings, "cluster", partitions=2), redis_url=cluster.url)
+        ensure_topics(settings)
+        ratings = ratings_of(movielens_format_dir, 2000)
+        worker = start_worker(settings, tmp_path, "w")
+        with EventPublisher(settings) as publisher:
+            publisher.publish(ratings, progress=False)
+        stats = worker.wait_processed(len(ratings), TIMEOUT)
+        assert stats["events_accepted"] == len(ratings)
+        client = RecsClient(settings.redis_url, settings.key_prefix)
+        try:
+            assert type(client.redis).__name__ == "RedisCluster"
+            users = sorted({r.user_id for r in ratings})
+            got = {u: client.get(u) for u in users}  # one MGET per user: the user's key and its bucket's fallback
+            cold = client.get("someone-new")
+            slots = {client.redis.keyslot(client.layout.user_key(u)) for u in users}
+        finally:
+            client.close()
+        assert all(rec is not None and not rec.fallback for rec in got.values())
+        assert cold is not None and cold.fallback and cold.items
+        assert len(slots) > 10  # the users' keys spread over the cluster
+        assert worker.stop() == 0, worker.log_tail()
