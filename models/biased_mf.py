@@ -36,7 +36,7 @@ class BiasedMF(OnlineRecommender):
       by SGD, the gain ``a`` (how much the pick affinity says about the
       rating, 0 at first) by a normalised least-squares step, and the shared
       factors with the weight ``rating_weight`` (pulling them towards the
-      ratings costs ranking quality: see ``docs/tuning/biased_mf.md``).
+      ratings costs ranking quality: see ``docs/tuning/mf.md``).
       :meth:`predict` returns it, clipped to the range of ratings seen, for
       RMSE and MAE. ``mu`` is the running mean of the ratings learned.
 
@@ -85,7 +85,7 @@ class BiasedMF(OnlineRecommender):
     >>> for start in range(0, len(stream), 20):
     ...     model.learn(stream.select(np.arange(start, start + 20)))
     >>> [round(float(r)) for r in model.predict(["ann", "bob", "cid", "nobody"], ["tea", "jam", "tea", "tea"])]
-    [5, 1, 4, 4]
+    [5, 1, 5, 4]
     >>> model.recommend(["cid"], k=1).items
     [['tea']]
     """

@@ -42,7 +42,7 @@ class ISGD(OnlineRecommender):
     its gradients add up; the item biases take plain SGD steps of ``bias_lr``
     so that they keep following a popularity that drifts. These two changes
     gave most of the gain over the paper's fixed step (see
-    ``docs/tuning/isgd.md``).
+    ``docs/tuning/mf.md``).
 
     By default a micro-batch is one vectorised step: the errors of all its
     events come from the pre-batch values, gradients are summed per row, and
@@ -101,8 +101,8 @@ class ISGD(OnlineRecommender):
         self,
         n_factors: int = 32,
         lr: float = 0.2,
-        reg: float = 0.01,
-        bias_lr: float | None = None,
+        reg: float = 0.1,
+        bias_lr: float | None = 0.02,
         init_std: float = 0.1,
         n_negatives: int = 8,
         neg_popularity: float = 0.0,

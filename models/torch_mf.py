@@ -85,13 +85,14 @@ class TorchBPR(OnlineRecommender):
     Examples
     --------
     >>> model = TorchBPR(n_factors=8, lr=0.1, n_steps=5, device="cpu", seed=0)
-    >>> likes = {"ann": ["alien", "solaris"], "bob": ["heat", "ronin"], "cid": ["alien", "solaris", "dune"]}
+    >>> likes = {"ann": ["alien", "solaris"], "bob": ["heat", "ronin"],
+    ...          "cid": ["alien", "solaris", "dune"], "dan": ["heat", "ronin", "up"]}
     >>> users = [u for u, items in likes.items() for _ in items]
-    >>> model.learn(Interactions.from_columns(users, [i for items in likes.values() for i in items]))
-    >>> for _ in range(30):
-    ...     model.learn(Interactions.from_columns(["ann", "bob"], ["alien", "ronin"]))
-    >>> model.recommend(["ann"], k=1).items
-    [['dune']]
+    >>> events = Interactions.from_columns(users, [i for items in likes.values() for i in items])
+    >>> for _ in range(20):
+    ...     model.learn(events)
+    >>> model.recommend(["ann", "bob"], k=1).items
+    [['dune'], ['up']]
     >>> idx, scores = model.topk_device(["ann"], k=1)
     >>> model.item_index.ids_of(idx[0].cpu())
     ['dune']
@@ -255,8 +256,12 @@ class TorchBPR(OnlineRecommender):
             grad_bj = -g + l2_neg * bj
             users, g_p = sum_rows(u, grad_pu)
             items = np.concatenate([i, neg.reshape(-1)])
-            rows, g_q = sum_rows(items, np.concatenate([grad_qi, grad_qj.reshape(-1, k)]))
-            _, g_b = sum_rows(items, np.concatenate([grad_bi, grad_bj.reshape(-1)]))
+            # item vectors and biases summed in one pass: columns 0..k-1 the vector, column k the bias
+            g_qb = np.empty((len(items), k + 1), dtype=np.float32)
+            g_qb[: len(i), :k], g_qb[len(i) :, :k] = grad_qi, grad_qj.reshape(-1, k)
+            g_qb[: len(i), k], g_qb[len(i) :, k] = grad_bi, grad_bj.reshape(-1)
+            rows, g_qb = sum_rows(items, g_qb)
+            g_q, g_b = g_qb[:, :k], g_qb[:, k]
             adagrad_step(p, p_acc, users, g_p, self.lr)
             adagrad_step(q, q_acc, rows, g_q, self.lr)
             adagrad_step(b, b_acc, rows, g_b, self.lr)
