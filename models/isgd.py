@@ -41,8 +41,11 @@ class ISGD(OnlineRecommender):
     first step has length ``lr`` per coordinate) and a row's steps shrink as
     its gradients add up; the item biases take plain SGD steps of ``bias_lr``
     so that they keep following a popularity that drifts. These two changes
-    gave most of the gain over the paper's fixed step (see
-    ``docs/tuning/mf.md``).
+    gave most of the gain over the paper's fixed step; a slow bias step
+    (``bias_lr`` 0.02) and a strong ``reg`` (0.2) gave the rest: per event on
+    the first 60% of MovieLens 100K and of the YOOCHOOSE sample, HR@10 0.127
+    and 0.110 against popularity's 0.078 and 0.058 (with ``bias_lr = lr``
+    and ``reg`` 0.01: 0.082 and 0.051; see ``docs/tuning/mf.md``).
 
     By default a micro-batch is one vectorised step: the errors of all its
     events come from the pre-batch values, gradients are summed per row, and
@@ -101,7 +104,7 @@ class ISGD(OnlineRecommender):
         self,
         n_factors: int = 32,
         lr: float = 0.2,
-        reg: float = 0.1,
+        reg: float = 0.2,
         bias_lr: float | None = 0.02,
         init_std: float = 0.1,
         n_negatives: int = 8,

@@ -398,7 +398,7 @@ class RiverBiasedMF(_RiverMF):
         n_factors: int = 10,
         lr: float = 0.05,
         bias_lr: float = 0.025,
-        l2: float = 0.0,
+        l2: float = 0.05,
         l2_bias: float = 0.0,
         init_std: float = 0.1,
         target: str = "pick",
@@ -478,7 +478,7 @@ class RiverFunkMF(_RiverMF):
 
     Examples
     --------
-    >>> model = RiverFunkMF(n_factors=4, target="rating", optimizer="sgd", seed=1)
+    >>> model = RiverFunkMF(n_factors=4, l2=0.0, target="rating", optimizer="sgd", seed=1)
     >>> model.learn(Interactions.from_columns(
     ...     ["ann", "ann", "bob", "bob"], ["alien", "heat", "alien", "up"], ratings=[5, 1, 4, 2]))
     >>> model.predict(["ann", "bob"], ["alien", "up"]).round(3).tolist()
@@ -493,7 +493,7 @@ class RiverFunkMF(_RiverMF):
         self,
         n_factors: int = 10,
         lr: float = 0.05,
-        l2: float = 0.0,
+        l2: float = 0.2,
         init_std: float = 0.1,
         target: str = "pick",
         n_negatives: int = 4,
