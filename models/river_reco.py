@@ -416,6 +416,7 @@ class RiverBiasedMF(_RiverMF):
         self.l2_bias = l2_bias
         self.init_std = init_std
         self.target = target
+        self.uses_ratings = target == "rating"  # type: ignore[misc]  # a rating model: the backtest reports RMSE
         self.n_negatives = n_negatives
         self.neg_popularity = neg_popularity
         self.optimizer = optimizer
@@ -508,6 +509,7 @@ class RiverFunkMF(_RiverMF):
         self.l2 = l2
         self.init_std = init_std
         self.target = target
+        self.uses_ratings = target == "rating"  # type: ignore[misc]  # a rating model: the backtest reports RMSE
         self.n_negatives = n_negatives
         self.neg_popularity = neg_popularity
         self.optimizer = optimizer
