@@ -42,8 +42,13 @@ def without_timings(data: dict[str, Any]) -> dict[str, Any]:
 def test_cli_writes_json_markdown_and_plots(log_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     names = "popularity,itemknn,isgd,river_biased_mf"
+    rating = (
+        '{"river_biased_mf": {"target": "rating"}}'  # the factorisation models rank picks; this one predicts ratings
+    )
     rc = backtest(
-        str(log_file), "--models", names, "--k", "5,10", "--window", "400", "--memory-events", "300", "--out", str(out)
+        str(log_file),
+        *("--models", names, "--params", rating, "--k", "5,10", "--window", "400", "--memory-events", "300"),
+        *("--out", str(out)),
     )
     assert rc == 0
     data = json.loads((out / "results.json").read_text())

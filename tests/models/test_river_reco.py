@@ -66,7 +66,17 @@ def test_mirror_follows_further_learning(cls: type) -> None:
 def test_biased_mf_matches_plain_river() -> None:
     """Known answer: the wrapper learns exactly what River learns from the same events."""
     events = rating_stream(400, seed=3)
-    model = RiverBiasedMF(n_factors=3, lr=0.04, bias_lr=0.02, l2=0.01, l2_bias=0.001, init_std=0.2, seed=9)
+    model = RiverBiasedMF(
+        n_factors=3,
+        lr=0.04,
+        bias_lr=0.02,
+        l2=0.01,
+        l2_bias=0.001,
+        init_std=0.2,
+        target="rating",
+        optimizer="sgd",
+        seed=9,
+    )
     learn_in_batches(model, events, size=64)
     plain = reco.BiasedMF(
         n_factors=3,
@@ -86,7 +96,7 @@ def test_biased_mf_matches_plain_river() -> None:
 
 def test_funk_mf_matches_plain_river() -> None:
     events = rating_stream(400, seed=5)
-    model = RiverFunkMF(n_factors=3, lr=0.03, l2=0.02, init_std=0.3, seed=11)
+    model = RiverFunkMF(n_factors=3, lr=0.03, l2=0.02, init_std=0.3, target="rating", optimizer="sgd", seed=11)
     learn_in_batches(model, events, size=64)
     plain = reco.FunkMF(
         n_factors=3,
@@ -121,8 +131,36 @@ def test_save_load_then_learning_matches_exactly(cls: type, tmp_path) -> None:
     np.testing.assert_array_equal(model._score(np.arange(model.n_users)), loaded._score(np.arange(loaded.n_users)))
 
 
+def test_picks_are_ones_and_sampled_negatives_zeros_fed_to_river() -> None:
+    """Known answer: each event is learned as 1, then its negatives as 0, with River's AdaGrad on the latents."""
+    events = rating_stream(300, seed=2)
+    model = RiverFunkMF(n_factors=3, lr=0.05, l2=0.01, init_std=0.2, n_negatives=2, seed=4)
+    sampler = copy.deepcopy(model._negatives)
+    learn_in_batches(model, events, size=37)
+    plain = reco.FunkMF(
+        n_factors=3,
+        optimizer=optim.AdaGrad(0.05),
+        l2=0.01,
+        initializer=optim.initializers.Normal(mu=0.0, sigma=0.2, seed=4),
+    )
+    items = list(dict.fromkeys(events.items.tolist()))  # item rows in order of first appearance
+    pool = 0
+    for user, item in zip(events.users.tolist(), events.items.tolist(), strict=True):
+        plain.learn_one(user, item, 1.0)
+        pool = max(pool, items.index(item) + 1)
+        for j in sampler.draw((2,), pool).tolist():
+            if items[j] != item:
+                plain.learn_one(user, items[j], 0.0)
+    pairs = [("u3", "i7"), ("u0", "i0"), ("u29", "i39"), ("u12", "i5")]
+    np.testing.assert_allclose(
+        model.predict([a for a, _ in pairs], [b for _, b in pairs]),
+        [plain.predict_one(a, b) for a, b in pairs],
+        atol=1e-9,
+    )
+
+
 def test_unrated_events_are_ignored_and_cold_users_get_the_average_user() -> None:
-    model = RiverBiasedMF(n_factors=4, seed=0)
+    model = RiverBiasedMF(n_factors=4, target="rating", optimizer="sgd", seed=0)
     model.learn(Interactions.from_columns(["a", "b", "c"], ["x", "y", "y"], ratings=[5.0, float("nan"), 1.0]))
     assert len(model.river.u_latents) == 2  # "b" rated nothing
     assert model.seen_items("b") == {"y"}
@@ -135,6 +173,13 @@ def test_unrated_events_are_ignored_and_cold_users_get_the_average_user() -> Non
     pred = model.predict(["a", "nobody"], ["z", "z"])
     assert pred[0] == pytest.approx(model._global_mean() + model._bu[0])
     assert pred[1] == pytest.approx(model._global_mean())
+
+
+def test_invalid_choices_are_rejected() -> None:
+    with pytest.raises(ValueError, match="target"):
+        RiverBiasedMF(target="ratings")
+    with pytest.raises(ValueError, match="optimizer"):
+        RiverFunkMF(optimizer="adam")
 
 
 def test_predict_rejects_mismatched_lengths() -> None:

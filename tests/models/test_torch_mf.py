@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
-from models import Interactions, OnlineRecommender
+from models import Interactions, OnlineRecommender, torch_mf
 from models.torch_mf import TorchBPR
 
 PARAMS = {"n_factors": 6, "lr": 0.1, "l2": 1e-3, "n_negatives": 3, "n_steps": 2, "seed": 11}
@@ -32,16 +34,19 @@ def tables(model: TorchBPR) -> dict[str, np.ndarray]:
     return {k: v for k, v in model._state().items() if k != "generator_state"}
 
 
-def test_one_step_equals_autograd_bpr_with_adagrad() -> None:
-    """Known answer: the closed-form gradients and row-wise Adagrad match autograd on the stated loss."""
+@pytest.mark.parametrize("path", ["numpy", "torch"])
+def test_one_step_equals_autograd_bpr_with_adagrad(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Known answer: the closed-form gradients and row-wise Adagrad match autograd on the stated loss.
+
+    Both implementations of the step: NumPy (small batches on the CPU) and torch (the rest, and CUDA).
+    """
     model = train(TorchBPR(**{**PARAMS, "n_steps": 1}, device="cpu"), clustered_stream(200))
+    monkeypatch.setattr(torch_mf, "_NUMPY_EVENTS", 10_000 if path == "numpy" else 0)
     batch = clustered_stream(200).select(np.arange(30))  # known users and items
     u = torch.from_numpy(model.user_index.lookup(batch.users))
     i = torch.from_numpy(model.item_index.lookup(batch.items))
     m, lr, l2 = model.n_negatives, model.lr, model.l2
-    gen = torch.Generator()
-    gen.set_state(model._gen.get_state())
-    neg = torch.randint(model.n_items, (len(u), m), generator=gen)
+    neg = torch.from_numpy(copy.deepcopy(model._negatives).draw((len(u), m), model.n_items))
     p = model._p[: model.n_users].clone().requires_grad_(True)
     q = model._q[: model.n_items].clone().requires_grad_(True)
     b = model._b[: model.n_items].clone().requires_grad_(True)
@@ -169,3 +174,24 @@ def test_cpu_and_cuda_agree() -> None:
     again = train(TorchBPR(**PARAMS, device="cuda"), events)
     for name, value in tables(gpu).items():
         np.testing.assert_array_equal(tables(again)[name], value, err_msg=name)
+
+
+def test_numpy_and_torch_steps_learn_the_same_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU's small-batch NumPy step and the torch step are one algorithm: same draws, same tables up to rounding."""
+    events = clustered_stream(600)
+    monkeypatch.setattr(torch_mf, "_NUMPY_EVENTS", 10_000)
+    numpy_model = train(TorchBPR(**PARAMS, device="cpu"), events, batch=7)
+    monkeypatch.setattr(torch_mf, "_NUMPY_EVENTS", 0)
+    torch_model = train(TorchBPR(**PARAMS, device="cpu"), events, batch=7)
+    for name, value in tables(torch_model).items():
+        np.testing.assert_allclose(tables(numpy_model)[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_copies_do_not_share_the_numpy_views() -> None:
+    model = train(TorchBPR(**PARAMS, device="cpu"), clustered_stream(200), batch=1)
+    twin = copy.deepcopy(model)
+    before = tables(model)
+    twin.learn(clustered_stream(50, seed=3))
+    for name, value in tables(model).items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)  # the original did not move
+    assert not np.array_equal(tables(twin)["user_factors"], before["user_factors"])
