@@ -22,11 +22,12 @@ backtest also makes, are reported apart and not counted). Two streams:
 References, in the same run and on the same streams:
 
 - **NumPy item-kNN per event**: the work ``itemknn`` does, written as a plain
-  loop over integer ids: the user's 20 newest distinct items weighted by
-  ``0.9 ** rank / sqrt(n_h)``, one product with a dense co-occurrence array,
-  times ``1 / sqrt(n_j)``, seen items masked, ``argpartition`` and a sort of the
+  loop over integer ids, with ``itemknn``'s default hyperparameters: the user's
+  ``history_for_scoring`` newest distinct items weighted by
+  ``decay ** rank / n_h ** alpha``, one product with a dense co-occurrence array,
+  times ``1 / n_j ** alpha``, seen items masked, ``argpartition`` and a sort of the
   top ``k``; users without history get the popularity counts; then the update
-  (window of 50, co-occurrence and counts). Its HR@k is reported too: it is
+  (a window of ``window`` items, co-occurrence and counts). Its HR@k is reported too: it is
   the same model, so the figure shows that the work is the same.
 - **NumPy ISGD per event**: score the catalogue (one matrix-vector product),
   mask seen items, ``argpartition`` the top ``k``, one capped SGD step.
@@ -329,7 +330,16 @@ def river_reference(log: EventLog, cfg: Config, *, use_ratings: bool) -> dict[st
 
 def numpy_itemknn_reference(log: EventLog, cfg: Config) -> dict[str, Any]:
     """Item-kNN with recency weights and the popularity fallback, one event at a time in plain NumPy."""
-    window, depth, decay, k = 50, 20, 0.9, cfg.k
+    from models.itemknn import ItemKNN
+
+    defaults = ItemKNN()  # the same hyperparameters as the model it is compared with
+    window, depth, decay, alpha, k = (
+        defaults.window,
+        defaults.history_for_scoring,
+        defaults.decay,
+        defaults.alpha,
+        cfg.k,
+    )
     users, items = log.users.tolist(), log.items.tolist()
     uid: dict[str, int] = {}
     iid: dict[str, int] = {i: n for n, i in enumerate(dict.fromkeys(log.catalogue_items.tolist()))}
@@ -338,7 +348,7 @@ def numpy_itemknn_reference(log: EventLog, cfg: Config) -> dict[str, Any]:
     n_items = len(iid)
     cooc = np.zeros((n_items, n_items), dtype=np.float32)
     counts = np.zeros(n_items, dtype=np.float32)
-    inv = np.zeros(n_items, dtype=np.float32)  # counts ** -0.5
+    inv = np.zeros(n_items, dtype=np.float32)  # counts ** -alpha
     pop = np.zeros(n_items, dtype=np.float32)
     recency = (decay ** np.arange(depth)).astype(np.float32)
     hist: list[list[int]] = []
@@ -380,7 +390,7 @@ def numpy_itemknn_reference(log: EventLog, cfg: Config) -> dict[str, Any]:
                 cooc[h, j] += 1.0
                 cooc[j, h] += 1.0
             counts[j] += 1.0
-            inv[j] = counts[j] ** -0.5
+            inv[j] = counts[j] ** -alpha
             h.insert(0, j)
             del h[window:]
         done += 1

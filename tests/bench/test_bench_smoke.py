@@ -39,7 +39,7 @@ def test_offline_tiny() -> None:
     result = offline.run(cfg)
     syn = result["synthetic"]
     assert syn["models"]["isgd"]["run"]["events_per_s"] > 0
-    assert "skipped" in syn["models"]["biased_mf"]  # no ratings in the synthetic stream
+    assert syn["models"]["biased_mf"]["run"]["events_per_s"] > 0  # it learns clicks as picks too
     assert syn["river"]["extrapolated"] is True and syn["river"]["events_per_s"] > 0
     assert syn["numpy_per_event"]["events"] > 0
     if "movielens" in result:  # the data set is found through STREAMREC_DATA_DIR (tests/conftest.py)
@@ -52,7 +52,7 @@ def test_offline_tiny() -> None:
             assert ref["hr"] == pytest.approx(knn["median_run"]["hr"], abs=0.01)
         assert [t["target"].split(",")[1].strip() for t in result["targets"]] == ["popularity", "itemknn"]
     text = offline.markdown(result)
-    assert "isgd" in text and "skipped" in text
+    assert "isgd" in text and "biased_mf" in text
     json.dumps(result)  # JSON-ready apart from NaN handling done by write_json
 
 
@@ -102,7 +102,8 @@ def test_scale_tiny() -> None:
     (fig,) = result["sizes"]
     assert fig["ann"][0]["recall"] > 0.8
     assert fig["ann_incremental"]["add_1000_items_s"] >= 0
-    assert result["state"]["models"]["isgd"]["bytes_per_item"] == 40.0  # 10 float32 factors (default n_factors)
+    # 10 float32 factors (default n_factors), their Adagrad sums, the bias and its sum, ...
+    assert result["state"]["models"]["isgd"]["bytes_per_item"] >= 40.0
     assert result["targets"][0]["ok"] is None  # 1M items not in this run
     assert "recall" in scale.markdown(result)
 
