@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from streamrec.settings import Settings
+from streamrec.settings import DEFAULT_MODELS, Settings
 
 __all__ = ["main"]
 
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="a JSON-lines, CSV or MovieLens u.data file")
     p.add_argument("--movielens", action="store_true", help="replay MovieLens 100K (catalogue first)")
     p.add_argument("--format", choices=["jsonl", "csv", "movielens"], default=None)
-    p.add_argument("--models", default="popularity,itemknn", help="models the worker runs")
+    p.add_argument("--models", default=DEFAULT_MODELS, help=f"models the worker runs (default {DEFAULT_MODELS})")
     p.add_argument("--model", default=None, help="model whose lists are scored (default: the last of --models)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--rate", type=float, default=2000.0, help="events per second (default 2000)")

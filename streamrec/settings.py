@@ -22,7 +22,7 @@ from pathlib import Path
 from streamrec.events import Limits
 from streamrec.security import Security, redact_url
 
-__all__ = ["Settings", "cache_dir", "limit_torch_threads"]
+__all__ = ["DEFAULT_MODELS", "Settings", "cache_dir", "limit_torch_threads"]
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -38,6 +38,13 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+#: The worker's models unless ``STREAMREC_MODELS`` says otherwise: the per-event backtests'
+#: best model that runs at the live rate and shares its state (``sasrec``), item-kNN beside it
+#: (exact when scaled out, and the reasons "because you interacted with X"), and popularity,
+#: the fallback for users without history. The first model after popularity serves the plain key.
+DEFAULT_MODELS = "popularity,sasrec,itemknn"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the worker, the producers and the CLI need to know."""
@@ -47,8 +54,8 @@ class Settings:
     app_id: str = "streamrec"
     topic_prefix: str = "streamrec"
     topic_partitions: int = 1
-    models: tuple[str, ...] = ("popularity", "itemknn")
-    default_model: str = "itemknn"
+    models: tuple[str, ...] = ("popularity", "sasrec", "itemknn")
+    default_model: str = "sasrec"
     top_n: int = 20
     batch_size: int = 1000
     batch_within: float = 0.05
@@ -71,7 +78,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read settings from ``env`` (default: ``os.environ``)."""
         env = os.environ if env is None else env
-        models = _split(env.get("STREAMREC_MODELS", "popularity,itemknn"))
+        models = _split(env.get("STREAMREC_MODELS", DEFAULT_MODELS))
         if not models:
             raise ValueError("STREAMREC_MODELS names no model")
         default = env.get("STREAMREC_DEFAULT_MODEL") or next((m for m in models if m != "popularity"), models[0])

@@ -57,7 +57,7 @@ def test_movielens_format_slice_gets_fresh_lists_without_seen_items(running_work
         client.close()
     assert all(lists.values()), f"users without a list: {[u for u, v in lists.items() if v is None][:10]}"
     for user, rec in lists.items():
-        assert rec.model == "itemknn"
+        assert rec.model == settings.default_model
         assert len(rec.items) == settings.top_n
         assert not seen[user] & set(rec.items), f"user {user} was recommended seen items"
         assert rec.event_ts == newest[user], f"user {user}: list reflects {rec.event_ts}, newest event {newest[user]}"
