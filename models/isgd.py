@@ -9,7 +9,7 @@ import numpy as np
 from models.base import Interactions, OnlineRecommender
 from models.negatives import NegativeSampler
 from models.rowsgd import adagrad_norm_step, sum_rows
-from models.scoring import dot_scores
+from models.scoring import dot_scores, rows_or_mean
 
 __all__ = ["ISGD", "RowInitializer", "scatter_add_capped"]
 
@@ -226,15 +226,9 @@ class ISGD(OnlineRecommender):
     # -- scoring ----------------------------------------------------------------------
 
     def _user_vectors(self, u: np.ndarray) -> np.ndarray:
-        if (u >= 0).all():
-            return self._p[u]
-        vectors = np.zeros((len(u), self.n_factors), dtype=np.float32)
-        known = u >= 0
-        vectors[known] = self._p[u[known]]
-        if self.user_index.n_live:
-            p = self._p[: self.n_users]
-            vectors[~known] = (p[self.user_index.live_mask()] if self.user_index.n_free else p).mean(axis=0)
-        return vectors
+        """User vectors; unknown users (``-1``) get the mean vector of the live users."""
+        live = self.user_index.live_mask() if self.user_index.n_free else None
+        return rows_or_mean(self._p[: self.n_users], u, live)
 
     def _score(self, u: np.ndarray) -> np.ndarray:
         n = self.n_items

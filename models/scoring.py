@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["dot_scores"]
+__all__ = ["dot_scores", "rows_or_mean"]
 
 
 def dot_scores(users: np.ndarray, items: np.ndarray, item_bias: np.ndarray | None = None) -> np.ndarray:
@@ -43,3 +43,27 @@ def dot_scores(users: np.ndarray, items: np.ndarray, item_bias: np.ndarray | Non
     if item_bias is not None:
         out += np.asarray(item_bias, dtype=np.float64)
     return out.astype(np.float32)
+
+
+def rows_or_mean(table: np.ndarray, rows: np.ndarray, live: np.ndarray | None) -> np.ndarray:
+    """``table[rows]``, with the mean of the ``live`` rows where a row is ``-1`` (an unknown user).
+
+    ``live`` is a boolean mask over ``table``'s first rows (``None``: all of
+    them are live; an empty selection gives zeros). Factor models score users
+    they have never seen with the average user.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rows_or_mean(np.array([[1.0, 0.0], [3.0, 2.0]]), np.array([1, -1]), None).tolist()
+    [[3.0, 2.0], [2.0, 1.0]]
+    """
+    if (rows >= 0).all():
+        return table[rows]
+    out = np.zeros((len(rows), table.shape[1]), dtype=table.dtype)
+    known = rows >= 0
+    out[known] = table[rows[known]]
+    pool = table if live is None else table[: len(live)][live]
+    if len(pool):
+        out[~known] = pool.mean(axis=0)
+    return out
