@@ -48,6 +48,7 @@ import torch
 from torch.nn import functional
 
 from models.base import Interactions, OnlineRecommender
+from models.devices import resolve_device
 from models.scoring import dot_scores
 from models.sharing import id_rows
 from models.torch_mf import _ensure_rows
@@ -286,7 +287,7 @@ class SASRec(OnlineRecommender):
 
     def _init_state(self) -> None:
         super()._init_state()
-        self._device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._device = resolve_device(self.device)
         self._gen = torch.Generator(device="cpu")
         self._gen.manual_seed(self.seed)
         d, length = self.n_factors, self.max_len

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from models.base import Interactions, OnlineRecommender
+from models.devices import resolve_device
 from models.negatives import NegativeSampler
 from models.rowsgd import EPS, adagrad_step, sum_rows
 from models.scoring import dot_scores
@@ -141,10 +142,7 @@ class TorchBPR(OnlineRecommender):
 
     def _init_state(self) -> None:
         super()._init_state()
-        if self.device is None:
-            self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            self._device = torch.device(self.device)
+        self._device = resolve_device(self.device)
         self._gen = torch.Generator(device="cpu")
         self._gen.manual_seed(self.seed)
         self._negatives = NegativeSampler(self.neg_popularity, seed=self.seed)

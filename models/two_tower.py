@@ -22,6 +22,7 @@ import scipy.sparse as sp
 import torch
 
 from models.base import ContextT, Interactions, OnlineRecommender
+from models.devices import resolve_device
 from models.ids import IdIndex
 from models.scoring import dot_scores
 from models.sharing import ItemDelta, id_rows
@@ -297,10 +298,7 @@ class TwoTower(OnlineRecommender):
 
     def _init_state(self) -> None:
         super()._init_state()
-        if self.device is None:
-            self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            self._device = torch.device(self.device)
+        self._device = resolve_device(self.device)
         d, dev = self.n_factors, self._device
         self._gen = torch.Generator(device="cpu")
         self._gen.manual_seed(self.seed)

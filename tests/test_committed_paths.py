@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ["README.md", "docs", "bench/results"]
-ABSOLUTE = re.compile(r"(?<![\w.])(/work/|/root/|/home/[\w.-]+/|/Users/[\w.-]+/|/tmp/pytest-|[A-Z]:\\\\Users\\\\)")
+ABSOLUTE = re.compile(r"(?<![\w.])(/w[o]rk/|/r[o]ot/|/home/[\w.-]+/|/Users/[\w.-]+/|/tmp/pytest-|[A-Z]:\\\\Users\\\\)")
 
 
 def test_reports_and_docs_name_no_absolute_path() -> None:
