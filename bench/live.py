@@ -95,7 +95,8 @@ def _preload(settings: Settings, stream: SyntheticStream, n: int) -> float:
         return publisher.publish(stream.events(n), total=n, progress=False).events_per_second
 
 
-def _bare_faust(settings: Settings, n: int, log: Path) -> dict[str, float]:
+def _bare_faust(settings: Settings, n: int, log: Path, consumers: int = 1) -> dict[str, float]:
+    """Drain rate of ``consumers`` bare Faust agents (consume only) in one group; logs beside ``log``."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
@@ -108,18 +109,23 @@ def _bare_faust(settings: Settings, n: int, log: Path) -> dict[str, float]:
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     cmd = [sys.executable, "-m", "faust", "-A", "bench.bare_faust", "worker", "--without-web", "-l", "warn"]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    procs = []
+    for j in range(consumers):
+        path = log if consumers == 1 else log.with_name(f"{log.stem}-{j}{log.suffix}")
+        with open(path, "ab") as out:
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env))
     client = RecsClient(settings.redis_url or "", settings.key_prefix)
     try:
-        return _drain_rate(client, n, lambda: proc.poll() is None)
+        return _drain_rate(client, n, lambda: all(p.poll() is None for p in procs))
     finally:
         client.close()
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def _worker_drain(settings: Settings, n: int, log: Path) -> dict[str, float]:

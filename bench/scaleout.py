@@ -24,9 +24,6 @@ holds the whole item state and ``1/n`` of the users.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -34,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import md_table, percentiles, target
-from bench.live import _drain_rate, _preload, _settings
+from bench.live import _bare_faust, _drain_rate, _preload, _settings
 from producers.publisher import EventPublisher
 from producers.synthetic import SyntheticStream
 from streamrec.services import LocalServices
@@ -66,37 +63,6 @@ def config(quick: bool = False) -> Config:
     if quick:
         return Config(drain_events=10_000, freshness_seconds=4.0)
     return Config()
-
-
-def _bare(settings: Settings, n_consumers: int, n_events: int, folder: Path) -> dict[str, float]:
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-        "REDIS_URL": settings.redis_url or "",
-        "BENCH_APP_ID": settings.app_id,
-        "BENCH_TOPIC": settings.topic("interactions"),
-        "BENCH_STATS_KEY": f"{settings.key_prefix}:stats",
-        "STREAMREC_BATCH_SIZE": str(settings.batch_size),
-        "STREAMREC_BATCH_WITHIN": str(settings.batch_within),
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-    }
-    cmd = [sys.executable, "-m", "faust", "-A", "bench.bare_faust", "worker", "--without-web", "-l", "warn"]
-    procs = []
-    for j in range(n_consumers):
-        with open(folder / f"bare-{settings.app_id}-{j}.log", "ab") as out:
-            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env))
-    client = RecsClient(settings.redis_url or "", settings.key_prefix)
-    try:
-        return _drain_rate(client, n_events, lambda: all(p.poll() is None for p in procs))
-    finally:
-        client.close()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def _workers(settings: Settings, n: int, folder: Path, tag: str) -> list[WorkerProcess]:
@@ -208,7 +174,9 @@ def run(cfg: Config) -> dict[str, Any]:
                 stream = SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=1)
                 bare_settings = _settings(base, f"bare{n}-{tag}", cfg, folder)
                 _preload(bare_settings, stream, cfg.drain_events)
-                bare = _bare(bare_settings, n, cfg.drain_events, folder)
+                bare = _bare_faust(
+                    bare_settings, cfg.drain_events, folder / f"bare-{bare_settings.app_id}.log", consumers=n
+                )
                 work_settings = _settings(base, f"work{n}-{tag}", cfg, folder)
                 _preload(
                     work_settings, SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=1), cfg.drain_events

@@ -42,6 +42,7 @@ from stream_app.state import (
     new_worker_id,
     read_partition_state,
     read_snapshot,
+    stop_reader,
     worker_slot,
     write_snapshot,
 )
@@ -372,11 +373,4 @@ class CatalogueFollower:
                 self.added += len(updates)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await stop_reader(self._task, self._consumer)

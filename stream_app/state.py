@@ -54,6 +54,7 @@ __all__ = [
     "read_partition_state",
     "read_snapshot",
     "split_record",
+    "stop_reader",
     "unpack_deltas",
     "write_snapshot",
 ]
@@ -426,14 +427,19 @@ class UpdatesFollower:
                 self.caught_up.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await stop_reader(self._task, self._consumer)
+
+
+async def stop_reader(task: asyncio.Task[None] | None, consumer: Any) -> None:
+    """Cancel a background reading ``task`` (whatever it raised) and stop its ``consumer``."""
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+    if consumer is not None:
+        await consumer.stop()
 
 
 def new_worker_id() -> str:
