@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamrec.security import Security
-from streamrec.services import LocalServices, ServiceError
+from streamrec.services import BROKER_COMMON, LocalServices, ServiceError
 
 __all__ = ["Certificates", "SecureLocalServices", "make_certificates"]
 
@@ -63,20 +63,8 @@ ssl.truststore.location={truststore}
 ssl.truststore.password={store_password}
 ssl.client.auth=none
 ssl.endpoint.identification.algorithm=https
-log.dirs={data}
-num.partitions=1
-default.replication.factor=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
-delete.topic.enable=true
-num.network.threads=2
-num.io.threads=2
-log.cleaner.dedupe.buffer.size=16777216
 """
+_SECURE_PROPERTIES += BROKER_COMMON
 
 
 @dataclass(frozen=True)

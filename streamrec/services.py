@@ -61,7 +61,9 @@ advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={data}
+"""
+#: What every local broker shares (single node, small thread pools, topics created on demand).
+BROKER_COMMON = """log.dirs={data}
 num.partitions=1
 default.replication.factor=1
 offsets.topic.replication.factor=1
@@ -75,6 +77,7 @@ num.network.threads=2
 num.io.threads=2
 log.cleaner.dedupe.buffer.size=16777216
 """
+_SERVER_PROPERTIES += BROKER_COMMON
 
 
 class ServiceError(RuntimeError):
