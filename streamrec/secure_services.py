@@ -151,6 +151,9 @@ class SecureLocalServices(LocalServices):
         keys matching ``redis_keys`` only.
     redis_keys
         Key pattern of the ACL user (e.g. ``"streamrec:*"``).
+    kafka_heap, kafka_version
+        As for :class:`~streamrec.services.LocalServices` (the version defaults to
+        ``STREAMREC_KAFKA_VERSION``, else :data:`~streamrec.services.KAFKA_VERSION`).
     """
 
     redis_scheme = "rediss"
@@ -164,8 +167,9 @@ class SecureLocalServices(LocalServices):
         redis_password: str,
         redis_keys: str = "*",
         kafka_heap: str = "512m",
+        kafka_version: str | None = None,
     ) -> None:
-        super().__init__(state_dir, kafka_heap)
+        super().__init__(state_dir, kafka_heap, kafka_version)
         for name, value in (("kafka_user", kafka_user), ("redis_user", redis_user), ("redis_keys", redis_keys)):
             if not value or any(c in value for c in " ,=[]\"'\n"):
                 raise ValueError(f"{name}={value!r}: use letters, digits, '-', '_', ':' and '*' only")

@@ -18,6 +18,7 @@ import base64
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,22 +30,44 @@ from pathlib import Path
 from streamrec.security import Security
 from streamrec.settings import Settings, cache_dir
 
-__all__ = ["KAFKA_VERSION", "Endpoints", "LocalServices", "ServiceError", "ensure_kafka_jars", "resolve_services"]
+__all__ = [
+    "KAFKA_VERSION",
+    "Endpoints",
+    "LocalServices",
+    "ServiceError",
+    "ensure_kafka_jars",
+    "kafka_log_config",
+    "kafka_pom",
+    "resolve_kafka_version",
+    "resolve_services",
+]
 
 log = logging.getLogger(__name__)
 
-KAFKA_VERSION = "3.9.1"
+#: The broker version started when neither ``STREAMREC_KAFKA_VERSION`` nor ``kafka_version=`` says otherwise.
+KAFKA_VERSION = "4.4.0"
+#: log4j 2 of the Kafka 4 jars: Kafka 4.4.0 brings log4j-api/-core 2.25.5; the pom pins all three at it.
+LOG4J2_VERSION = "2.25.5"
+_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>local.streamrec</groupId><artifactId>kafka-broker-jars</artifactId><version>1</version>
   <packaging>pom</packaging>
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{version}</version></dependency>
-    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version></dependency>
-    <dependency><groupId>ch.qos.reload4j</groupId><artifactId>reload4j</artifactId><version>1.2.25</version></dependency>
-  </dependencies>
+{logging}  </dependencies>
 </project>
 """
+# Kafka 3.x logs through slf4j 1.7 to log4j 1 (reload4j); neither is in kafka_2.13's runtime dependencies.
+_DEP = "    <dependency><groupId>{}</groupId><artifactId>{}</artifactId><version>{}</version></dependency>\n"
+_POM_LOGGING_3 = _DEP.format("org.slf4j", "slf4j-reload4j", "1.7.36") + _DEP.format(
+    "ch.qos.reload4j", "reload4j", "1.2.25"
+)
+# Kafka 4.x brings log4j-api/-core 2 and slf4j-api 1.7 but no binding: log4j-slf4j-impl is slf4j 1.x -> log4j 2.
+_POM_LOGGING_4 = "".join(
+    _DEP.format("org.apache.logging.log4j", name, LOG4J2_VERSION)
+    for name in ("log4j-api", "log4j-core", "log4j-slf4j-impl")
+)
 _LOG4J = """log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.FileAppender
 log4j.appender.file.File={logfile}
@@ -52,6 +75,20 @@ log4j.appender.file.layout=org.apache.log4j.PatternLayout
 log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka=INFO
 log4j.logger.org.apache.kafka=INFO
+"""
+_LOG4J2 = """status = warn
+name = streamrec-kafka
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {logfile}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apachekafka.name = org.apache.kafka
+logger.apachekafka.level = INFO
 """
 _SERVER_PROPERTIES = """process.roles=broker,controller
 node.id=1
@@ -145,8 +182,110 @@ def _reap(pid: int) -> None:
         pass
 
 
-def ensure_kafka_jars(version: str = KAFKA_VERSION, cache: Path | None = None) -> Path:
-    """Return the folder of Kafka broker jars, fetching them with Maven on first use."""
+def resolve_kafka_version(version: str | None = None) -> str:
+    """The broker version to run: ``version``, else ``STREAMREC_KAFKA_VERSION``, else :data:`KAFKA_VERSION`.
+
+    Parameters
+    ----------
+    version
+        An explicit version (``LocalServices(kafka_version=...)``); ``None`` or empty reads the environment.
+
+    Returns
+    -------
+    str
+        ``MAJOR.MINOR.PATCH`` of an Apache Kafka release, 3.x or later.
+
+    Raises
+    ------
+    ValueError
+        When the version is not ``MAJOR.MINOR.PATCH`` or older than 3.
+
+    Examples
+    --------
+    >>> resolve_kafka_version("3.9.1")
+    '3.9.1'
+    >>> resolve_kafka_version("4.4")
+    Traceback (most recent call last):
+    ...
+    ValueError: Kafka version '4.4': expected MAJOR.MINOR.PATCH of a 3.x or later release, e.g. 4.4.0
+    """
+    chosen = version or os.environ.get("STREAMREC_KAFKA_VERSION") or KAFKA_VERSION
+    if not _VERSION.fullmatch(chosen) or _major(chosen) < 3:
+        raise ValueError(
+            f"Kafka version {chosen!r}: expected MAJOR.MINOR.PATCH of a 3.x or later release, e.g. {KAFKA_VERSION}"
+        )
+    return chosen
+
+
+def _major(version: str) -> int:
+    return int(version.split(".", 1)[0])
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def kafka_pom(version: str) -> str:
+    """The Maven pom whose runtime dependencies are a Kafka broker of ``version`` and its logging backend.
+
+    Kafka 3.x logs through slf4j 1.7 to log4j 1 (here reload4j); Kafka 4.x
+    through slf4j 1.7 to log4j 2, whose slf4j binding its jars lack.
+
+    Examples
+    --------
+    >>> "slf4j-reload4j" in kafka_pom("3.9.1"), "log4j-slf4j-impl" in kafka_pom("3.9.1")
+    (True, False)
+    >>> pom = kafka_pom("4.4.0")
+    >>> "<version>4.4.0</version>" in pom, "log4j-slf4j-impl</artifactId><version>2.25.5<" in pom
+    (True, True)
+    >>> "reload4j" in pom
+    False
+    """
+    logging_deps = _POM_LOGGING_3 if _major(version) < 4 else _POM_LOGGING_4
+    return _POM.format(version=version, logging=logging_deps)
+
+
+def kafka_log_config(version: str, kdir: Path) -> tuple[Path, str, str]:
+    """How a broker of ``version`` whose folder is ``kdir`` logs to ``kdir/logs/server.log`` (never stdout).
+
+    Returns
+    -------
+    tuple of (Path, str, str)
+        The configuration file to write (in ``kdir``), its text, and the JVM
+        option that points the broker at it: log4j 1 properties for 3.x,
+        log4j 2 properties for 4.x.
+
+    Examples
+    --------
+    >>> from pathlib import PurePosixPath
+    >>> path, text, option = kafka_log_config("4.4.0", PurePosixPath("/k"))
+    >>> str(path), option
+    ('/k/log4j2.properties', '-Dlog4j2.configurationFile=/k/log4j2.properties')
+    >>> "appender.file.fileName = /k/logs/server.log" in text
+    True
+    >>> path, text, option = kafka_log_config("3.9.1", PurePosixPath("/k"))
+    >>> option, "log4j.appender.file.File=/k/logs/server.log" in text
+    ('-Dlog4j.configuration=file:/k/log4j.properties', True)
+    """
+    logfile = kdir / "logs" / "server.log"
+    if _major(version) < 4:
+        path = kdir / "log4j.properties"
+        return path, _LOG4J.format(logfile=logfile), f"-Dlog4j.configuration=file:{path}"
+    path = kdir / "log4j2.properties"
+    return path, _LOG4J2.format(logfile=logfile), f"-Dlog4j2.configurationFile={path}"
+
+
+def ensure_kafka_jars(version: str | None = None, cache: Path | None = None) -> Path:
+    """Return the folder of Kafka broker jars, fetching them with Maven on first use.
+
+    Parameters
+    ----------
+    version
+        The broker version (default: :func:`resolve_kafka_version`).
+    cache
+        The cache folder (default: the project's); the jars go to ``cache/kafka-<version>/libs``.
+    """
+    version = resolve_kafka_version(version)
     root = (cache or cache_dir()) / f"kafka-{version}"
     libs = root / "libs"
     marker = root / ".complete"
@@ -158,7 +297,7 @@ def ensure_kafka_jars(version: str = KAFKA_VERSION, cache: Path | None = None) -
             "Maven (mvn) is not installed: it fetches the Kafka broker jars. Install maven, or set KAFKA_BOOTSTRAP_SERVERS to an existing broker."
         )
     root.mkdir(parents=True, exist_ok=True)
-    (root / "pom.xml").write_text(_POM.format(version=version))
+    (root / "pom.xml").write_text(kafka_pom(version))
     tmp = root / "libs.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("fetching Kafka %s jars with Maven into %s", version, libs)
@@ -207,6 +346,9 @@ class LocalServices:
         Where configuration, data, logs and PIDs live.
     kafka_heap
         ``-Xmx`` of the broker JVM.
+    kafka_version
+        The Apache Kafka release to run (3.x or 4.x); default ``STREAMREC_KAFKA_VERSION``, else
+        :data:`KAFKA_VERSION`. A broker that already runs under ``state_dir`` is reused whatever its version.
 
     Subclasses change how the services are configured through
     :meth:`_server_properties`, :meth:`_format_options`, :meth:`_redis_options`,
@@ -217,9 +359,12 @@ class LocalServices:
     #: URL scheme of the Redis endpoint (``rediss`` for TLS).
     redis_scheme = "redis"
 
-    def __init__(self, state_dir: str | Path | None = None, kafka_heap: str = "512m") -> None:
+    def __init__(
+        self, state_dir: str | Path | None = None, kafka_heap: str = "512m", kafka_version: str | None = None
+    ) -> None:
         self.state_dir = Path(state_dir) if state_dir else cache_dir() / "services"
         self.kafka_heap = kafka_heap
+        self.kafka_version = resolve_kafka_version(kafka_version)
         self._state_file = self.state_dir / "services.json"
 
     # -- state ----------------------------------------------------------------------
@@ -279,6 +424,11 @@ class LocalServices:
             state["kafka"] = self._start_kafka()
             self._write_state(state)
             started_kafka = True
+        elif state["kafka"].get("version", self.kafka_version) != self.kafka_version:
+            log.warning(
+                "reusing the Kafka %s broker already running under %s, not %s (`streamrec services down` stops it)",
+                state["kafka"]["version"], self.state_dir, self.kafka_version,
+            )  # fmt: skip
         if not self._redis_running(state):
             state["redis"] = self._start_redis()
             self._write_state(state)
@@ -335,9 +485,10 @@ class LocalServices:
             raise ServiceError(
                 "java is not installed (Kafka needs Java 17): install a JDK, or set KAFKA_BOOTSTRAP_SERVERS."
             )
-        libs = ensure_kafka_jars()
+        libs = ensure_kafka_jars(self.kafka_version)
         kdir = self.state_dir / "kafka"
         (kdir / "logs").mkdir(parents=True, exist_ok=True)
+        self._check_data_version(kdir)
         port = port or _free_port()
         cport = cport or _free_port()
         while cport == port:
@@ -345,12 +496,11 @@ class LocalServices:
         props = kdir / "server.properties"
         props.touch(mode=0o600)  # it may hold passwords
         props.write_text(self._server_properties(port, cport, kdir))
-        log4j = kdir / "log4j.properties"
-        log4j.write_text(_LOG4J.format(logfile=kdir / "logs" / "server.log"))
+        log_config, log_text, log_option = kafka_log_config(self.kafka_version, kdir)
+        log_config.write_text(log_text)
         jvm = [
             "-Xms256m", f"-Xmx{self.kafka_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true", f"-Dkafka.logs.dir={kdir / 'logs'}",
-            f"-Dlog4j.configuration=file:{log4j}",
+            "-Djava.awt.headless=true", f"-Dkafka.logs.dir={kdir / 'logs'}", log_option,
         ]  # fmt: skip
         classpath = f"{libs}/*"
         cluster_file = kdir / "cluster.id"
@@ -365,6 +515,7 @@ class LocalServices:
         )  # fmt: skip
         if fmt.returncode != 0:
             raise ServiceError(f"formatting Kafka storage failed:\n{fmt.stdout[-1500:]}{fmt.stderr[-1500:]}")
+        (kdir / "data-version").write_text(self.kafka_version)  # no newer release ran on it (checked above)
         out = open(kdir / "logs" / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             [java, *jvm, "-cp", classpath, "kafka.Kafka", str(props)],
@@ -375,9 +526,23 @@ class LocalServices:
             "pid": proc.pid,
             "port": port,
             "controller_port": cport,
+            "version": self.kafka_version,
             "log": str(kdir / "logs" / "server.log"),
             "started_at": time.time(),
         }
+
+    def _check_data_version(self, kdir: Path) -> None:
+        """Refuse data that a newer minor release ran on: an older broker may not know its metadata version."""
+        version_file = kdir / "data-version"
+        if not version_file.exists():
+            return
+        newest = version_file.read_text().strip()
+        if _VERSION.fullmatch(newest) and _version_tuple(newest)[:2] > _version_tuple(self.kafka_version)[:2]:
+            raise ServiceError(
+                f"the Kafka data in {kdir / 'data'} was last used by Kafka {newest}, which an older broker "
+                f"({self.kafka_version}) may not read: set STREAMREC_KAFKA_VERSION={newest}, use another state "
+                f"folder, or remove {kdir / 'data'} and {version_file} to start empty"
+            )
 
     def _wait_kafka(self, k: dict, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from streamrec.cli import main
-from streamrec.services import KAFKA_VERSION, LocalServices
+from streamrec.services import LocalServices, resolve_kafka_version
 from streamrec.settings import cache_dir
 from streamrec.store import KeyLayout, RecList
 
@@ -33,7 +33,7 @@ def test_up_is_idempotent_and_down_stops_only_its_own(tmp_path, service_settings
 
 def test_read_commands_find_the_services_left_running(tmp_path, monkeypatch, capsys) -> None:
     """``streamrec recs`` and ``status`` use what ``services up`` (or the demo) started, from its state file."""
-    jars = cache_dir() / f"kafka-{KAFKA_VERSION}"
+    jars = cache_dir() / f"kafka-{resolve_kafka_version()}"  # STREAMREC_KAFKA_VERSION, else the default
     cache = tmp_path / "cache"
     cache.mkdir()
     if jars.is_dir():  # reuse the fetched broker jars instead of fetching them again
