@@ -38,6 +38,28 @@ async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> Non
         await worker.partitions_revoked(_partitions(revoked))
 
 
+_faust_revoked = app._on_partitions_revoked
+
+
+async def _revoked_while_stopping(revoked: Any) -> None:
+    """A rebalance during a clean stop: commit now, while the partitions are still this worker's.
+
+    Faust sends no revocation signal once the app is stopping: it closes its
+    consumer and lets the group go on, so another worker may restore these
+    partitions before the agent's final commit. That commit would then hand
+    over state the new owner never reads, and offsets it already replays
+    from: events learned twice. Committing here, before this member rejoins,
+    and never again afterwards, keeps the hand-over exact.
+    """
+    if app.should_stop:
+        for worker in _workers:
+            await worker.partitions_lost_while_stopping(_partitions(revoked))
+    await _faust_revoked(revoked)
+
+
+app._on_partitions_revoked = _revoked_while_stopping  # type: ignore[method-assign]  # the consumer is made later
+
+
 @app.on_partitions_assigned.connect
 async def on_partitions_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
     """Restore the users of partitions new to this worker before their events are processed."""

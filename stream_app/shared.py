@@ -40,7 +40,7 @@ from stream_app.state import (
     StateWriter,
     UpdatesFollower,
     new_worker_id,
-    read_partition_state,
+    read_partitions_state,
     read_snapshot,
     stop_reader,
     worker_slot,
@@ -88,6 +88,7 @@ class SharedState:
         self._unsent: list[dict[str, ItemDelta]] = []  # increments of commits that failed: sent with the next
         self._suspended: set[int] = set()  # revoked, users kept until the new assignment says
         self._commit_lock = asyncio.Lock()  # one transaction at a time
+        self.handed_over = False  # a rebalance took the partitions during a stop: no commit after it
         self._last_snapshot = time.monotonic()
         #: what sharing cost this worker so far (the stream app adds them to its counters)
         self.counters: dict[str, float] = {
@@ -162,9 +163,12 @@ class SharedState:
         if gone:
             async with self.lock:
                 self._drop(gone)
-        for p in sorted(wanted - self.owned):
-            self.owned.add(p)
-            self._restoring[p] = asyncio.create_task(self._restore(p))
+        new = sorted(wanted - self.owned)
+        if new:
+            self.owned.update(new)
+            task = asyncio.create_task(self._restore(new))  # one reader for every new partition
+            for p in new:
+                self._restoring[p] = task
 
     async def ready(self, partitions: Iterable[int]) -> None:
         """Wait until the users of ``partitions`` are restored (before processing their events)."""
@@ -172,31 +176,35 @@ class SharedState:
         if tasks:
             await asyncio.gather(*tasks)
 
-    async def _restore(self, partition: int) -> None:
+    async def _restore(self, partitions: list[int]) -> None:
         started = time.perf_counter()
-        state = await read_partition_state(self.settings, partition)
+        states = await read_partitions_state(self.settings, partitions)
         by_model: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.models}
-        for user, doc in state.users.items():
-            for name, record in doc.get("models", {}).items():
-                if name in by_model:
-                    by_model[name][user] = record
-            self.user_partition[user] = partition
+        for partition, state in states.items():
+            for user, doc in state.users.items():
+                for name, record in doc.get("models", {}).items():
+                    if name in by_model:
+                        by_model[name][user] = record
+                self.user_partition[user] = partition
         async with self.lock:
             for name, records in by_model.items():
                 if records:
                     self.models[name].import_users(UserStates.from_records(name, records))
-        for topic in self.event_topics:
-            if topic in state.offsets:
-                self.applied.setdefault(topic, {})[partition] = state.offsets[topic]
-        self.counters["restored_users"] += len(state.users)
-        self._restoring.pop(partition, None)
-        log.info(
-            "partition %d restored: %d users, offsets %s (%.2f s)",
-            partition,
-            len(state.users),
-            state.offsets,
-            time.perf_counter() - started,
-        )
+        for partition, state in states.items():
+            for topic in self.event_topics:
+                if topic in state.offsets:
+                    self.applied.setdefault(topic, {})[partition] = state.offsets[topic]
+            self.counters["restored_users"] += len(state.users)
+            self._restoring.pop(partition, None)
+        seconds = time.perf_counter() - started
+        for partition, state in states.items():
+            log.info(
+                "partition %d restored: %d users, offsets %s (%.2f s)",
+                partition,
+                len(state.users),
+                state.offsets,
+                seconds,
+            )
 
     async def revoke(self, partitions: Iterable[int]) -> None:
         """Faust's callback: commit everything learned; the users stay until the new assignment is known."""
@@ -210,6 +218,16 @@ class SharedState:
                 self.owned.discard(p)  # never restored: nothing to keep or commit
         await self.commit()
         self._suspended |= gone & self.owned
+
+    async def hand_over(self, partitions: Iterable[int]) -> None:
+        """A last commit of everything learned, after which this worker writes no state (it is stopping).
+
+        Events handled after it (the last batch of a stop) are replayed by the
+        partitions' next owner from the offsets committed here.
+        """
+        if set(partitions) & self.owned:
+            await self.commit()
+        self.handed_over = True
 
     def _drop(self, partitions: set[int]) -> None:
         """Forget the users of ``partitions`` (their new owner restores them from the changelog)."""
@@ -251,6 +269,8 @@ class SharedState:
             return await self._commit()
 
     async def _commit(self) -> int:
+        if self.handed_over:
+            return 0  # the partitions went to other workers during a stop: they replay what came after
         snapshot_due = 0 in self.owned and time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval
         async with self.lock:
             started = time.perf_counter()

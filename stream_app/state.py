@@ -52,6 +52,7 @@ __all__ = [
     "UpdatesFollower",
     "pack_deltas",
     "read_partition_state",
+    "read_partitions_state",
     "read_snapshot",
     "split_record",
     "stop_reader",
@@ -180,36 +181,90 @@ class PartitionState:
     offsets: dict[str, int]  # event topic -> next offset not in the state
 
 
-async def read_partition_state(settings: Settings, partition: int, timeout: float = 60.0) -> PartitionState:
-    """Read partition ``partition`` of the changelog to its end (committed records only)."""
+#: How long a restore waits for a transaction on the changelog to be settled before reading it.
+SETTLE_SECONDS = 3.0
+
+
+async def _settled_ends(consumer: Any, everything: Any, tps: list[Any], wait: float) -> dict[Any, int]:
+    """The ``read_committed`` end of each partition, once no transaction on it is still being settled.
+
+    A commit's transaction is acknowledged to the worker that wrote it before
+    the broker has written its commit markers to every partition; until it
+    has, a ``read_committed`` reader stops before the transaction's records.
+    A new owner that read the changelog then would miss the previous owner's
+    last commit (its revocation commit: the users and offsets marker it
+    handed over) while the group's offsets or the item increments of the same
+    transaction may already show. So the reader waits (at most ``wait``
+    seconds) until the stable end reaches the log end: the markers are
+    written. What stays open longer is the transaction of a worker that died
+    mid-commit; it is aborted by the broker and must not be read anyway.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        stable = await consumer.end_offsets(tps)
+        high = await everything.end_offsets(tps)
+        if all(stable[tp] >= high[tp] for tp in tps) or time.monotonic() >= deadline:
+            if not all(stable[tp] >= high[tp] for tp in tps):
+                log.info(
+                    "changelog partitions %s hold an open transaction (a worker that died mid-commit): read "
+                    "up to its start",
+                    sorted(tp.partition for tp in tps if stable[tp] < high[tp]),
+                )
+            return stable
+        await asyncio.sleep(0.05)
+
+
+async def read_partitions_state(
+    settings: Settings, partitions: Iterable[int], timeout: float = 60.0, settle: float = SETTLE_SECONDS
+) -> dict[int, PartitionState]:
+    """Read partitions ``partitions`` of the changelog to their end (committed records only), with one consumer.
+
+    Only each user's newest record is decoded: the log holds every commit's
+    copy until compaction removes the older ones.
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    tp = TopicPartition(settings.state_topic("user-state"), partition)
-    consumer = AIOKafkaConsumer(
-        group_id=None, enable_auto_commit=False, isolation_level="read_committed", **_client_kwargs(settings)
-    )
-    await consumer.start()
-    users: dict[str, dict[str, Any]] = {}
-    offsets: dict[str, int] = {}
+    wanted = sorted(set(partitions))
+    if not wanted:
+        return {}
+    tps = [TopicPartition(settings.state_topic("user-state"), p) for p in wanted]
+    kwargs = {"group_id": None, "enable_auto_commit": False, **_client_kwargs(settings)}
+    consumer = AIOKafkaConsumer(isolation_level="read_committed", **kwargs)
+    everything = AIOKafkaConsumer(**kwargs)
+    await asyncio.gather(consumer.start(), everything.start())
+    raw: dict[int, dict[bytes, bytes | None]] = {p: {} for p in wanted}
+    markers: dict[int, bytes] = {}
     try:
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        await _seek_start(consumer, tp)
+        consumer.assign(tps)
+        end = await _settled_ends(consumer, everything, tps, settle)
+        await _seek_start(consumer, *tps)
         deadline = time.monotonic() + timeout
-        while await consumer.position(tp) < end:
+        todo = [tp for tp in tps if end[tp] > 0]
+        while todo:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {tp} took over {timeout:.0f} s")
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-            for message in batch.get(tp, []):
-                if message.key == OFFSETS_KEY:
-                    offsets = orjson.loads(message.value)
-                elif message.value is None:
-                    users.pop(message.key.decode(), None)  # a tombstone: the user was forgotten
-                else:
-                    users[message.key.decode()] = orjson.loads(message.value)
+                raise TimeoutError(f"reading {todo} took over {timeout:.0f} s")
+            batch = await consumer.getmany(*todo, timeout_ms=500, max_records=20_000)
+            for tp, messages in batch.items():
+                users = raw[tp.partition]
+                for message in messages:
+                    if message.key == OFFSETS_KEY:
+                        markers[tp.partition] = message.value
+                    else:
+                        users[message.key] = message.value  # None: a tombstone, the user was forgotten
+            todo = [tp for tp in todo if await consumer.position(tp) < end[tp]]
     finally:
-        await consumer.stop()
-    return PartitionState(users, {t: int(o) for t, o in offsets.items()})
+        await asyncio.gather(consumer.stop(), everything.stop())
+    out = {}
+    for p in wanted:
+        users = {key.decode(): orjson.loads(value) for key, value in raw[p].items() if value is not None}
+        offsets = orjson.loads(markers[p]) if p in markers else {}
+        out[p] = PartitionState(users, {t: int(o) for t, o in offsets.items()})
+    return out
+
+
+async def read_partition_state(settings: Settings, partition: int, timeout: float = 60.0) -> PartitionState:
+    """Read partition ``partition`` of the changelog to its end (committed records only)."""
+    return (await read_partitions_state(settings, [partition], timeout))[partition]
 
 
 class StateWriter:
@@ -542,8 +597,7 @@ async def rebuild_models(settings: Settings, names: Iterable[str], partitions: i
         for name, delta in deltas.items():
             if name in built:
                 built[name].apply_item_delta(delta)
-    for p in range(partitions):
-        state = await read_partition_state(settings, p)
+    for state in (await read_partitions_state(settings, range(partitions))).values():
         for name, model in built.items():
             records = {u: doc["models"][name] for u, doc in state.users.items() if name in doc.get("models", {})}
             if records:

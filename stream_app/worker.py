@@ -203,6 +203,12 @@ class StreamWorker:
             self._since_checkpoint = 0
             self._last_checkpoint = time.monotonic()
 
+    async def partitions_lost_while_stopping(self, partitions: set[int]) -> None:
+        """A rebalance began while this worker stops: commit what is learned, then never commit again."""
+        if self.shared is not None:
+            await self.shared.hand_over(partitions)
+            self._since_checkpoint = 0
+
     async def _add_items(self, updates: Sequence[ItemUpdate]) -> None:
         """Catalogue updates (every worker reads the whole items topic)."""
         async with self._model_lock:

@@ -29,7 +29,15 @@ import numpy as np
 from streamrec.settings import Settings
 from streamrec.store import RecsClient
 
-__all__ = ["PartitionLag", "Status", "collect_status", "format_status", "percentiles"]
+__all__ = [
+    "PartitionLag",
+    "Status",
+    "collect_status",
+    "committed_offsets",
+    "format_status",
+    "percentiles",
+    "wait_committed",
+]
 
 CONSUMED_KINDS = ("interactions", "ratings", "items", "forget")
 
@@ -120,6 +128,35 @@ def _kafka_offsets(settings: Settings) -> tuple[dict[tuple[str, int], int], dict
     finally:
         consumer.close()
     return ends, committed
+
+
+def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """The consumer group's committed offset of every partition of ``topic`` (0 where none)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        client_id="streamrec-status", group_id=settings.app_id, enable_auto_commit=False, **settings.kafka_config()
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in sorted(parts)}
+    finally:
+        consumer.close()
+
+
+def wait_committed(settings: Settings, topic: str, wanted: dict[int, int], timeout: float) -> None:
+    """Wait until the group's committed offsets of ``topic`` (committed with the state) reach ``wanted``.
+
+    Raises :class:`TimeoutError` saying where they stand when ``timeout`` seconds pass.
+    """
+    deadline = time.monotonic() + timeout
+    done: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        done = committed_offsets(settings, topic)
+        if all(done.get(p, 0) >= o for p, o in wanted.items()):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"committed offsets of {topic} did not reach {wanted} in {timeout} s: {done}")
 
 
 def collect_status(settings: Settings) -> Status:

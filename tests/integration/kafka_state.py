@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
-from kafka import KafkaConsumer, TopicPartition
 
 import models
 from streamrec.events import to_interactions
 from streamrec.settings import Settings
+from streamrec.status import committed_offsets, wait_committed
 
-
-def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """The consumer group's committed offset of every partition of ``topic`` (0 where none)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), group_id=settings.app_id)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in sorted(parts)}
-    finally:
-        consumer.close()
-
-
-def wait_committed(settings: Settings, topic: str, wanted: dict[int, int], timeout: float) -> None:
-    """Wait until the group's committed offsets (committed with the state, in one transaction) reach ``wanted``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = committed_offsets(settings, topic)
-        if all(done.get(p, 0) >= o for p, o in wanted.items()):
-            return
-        time.sleep(0.3)
-    raise TimeoutError(f"committed offsets of {topic} did not reach {wanted} in {timeout} s: {done}")
+__all__ = [
+    "assert_equals_an_uninterrupted_run",
+    "assert_same_state",
+    "committed_offsets",
+    "rebuilt",
+    "wait_committed",
+]
 
 
 def rebuilt(settings: Settings) -> dict[str, models.OnlineRecommender]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -33,6 +32,7 @@ from tests.integration.kafka_state import (
     rebuilt,
     wait_committed,
 )
+from tests.integration.publishing import PacedPublisher
 
 pytestmark = pytest.mark.integration
 
@@ -87,44 +87,36 @@ def wait_checkpoint_covers(store: CheckpointStore, topic: str, wanted: dict[int,
 
 
 def test_kill_9_repeatedly_loses_nothing_and_learns_nothing_twice(own_services, movielens_format_dir, tmp_path) -> None:
+    """Three ``kill -9`` at random points of the stream, each while a part of it is being published.
+
+    Each kill waits, on events and offsets rather than the clock, until this
+    incarnation of the worker has restored, learned and committed something
+    and a random share of the current part has been sent.
+    """
     _, base = own_services
     settings = settings_for(base, tmp_path, "kill", checkpoint_interval=1.0, topic_partitions=2)
     ensure_topics(settings)
     ratings = sorted(read_movielens_ratings(movielens_format_dir / "u.data"), key=lambda e: e.timestamp)[:20_000]
+    parts = [ratings[:4000], ratings[4000:8000], ratings[8000:12_000], ratings[12_000:]]
     log = tmp_path / "worker.log"
     worker = WorkerProcess(settings, log).start()
-    published = threading.Event()
-    kills_done = threading.Event()
-
-    def publish() -> None:
-        with EventPublisher(settings) as publisher:
-            publisher.publish(ratings[:18_000], rate=500, progress=False)  # ~36 s of stream
-            # the rest only after the last kill: every kill lands mid-stream however slow the machine
-            kills_done.wait(300)
-            publisher.publish(ratings[18_000:], rate=500, progress=False)
-        published.set()
-
-    thread = threading.Thread(target=publish)
-    thread.start()
     rng = random.Random(11)
     topic = settings.topic("ratings")
-    kills = 0
-    for _ in range(3):  # kill -9 at random points while the log is replayed
+    for part in parts[:3]:
         before = sum(committed_offsets(settings, topic).values())
-        deadline = time.monotonic() + 90
+        publishing = PacedPublisher(settings, part, rate=500).start()
+        deadline = time.monotonic() + TIMEOUT
         while sum(committed_offsets(settings, topic).values()) <= before and time.monotonic() < deadline:
             time.sleep(0.2)  # this incarnation has restored, consumed and committed something
-        time.sleep(rng.uniform(0.1, 1.5))
-        assert not published.is_set(), "the stream ended before the kills: slow the publisher"
-        worker.kill()
-        kills += 1
+        assert sum(committed_offsets(settings, topic).values()) > before, worker.log_tail()
+        publishing.wait_sent(int(len(part) * rng.uniform(0.2, 0.8)))
+        worker.kill()  # kill -9 mid-part: events published, some learned, some committed
         worker = WorkerProcess(settings, log).start()
-    kills_done.set()
-    thread.join(120)
-    assert published.is_set()
+        publishing.join()
+    with EventPublisher(settings) as publisher:
+        publisher.publish(parts[3], rate=500, progress=False)
     wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
     assert worker.stop() == 0, worker.log_tail()
-    assert kills == 3
     # every published event is in the state Kafka holds, none twice
     assert_equals_an_uninterrupted_run(rebuilt(settings), ratings)
     assert log.read_text().count("restored:") >= 3 * settings.topic_partitions

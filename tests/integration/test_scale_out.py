@@ -30,10 +30,14 @@ from tests.integration.kafka_state import (
     rebuilt,
     wait_committed,
 )
+from tests.integration.publishing import PacedPublisher
 
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 240.0
+#: Seconds within which a moved user's list must be written again after ``kill -9`` of their worker: the
+#: session timeout (6 s), the rebalance and the restore, on a machine that may be loaded (the soak measures it).
+RESUME_BOUND = 30.0
 
 
 def scale_settings(base: Settings, tag: str, partitions: int, **changes: object) -> Settings:
@@ -166,7 +170,8 @@ def test_kill_9_of_one_of_two_workers_moves_its_partitions_without_loss(
     watcher.join(90)
     topic = settings.topic("ratings")
     wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
-    assert resumed and resumed[0] <= 10.0, f"lists of moved users resumed after {resumed} s"
+    # the soak (bench/soak.py) measures how soon; here a loaded machine only has to get there
+    assert resumed and resumed[0] <= RESUME_BOUND, f"lists of moved users resumed after {resumed} s"
     # moved users' next lists come from their restored history, not a cold start
     probe = [Rating(u, "probe-item", 5.0, 2e9 + n) for n, u in enumerate(moved_users[:20])]
     with EventPublisher(settings) as publisher:
@@ -194,32 +199,39 @@ def test_kill_9_of_one_of_two_workers_moves_its_partitions_without_loss(
 
 
 def test_workers_join_and_leave_while_events_flow(isolated_settings, movielens_format_dir, tmp_path) -> None:
+    """A worker joins and the first one leaves cleanly, each while events are being published and handled.
+
+    The stream is cut where the memberships change, not by the clock: the
+    second worker starts once the first part is published, the first worker
+    is stopped while the third part is being published, and the last part
+    is published after it left. However slow the machine, events arrive before,
+    during and after each change.
+    """
     settings = scale_settings(isolated_settings, "elastic", partitions=4)
     ensure_topics(settings)
     ratings = ratings_of(movielens_format_dir, 6000)
+    parts = [ratings[:1500], ratings[1500:3000], ratings[3000:4500], ratings[4500:]]
     first = start_worker(settings, tmp_path, "a")
-    done = threading.Event()
-
-    def publish() -> None:
-        with EventPublisher(settings) as publisher:
-            publisher.publish(ratings, rate=400, progress=False)  # ~15 s
-        done.set()
-
-    thread = threading.Thread(target=publish)
-    thread.start()
-    time.sleep(3)
-    second = start_worker(settings, tmp_path, "b")  # scale out
-    deadline = time.monotonic() + 60
+    publishing = PacedPublisher(settings, parts[0] + parts[1], rate=400).start()
+    publishing.wait_sent(len(parts[0]))
+    second = start_worker(settings, tmp_path, "b")  # scale out while the second part flows
+    deadline = time.monotonic() + TIMEOUT
     while not owned_partitions(tmp_path / "b.log") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert owned_partitions(tmp_path / "b.log"), second.log_tail()
-    assert first.stop() == 0, first.log_tail()  # scale in, cleanly, while events still flow
-    assert not done.is_set(), "the stream ended before the scale-in: slow the publisher"
-    thread.join(120)
-    second.wait_processed(len(ratings), TIMEOUT)
+    publishing.join()
+    publishing = PacedPublisher(settings, parts[2], rate=400).start()
+    publishing.wait_sent(len(parts[2]) // 4)
+    assert first.stop() == 0, first.log_tail()  # scale in, cleanly, while the third part flows
+    publishing.join()
+    with EventPublisher(settings) as publisher:
+        publisher.publish(parts[3], rate=400, progress=False)
     topic = settings.topic("ratings")
     wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
-    assert owned_partitions(tmp_path / "b.log") == set(range(4))
+    deadline = time.monotonic() + 30  # the assignment after the scale-in is logged once its restore is done
+    while owned_partitions(tmp_path / "b.log") != set(range(4)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert owned_partitions(tmp_path / "b.log") == set(range(4)), second.log_tail()
     assert second.stop() == 0, second.log_tail()
     assert_equals_an_uninterrupted_run(rebuilt(settings), ratings)
 
