@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -15,16 +15,38 @@ _MAX_EXPONENT = 60.0  # rescale the accumulator before 2**exponent overflows flo
 
 
 class Popularity(OnlineRecommender):
-    """Items ranked by their event weight, each event decaying with a half-life.
+    """Items ranked by the users who chose them, each event decaying with a half-life.
 
-    The score of item ``i`` at time ``t`` is ``sum(w * 2 ** (-(t - t_e) / half_life))``
-    over its events ``e``. The sum is kept relative to an anchor time, so an
-    update touches only the items in the batch.
+    With ``per_user="max"`` (the default) an item's score counts people, not
+    events: each user adds to an item at most the weight of their strongest
+    event on it, decayed. The score of item ``i`` at time ``t`` is
+    ``sum over users u of max over u's events e on i of w_e * 2 ** (-(t - t_e) / half_life)``.
+    A first view counts 1; a later purchase by the same user raises that
+    user's part to 5 (the difference is added); a repeat adds only what time
+    took from the user's part since their strongest event (without decay,
+    nothing). So one user clicking an item 1,500 times moves it as much as
+    one click, and cannot take over the list every new user gets. What each
+    user gave each item is per-user state, kept as long as the model keeps
+    the user and the item (a forgotten or evicted user who comes back counts
+    again), and moved with the user between workers (``export_users``), so
+    that several workers hold what one holds. Events of weight ``<= 0`` add
+    nothing.
+
+    With ``per_user="sum"`` every event adds its decayed weight,
+    ``sum(w * 2 ** (-(t - t_e) / half_life))`` over the item's events (the
+    behaviour before the per-user cap; kept for comparisons).
+
+    Either sum is kept relative to an anchor time, so an update touches only
+    the items in the batch. A user's strongest contribution is kept as
+    ``log2(w) + t_e / half_life`` (depending on no anchor), or ``w`` without decay.
 
     Parameters
     ----------
     half_life
         Seconds after which an event counts half; ``None`` disables decay.
+    per_user
+        ``"max"``: a user adds at most their strongest event to an item;
+        ``"sum"``: every event adds its weight.
     seed
         Unused (popularity is deterministic); kept for a uniform signature.
 
@@ -36,6 +58,21 @@ class Popularity(OnlineRecommender):
     [['b', 'a']]
     >>> model.recommend(["u1"], k=2).items   # seen items are left out
     [['b']]
+
+    One user's flood counts as one user; a purchase raises the user's part to its weight:
+
+    >>> flood = Interactions.from_columns(["bot"] * 1000 + ["ann", "bob"], ["spam"] * 1000 + ["tea", "tea"])
+    >>> for per_user in ("max", "sum"):
+    ...     model = Popularity(half_life=None, per_user=per_user)
+    ...     model.learn(flood)
+    ...     scores = dict(zip(model.item_index.ids, model.item_scores().tolist()))
+    ...     print(per_user, model.recommend(["new"], k=2).items[0], scores)
+    max ['tea', 'spam'] {'spam': 1.0, 'tea': 2.0}
+    sum ['spam', 'tea'] {'spam': 1000.0, 'tea': 2.0}
+    >>> model = Popularity(half_life=None)
+    >>> model.learn(Interactions.from_columns(["ann", "ann", "ann"], ["tea"] * 3, weights=[1.0, 5.0, 5.0]))
+    >>> model.item_scores().tolist()
+    [5.0]
     """
 
     name: ClassVar[str] = "popularity"
@@ -45,21 +82,38 @@ class Popularity(OnlineRecommender):
     sharing_is_exact: ClassVar[bool] = True
     _item_arrays: ClassVar[tuple[str, ...]] = ("_acc",)
 
-    def __init__(self, half_life: float | None = 7 * 24 * 3600.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        half_life: float | None = 7 * 24 * 3600.0,
+        per_user: Literal["max", "sum"] = "max",
+        seed: int = 0,
+    ) -> None:
         if half_life is not None and not half_life > 0:
             raise ValueError(f"half_life must be > 0 seconds or None, got {half_life}")
+        if per_user not in ("max", "sum"):
+            raise ValueError(f"per_user must be 'max' or 'sum', got {per_user!r}")
         self.half_life = half_life
+        self.per_user = per_user
         super().__init__(seed=seed)
 
     def _init_state(self) -> None:
         super()._init_state()
         self._acc = np.zeros(0, dtype=np.float64)
         self._anchor: float | None = None
+        # per_user="max": user row -> {item row: level of the user's strongest event on it}, where
+        # level = log2(weight) + timestamp / half_life (anchor-free), or the weight itself without decay
+        self._strongest: dict[int, dict[int, float]] = {}
 
     def _grow(self, n_users: int, n_items: int) -> None:
         self._acc = self._grown(self._acc, n_items)
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        if self.per_user == "max":
+            if len(i) == 1:
+                self._learn_one_strongest(int(u[0]), int(i[0]), float(batch.weights[0]), float(batch.timestamps[0]))
+            else:
+                self._learn_strongest(u, i, batch)
+            return
         if len(i) == 1:  # one event: scalar arithmetic
             weight, ts = float(batch.weights[0]), float(batch.timestamps[0])
             if self.half_life is not None:
@@ -83,6 +137,90 @@ class Popularity(OnlineRecommender):
                 exponent -= shift
             weights = weights * np.exp2(exponent)
         np.add.at(self._acc, i, weights)
+
+    # -- per_user="max": each user adds their strongest (decayed) event per item
+
+    def _anchor_level(self) -> float:
+        """The level of the anchor: a contribution of level ``L`` is ``2 ** (L - anchor_level)`` in ``_acc``."""
+        if self.half_life is None or self._anchor is None:
+            return 0.0
+        return self._anchor / self.half_life
+
+    def _learn_one_strongest(self, u: int, i: int, weight: float, ts: float) -> None:
+        """One event: raise user ``u``'s part of item ``i`` to this event's, when it is stronger."""
+        if not weight > 0:
+            return
+        if self.half_life is None:
+            level = weight
+        else:
+            if self._anchor is None:
+                self._anchor = ts
+            level = math.log2(weight) + ts / self.half_life
+        parts = self._strongest.setdefault(u, {})
+        old = parts.get(i)
+        if old is not None and level <= old:
+            return
+        parts[i] = level
+        if self.half_life is None:
+            self._acc[i] += level - (0.0 if old is None else old)
+            return
+        base = self._anchor_level()
+        if level - base > _MAX_EXPONENT:
+            self._rescale(level - base)
+            base = self._anchor_level()
+        self._acc[i] += math.exp2(level - base) - (0.0 if old is None else math.exp2(old - base))
+
+    def _learn_strongest(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        """A batch: as :meth:`_learn_one_strongest` event by event, with each (user, item) pair visited once."""
+        weights = batch.weights.astype(np.float64)
+        keep = weights > 0
+        if not keep.all():
+            u, i, weights, ts = u[keep], i[keep], weights[keep], batch.timestamps[keep]
+        else:
+            ts = batch.timestamps
+        if not len(u):
+            return
+        if self.half_life is None:
+            levels = weights
+        else:
+            if self._anchor is None:
+                self._anchor = float(ts.min())
+            levels = np.log2(weights) + ts / self.half_life
+        width = int(i.max()) + 1
+        pairs, slot = np.unique(u.astype(np.int64) * width + i, return_inverse=True)
+        best = np.full(len(pairs), -np.inf)
+        np.maximum.at(best, slot, levels)
+        rows: list[int] = []
+        new: list[float] = []
+        old: list[float | None] = []
+        strongest = self._strongest
+        for pair, level in zip(pairs.tolist(), best.tolist(), strict=True):
+            user, item = divmod(pair, width)
+            parts = strongest.get(user)
+            if parts is None:
+                parts = strongest[user] = {}
+            before = parts.get(item)
+            if before is not None and level <= before:
+                continue
+            parts[item] = level
+            rows.append(item)
+            new.append(level)
+            old.append(before)
+        if not rows:
+            return
+        np.add.at(self._acc, np.asarray(rows, dtype=np.int64), self._raise_by(np.asarray(new), old))
+
+    def _raise_by(self, new: np.ndarray, old: list[float | None]) -> np.ndarray:
+        """What raising parts from levels ``old`` (``None``: no part yet) to ``new`` adds to ``_acc``."""
+        if self.half_life is None:  # levels are weights
+            return new - np.array([0.0 if x is None else x for x in old])
+        base = self._anchor_level()
+        top = float(new.max()) - base
+        if top > _MAX_EXPONENT:
+            self._rescale(top)
+            base = self._anchor_level()
+        before = np.array([-np.inf if x is None else x for x in old])
+        return np.exp2(new - base) - np.exp2(before - base)
 
     def _rescale(self, shift: float) -> None:
         """Move the anchor ``shift`` half-lives later (the shared-delta base moves with it)."""
@@ -126,16 +264,62 @@ class Popularity(OnlineRecommender):
         return np.broadcast_to(row, (len(u), row.shape[0]))
 
     def _forget_rows(self, rows: np.ndarray) -> None:
-        """Nothing per user: the item scores are aggregates and stay (see ``forget_user``)."""
+        """Erase what each user gave each item; the item scores are aggregates and stay (see ``forget_user``)."""
+        for r in rows.tolist():
+            self._strongest.pop(r, None)
 
     def _forget_item_rows(self, rows: np.ndarray) -> None:
         self._acc[rows] = 0.0
+        dead = set(rows.tolist())
+        for parts in self._strongest.values():
+            if not parts.keys().isdisjoint(dead):
+                for r in dead:
+                    parts.pop(r, None)
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {"acc": self._acc[: self.n_items]}
+        sizes = np.zeros(self.n_users, dtype=np.int64)
+        owners = sorted(r for r, parts in self._strongest.items() if parts)
+        sizes[owners] = [len(self._strongest[r]) for r in owners]
+        pairs = [(item, level) for r in owners for item, level in sorted(self._strongest[r].items())]
+        return {
+            "acc": self._acc[: self.n_items],
+            "strongest_sizes": sizes,
+            "strongest_items": np.array([p[0] for p in pairs], dtype=np.int64),
+            "strongest_levels": np.array([p[1] for p in pairs], dtype=np.float64),
+        }
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self._acc = self._grown(arrays["acc"].astype(np.float64), self.n_items)
+        self._strongest = {}
+        sizes = arrays.get("strongest_sizes")  # absent in files written before per_user existed
+        if sizes is None:
+            return
+        items, levels = arrays["strongest_items"].tolist(), arrays["strongest_levels"].tolist()
+        at = 0
+        for r, n in enumerate(sizes.tolist()):
+            if n:
+                self._strongest[r] = dict(zip(items[at : at + n], levels[at : at + n], strict=True))
+                at += n
+
+    # -- what each user gave each item travels with the user (per_user="max")
+
+    def _export_user_extra(self, rows: np.ndarray) -> dict[str, Any]:
+        if self.per_user != "max":
+            return {}
+        ids = self.item_index.ids
+        out = []
+        for r in rows.tolist():
+            parts = sorted(self._strongest.get(r, {}).items())
+            out.append({"items": [ids[i] for i, _ in parts], "levels": [level for _, level in parts]})
+        return {"strongest": out}
+
+    def _import_user_extra(self, rows: np.ndarray, extra: dict[str, Any]) -> None:
+        records = extra.get("strongest") or [None] * len(rows)
+        for r, record in zip(rows.tolist(), records, strict=True):
+            self._strongest.pop(r, None)
+            if record and record["items"]:
+                items = self._rows_for_items(record["items"]).tolist()
+                self._strongest[r] = dict(zip(items, map(float, record["levels"]), strict=True))
 
     def _extra_meta(self) -> dict[str, Any]:
         return {"anchor": self._anchor}
@@ -145,4 +329,4 @@ class Popularity(OnlineRecommender):
 
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
-        return [{"half_life": 3600.0}, {"half_life": None}]
+        return [{"half_life": 3600.0}, {"half_life": None}, {"half_life": 3600.0, "per_user": "sum"}]
