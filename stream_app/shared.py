@@ -62,6 +62,7 @@ class SharedState:
         models: Mapping[str, OnlineRecommender],
         lock: asyncio.Lock,
         event_topics: Iterable[str],
+        user_parts: Mapping[str, Any] | None = None,
     ) -> None:
         unsharing = [name for name, m in models.items() if not m.shares_state]
         if unsharing:
@@ -75,6 +76,9 @@ class SharedState:
             model.begin_sharing()  # increments from here on: the state starts empty and comes from Kafka
         self.lock = lock
         self.event_topics = list(event_topics)
+        #: per-user state beside the models that moves with the user's partition (name -> an object with
+        #: ``export_users``, ``import_users`` and ``drop_users``, e.g. the worker's event-id filter)
+        self.user_parts = dict(user_parts or {})
         self.worker_id = new_worker_id()
         self.writer = StateWriter(settings, self.worker_id, worker_slot(settings))
         self.follower: UpdatesFollower | None = None
@@ -186,10 +190,19 @@ class SharedState:
                     if name in by_model:
                         by_model[name][user] = record
                 self.user_partition[user] = partition
+        parts: dict[str, dict[str, Any]] = {name: {} for name in self.user_parts}
+        for state in states.values():
+            for user, doc in state.users.items():
+                for name in parts:
+                    if doc.get(name) is not None:
+                        parts[name][user] = doc[name]
         async with self.lock:
             for name, records in by_model.items():
                 if records:
                     self.models[name].import_users(UserStates.from_records(name, records))
+            for name, records in parts.items():
+                if records:
+                    self.user_parts[name].import_users(records)
         for partition, state in states.items():
             for topic in self.event_topics:
                 if topic in state.offsets:
@@ -234,6 +247,8 @@ class SharedState:
         users = [u for u, p in self.user_partition.items() if p in partitions]
         for model in self.models.values():
             model.drop_users(users)
+        for part in self.user_parts.values():
+            part.drop_users(users)
         for u in users:
             del self.user_partition[u]
         for p in partitions:
@@ -312,6 +327,9 @@ class SharedState:
             for name, model in self.models.items():
                 for user, record in model.export_users(wanted).records().items():
                     docs[user]["models"][name] = record
+            for name, part in self.user_parts.items():
+                for user, record in part.export_users(wanted).items():
+                    docs[user][name] = record
             users[p] = {u: orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY) for u, doc in docs.items()}
         for p, us in self.forgotten.items():
             if p in self.owned:

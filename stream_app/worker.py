@@ -34,8 +34,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from stream_app.shared import CatalogueFollower, SharedState
+from streamrec.admission import DUPLICATE, Admission
 from streamrec.checkpoint import CheckpointStore, Offsets
-from streamrec.events import ForgetUser, InvalidEvent, ItemUpdate, decode
+from streamrec.events import ForgetUser, Interaction, InvalidEvent, ItemUpdate, Rating, decode
 from streamrec.metrics import WorkerMetrics, WorkerState
 from streamrec.pipeline import RecommendationPipeline
 from streamrec.settings import Settings
@@ -45,6 +46,8 @@ log = logging.getLogger("streamrec.worker")
 
 #: Seconds between writes of the fallback list (64 bucket copies and the global key).
 FALLBACK_EVERY = 0.5
+#: Seconds between sweeps of the event ids past their window (users who stopped sending).
+IDS_EXPIRE_EVERY = 60.0
 
 REDIS_ERRORS: tuple[type[BaseException], ...]
 try:
@@ -88,6 +91,9 @@ class StreamWorker:
         local = self.mode == "local" and settings.checkpoint_interval > 0
         self.checkpoints = CheckpointStore(settings.checkpoint_dir) if local else None
         self.applied: Offsets = {}
+        self.admission = Admission.from_settings(settings)  # event time, event ids, rate: before the models
+        self._ids_expired_at = time.monotonic()
+        self._newest_event_ts = float("-inf")
         self.pipeline = self._restore() or RecommendationPipeline.from_names(
             settings.models, settings.default_model, settings.top_n, settings.model_params
         )
@@ -108,7 +114,9 @@ class StreamWorker:
         self._catalogue: CatalogueFollower | None = None
         if self.mode == "kafka":
             user_topics = [t for t, kind in self.kind_by_topic.items() if kind != "item"]
-            self.shared = SharedState(settings, self.pipeline.all_models(), self._model_lock, user_topics)
+            self.shared = SharedState(
+                settings, self.pipeline.all_models(), self._model_lock, user_topics, {"ids": self.admission.ids}
+            )
             self.applied = self.shared.applied
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
@@ -144,6 +152,7 @@ class StreamWorker:
             )
             return None
         self.applied = ckpt.offsets
+        self.admission.ids.import_users(ckpt.extra.get("event_ids", {}))
         log.info(
             "restored checkpoint %s (%s)", ckpt.path.name, ", ".join(f"{t}:{dict(p)}" for t, p in ckpt.offsets.items())
         )
@@ -230,6 +239,7 @@ class StreamWorker:
         done: dict[tuple[str, int], int] = {}  # offsets this batch completes: recorded once it is learned
         notes: list[tuple[str, int, bool]] = []  # (user, partition, forgotten) for the state that moves
         catalogue = 0
+        decoded_events: list[tuple[Any, Any]] = []
         for event in events:
             msg = event.message
             learned = applied.get(msg.topic)
@@ -250,22 +260,16 @@ class StreamWorker:
             if shared is not None and isinstance(decoded, ItemUpdate):
                 catalogue += 1  # validated and counted here; every worker's catalogue follower adds it
                 continue
-            good.append(decoded)
-            if not isinstance(decoded, ItemUpdate):
-                notes.append((decoded.user_id, msg.partition, isinstance(decoded, ForgetUser)))
-            ingest.append(msg.timestamp)
-            sources.append(msg)
+            decoded_events.append((msg, decoded))
         self.counters["events_received"] += len(events)
         self.counters["events_accepted"] += catalogue
-        error: Exception | None = None
-        async with self._model_lock:  # a commit sees the models, the offsets and the touched users together
-            if good:
-                try:
-                    out = await asyncio.to_thread(self.pipeline.process, good, ingest)
-                except Exception as exc:  # a model bug must neither stop the worker nor lose events
-                    error = exc
-            if error is None:
-                self._advance(done, notes)
+        refused: list[tuple[Any, str]] = []
+        # shielded: if the agent is cancelled (the worker stops), the batch still finishes learning and records its
+        # offsets; otherwise the lock would be released while a thread still learns, and a commit could write
+        # increments whose offsets it does not write
+        out, error = await asyncio.shield(self._learn(decoded_events, done, good, notes, ingest, sources, refused))
+        for msg, reason in refused:  # too far ahead in time, or over the user's rate
+            await self.deadletter(msg, reason)
         if good:
             if error is not None:
                 log.exception("processing a batch of %d events failed; dead-lettering it", len(good), exc_info=error)
@@ -318,6 +322,48 @@ class StreamWorker:
         except Exception:
             log.exception("commit failed; retried at the next interval")
             self._last_checkpoint = time.monotonic()
+
+    async def _learn(
+        self,
+        decoded_events: Sequence[tuple[Any, Any]],
+        done: Mapping[tuple[str, int], int],
+        good: list[Any],
+        notes: list[tuple[str, int, bool]],
+        ingest: list[float | None],
+        sources: list[Any],
+        refused: list[tuple[Any, str]],
+    ) -> tuple[Any, Exception | None]:
+        """Admit the decoded events and learn the admitted ones, under the model lock (fills the lists given)."""
+        out, error = None, None
+        async with self._model_lock:  # a commit sees the models, the offsets and the touched users together
+            # admission under the lock: an event id is remembered in the same commit as the event's offset
+            now = time.time()
+            for msg, decoded in decoded_events:
+                admitted = self.admission.admit(decoded, now=now, arrival=msg.timestamp)
+                if isinstance(admitted, str):
+                    refused.append((msg, admitted))
+                    continue
+                if admitted is DUPLICATE:
+                    self.counters["events_duplicate"] += 1
+                    continue
+                good.append(admitted)
+                if isinstance(admitted, Interaction | Rating) and admitted.timestamp > self._newest_event_ts:
+                    self._newest_event_ts = admitted.timestamp
+                if not isinstance(admitted, ItemUpdate):
+                    notes.append((admitted.user_id, msg.partition, isinstance(admitted, ForgetUser)))
+                ingest.append(msg.timestamp)
+                sources.append(msg)
+            if good:
+                try:
+                    out = await asyncio.to_thread(self.pipeline.process, good, ingest)
+                except Exception as exc:  # a model bug must neither stop the worker nor lose events
+                    error = exc
+            if error is None:
+                self._advance(done, notes)
+            if time.monotonic() - self._ids_expired_at > IDS_EXPIRE_EVERY:  # ids out of their window
+                self.admission.ids.expire(self._newest_event_ts)
+                self._ids_expired_at = time.monotonic()
+        return out, error
 
     def _report_sharing(self) -> None:
         """Move what sharing cost since the last report into the counters (``streamrec:stats``)."""
@@ -374,7 +420,11 @@ class StreamWorker:
         async with self._model_lock:
             started = time.perf_counter()
             offsets = {t: dict(p) for t, p in self.applied.items()}
-            extra = {"app_id": self.settings.app_id, "topic_prefix": self.settings.topic_prefix}
+            extra = {
+                "app_id": self.settings.app_id,
+                "topic_prefix": self.settings.topic_prefix,
+                "event_ids": self.admission.ids.export_users(self.admission.ids.users()),
+            }
             path = await asyncio.to_thread(self.checkpoints.save, self.pipeline.all_models(), offsets, extra)
             self._last_checkpoint = time.monotonic()
             self._since_checkpoint = 0

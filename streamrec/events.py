@@ -17,6 +17,9 @@ Examples
 ('42', 'click')
 >>> decode(encode(event), "interaction") == event
 True
+>>> retried = decode(b'{"user_id": "u1", "item_id": 42, "timestamp": 1700000000, "event_id": 7}', "interaction")
+>>> retried.event_id, b'"event_id":"7"' in encode(retried), b"event_id" in encode(event)   # only when set
+('7', True, False)
 >>> decode(b'{"user_id": "u1", "item_id": "i", "timestamp": 1.0, "rating": "NaN"}', "rating")
 Traceback (most recent call last):
 ...
@@ -91,6 +94,8 @@ class Interaction:
     timestamp: float
     event_type: str = "view"
     context: dict[str, str | int | float | bool] | None = None
+    #: The producer's id of the event, unique per user (a retried event carries the same id); optional.
+    event_id: str | None = None
     kind: Kind = field(default="interaction", init=False, repr=False)
 
     @property
@@ -107,6 +112,8 @@ class Rating:
     rating: float
     timestamp: float
     context: dict[str, str | int | float | bool] | None = None
+    #: The producer's id of the event, unique per user (a retried event carries the same id); optional.
+    event_id: str | None = None
     kind: Kind = field(default="rating", init=False, repr=False)
 
     @property
@@ -162,6 +169,13 @@ def _id(obj: Mapping[str, Any], name: str, limits: Limits) -> str:
     if not text.isprintable() and any(ord(c) < 32 for c in text):  # isprintable: one C pass for the usual id
         raise InvalidEvent(f"{name}: contains control characters")
     return text
+
+
+def _optional_id(obj: Mapping[str, Any], name: str, limits: Limits) -> str | None:
+    """An optional id field (absent or ``null``: ``None``), checked as :func:`_id` checks ids."""
+    if obj.get(name) is None:
+        return None
+    return _id(obj, name, limits)
 
 
 def _number(obj: Mapping[str, Any], name: str) -> float:
@@ -223,6 +237,7 @@ def event_from_dict(obj: Any, kind: Kind, limits: Limits = DEFAULT_LIMITS) -> Ev
             timestamp=_timestamp(obj, limits),
             event_type=event_type,
             context=_context(obj, limits),
+            event_id=_optional_id(obj, "event_id", limits),
         )
     if kind == "rating":
         rating = _number(obj, "rating")
@@ -234,6 +249,7 @@ def event_from_dict(obj: Any, kind: Kind, limits: Limits = DEFAULT_LIMITS) -> Ev
             rating=rating,
             timestamp=_timestamp(obj, limits),
             context=_context(obj, limits),
+            event_id=_optional_id(obj, "event_id", limits),
         )
     if kind == "item":
         tags = obj.get("tags", [])

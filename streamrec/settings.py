@@ -73,6 +73,12 @@ class Settings:
     security: Security = field(default_factory=Security)
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    max_clock_skew: float = 300.0  # seconds an event may be ahead of the wall clock
+    future_events: str = "deadletter"  # or "clamp": what happens to an event further ahead
+    max_event_age: float | None = None  # seconds an event may be behind the wall clock (None: any age)
+    user_rate_limit: tuple[int, float] | None = None  # (events, seconds) per user, beyond: dead-lettered
+    event_id_window: float = 86_400.0  # seconds an event id is remembered after the user's newest event
+    event_ids_per_user: int = 1000  # event ids remembered per user at most
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +119,12 @@ class Settings:
             security=Security.from_env(env),
             metrics_port=int(env["STREAMREC_METRICS_PORT"]) if env.get("STREAMREC_METRICS_PORT") else None,
             metrics_host=env.get("STREAMREC_METRICS_HOST") or "127.0.0.1",
+            max_clock_skew=float(env.get("STREAMREC_MAX_CLOCK_SKEW", "300")),
+            future_events=_choice("STREAMREC_FUTURE_EVENTS", env.get("STREAMREC_FUTURE_EVENTS", "deadletter")),
+            max_event_age=float(env["STREAMREC_MAX_EVENT_AGE"]) if env.get("STREAMREC_MAX_EVENT_AGE") else None,
+            user_rate_limit=_rate(env.get("STREAMREC_USER_RATE_LIMIT", "")),
+            event_id_window=float(env.get("STREAMREC_EVENT_ID_WINDOW", "86400")),
+            event_ids_per_user=int(env.get("STREAMREC_EVENT_IDS_PER_USER", "1000")),
         )
 
     def with_services(self, kafka_bootstrap_servers: str, redis_url: str) -> Settings:
@@ -170,6 +182,14 @@ class Settings:
             env["STREAMREC_MAX_USERS"] = str(self.max_users)
         if self.max_items:
             env["STREAMREC_MAX_ITEMS"] = str(self.max_items)
+        env["STREAMREC_MAX_CLOCK_SKEW"] = str(self.max_clock_skew)
+        env["STREAMREC_FUTURE_EVENTS"] = self.future_events
+        if self.max_event_age is not None:
+            env["STREAMREC_MAX_EVENT_AGE"] = str(self.max_event_age)
+        if self.user_rate_limit is not None:
+            env["STREAMREC_USER_RATE_LIMIT"] = f"{self.user_rate_limit[0]}/{self.user_rate_limit[1]}"
+        env["STREAMREC_EVENT_ID_WINDOW"] = str(self.event_id_window)
+        env["STREAMREC_EVENT_IDS_PER_USER"] = str(self.event_ids_per_user)
         if self.metrics_port is not None:
             env["STREAMREC_METRICS_PORT"] = str(self.metrics_port)
             env["STREAMREC_METRICS_HOST"] = self.metrics_host
@@ -195,6 +215,34 @@ class Settings:
     def describe(self) -> str:
         """Where the services are, safe to log (no passwords)."""
         return f"Kafka {self.kafka_bootstrap_servers} ({self.security.kafka_security_protocol}), Redis {redact_url(self.redis_url)}"
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...] = ("deadletter", "clamp")) -> str:
+    value = value.strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _rate(value: str) -> tuple[int, float] | None:
+    """``"N/SECONDS"`` (e.g. ``"120/60"``: 120 events a minute) as ``(N, SECONDS)``; empty: no limit.
+
+    Examples
+    --------
+    >>> _rate("120/60"), _rate("")
+    ((120, 60.0), None)
+    """
+    value = value.strip()
+    if not value:
+        return None
+    events, _, seconds = value.partition("/")
+    try:
+        rate = (int(events), float(seconds or "1"))
+    except ValueError:
+        raise ValueError(f"STREAMREC_USER_RATE_LIMIT must be EVENTS/SECONDS (e.g. 120/60), got {value!r}") from None
+    if rate[0] < 1 or rate[1] <= 0:
+        raise ValueError(f"STREAMREC_USER_RATE_LIMIT must be EVENTS/SECONDS with both > 0, got {value!r}")
+    return rate
 
 
 def _state_mode(value: str) -> str:

@@ -82,13 +82,13 @@ class WorkerProcess:
     def wait_processed(
         self, n_events: int, timeout: float, progress: Callable[[float], None] | None = None
     ) -> dict[str, float]:
-        """Wait until the worker reports ``n_events`` accepted or dead-lettered; return its counters."""
+        """Wait until the worker reports ``n_events`` accepted, dead-lettered or skipped as duplicates; return its counters."""
         client = RecsClient(self.settings.redis_url or "", self.settings.key_prefix, **self.settings.redis_kwargs())
         deadline = time.monotonic() + timeout
         try:
             while True:
                 stats = client.stats()
-                done = stats.get("events_accepted", 0) + stats.get("events_deadlettered", 0)
+                done = sum(stats.get(k, 0) for k in ("events_accepted", "events_deadlettered", "events_duplicate"))
                 if progress:
                     progress(done)
                 if done >= n_events:

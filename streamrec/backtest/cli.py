@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 import models
+from streamrec.admission import EventTimeGuard
 from streamrec.backtest.prequential import POSITIVE_TYPES, BacktestResult, Prequential
 from streamrec.backtest.report import markdown_table, write_report
 from streamrec.backtest.sources import (
@@ -117,6 +118,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kafka-topic", action="append", default=[], metavar="TOPIC", help="read a Kafka topic (repeatable)"
     )
     src.add_argument("--bootstrap-servers", default=None, help="Kafka brokers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    src.add_argument(
+        "--max-clock-skew",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="Kafka: refuse events more than SECONDS ahead of their Kafka timestamp, as the live worker "
+        "refuses them against its clock (STREAMREC_MAX_CLOCK_SKEW); files carry no arrival times",
+    )
     src.add_argument(
         "--from-timestamp",
         type=float,
@@ -247,13 +256,21 @@ def load_source(args: argparse.Namespace) -> EventLog:
         if unknown:
             raise ValueError(f"cannot tell the event kind of topic(s) {', '.join(unknown)}: give --kind")
 
+        guard = EventTimeGuard(args.max_clock_skew)  # the live rule, against each record's Kafka timestamp
+
         def chained():  # type: ignore[no-untyped-def]
             for topic, kind in kinds.items():
-                yield from read_kafka_topic(bootstrap, topic, kind, args.from_timestamp, report=report)
+                yield from read_kafka_topic(bootstrap, topic, kind, args.from_timestamp, report=report, guard=guard)
 
         log = EventLog.from_events(chained(), source=f"Kafka {bootstrap}: {', '.join(args.kafka_topic)}")
-        if report.invalid:
-            log.skipped["invalid"] = report.invalid
+        refused = guard.counts["future"] + guard.counts["too_old"]
+        if report.invalid - refused:
+            log.skipped["invalid"] = report.invalid - refused
+        log.skipped["event time beyond the wall clock + skew"] = guard.counts["future"]
+        log.event_time_rule = (
+            f"events more than {args.max_clock_skew:g} s ahead of their Kafka timestamp refused, as live "
+            f"({guard.counts['future']:,} refused)"
+        )
     else:
         log = load_log(args.paths, fmt=args.format, kind=args.kind, report=report)
     if report.invalid:
@@ -304,6 +321,7 @@ def _command(args: argparse.Namespace) -> str:
         ("--format", args.format),
         ("--kind", args.kind),
         ("--from-timestamp", args.from_timestamp),
+        ("--max-clock-skew", args.max_clock_skew if args.kafka_topic else None),
         ("--limit", args.limit),
         ("--params", args.params),
         ("--min-rating", args.min_rating),

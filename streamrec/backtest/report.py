@@ -85,7 +85,8 @@ def _notes(result: BacktestResult, command: str | None) -> list[str]:
         positives += f" (ratings >= {c['min_rating']})"
     notes = [
         f"Data: {s['source']}: {s['events']:,} events, {s['users']:,} users, {s['items']:,} items; "
-        f"{s['scored']:,} events scored (positives: {positives}).",
+        f"{s['scored']:,} events scored (positives: {positives}). Event-time bound: "
+        f"{s.get('event_time_rule', 'not recorded')}.",
         _replay_note(c)
         + (
             " Lists as the live system serves them: a user without history gets the popularity list."

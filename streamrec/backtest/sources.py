@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from models.base import Interactions
+from streamrec.admission import EventTimeGuard
 from streamrec.eventlog import (
     ReadReport,
     read_events,
@@ -84,6 +85,9 @@ class EventLog:
     catalogue_tags: tuple[tuple[str, ...], ...] = ()
     catalogue_titles: tuple[str | None, ...] = ()
     skipped: dict[str, int] = field(default_factory=dict)
+    #: How the log's event times were bounded (the live worker refuses events far ahead of their arrival);
+    #: files carry no arrival times, so their events are replayed as recorded.
+    event_time_rule: str = "none: a file log carries no arrival times; events replayed as recorded"
     source: str = ""
 
     def __len__(self) -> int:
@@ -186,6 +190,7 @@ class EventLog:
             catalogue_titles=tuple(t for t, k in zip(self.catalogue_titles, keep.tolist(), strict=True) if k),
             skipped=dict(self.skipped),
             source=self.source,
+            event_time_rule=self.event_time_rule,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -202,6 +207,7 @@ class EventLog:
             "first_timestamp": span[0],
             "last_timestamp": span[1],
             "skipped": dict(self.skipped),
+            "event_time_rule": self.event_time_rule,
         }
 
 
@@ -292,6 +298,7 @@ def read_kafka_topic(
     consumer: Any = None,
     poll_timeout_ms: int = 500,
     idle_timeout: float = 30.0,
+    guard: EventTimeGuard | None = None,
 ) -> Iterator[Event]:
     """Yield the events of a Kafka topic from the beginning (or a time) to its end at the start.
 
@@ -316,6 +323,10 @@ def read_kafka_topic(
         (tests); it is not closed.
     idle_timeout
         Seconds without any message before giving up with :class:`TimeoutError`.
+    guard
+        The live worker's event-time rule (:class:`~streamrec.admission.EventTimeGuard`), applied with
+        each message's Kafka timestamp as its arrival: refused events are counted in ``report`` with
+        their reason and skipped, clamped ones replayed at their arrival, as the worker would have.
     """
     from kafka import TopicPartition
 
@@ -369,6 +380,12 @@ def read_kafka_topic(
                     except InvalidEvent as exc:
                         report.reject(message.offset, str(exc), repr(message.value)[:200])
                         continue
+                    if guard is not None and message.timestamp is not None and message.timestamp >= 0:
+                        checked = guard.apply(event, message.timestamp / 1000.0)
+                        if isinstance(checked, str):
+                            report.reject(message.offset, checked, repr(message.value)[:200])
+                            continue
+                        event = checked
                     report.valid += 1
                     yield event
             for tp in list(remaining):

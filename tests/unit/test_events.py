@@ -86,12 +86,55 @@ def test_ids_are_strings_and_integers_are_accepted() -> None:
         (raw({"item_id": "i", "timestamp": 1, "tags": "Drama"}), "item", "tags: must be a list"),
         (b"x" * 20_000, "interaction", "more than the limit of 16384"),
         (None, "interaction", "empty message"),
+        (raw({**GOOD, "event_id": ""}), "interaction", "event_id: empty"),
+        (raw({**GOOD, "event_id": "e" * 257}), "interaction", "event_id: 257 characters, more than the limit of 256"),
+        (raw({**GOOD, "event_id": "e\x001"}), "interaction", "event_id: contains control characters"),
+        (raw({**GOOD, "event_id": 1.5}), "interaction", "event_id: must be a string or an integer, got float"),
+        (raw({**GOOD, "event_id": False}), "interaction", "event_id: must be a string or an integer, got bool"),
+        (raw({**GOOD, "event_id": ["e1"]}), "interaction", "event_id: must be a string or an integer, got list"),
+        (raw({"user_id": "u", "item_id": "i", "timestamp": 1, "rating": 4, "event_id": {}}), "rating", "event_id:"),
     ],
 )
 def test_invalid_events_say_why(payload, kind, reason) -> None:
     with pytest.raises(InvalidEvent, match=None) as info:
         decode(payload, kind)
     assert reason in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Interaction("u1", "i1", 1.0, "click", event_id="e-1"),
+        Rating("u1", "i1", 4.5, 2.0, {"device": "ios"}, event_id="42"),
+    ],
+)
+def test_event_id_round_trips(event) -> None:
+    assert decode(encode(event), event.kind) == event
+    assert json.loads(encode(event))["event_id"] == event.event_id
+
+
+def test_event_id_is_optional_and_an_event_without_it_encodes_as_before() -> None:
+    event = decode(raw(GOOD), "interaction")
+    assert event.event_id is None
+    assert encode(event) == (
+        b'{"user_id":"u1","item_id":"i1","timestamp":1700000000.5,"event_type":"purchase",'
+        b'"context":{"device":"ios"},"kind":"interaction"}'
+    )
+    assert (
+        encode(Rating("u", "i", 4.0, 1.0))
+        == b'{"user_id":"u","item_id":"i","rating":4.0,"timestamp":1.0,"kind":"rating"}'
+    )
+    assert decode(raw({**GOOD, "event_id": None}), "interaction").event_id is None  # null: absent
+    # positional construction as before: the new field comes after the old ones
+    assert Interaction("u", "i", 1.0, "view", None) == Interaction("u", "i", 1.0)
+
+
+def test_event_ids_are_strings_and_integers_are_accepted() -> None:
+    assert decode(raw({**GOOD, "event_id": 123}), "interaction").event_id == "123"
+    rating = decode(raw({"user_id": "u", "item_id": "i", "timestamp": 1, "rating": 4, "event_id": "r-9"}), "rating")
+    assert rating.event_id == "r-9"
+    batch = to_interactions([decode(raw({**GOOD, "event_id": 1}), "interaction")])
+    assert batch.users.tolist() == ["u1"]  # model batches do not carry ids
 
 
 def test_rating_range_is_configurable() -> None:
@@ -143,6 +186,7 @@ def test_fuzz_bytes_never_crash(payload: bytes, kind: str) -> None:
             "context": json_values,
             "tags": json_values,
             "kind": json_values,
+            "event_id": json_values,
         },
     ),
     kind=st.sampled_from(["interaction", "rating", "item", "forget"]),
