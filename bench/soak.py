@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -84,9 +85,10 @@ class Config:
 
 def config(quick: bool = False) -> Config:
     """The issue's soak (10 minutes at 1,500 events/s), or a two-minute one (``quick``)."""
+    logs = os.environ.get("STREAMREC_SOAK_LOGS")  # keep the workers' logs there (to read after a failed soak)
     if quick:
-        return Config(duration=120.0, rate=600.0, change_every=(3.0, 8.0))
-    return Config()
+        return Config(duration=120.0, rate=600.0, change_every=(3.0, 8.0), out=logs)
+    return Config(out=logs)
 
 
 class ClickStream:

@@ -69,6 +69,34 @@ async def on_partitions_assigned(sender: Any, assigned: Any, **kwargs: Any) -> N
         await worker.partitions_assigned(set(_assigned))
 
 
+def _new_worker() -> StreamWorker:
+    consumer = app.consumer
+    commit = commit_only_after_checkpoints(consumer) if settings.checkpoint_interval > 0 else consumer.commit
+    return StreamWorker(settings, KIND_BY_TOPIC, deadletter_topic, commit=commit, highwaters=_highwaters(consumer))
+
+
+_prepared: list[StreamWorker] = []  # a worker whose state was bootstrapped before the consumer joined the group
+_faust_on_start = app.on_start
+
+
+async def _bootstrap_then_join() -> None:
+    """Bootstrap the worker (item state from the snapshot and the updates after it) before the group is joined.
+
+    The app starts its consumer, which joins the consumer group, after
+    ``on_start``. Bootstrapping in the agent instead held the partitions the
+    group gave a new worker idle for as long as the bootstrap took (seconds
+    on a busy machine, at every scale-out and restart).
+    """
+    await _faust_on_start()
+    worker = _new_worker()
+    await worker.start()
+    _prepared.append(worker)
+    _workers.append(worker)
+
+
+app.on_start = _bootstrap_then_join  # type: ignore[method-assign]
+
+
 @app.agent(events_topic, concurrency=1)
 async def process_events(stream):  # type: ignore[no-untyped-def]
     """Take micro-batches (``stream.take_events``), update the models, write lists to Redis.
@@ -77,20 +105,21 @@ async def process_events(stream):  # type: ignore[no-untyped-def]
     their batch has been handled. With ``STREAMREC_METRICS_PORT`` set, the
     worker also serves ``/metrics``, ``/healthz`` and ``/readyz``.
     """
-    consumer = app.consumer
-    commit = commit_only_after_checkpoints(consumer) if settings.checkpoint_interval > 0 else consumer.commit
-    worker = StreamWorker(settings, KIND_BY_TOPIC, deadletter_topic, commit=commit, highwaters=_highwaters(consumer))
+    if _prepared:
+        worker = _prepared.pop()
+    else:  # the agent restarted after a crash: a fresh worker from what Kafka holds
+        worker = _new_worker()
+        await worker.start()
+        _workers.append(worker)
     server = None
-    if settings.metrics_port is not None:
-        server = HealthServer(
-            worker.metrics, worker.state, settings.metrics_host, settings.metrics_port, alive=worker.alive
-        )
-        await server.start()
-    await worker.start()
-    _workers.append(worker)
-    if _assigned:
-        await worker.partitions_assigned(set(_assigned))
     try:
+        if settings.metrics_port is not None:
+            server = HealthServer(
+                worker.metrics, worker.state, settings.metrics_host, settings.metrics_port, alive=worker.alive
+            )
+            await server.start()
+        if _assigned:
+            await worker.partitions_assigned(set(_assigned))
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
             await worker.handle(events)
     finally:

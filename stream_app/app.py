@@ -66,7 +66,7 @@ app = faust.App(
     producer_linger_ms=5,
     # a restarted worker takes over within seconds, not after a minute
     broker_session_timeout=6.0,  # the broker's group.min.session.timeout.ms
-    broker_heartbeat_interval=1.5,
+    broker_heartbeat_interval=1.0,  # a failed worker's partitions move within ~1 s of its session ending
     stream_buffer_maxsize=max(4096, 4 * settings.batch_size),
     broker_commit_every=max(1000, settings.batch_size),
     broker_commit_interval=1.0,  # with checkpoints, stream_app.commits holds these commits back
