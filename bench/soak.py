@@ -324,8 +324,10 @@ class Soak:
                     worker.kill()
         verdict = self.verify()
         resumes = [c.resume_seconds for c in self.changes]
+        config = asdict(cfg)
+        config["out"] = "kept" if cfg.out else None  # where is this machine's business, not the report's
         return {
-            "config": asdict(cfg),
+            "config": config,
             "chaos_seconds": chaos_seconds,
             "events": len(self.events),
             "events_per_second": len(self.events) / chaos_seconds if chaos_seconds else 0.0,
