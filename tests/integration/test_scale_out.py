@@ -173,7 +173,8 @@ def test_kill_9_of_one_of_two_workers_moves_its_partitions_without_loss(
     # the soak (bench/soak.py) measures how soon; here a loaded machine only has to get there
     assert resumed and resumed[0] <= RESUME_BOUND, f"lists of moved users resumed after {resumed} s"
     # moved users' next lists come from their restored history, not a cold start
-    probe = [Rating(u, "probe-item", 5.0, 2e9 + n) for n, u in enumerate(moved_users[:20])]
+    now = time.time()  # newer than every rating, and not in the future (the worker refuses those)
+    probe = [Rating(u, "probe-item", 5.0, now + n * 0.001) for n, u in enumerate(moved_users[:20])]
     with EventPublisher(settings) as publisher:
         publisher.publish(probe, progress=False)
     # the counters may count twice what the killed worker handled but had not committed: wait for the lists
