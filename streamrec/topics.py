@@ -44,8 +44,14 @@ def _admin(settings: Settings) -> KafkaAdminClient:
     return KafkaAdminClient(client_id="streamrec-admin", **settings.kafka_config())
 
 
-def ensure_topics(settings: Settings) -> list[str]:
-    """Create the topics that are missing; return the names of those created."""
+def ensure_topics(settings: Settings, wait: float = 30.0) -> list[str]:
+    """Create the topics that are missing; return the names of those created.
+
+    Waits (at most ``wait`` seconds) until every created topic has its
+    partitions in the cluster's metadata: a KRaft broker answers the creation
+    before clients can see the topic, and a producer sending at once logged a
+    "not found in cluster metadata" error a few times a second meanwhile.
+    """
     admin = _admin(settings)
     try:
         existing = set(admin.list_topics())
@@ -64,9 +70,26 @@ def ensure_topics(settings: Settings) -> list[str]:
                 admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass
+            _wait_visible(settings, [t.name for t in wanted], wait)
         return [t.name for t in wanted]
     finally:
         admin.close()
+
+
+def _wait_visible(settings: Settings, names: list[str], wait: float) -> None:
+    """Wait until a client's metadata shows a leader for every partition of ``names`` (or ``wait`` passes)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(client_id="streamrec-admin", **settings.kafka_config())
+    try:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            visible = consumer.topics()  # a fresh metadata request each call
+            if all(name in visible and consumer.partitions_for_topic(name) for name in names):
+                return
+            time.sleep(0.1)
+    finally:
+        consumer.close()
 
 
 def delete_topics(settings: Settings, wait: float = 30.0) -> None:
