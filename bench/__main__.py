@@ -8,6 +8,9 @@ Benchmarks, in order (each a module of this package with ``config(quick)``,
 - ``reads``: p50/p99 of ``RecsClient.get`` at 10k reads/s against ``redis-benchmark``;
 - ``scale``: top-100 for 1,000 users as the catalogue grows to 1M items, exact
   versus an HNSW index; bytes of model state per user and item;
+- ``catalogue``: per-event cost (learn, the user's top-20, the fallback's top-20) of each
+  model over catalogues of 10,000 to 1,000,000 items, popularity's kept top list against a
+  full pass in the same run;
 - ``gpu``: torch BPR on CUDA versus CPU (CPU figures only without CUDA);
 - ``split_quality``: per-event HR@10 with the users split over 1 and 3
   workers that exchange their item increments as the updates topic does;
@@ -44,6 +47,7 @@ BENCHMARKS: dict[str, str] = {
     "offline": "Offline backtest throughput",
     "reads": "Read latency from Redis",
     "scale": "Scale: exact versus ANN top-100, model state size",
+    "catalogue": "Catalogue scale: per-event cost from 10,000 to 1,000,000 items",
     "gpu": "GPU: torch BPR on CUDA versus CPU",
     "split_quality": "Quality with the users split over workers",
     "live": "Live pipeline: Kafka → worker → Redis",

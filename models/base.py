@@ -511,6 +511,10 @@ class OnlineRecommender(ABC):
         row = self.user_index.get(user_id)
         u = np.array([row], dtype=np.int64)
         n = len(self.item_index)
+        if not self.personalized:
+            fast = self._recommend_one_from_top(row, u, k, exclude_seen, with_reasons, user_id)
+            if fast is not None:
+                return fast
         raw = self._score(u)
         if raw.shape != (1, n):
             raise RuntimeError(f"{self.name}._score returned {raw.shape}, expected {(1, n)}")
@@ -530,6 +534,24 @@ class OnlineRecommender(ABC):
         items = [ids[j] for j in idx[:c].tolist()]
         reasons = self._reasons(u, idx[None, :].astype(np.int64), [c]) if with_reasons else None
         return Recommendations([user_id], [items], [values[:c]], reasons)  # type: ignore[list-item]
+
+    def _recommend_one_from_top(
+        self, row: int, u: np.ndarray, k: int, exclude_seen: bool, with_reasons: bool, user_id: str
+    ) -> Recommendations | None:
+        """:meth:`_recommend_one` from the model's kept top list (:meth:`_global_top`), or ``None``."""
+        seen = self._seen_array(row) if exclude_seen and row >= 0 else np.zeros(0, dtype=np.intp)
+        top = self._global_top(min(k + len(seen), len(self.item_index)))
+        if top is None:
+            return None
+        columns, values = top
+        if len(seen):
+            keep = ~np.isin(columns, seen)
+            columns, values = columns[keep], values[keep]
+        columns, values = columns[:k], values[:k]
+        ids = self.item_index.ids
+        items = [ids[j] for j in columns.tolist()]
+        reasons = self._reasons(u, columns[None, :].astype(np.int64), [len(items)]) if with_reasons else None
+        return Recommendations([user_id], [items], [values.tolist()], reasons)  # type: ignore[list-item]
 
     def save(self, path: str | Path) -> Path:
         """Write the model to directory ``path`` (JSON and ``.npz``; no pickle).
@@ -874,20 +896,35 @@ class OnlineRecommender(ABC):
         ranking within it gives what the full ``users x items`` matrix gives,
         ties included (candidates are ordered by score, then by row).
         """
-        row = np.array(self._score(u[:1]), dtype=np.float32, copy=True)[0]
-        row[~np.isfinite(row)] = np.float32(-3.0e38)
-        if self.item_index.n_free:
-            row[self.item_index.free_rows()] = -np.inf
         m = min(self.n_items, k + max((len(e) for e in excluded), default=0))
-        columns = top_k(row[None, :], m)[0][0]
+        top = self._global_top(m)
+        if top is not None:  # the model keeps its top list: no pass over the catalogue
+            columns, values = top
+        else:
+            row = np.array(self._score(u[:1]), dtype=np.float32, copy=True)[0]
+            row[~np.isfinite(row)] = np.float32(-3.0e38)
+            if self.item_index.n_free:
+                row[self.item_index.free_rows()] = -np.inf
+            columns = top_k(row[None, :], m)[0][0]
+            values = row[columns]
         position = np.full(self.n_items, -1, dtype=np.int64)
         position[columns] = np.arange(m)
         mapped = []
         for items in excluded:
             pos = position[items] if len(items) else np.empty(0, dtype=np.int64)
             mapped.append(pos[pos >= 0])
-        scores = np.broadcast_to(row[columns], (len(u), m)).copy()
+        scores = np.broadcast_to(values, (len(u), m)).copy()
         return scores, columns, mapped
+
+    def _global_top(self, m: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """For models that rank every user alike and keep their top list: its first ``m`` rows and scores.
+
+        Rows ordered by float32 score descending, ties by row ascending, exactly
+        as a full pass over the catalogue orders them; ``None`` when the model
+        keeps no such list (or it cannot answer ``m`` exactly): the caller then
+        scores every item.
+        """
+        return None
 
     def _seen_array(self, row: int) -> np.ndarray:
         """The seen items of user ``row`` as an index array (cached, kept current by :meth:`learn`)."""

@@ -12,6 +12,8 @@ from models.base import Interactions, OnlineRecommender
 __all__ = ["Popularity"]
 
 _MAX_EXPONENT = 60.0  # rescale the accumulator before 2**exponent overflows float64
+#: Items kept in the maintained top list (catalogues up to this size are ranked by a full pass instead).
+TOP_KEPT = 4096
 
 
 class Popularity(OnlineRecommender):
@@ -103,11 +105,21 @@ class Popularity(OnlineRecommender):
         # per_user="max": user row -> {item row: level of the user's strongest event on it}, where
         # level = log2(weight) + timestamp / half_life (anchor-free), or the weight itself without decay
         self._strongest: dict[int, dict[int, float]] = {}
+        # the TOP_KEPT rows of largest _acc (when the catalogue is larger), kept as scores grow: every row outside
+        # has _acc <= _top_floor; None: to be rebuilt by one pass (after a change that can lower scores)
+        self._top_buf = np.empty(0, dtype=np.int64)
+        self._top_n = -1  # rows kept in _top_buf; -1: no list kept yet (or to be rebuilt)
+        self._top_floor = 0.0
+        self._top_member = np.zeros(0, dtype=bool)
 
     def _grow(self, n_users: int, n_items: int) -> None:
         self._acc = self._grown(self._acc, n_items)
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        self._learn_scores(u, i, batch)
+        self._top_raised(i)
+
+    def _learn_scores(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
         if self.per_user == "max":
             if len(i) == 1:
                 self._learn_one_strongest(int(u[0]), int(i[0]), float(batch.weights[0]), float(batch.timestamps[0]))
@@ -226,6 +238,7 @@ class Popularity(OnlineRecommender):
         """Move the anchor ``shift`` half-lives later (the shared-delta base moves with it)."""
         factor = 2.0 ** (-shift)
         self._acc *= factor
+        self._top_floor *= factor  # every score scaled alike: the order and the kept rows stay
         base = getattr(self, "_shared_base", None)
         if base is not None:
             base["_acc"] *= factor
@@ -252,6 +265,91 @@ class Popularity(OnlineRecommender):
         arrays = {k: v * factor for k, v in delta.arrays.items()}
         return type(delta)(delta.model, delta.items, arrays, delta.globals, delta.extra, delta.extra_arrays)
 
+    # -- the kept top list: a list for a user or the fallback costs O(TOP_KEPT), not O(catalogue)
+
+    def _top_raised(self, rows: np.ndarray) -> None:
+        """Scores of ``rows`` went up (they never go down as events arrive): admit those above the floor.
+
+        Admitted rows are appended; the list is cut back to the ``TOP_KEPT``
+        largest only when it doubles, so an admission costs O(1) amortised.
+        """
+        if self._top is None or not len(rows):
+            return
+        acc, member = self._acc, self._top_member
+        if len(member) < self.n_items:
+            self._top_member = member = self._grown(member, self.n_items)
+        rows = rows[(acc[rows] > self._top_floor) & ~member[rows]]  # most events touch kept items: nothing to do
+        if not len(rows):
+            return
+        rows = np.unique(rows)
+        n, buf = self._top_n, self._top_buf
+        if n + len(rows) > len(buf):  # cut back to the TOP_KEPT largest
+            kept = np.concatenate([buf[:n], rows])
+            keep = kept[np.argpartition(acc[kept], len(kept) - TOP_KEPT)[len(kept) - TOP_KEPT :]]
+            member[kept] = False
+            member[keep] = True
+            buf[: len(keep)] = keep
+            self._top_n = len(keep)
+            self._top_floor = float(acc[keep].min())
+            return
+        buf[n : n + len(rows)] = rows
+        member[rows] = True
+        self._top_n = n + len(rows)
+
+    @property
+    def _top(self) -> np.ndarray | None:
+        """The kept rows (unordered): every live row outside has ``_acc <= _top_floor``; ``None``: not kept."""
+        return None if self._top_n < 0 else self._top_buf[: self._top_n]
+
+    def _top_forget(self) -> None:
+        """Scores may have gone down (a whole state imported, items evicted): rebuilt at the next list."""
+        self._top_n = -1
+
+    def _top_rebuild(self) -> None:
+        n = self.n_items
+        acc = self._acc[:n].copy()
+        if self.item_index.n_free:
+            acc[self.item_index.free_rows()] = -np.inf
+        top = np.argpartition(acc, n - TOP_KEPT)[n - TOP_KEPT :]
+        self._top_floor = float(acc[top].min()) if len(top) else 0.0
+        top = top[np.isfinite(acc[top])]
+        self._top_buf = np.empty(2 * TOP_KEPT, dtype=np.int64)
+        self._top_buf[: len(top)] = top
+        self._top_n = len(top)
+        self._top_member = np.zeros(n, dtype=bool)
+        self._top_member[top] = True
+
+    def _global_top(self, m: int) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.n_items <= TOP_KEPT or m > TOP_KEPT // 2:
+            return None  # a small catalogue, or a long list: one pass over the items
+        if self._top is None:
+            self._top_rebuild()
+        top = self._top
+        assert top is not None
+        factor = 1.0
+        if self.half_life is not None and self._anchor is not None:
+            factor = 2.0 ** (-(self.last_timestamp - self._anchor) / self.half_life)
+        values = (self._acc[top] * factor).astype(np.float32)  # as item_scores() then _score compute them
+        if len(values) < m:
+            return None
+        # the m largest, ties at the m-th place to the lower rows, ordered by (score desc, row asc): a full pass's order
+        t = np.partition(values, len(values) - m)[len(values) - m]
+        above = np.flatnonzero(values > t)
+        tied = np.flatnonzero(values == t)
+        tied = tied[np.argsort(top[tied], kind="stable")[: m - len(above)]]
+        chosen = np.concatenate([above, tied])
+        order = chosen[np.lexsort((top[chosen], -values[chosen]))]
+        if not values[order[-1]] > np.float32(self._top_floor * factor):
+            return None  # a tie with rows outside the kept list could reorder the m-th place
+        return top[order], values[order]
+
+    def _after_item_change(self, rows: np.ndarray) -> None:
+        self._top_raised(rows)  # another worker's increments (positive, as learning's)
+
+    def _apply_item_delta_extra(self, delta: Any, rows: np.ndarray) -> None:
+        if delta.extra.get("absolute") or any((np.asarray(v) < 0).any() for v in delta.arrays.values()):
+            self._top_forget()  # a whole state, or a decrease: rebuilt at the next list
+
     def item_scores(self) -> np.ndarray:
         """Decayed score of every item at the newest event time seen."""
         acc = self._acc[: self.n_items]
@@ -270,6 +368,7 @@ class Popularity(OnlineRecommender):
 
     def _forget_item_rows(self, rows: np.ndarray) -> None:
         self._acc[rows] = 0.0
+        self._top_forget()  # evicted rows leave the list: rebuilt at the next list
         dead = set(rows.tolist())
         for parts in self._strongest.values():
             if not parts.keys().isdisjoint(dead):
@@ -290,6 +389,7 @@ class Popularity(OnlineRecommender):
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self._acc = self._grown(arrays["acc"].astype(np.float64), self.n_items)
+        self._top_forget()
         self._strongest = {}
         sizes = arrays.get("strongest_sizes")  # absent in files written before per_user existed
         if sizes is None:

@@ -390,22 +390,20 @@ class CatalogueFollower:
         self._consumer: Any = None
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import AIOKafkaConsumer
 
-        from stream_app.state import _client_kwargs, _seek_start
+        from stream_app.state import _client_kwargs
 
         if not self.topics:
             return
-        self._consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **_client_kwargs(self.settings))
+        # subscribed without a group: every partition of the topics is assigned, from the earliest offset (the
+        # partitions were looked up in metadata the consumer had not fetched: it assigned nothing, and no model
+        # ever held the catalogue in a worker with state in Kafka)
+        self._consumer = AIOKafkaConsumer(
+            group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **_client_kwargs(self.settings)
+        )
         await self._consumer.start()
-        tps = []
-        await self._consumer.topics()  # fetch the cluster's metadata
-        for topic in self.topics:
-            parts = self._consumer.partitions_for_topic(topic) or set()
-            tps += [TopicPartition(topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        if tps:
-            await _seek_start(self._consumer, *tps)
+        self._consumer.subscribe(self.topics)
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:

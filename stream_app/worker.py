@@ -168,6 +168,7 @@ class StreamWorker:
             items = [t for t, kind in self.kind_by_topic.items() if kind == "item"]
             self._catalogue = CatalogueFollower(self.settings, items, self._add_items)
             await self._catalogue.start()
+        await self._report_items_held()
         self._retry_task = asyncio.create_task(self._retry_loop())
         self._started = True
         log.info(
@@ -222,6 +223,15 @@ class StreamWorker:
         """Catalogue updates (every worker reads the whole items topic)."""
         async with self._model_lock:
             await asyncio.to_thread(self.pipeline.add_catalogue, updates)
+        await self._report_items_held()
+
+    async def _report_items_held(self) -> None:
+        """How many items the models hold (``items_held`` in ``{prefix}:stats``; ``streamrec status`` shows it)."""
+        held = max((m.item_index.n_live for m in self.pipeline.all_models().values()), default=0)
+        try:
+            await self.sink.set_stat("items_held", held)
+        except REDIS_ERRORS:
+            pass  # the next catalogue update reports it again
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Process one batch of Faust events (``stream.take_events``)."""

@@ -191,13 +191,16 @@ def format_status(status: Status, now: float | None = None) -> str:
         lines.append(f"worker {status.app_id}: has written nothing to Redis yet")
     lines.append(
         f"events: {c.get('events_received', 0):,.0f} received, {c.get('events_accepted', 0):,.0f} accepted, "
-        f"{c.get('events_deadlettered', 0):,.0f} dead-lettered; {c.get('batches', 0):,.0f} batches "
+        f"{c.get('events_deadlettered', 0):,.0f} dead-lettered, {c.get('events_duplicate', 0):,.0f} duplicates; "
+        f"{c.get('batches', 0):,.0f} batches "
         f"({c.get('batches_failed', 0):,.0f} failed); Redis write errors {c.get('redis_errors', 0):,.0f}"
     )
     lines.append(
         f"model time: learn {c.get('learn_seconds', 0):.1f} s, recommend {c.get('recommend_seconds', 0):.1f} s; "
         f"checkpoints {c.get('checkpoints', 0):,.0f}"
     )
+    if "items_held" in c:
+        lines.append(f"catalogue: the models hold {c['items_held']:,.0f} items")
     f = status.freshness
     if f.get("samples"):
         lines.append(

@@ -108,6 +108,23 @@ def test_scale_tiny() -> None:
     assert "recall" in scale.markdown(result)
 
 
+def test_catalogue_tiny() -> None:
+    from bench import catalogue
+
+    cfg = dataclasses.replace(
+        catalogue.config(quick=True),
+        sizes=(1_000, 10_000),
+        models=("popularity", "itemknn"),
+        warm_events=500,
+        events=50,
+    )
+    result = catalogue.run(cfg)
+    rows = {(r["model"], r["items"], r["full_pass"]) for r in result["rows"]}
+    assert ("popularity", 10_000, True) in rows and ("popularity", 10_000, False) in rows  # reference in the same run
+    assert ("itemknn", 10_000, False) in rows
+    assert result["targets"] and "events/s" in catalogue.markdown(result)
+
+
 def test_gpu_tiny() -> None:
     cfg = gpu.Config(
         n_users=500, n_items=300, batch_sizes=(200,), learn_events=600, topn_items=(400,),
