@@ -60,7 +60,7 @@ def _replay(name: str, n_items: int, cfg: Config, full_pass: bool) -> dict[str, 
     fallback = models.create("popularity")
     if full_pass:
         _without_kept_list(fallback)
-    catalogue = [str(i) for i in range(n_items)]
+    catalogue = [f"i{i}" for i in range(n_items)]  # the ids SyntheticStream uses
     started = time.perf_counter()
     model.add_items(catalogue)
     fallback.add_items(catalogue)

