@@ -109,7 +109,7 @@ def _blas() -> dict[str, Any]:
 
 def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": sys.version.split()[0], "numpy": np.__version__}
-    for name in ("scipy", "torch", "river", "hnswlib", "redis"):
+    for name in ("scipy", "torch", "river", "faiss", "redis"):
         try:
             module = __import__(name)
             out[name] = getattr(module, "__version__", "unknown")
@@ -159,8 +159,8 @@ def machine_markdown(info: dict[str, Any]) -> str:
         ["load average at start", ", ".join(f"{x:.2f}" for x in info.get("load_average") or [])],
         ["Python / NumPy / SciPy", f"{v.get('python')} / {v.get('numpy')} / {v.get('scipy')}"],
         [
-            "torch (threads) / River / hnswlib / redis-py",
-            f"{v.get('torch')} ({info.get('torch_threads')}) / {v.get('river')} / {v.get('hnswlib')} / {v.get('redis')}",
+            "torch (threads) / River / faiss / redis-py",
+            f"{v.get('torch')} ({info.get('torch_threads')}) / {v.get('river')} / {v.get('faiss')} / {v.get('redis')}",
         ],
         ["BLAS", f"{blas.get('name', '?')} {blas.get('version', '')} ({blas.get('source')})"],
         ["platform", info.get("platform")],

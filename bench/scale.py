@@ -1,4 +1,4 @@
-"""Top-100 for a micro-batch of 1,000 users as the catalogue grows: exact versus an HNSW index.
+"""Top-100 for a micro-batch of 1,000 users as the catalogue grows: exact versus an inverted-file index.
 
 For each catalogue size (1k, 10k, 100k, 1M items) an ISGD model with
 64-dimensional factors (``models.isgd.ISGD(n_factors=64)``, other
@@ -19,17 +19,18 @@ seen items excluded:
   (:meth:`~models.base.OnlineRecommender.recommend`: dense scores, masks, top-k,
   id lists), up to ``model_recommend_max_items`` (beyond, one call would need
   ``4 x users x items`` bytes several times over);
-- **ANN**: :class:`models.ann.ANNRecommender` (hnswlib, inner product,
-  ``M``/``ef_construction``), build time and resident memory added by the
-  index, then each query ``ef`` of ``efs``: time of ``recommend`` for the 1,000
+- **ANN**: :class:`models.ann.ANNRecommender` (faiss IVF-Flat over the item
+  factors, ``nlist`` lists; hnswlib's HNSW graph until December 2026), build
+  time and resident memory added by the index, then each ``nprobe`` of
+  ``nprobes``: time of ``recommend`` for the 1,000
   users (median of ``repeats``) and recall@100 against exact (the share of the
-  exact list the ANN list holds, averaged over users). The first ``ef`` with
+  exact list the ANN list holds, averaged over users). The first ``nprobe`` with
   recall >= 0.95 is the one reported against the target. After that, the
   incremental path: the model learns one more micro-batch and the index is
   updated for its items, and 1,000 new items are added.
 
 A second case, at ``random_case_items``, uses random Gaussian factors (the
-hardest data for a graph index: no structure at all).
+hardest data for an index: no structure at all).
 
 Bytes per user and per item of model state: every model learns MovieLens 100K
 (or the synthetic stream when it is absent); the arrays of ``_state()`` (what
@@ -98,9 +99,8 @@ class Config:
     repeats_at_1m: int = 1
     chunk_bytes: int = 64 << 20
     model_recommend_max_items: int = 100_000
-    M: int = 32
-    ef_construction: int = 100
-    efs: tuple[int, ...] = (100, 200, 400, 600, 800)
+    nlist: int = 2048
+    nprobes: tuple[int, ...] = (32, 64, 128, 192, 256)
     random_case_items: int | None = 100_000
     state_models: tuple[str, ...] = STATE_MODELS
     state_events: int | None = None  # None: all of MovieLens 100K
@@ -117,8 +117,7 @@ def config(quick: bool = False) -> Config:
         sizes=(1_000, 10_000),
         train_events=50_000,
         repeats=1,
-        M=16,
-        efs=(50, 100, 200),
+        nprobes=(16, 64, 256),
         random_case_items=None,
         state_events=10_000,
         profile=False,
@@ -224,25 +223,24 @@ def _measure(
         out["model_recommend"] = {"skipped": f"not run above {cfg.model_recommend_max_items:,} items"}
     gc.collect()
     rss0 = rss_bytes()
-    ann = ANNRecommender(model, M=cfg.M, ef_construction=cfg.ef_construction, ef=cfg.efs[0], seed=cfg.seed)
+    ann = ANNRecommender(model, nlist=cfg.nlist, nprobe=cfg.nprobes[0], seed=cfg.seed)
     out["ann_build"] = {
         "seconds": ann.build_seconds,
         "rss_added_bytes": rss_bytes() - rss0,
-        "M": cfg.M,
-        "ef_construction": cfg.ef_construction,
-        "note": "rss_added_bytes: the hnswlib graph and vectors plus the wrapper's copy of the item vectors",
+        "nlist": cfg.nlist,
+        "note": "rss_added_bytes: the faiss index and its vectors plus the wrapper's copy of the item vectors",
     }
     sweeps = []
-    for ef in cfg.efs:
-        ann.ef = ef
+    for nprobe in cfg.nprobes:
+        ann.nprobe = nprobe
         t, recs = time_repeats(lambda ann=ann: ann.recommend(users, k=cfg.k), repeats)
         got = [model.item_index.lookup(items) for items in recs.items]
-        sweeps.append({"ef": ef, "seconds": t, "recall": recall(got, ex_idx)})
+        sweeps.append({"nprobe": nprobe, "seconds": t, "recall": recall(got, ex_idx)})
     out["ann"] = sweeps
     chosen = next((s for s in sweeps if s["recall"] >= TARGET_RECALL), max(sweeps, key=lambda s: s["recall"]))
     out["ann_chosen"] = chosen
     if incremental is not None:
-        ann.ef = chosen["ef"]
+        ann.nprobe = chosen["nprobe"]
         more = incremental.batches(2 * cfg.batch_users, chunk=cfg.batch_users)
         model.learn(batch := next(more))
         t0 = time.perf_counter()
@@ -266,10 +264,10 @@ def _measure(
         and n_items >= TARGET_ITEMS
         and not (chosen["recall"] >= TARGET_RECALL and chosen["seconds"]["median"] <= TARGET_SECONDS)
     ):
-        ann.ef = chosen["ef"]
+        ann.nprobe = chosen["nprobe"]
         prof, _ = hotspots(lambda ann=ann: ann.recommend(users, k=cfg.k))
         out["profile"] = {
-            "what": f"ANNRecommender.recommend, {len(users)} users, {n_items:,} items, ef={ann.ef}",
+            "what": f"ANNRecommender.recommend, {len(users)} users, {n_items:,} items, nprobe={ann.nprobe}",
             **prof,
         }
     del ann
@@ -382,8 +380,8 @@ def run(cfg: Config) -> dict[str, Any]:
             target(
                 "ANN top-100, 1,000 users, 1M items (CPU)",
                 f"<= {TARGET_SECONDS} s with recall@100 >= {TARGET_RECALL}",
-                f"{c['seconds']['median']:.3f} s at recall {c['recall']:.3f} (ef={c['ef']}, M={cfg.M}, "
-                f"ef_construction={cfg.ef_construction}; build {at['ann_build']['seconds']:.0f} s)",
+                f"{c['seconds']['median']:.3f} s at recall {c['recall']:.3f} (nprobe={c['nprobe']}, "
+                f"nlist={cfg.nlist}; build {at['ann_build']['seconds']:.0f} s)",
                 ok,
                 reference=f"exact: {at['exact']['seconds']['median']:.2f} s",
             )
@@ -406,7 +404,7 @@ def _size_rows(fig: dict[str, Any], label: str) -> list[list[str]]:
             f"{mr['seconds']['median']:.3f} / {fmt_bytes(mr['peak_traced_bytes'])}" if "seconds" in mr else "not run",
             f"{fig['ann_build']['seconds']:.1f}",
             fmt_bytes(fig["ann_build"]["rss_added_bytes"]),
-            "; ".join(f"ef {s['ef']}: {s['seconds']['median']:.3f} s, {s['recall']:.3f}" for s in fig["ann"]),
+            "; ".join(f"nprobe {s['nprobe']}: {s['seconds']['median']:.3f} s, {s['recall']:.3f}" for s in fig["ann"]),
         ]
     )
     return rows
@@ -419,7 +417,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Top-{cfg['k']} (seen items excluded) for {cfg['batch_users']:,} users of a micro-batch. Factors: ISGD, "
         f"{cfg['n_factors']} dimensions, trained on {cfg['train_events']:,} synthetic events over "
         f"{cfg['stream_users']:,} users and the catalogue (every item added first, so items never interacted with keep "
-        f"their random initial vector). ANN: hnswlib inner product, M={cfg['M']}, ef_construction={cfg['ef_construction']}; "
+        f"their random initial vector). ANN: faiss IVF-Flat, nlist={cfg['nlist']}; "
         f"recall@{cfg['k']} against exact. Times: median of {cfg['repeats']} runs ({cfg['repeats_at_1m']} at 1M items).",
         "",
     ]
@@ -438,7 +436,7 @@ def markdown(result: dict[str, Any]) -> str:
                 "model.recommend s / peak",
                 "ANN build s",
                 "ANN index mem",
-                "ANN query s, recall@100 per ef",
+                "ANN query s, recall@100 per nprobe",
             ],
             rows,
         )

@@ -1,11 +1,13 @@
-"""Approximate top-k for factor models: an HNSW index (hnswlib, inner product) over item factors.
+"""Approximate top-k for factor models: a faiss inverted-file index over item factors.
 
 :class:`ANNRecommender` wraps a fitted factor model (ISGD, BiasedMF, TorchBPR:
 anything with a ``factors()`` method whose ``P @ Q.T`` is the model's score)
 and serves :meth:`~ANNRecommender.recommend` with the model's interface from
-an HNSW graph instead of scoring the whole catalogue. The exact path costs
-``O(users x items)`` per call; a query of the graph visits a few thousand items
-whatever the catalogue size.
+an :class:`~models.retrieval.ItemVectorIndex` (faiss IVF-Flat, inner products
+searched as Euclidean distances) instead of scoring the whole catalogue. The
+exact path costs ``O(users x items)`` per call; a query scans ``nprobe`` lists
+of the index, a few thousand items whatever the catalogue size. The index was
+hnswlib's HNSW graph until faiss replaced it (``models.retrieval`` says why).
 """
 
 from __future__ import annotations
@@ -14,22 +16,21 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import hnswlib
 import numpy as np
 
 from models.base import Interactions, OnlineRecommender, Recommendations
+from models.retrieval import ItemVectorIndex
 
 __all__ = ["ANNRecommender"]
 
 
 class ANNRecommender:
-    """Recommend from a factor model through an HNSW inner-product index (hnswlib).
+    """Recommend from a factor model through an inverted-file index of its item factors (faiss).
 
     The index holds one vector per live item row of the model (``Q`` of
     ``model.factors()``, labelled by the row), so a user's approximate top-k
-    is a nearest-neighbour query with the user's row of ``P`` in hnswlib's
-    inner-product space. Scores are the inner products, i.e. the model's own
-    scores of the returned items.
+    is a search with the user's row of ``P``; the returned items are scored
+    by their exact inner products, the model's own scores.
 
     Seen items (and ``exclude``) are left out by over-fetching: a user with
     ``s`` banned items asks the index for ``k + s`` neighbours (users are
@@ -41,27 +42,22 @@ class ANNRecommender:
     :meth:`~models.base.OnlineRecommender.recommend` (its cold-start ranking).
 
     The index follows the model incrementally: :meth:`update` adds new item
-    rows, re-inserts rows whose vector changed (hnswlib updates an element in
-    place) and marks freed rows deleted; :meth:`learn` and :meth:`add_items`
-    forward to the model and then update. A copy of the indexed vectors is
-    kept to find the changed rows. There is no ``save``: save the model and
-    build a new index from it.
+    rows, re-inserts rows whose vector changed and removes freed rows;
+    :meth:`learn` and :meth:`add_items` forward to the model and then update.
+    A copy of the indexed vectors is kept to find the changed rows. There is
+    no ``save``: save the model and build a new index from it.
 
     Parameters
     ----------
     model
         A fitted model with ``factors() -> (P, Q)``, ``user_index``,
         ``item_index`` and ``recommend``.
-    M
-        Graph degree of hnswlib (memory and recall grow with it).
-    ef_construction
-        Candidate list size while building (build time and recall grow with it).
-    ef
-        Candidate list size of a query (at least the number of neighbours asked for).
-    num_threads
-        Threads for building and querying (``-1``: all cores).
+    nlist
+        Inverted lists of the index (at most one per 16 items).
+    nprobe
+        Lists scanned per query (recall and cost grow with it).
     seed
-        Seed of hnswlib's level generator.
+        Seed of the quantizer's training sample.
 
     Examples
     --------
@@ -69,7 +65,7 @@ class ANNRecommender:
     >>> model = ISGD(n_factors=8, seed=0)
     >>> users, items = ["ann", "bob", "cid"] * 40, [f"i{j % 30}" for j in range(120)]
     >>> model.learn(Interactions.from_columns(users, items))
-    >>> ann = ANNRecommender(model, M=16, ef=50, seed=0)
+    >>> ann = ANNRecommender(model, nprobe=16, seed=0)
     >>> ann.recommend(["ann"], k=5).items == model.recommend(["ann"], k=5).items
     True
     >>> ann.add_items(["new"])
@@ -77,36 +73,35 @@ class ANNRecommender:
     31
     """
 
-    def __init__(
-        self,
-        model: OnlineRecommender,
-        *,
-        M: int = 32,  # noqa: N803 - hnswlib's name
-        ef_construction: int = 200,
-        ef: int = 100,
-        num_threads: int = -1,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, model: OnlineRecommender, *, nlist: int = 2048, nprobe: int = 32, seed: int = 0) -> None:
         if not callable(getattr(model, "factors", None)):
             raise TypeError(f"{type(model).__name__} has no factors() method: wrap ISGD, BiasedMF or TorchBPR")
-        if M < 2 or ef_construction < 1 or ef < 1:
-            raise ValueError(f"M must be >= 2 and ef_construction, ef >= 1; got {M}, {ef_construction}, {ef}")
+        if nlist < 1 or nprobe < 1:
+            raise ValueError(f"nlist and nprobe must be >= 1; got {nlist}, {nprobe}")
         self.model = model
-        self.M = M
-        self.ef_construction = ef_construction
-        self.ef = ef
-        self.num_threads = num_threads
+        self.nlist = nlist
         self.seed = seed
-        self.name = f"{getattr(model, 'name', type(model).__name__)}+hnsw"
+        self.name = f"{getattr(model, 'name', type(model).__name__)}+ivf"
         self.build_seconds = 0.0
+        self._nprobe = nprobe
         self.rebuild()
+
+    @property
+    def nprobe(self) -> int:
+        """Lists scanned per query (settable)."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self._nprobe = int(value)
+        self._index.nprobe = self._nprobe
 
     # -- the index -----------------------------------------------------------------------
 
     @property
     def n_indexed(self) -> int:
-        """Items in the index (live, not deleted)."""
-        return self._n_rows - len(self._deleted)
+        """Items in the index (live rows)."""
+        return self._index.n_indexed
 
     def rebuild(self) -> None:
         """Build the index from scratch from the model's current item factors."""
@@ -114,17 +109,18 @@ class ANNRecommender:
         _, q = self.model.factors()
         q = np.ascontiguousarray(q, dtype=np.float32)
         self.dim = q.shape[1]
-        self._index = hnswlib.Index(space="ip", dim=self.dim)
-        self._capacity = max(len(q), 1024)
-        self._index.init_index(
-            max_elements=self._capacity, M=self.M, ef_construction=self.ef_construction, random_seed=self.seed
-        )
-        self._index.set_num_threads(self.num_threads if self.num_threads > 0 else _cores())
-        self._vectors = np.zeros((0, self.dim), dtype=np.float32)
-        self._n_rows = 0
-        self._deleted: set[int] = set()
-        self._sync(q, changed=None)
+        self._index = ItemVectorIndex(min_items=0, nlist=self.nlist, nprobe=self._nprobe, seed=self.seed)
+        self._vectors = q.copy()
+        self._n_rows = len(q)
+        if self._n_rows:
+            self._index.refresh(self._indexed, self._n_rows, self._live)
         self.build_seconds = time.perf_counter() - start
+
+    def _indexed(self, rows: np.ndarray) -> np.ndarray:
+        return self._vectors[rows]
+
+    def _live(self, rows: np.ndarray) -> np.ndarray:
+        return rows[_live_mask(self.model, self._n_rows)[rows]]
 
     def update(self, items: Iterable[Any] | None = None) -> int:
         """Bring the index up to date with the model; return the number of rows (re)inserted.
@@ -145,40 +141,22 @@ class ANNRecommender:
         n_old, n_new = self._n_rows, len(q)
         if q.shape[1] != self.dim:
             raise ValueError(f"the model's factors have {q.shape[1]} columns, the index {self.dim}: rebuild()")
-        live = _live_mask(self.model, n_new)
-        # rows already indexed whose vector moved
-        if changed is None:
-            old = q[:n_old]
-            moved = np.flatnonzero(np.any(old != self._vectors[:n_old], axis=1))
+        if changed is None:  # rows already indexed whose vector moved
+            moved = np.flatnonzero(np.any(q[:n_old] != self._vectors[:n_old], axis=1))
         else:
             changed = changed[changed < n_old]
             moved = changed[np.any(q[changed] != self._vectors[changed], axis=1)]
-        # rows freed (tombstones) and rows taken again after being freed
-        freed = [r for r in np.flatnonzero(~live[:n_old]).tolist() if r not in self._deleted]
-        revived = [r for r in self._deleted if r < n_old and live[r]]
-        insert = np.unique(np.concatenate([moved, np.asarray(revived, dtype=np.int64)])).astype(np.int64)
-        insert = insert[live[insert]]
-        new_rows = np.arange(n_old, n_new, dtype=np.int64)
-        new_dead = new_rows[~live[n_old:n_new]]
-        new_rows = new_rows[live[n_old:n_new]]
-        if n_new > self._capacity:  # grow by a quarter: at 1M items, doubling would copy and reserve a lot
-            self._capacity = max(n_new, self._capacity + self._capacity // 4)
-            self._index.resize_index(self._capacity)
-        todo = np.concatenate([insert, new_rows])
-        if len(todo):
-            self._index.add_items(q[todo], todo.astype(np.uint64))
-        for r in freed:
-            self._index.mark_deleted(int(r))
-        self._deleted.update(int(r) for r in freed)
-        self._deleted.difference_update(int(r) for r in revived)
-        self._deleted.update(int(r) for r in new_dead)  # free rows never inserted: counted as absent
-        if n_new > len(self._vectors):
-            grown = np.zeros((max(n_new, len(self._vectors) + len(self._vectors) // 4), self.dim), dtype=np.float32)
-            grown[: len(self._vectors)] = self._vectors
-            self._vectors = grown
+        live = _live_mask(self.model, n_new)
+        freed = np.flatnonzero(~live[:n_old])  # free rows: out of the index (a no-op for those already out)
+        todo = np.concatenate([moved, np.arange(n_old, n_new, dtype=np.int64)])
+        self._vectors = q.copy() if n_new != n_old else self._vectors
         self._vectors[todo] = q[todo]
         self._n_rows = n_new
-        return len(todo)
+        self._index.drop(freed)
+        self._index.mark(todo)  # freed rows among them stay out: only live rows are inserted
+        if n_new:
+            self._index.refresh(self._indexed, n_new, self._live)
+        return int(np.count_nonzero(live[todo])) if len(todo) else 0
 
     # -- the protocol --------------------------------------------------------------------
 
@@ -259,27 +237,29 @@ class ANNRecommender:
             pending = np.asarray(retry, dtype=np.int64)
         ids_of = model.item_index.ids_of
         for g, j in enumerate(warm.tolist()):
-            order = np.argsort(-sims[g], kind="stable")  # hnswlib sorts; this only breaks float ties
+            order = np.argsort(-sims[g], kind="stable")  # sorted already; this only breaks float ties
             items[j] = ids_of(labels[g][order])
             scores[j] = sims[g][order].astype(float).tolist()
         return Recommendations(user_ids, items, scores)
 
     def _query(self, queries: np.ndarray, size: int, n_live: int) -> tuple[np.ndarray, np.ndarray]:
-        """``size`` nearest items of each query (labels, ``1 - inner product``), from the graph or exactly.
+        """About ``size`` best items of each query (labels, ``1 - inner product``), from the index or exactly.
 
-        A query that asks for most of a small catalogue cannot be answered by
-        the graph (hnswlib raises when it finds fewer than ``size`` items): the
-        indexed vectors are then scored exactly, which is cheap at that size.
+        A query that asks for most of a small catalogue is answered by
+        scoring the indexed vectors exactly, which is cheap at that size; so
+        is a query the probed lists cannot fill.
         """
         if 2 * size < n_live:
-            self._index.set_ef(max(self.ef, size))
-            try:
-                return self._index.knn_query(queries, k=size)
-            except RuntimeError:  # the graph search found fewer than `size` items
-                pass
+            found = self._index.search(queries, size, self._indexed, self._n_rows, self._live)
+            if found is not None and all(len(f) >= size for f in found):
+                labels = np.stack([f[:size] for f in found])
+                sims = np.einsum("qd,qkd->qk", queries, self._vectors[labels])
+                order = np.argsort(-sims, axis=1, kind="stable")
+                return np.take_along_axis(labels, order, axis=1), 1.0 - np.take_along_axis(sims, order, axis=1)
         scores = queries @ self._vectors[: self._n_rows].T
-        if self._deleted:
-            scores[:, sorted(self._deleted)] = -np.inf
+        dead = ~_live_mask(self.model, self._n_rows)
+        if dead.any():
+            scores[:, dead] = -np.inf
         part = (
             np.argpartition(-scores, size - 1, axis=1)[:, :size] if size < self._n_rows else np.argsort(-scores, axis=1)
         )
@@ -307,12 +287,3 @@ def _live_mask(model: Any, n: int) -> np.ndarray:
 
 def _next_pow2(values: np.ndarray) -> np.ndarray:
     return (2 ** np.ceil(np.log2(np.maximum(values, 1)))).astype(np.int64)
-
-
-def _cores() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1

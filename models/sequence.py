@@ -245,6 +245,7 @@ class SASRec(OnlineRecommender):
 
     name: ClassVar[str] = "sasrec"
     shares_state: ClassVar[bool] = True
+    sparse_rest_zero: ClassVar[bool] = False  # lists rank the item index's candidates
     sharing_is_exact: ClassVar[bool] = False  # asynchronous SGD (see "Several workers")
     _user_arrays: ClassVar[tuple[str, ...]] = ("_win",)
     _user_item_refs: ClassVar[tuple[str, ...]] = ("_win",)
@@ -268,7 +269,7 @@ class SASRec(OnlineRecommender):
         init_std: float = 0.1,
         repeat_cap: int | None = 3,
         ann_min_items: int = 50_000,
-        ann_nprobe: int = 16,
+        ann_nprobe: int = 32,
         device: str | None = None,
         seed: int = 0,
     ) -> None:

@@ -24,6 +24,7 @@ import torch
 from models.base import ContextT, Interactions, OnlineRecommender
 from models.devices import resolve_device
 from models.ids import IdIndex
+from models.retrieval import ItemVectorIndex
 from models.scoring import dot_scores
 from models.sharing import ItemDelta, id_rows
 
@@ -196,6 +197,16 @@ class TwoTower(OnlineRecommender):
     learn_repeats
         Learn from events whose item the user already interacted with (lists leave those
         items out; the item becomes the most recent either way).
+    ann_min_items
+        From this many item rows on, a list ranks the candidates an item index
+        (:class:`models.retrieval.ItemVectorIndex`) retrieves, scored exactly
+        with the current item outputs, instead of scoring every item. The
+        index re-inserts the items a step trained; items whose output moved
+        only through a shared tag or title word keep their indexed vector
+        until they are trained (or the index is rebuilt), which costs recall,
+        not exactness of the scores.
+    ann_nprobe
+        Inverted lists the item index scans per list.
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` picks CUDA when available.
     seed
@@ -218,6 +229,7 @@ class TwoTower(OnlineRecommender):
     name: ClassVar[str] = "two_tower"
     batch_equals_sequential: ClassVar[bool] = True
     shares_state: ClassVar[bool] = True
+    sparse_rest_zero: ClassVar[bool] = False  # lists rank the item index's candidates
     sharing_is_exact: ClassVar[bool] = False  # asynchronous SGD (see "Several workers")
     _user_arrays: ClassVar[tuple[str, ...]] = ("_hist",)
     _user_item_refs: ClassVar[tuple[str, ...]] = ("_hist",)
@@ -250,6 +262,8 @@ class TwoTower(OnlineRecommender):
         numeric_bucket: float = 10.0,
         use_hour: bool = False,
         learn_repeats: bool = True,
+        ann_min_items: int = 50_000,
+        ann_nprobe: int = 32,
         device: str | None = None,
         seed: int = 0,
     ) -> None:
@@ -287,6 +301,8 @@ class TwoTower(OnlineRecommender):
         self.use_hour = use_hour
         self.learn_repeats = learn_repeats
         self.device = device
+        self.ann_min_items = ann_min_items
+        self.ann_nprobe = ann_nprobe
         super().__init__(seed=seed)
 
     # -- state -----------------------------------------------------------------------
@@ -353,8 +369,9 @@ class TwoTower(OnlineRecommender):
         # float64 caches for scoring: item tower output, item bias, dense parameters
         self._x64 = np.zeros((0, d), dtype=np.float64)
         self._b64 = np.zeros(0, dtype=np.float64)
-        self._n_cached = 0  # item rows [0, _n_cached) of the caches are up to date
-        self._stale_items: set[int] = set()
+        self._epoch = 0  # item outputs change as a whole (a step, new dense weights): a new epoch
+        self._x64_epoch = np.zeros(0, dtype=np.int64)  # per item row: the epoch its cached output is of (-1: none)
+        self._ann = ItemVectorIndex(min_items=self.ann_min_items, nprobe=self.ann_nprobe, seed=self.seed)
         self._dense64: dict[str, np.ndarray] | None = None
         self._items_dev: tuple[torch.Tensor, torch.Tensor] | None = None  # for topk_device
 
@@ -371,6 +388,7 @@ class TwoTower(OnlineRecommender):
             self._item_tokens = self._grown(self._item_tokens, n_items, fill=-1)
             self._x64 = self._grown(self._x64, n_items)
             self._b64 = self._grown(self._b64, n_items)
+            self._x64_epoch = self._grown(self._x64_epoch, n_items, fill=-1)
         if len(self._hist) < n_users:
             self._hist = self._grown(self._hist, n_users, fill=-1)
             self._feats = self._grown(self._feats, n_users, fill=-1)
@@ -386,6 +404,7 @@ class TwoTower(OnlineRecommender):
             table[done:n] = torch.from_numpy(self._initial_rows(name, ids)).to(self._device)
             if name == "item":  # a row freed before it was grown waits for its next id
                 self._uninitialised.update(done + j for j, key in enumerate(ids) if key is None)
+                self._ann.mark(np.arange(done, n))
         self._tables[name] = table
         self._rows[name] = n
 
@@ -411,7 +430,7 @@ class TwoTower(OnlineRecommender):
                 self._initial_rows("item", ids)
             ).to(self._device)
             self._uninitialised.difference_update(rows.tolist())
-            self._stale_items.update(rows.tolist())
+            self._mark_stale(rows)
 
     def _feature(self, name: str) -> int:
         """Row of user feature ``name`` in the feature table (added on first sight)."""
@@ -468,7 +487,7 @@ class TwoTower(OnlineRecommender):
             ids = index.add_many(list(dict.fromkeys(str(v) for v in names))[:limit]) if names else []
             matrix[row] = -1
             matrix[row, : len(ids)] = ids
-            self._stale_items.add(row)
+            self._mark_stale(np.array([row]))
         self._grow_table(kind, len(index))
         self._grow_table(f"{kind}_bias", len(index))
         if kind == "tag":
@@ -540,8 +559,9 @@ class TwoTower(OnlineRecommender):
         with torch.enable_grad():
             for _ in range(self.n_steps):
                 self._step(users, hist, feats, items, weights)
-        self._n_cached = 0  # every cached item vector is stale
+        self._epoch += 1  # every cached item vector is stale
         self._dense64 = None
+        self._items_dev = None
 
     def _gate(self, rows: np.ndarray) -> np.ndarray:
         """Weight of the id embedding of item ``rows``: ``n / (n + id_ramp)`` of their learned events."""
@@ -639,6 +659,7 @@ class TwoTower(OnlineRecommender):
         ce = torch.nn.functional.cross_entropy(logits, torch.from_numpy(target).to(dev), reduction="none")
         loss = (w * ce).sum() / w.sum()
         loss.backward()
+        self._ann.mark(rows)  # the items trained (shared tags and words move others a little: see ann_min_items)
         with torch.no_grad():
             for name, (idx, leaf) in leaves.items():
                 grad = leaf.grad
@@ -691,20 +712,38 @@ class TwoTower(OnlineRecommender):
             bias += content @ self._tables[f"{kind}_bias"][:n_vocab, 0].to("cpu", torch.float64).numpy()
         return x, bias
 
+    def _mark_stale(self, rows: np.ndarray) -> None:
+        """The cached outputs of item ``rows`` no longer hold (their rows, content or gate changed)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        rows = rows[rows < len(self._x64_epoch)]
+        self._x64_epoch[rows] = -1
+        self._ann.mark(rows)
+        self._items_dev = None
+
+    def _refresh_rows(self, rows: np.ndarray) -> None:
+        """Bring the ``float64`` cached outputs of item ``rows`` up to date (only those)."""
+        n = self.n_items
+        if len(self._x64_epoch) < n:
+            self._x64 = self._grown(self._x64, n)
+            self._b64 = self._grown(self._b64, n)
+            self._x64_epoch = self._grown(self._x64_epoch, n, fill=-1)
+        rows = np.asarray(rows, dtype=np.int64)
+        stale = rows[self._x64_epoch[rows] != self._epoch]
+        if len(stale):
+            stale = np.unique(stale)
+            x, b = self._item_output64(stale)
+            self._x64[stale] = x
+            self._b64[stale] = b
+            self._x64_epoch[stale] = self._epoch
+            self._items_dev = None
+
     def _refresh(self) -> None:
         """Bring the ``float64`` caches of item outputs and dense parameters up to date."""
-        n = self.n_items
-        if self._n_cached < n or self._stale_items:
-            start = self._n_cached
-            stale = [r for r in self._stale_items if r < start]
-            rows = np.concatenate([np.array(sorted(stale), dtype=np.int64), np.arange(start, n, dtype=np.int64)])
-            if len(rows):
-                x, b = self._item_output64(rows)
-                self._x64[rows] = x
-                self._b64[rows] = b
-            self._n_cached = n
-            self._stale_items.clear()
-            self._items_dev = None
+        self._refresh_rows(np.arange(self.n_items))
+        self._refresh_dense()
+
+    def _refresh_dense(self) -> None:
+        """Bring the ``float64`` copies of the dense parameters up to date."""
         if self._dense64 is None:
             self._dense64 = {
                 name: self._tables[name].detach().to("cpu", torch.float64).numpy()
@@ -733,6 +772,35 @@ class TwoTower(OnlineRecommender):
         if self.hidden:
             z = z + np.maximum(z @ dense["hidden_in"] + dense["hidden_bias"][0], 0.0) @ dense["hidden_out"]
         return z
+
+    def _score_sparse(self, u: np.ndarray, want: list[int]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Candidates from the item index, scored exactly (``None`` below ``ann_min_items`` items)."""
+        n = self.n_items
+        if n < self.ann_min_items:
+            return None
+        self._refresh_dense()
+        recent = self._hist[u[u >= 0]]
+        self._refresh_rows(recent[recent >= 0])
+        hour = self._hour_feature(self.last_timestamp, add=False)
+        vectors = np.stack([self._user_vector(x, hour) for x in u.tolist()])
+        queries = np.hstack([vectors, np.ones((len(u), 1))]).astype(np.float32)
+        live = None if not self.item_index.n_free else self._live_rows
+        found = self._ann.search(queries, 2 * max(want) + 50, self._index_vectors, n, live)
+        if found is None:
+            return None
+        self._refresh_rows(np.concatenate(found))
+        return [
+            (rows, dot_scores(vectors[r : r + 1], self._x64[rows], self._b64[rows])[0]) for r, rows in enumerate(found)
+        ]
+
+    def _index_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The index's vectors of item ``rows``: their current outputs and biases."""
+        self._refresh_rows(rows)
+        return np.hstack([self._x64[rows], self._b64[rows, None]]).astype(np.float32)
+
+    def _live_rows(self, rows: np.ndarray) -> np.ndarray:
+        ids = self.item_index.ids
+        return rows[np.fromiter((ids[r] is not None for r in rows.tolist()), dtype=bool, count=len(rows))]
 
     def _score(self, u: np.ndarray) -> np.ndarray:
         self._refresh()
@@ -843,7 +911,8 @@ class TwoTower(OnlineRecommender):
         for windows in (self._hist, self._buf_hist[:n]):
             _drop_from_windows(windows, rows)
         self._keep_buffered(~np.isin(self._buf_item[:n], rows))
-        self._stale_items.update(rows.tolist())
+        self._mark_stale(rows)
+        self._ann.drop(rows)
 
     # -- sharing across workers ------------------------------------------------------
     # item rows and dense weights are shared by the base class as increments (asynchronous
@@ -988,10 +1057,9 @@ class TwoTower(OnlineRecommender):
 
     def _after_item_change(self, rows: np.ndarray) -> None:
         if self._caches_stale:  # dense weights or vocabularies changed: every item output
-            self._n_cached = 0
+            self._epoch += 1
             self._dense64 = None
-        self._stale_items.update(rows.tolist())
-        self._items_dev = None
+        self._mark_stale(rows)
 
     def _export_user_extra(self, rows: np.ndarray) -> dict[str, Any]:
         names = self.feature_index.ids
@@ -1056,9 +1124,10 @@ class TwoTower(OnlineRecommender):
         self._n_buffered = nb
         self._gen.set_state(torch.from_numpy(np.array(arrays["generator_state"], dtype=np.uint8)))
         self._uninitialised = set()  # _load_extra_meta adds the free rows: they start from their next id
-        self._n_cached = 0
+        self._epoch += 1
         self._dense64 = None
         self._items_dev = None
+        self._ann.reset()
 
     def _extra_meta(self) -> dict[str, Any]:
         return {"tags": self.tag_index.ids, "tokens": self.token_index.ids, "features": self.feature_index.ids}
@@ -1088,6 +1157,7 @@ class TwoTower(OnlineRecommender):
                 "device": "cpu",
                 "seed": 4,
             },
+            {"device": "cpu", "seed": 3, "ann_min_items": 1},  # lists from the item index
         ]
 
 

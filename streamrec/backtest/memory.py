@@ -14,7 +14,7 @@ __all__ = ["peak_rss", "traced_peak"]
 def traced_peak(fn: Callable[[], Any]) -> tuple[int, Any]:
     """Peak bytes allocated through Python's and NumPy's allocators while ``fn`` runs, above the start.
 
-    Memory that native libraries allocate themselves (hnswlib, torch, BLAS
+    Memory that native libraries allocate themselves (faiss, torch, BLAS
     workspaces) is not seen.
 
     Examples

@@ -94,7 +94,7 @@ def test_scale_tiny() -> None:
         stream_users=1_000,
         train_events=5_000,
         batch_users=50,
-        efs=(50,),
+        nprobes=(64,),
         state_models=("isgd", "popularity"),
         state_events=2_000,
     )
@@ -115,13 +115,18 @@ def test_catalogue_tiny() -> None:
         catalogue.config(quick=True),
         sizes=(1_000, 10_000),
         models=("popularity", "itemknn"),
+        exact_items=1_000,
+        memory_items=2_000,
         warm_events=500,
         events=50,
     )
     result = catalogue.run(cfg)
-    rows = {(r["model"], r["items"], r["full_pass"]) for r in result["rows"]}
+    rows = {(r["model"], r["items"], r["exact"]) for r in result["rows"]}
     assert ("popularity", 10_000, True) in rows and ("popularity", 10_000, False) in rows  # reference in the same run
     assert ("itemknn", 10_000, False) in rows
+    hr = {(r["model"], r["exact"]): r["hr_at_10"] for r in result["rows"] if r["items"] == 1_000}
+    assert 0 < hr[("itemknn", False)] == hr[("itemknn", True)]  # its sparse ranking is exact
+    assert result["memory_mib"]["itemknn"]["serving"] > 0
     assert result["targets"] and "events/s" in catalogue.markdown(result)
 
 
@@ -165,7 +170,7 @@ def _random_isgd(n_items: int, n_users: int, dim: int, seed: int = 0) -> tuple[I
 
 def test_ann_recall_on_random_factors() -> None:
     model, users = _random_isgd(n_items=3_000, n_users=100, dim=16)
-    ann = ANNRecommender(model, M=16, ef_construction=100, ef=100, seed=0)
+    ann = ANNRecommender(model, nprobe=32, seed=0)
     recs = ann.recommend(users, k=10)
     p, q = model.factors()
     rows = model.user_index.lookup(users)
@@ -180,7 +185,7 @@ def test_ann_recall_on_random_factors() -> None:
 
 def test_ann_excludes_seen_and_requested_items() -> None:
     model, users = _random_isgd(n_items=200, n_users=5, dim=8)
-    ann = ANNRecommender(model, M=8, ef=200)
+    ann = ANNRecommender(model, nprobe=64)
     user = users[0]
     exact = model.recommend([user], k=20, exclude_seen=False).items[0]
     banned = set(exact[:5])
@@ -189,7 +194,7 @@ def test_ann_excludes_seen_and_requested_items() -> None:
     assert not model.seen_items(user) & set(recs.items[0])
     assert len(recs.items[0]) == 20
     with_seen = ann.recommend([user], k=20, exclude_seen=False).items[0]
-    assert with_seen == exact  # a small catalogue with ef >= items: the exact list
+    assert with_seen == exact  # a small catalogue, every list probed: the exact list
 
 
 @pytest.mark.parametrize(
@@ -201,7 +206,7 @@ def test_ann_matches_models_with_biases(factory) -> None:
     users = [f"u{j}" for j in rng.integers(0, 30, 600)]
     items = [f"i{j}" for j in rng.integers(0, 80, 600)]
     model.learn(Interactions.from_columns(users, items, ratings=rng.integers(1, 6, 600)))
-    ann = ANNRecommender(model, M=16, ef=200)
+    ann = ANNRecommender(model, nprobe=64)
     exact = model.recommend(["u1", "u2"], k=5)
     approx = ann.recommend(["u1", "u2"], k=5)
     assert approx.items == exact.items
@@ -210,14 +215,14 @@ def test_ann_matches_models_with_biases(factory) -> None:
 
 def test_ann_cold_users_get_the_models_list() -> None:
     model, _ = _random_isgd(n_items=100, n_users=5, dim=4)
-    ann = ANNRecommender(model, M=8, ef=50)
+    ann = ANNRecommender(model)
     assert ann.recommend(["stranger"], k=3).items == model.recommend(["stranger"], k=3).items
 
 
 def test_ann_follows_the_model_incrementally() -> None:
     model = ISGD(n_factors=8, seed=0)
     model.learn(Interactions.from_columns(["a", "b", "c"] * 10, [f"i{j % 12}" for j in range(30)]))
-    ann = ANNRecommender(model, M=8, ef=50)
+    ann = ANNRecommender(model)
     assert ann.n_indexed == 12
     ann.learn(Interactions.from_columns(["a", "d"], ["i3", "new"]))
     _, q = model.factors()
@@ -233,7 +238,7 @@ def test_ann_drops_evicted_items() -> None:
         pytest.skip("models have no capacity caps in this tree")
     model.set_capacity(max_items=5)
     model.learn(Interactions.from_columns(["a"] * 5, [f"i{j}" for j in range(5)]))
-    ann = ANNRecommender(model, M=8, ef=50)
+    ann = ANNRecommender(model)
     ann.learn(Interactions.from_columns(["b", "b"], ["i7", "i8"]))  # evicts two items, reuses their rows
     recs = ann.recommend(["b"], k=10, exclude_seen=False).items[0]
     assert None not in recs and set(recs) <= set(model.item_index.ids)
@@ -250,7 +255,7 @@ def test_ann_rejects_models_without_factors() -> None:
 
 def test_ann_answers_near_whole_catalogue_queries_exactly() -> None:
     model, users = _random_isgd(n_items=50, n_users=4, dim=4)
-    ann = ANNRecommender(model, M=4, ef_construction=8, ef=4)  # a poor graph: the exact path must answer
+    ann = ANNRecommender(model, nprobe=1)  # one list probed: the exact path must answer
     assert ann.recommend(users, k=45).items == model.recommend(users, k=45).items
 
 

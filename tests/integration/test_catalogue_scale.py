@@ -1,8 +1,9 @@
 """A worker with a 1,000,000-item catalogue, end to end on a real broker and Redis.
 
-Popularity (the fallback of every model) keeps its top list as scores grow, so
-its lists cost the same with a million items as with ten thousand; the models
-that still rank by a pass over the catalogue are measured in ``bench/catalogue.py``.
+The worker runs its default models (popularity, SASRec served, item-kNN): popularity
+keeps its top list, item-kNN ranks the items its co-occurrences reach, SASRec the
+candidates of its item index, so no list costs a pass over the million items
+(``bench/catalogue.py`` measures what each costs).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ TIMEOUT = 300.0
 
 
 def test_a_worker_serves_a_million_item_catalogue(isolated_settings, tmp_path) -> None:
-    settings = replace(isolated_settings, models=("popularity",), default_model="popularity")
+    settings = replace(isolated_settings, models=("popularity", "sasrec", "itemknn"), default_model="sasrec")
     ensure_topics(settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     started = time.monotonic()
@@ -60,6 +61,7 @@ def test_a_worker_serves_a_million_item_catalogue(isolated_settings, tmp_path) -
             time.sleep(0.2)
         drained = time.monotonic() - t0
         fallback = client.get("someone-new")
+        per_model = {m: client.get_many(users, model=m) for m in ("sasrec", "itemknn")}
     finally:
         client.close()
     seen: dict[str, set[str]] = {}
@@ -69,6 +71,9 @@ def test_a_worker_serves_a_million_item_catalogue(isolated_settings, tmp_path) -
     assert all(rec is not None and len(rec.items) == settings.top_n for rec in lists.values())
     assert not any(set(rec.items) & seen[u] for u, rec in lists.items() if rec is not None)
     assert fallback is not None and fallback.fallback and fallback.items[0] == "i0"  # the Zipf head
+    for name, by_user in per_model.items():  # every model's own list: full, fresh, nothing already seen
+        assert all(rec is not None and rec.event_ts == newest[u] for u, rec in by_user.items()), name
+        assert all(len(rec.items) == settings.top_n and not set(rec.items) & seen[u] for u, rec in by_user.items())
     assert worker.stop() == 0, worker.log_tail()
     print(f"\n1M-item catalogue: published in {published:.1f} s, held by the models {loaded:.1f} s after the first "
           f"update; every clicking user's list reflected their last click {drained:.1f} s after the clicks were sent "

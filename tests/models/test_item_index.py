@@ -65,3 +65,44 @@ def test_sasrec_lists_from_the_index_equal_exact_lists_while_it_trains() -> None
         compared += 1
     assert indexed._ann.n_indexed == indexed.item_index.n_live
     assert compared == 6
+
+
+def test_two_tower_lists_from_the_index_equal_exact_lists_while_it_trains() -> None:
+    from models.two_tower import TwoTower
+
+    params = {"n_factors": 8, "micro_batch": 32, "n_negatives": 32, "device": "cpu", "seed": 3}
+    indexed = TwoTower(**params, ann_min_items=500, ann_nprobe=10_000)  # every list probed
+    exact = TwoTower(**params)
+    for model in (indexed, exact):  # no tags: an item's output moves only when the item is trained
+        model.set_capacity(max_items=900)
+        model.add_items([f"i{j}" for j in range(800)])
+    stream = _stream(1, 5000, 300, 1200)
+    users = [f"u{x}" for x in range(0, 300, 7)] + ["nobody"]
+    for start in range(0, len(stream), 1000):
+        part = stream.select(np.arange(start, start + 1000))
+        indexed.learn(part)
+        exact.learn(part)
+        a = indexed.recommend(users, k=10, exclude={"u7": ["i0", "i1"]})
+        b = exact.recommend(users, k=10, exclude={"u7": ["i0", "i1"]})
+        assert a.items == b.items
+        assert a.reasons == b.reasons
+    assert indexed._ann.n_indexed == indexed.item_index.n_live
+
+
+def test_two_tower_with_shared_tags_keeps_most_of_the_exact_lists() -> None:
+    from models.two_tower import TwoTower
+
+    params = {"n_factors": 8, "micro_batch": 32, "n_negatives": 32, "device": "cpu", "seed": 3}
+    indexed = TwoTower(**params, ann_min_items=500, ann_nprobe=10_000)
+    exact = TwoTower(**params)
+    tags = [(f"t{j % 7}",) for j in range(1200)]
+    for model in (indexed, exact):
+        model.add_items([f"i{j}" for j in range(1200)], tags=tags)
+    stream = _stream(2, 4000, 300, 1200)
+    indexed.learn(stream)
+    exact.learn(stream)
+    users = [f"u{x}" for x in range(300)]
+    a, b = indexed.recommend(users, k=10).items, exact.recommend(users, k=10).items
+    overlap = np.mean([len(set(x) & set(y)) / len(y) for x, y in zip(a, b, strict=True)])
+    print(f"two_tower with shared tags: index lists overlap exact lists {overlap:.3f}")
+    assert overlap >= 0.9, overlap
