@@ -192,6 +192,9 @@ class OnlineRecommender(ABC):
     forget_changes_other_users: ClassVar[bool] = False
     #: Whether the items :meth:`_score_sparse` leaves out score 0 (exact) or are retrieved approximately.
     sparse_rest_zero: ClassVar[bool] = True
+    #: Whether every change to the shared item arrays is to a row of a learned batch's items or a row
+    #: the model notes with :meth:`_note_item_rows`: a delta then compares those rows only, not the catalogue.
+    item_changes_tracked: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -220,6 +223,9 @@ class OnlineRecommender(ABC):
         self._user_active = np.zeros(0, dtype=np.int64)
         self._item_active = np.zeros(0, dtype=np.int64)
         self._sized_for = (-1, -1)  # (users, items) rows the arrays were last grown for by learn
+        # while sharing: item rows changed (noted) and freed since the last delta (item_changes_tracked)
+        self._noted_items: list[np.ndarray] = []
+        self._freed_items: list[np.ndarray] = []
 
     @property
     def n_users(self) -> int:
@@ -374,6 +380,8 @@ class OnlineRecommender(ABC):
                 self._learn(u[rated], i[rated], batch.select(rated))
         else:
             self._learn(u, i, batch)
+        if self.item_changes_tracked:
+            self._note_item_rows(i)
         seen, arrays = self._seen, self._seen_arrays
         if n == 1:
             s = seen[uu]
@@ -823,19 +831,31 @@ class OnlineRecommender(ABC):
         delta: each worker sends only its own changes.
         """
         self._require_sharing()
+        tracked = self.item_changes_tracked and getattr(self, "_shared_base", None) is not None
+        n_before = len(getattr(self, "_shared_base_ids", []))
         base = self._delta_base()
+        freed = self._freed_items
         n = self.n_items
-        changed = np.zeros(n, dtype=bool)
+        if tracked:  # only the rows learning noted, new rows and rows freed since the last delta
+            candidates = np.unique(np.concatenate([*self._noted_items, *freed, np.arange(n_before, n)]))
+            candidates = candidates[(candidates >= 0) & (candidates < n)]
+        else:
+            candidates = np.arange(n)
+        self._noted_items, self._freed_items = [], []
         diffs: dict[str, np.ndarray] = {}
+        changed = np.zeros(len(candidates), dtype=bool)
         for name in self._item_arrays:
-            current = _as_numpy(getattr(self, name))[:n]
-            diff = current - base[name][:n]
+            current = _as_numpy(getattr(self, name))
+            diff = current[candidates] - base[name][candidates]
             diffs[name] = diff
-            changed |= diff.reshape(n, -1).any(axis=1) if n else changed
-        rows = np.flatnonzero(changed & self.item_index.live_mask())
-        delta = ItemDelta(self.name, self.item_index.ids_of(rows), {k: v[rows] for k, v in diffs.items()})  # type: ignore[arg-type]
+            changed |= diff.reshape(len(candidates), -1).any(axis=1) if len(candidates) else changed
+        ids = self.item_index.ids
+        live = np.fromiter((ids[r] is not None for r in candidates.tolist()), dtype=bool, count=len(candidates))
+        keep = np.flatnonzero(changed & live)
+        rows = candidates[keep]
+        delta = ItemDelta(self.name, self.item_index.ids_of(rows), {k: v[keep] for k, v in diffs.items()})  # type: ignore[arg-type]
         for name in self._item_arrays:
-            base[name][:n] = _as_numpy(getattr(self, name))[:n]
+            base[name][candidates] = _as_numpy(getattr(self, name))[candidates]
         for name in self._global_arrays:
             current = _as_numpy(getattr(self, name))
             diff = current - base[f"global.{name}"]
@@ -928,7 +948,12 @@ class OnlineRecommender(ABC):
             for name in self._global_arrays:
                 base[f"global.{name}"] = np.array(_as_numpy(getattr(self, name)), copy=True)
         current_ids = self.item_index.ids
-        stale = [r for r in range(min(len(ids), n)) if ids[r] != current_ids[r]]
+        if self.item_changes_tracked and getattr(self, "_shared_base", None) is not None:
+            # a row's id changes only when the row is freed (and maybe reused): look at those rows alone
+            freed = np.unique(np.concatenate(self._freed_items)) if self._freed_items else np.zeros(0, np.int64)
+            stale = [r for r in freed.tolist() if r < min(len(ids), n) and ids[r] != current_ids[r]]
+        else:
+            stale = [r for r in range(min(len(ids), n)) if ids[r] != current_ids[r]]
         fresh = list(range(len(ids), n))
         todo = stale + fresh
         if todo or len(ids) < n:
@@ -942,7 +967,9 @@ class OnlineRecommender(ABC):
                     rows = np.asarray(todo, dtype=np.int64)
                     live = [current_ids[r] for r in todo]
                     array[rows] = self._initial_item_rows(name, [i if i is not None else "" for i in live])
-            ids = list(current_ids)
+            for r in stale:
+                ids[r] = current_ids[r]
+            ids.extend(current_ids[len(ids) : n])
         self._shared_base, self._shared_base_ids = base, ids
         return base
 
@@ -1119,6 +1146,8 @@ class OnlineRecommender(ABC):
             if key is not None:
                 self.item_index.remove(key)
         self._item_active[rows] = -1
+        if getattr(self, "_shared_base", None) is not None:
+            self._freed_items.append(np.asarray(rows, dtype=np.int64))
 
     @staticmethod
     def _mask(scores: np.ndarray, per_row: Sequence[Sequence[int] | np.ndarray]) -> None:
@@ -1180,6 +1209,11 @@ class OnlineRecommender(ABC):
         items from any per-user structure (histories).
         """
         raise NotImplementedError(f"{type(self).__name__} cannot evict items: it does not implement _forget_item_rows")
+
+    def _note_item_rows(self, rows: np.ndarray) -> None:
+        """Item ``rows`` of the shared item arrays changed here (with ``item_changes_tracked``; a no-op unless sharing)."""
+        if getattr(self, "_shared_base", None) is not None and len(rows):
+            self._noted_items.append(np.asarray(rows, dtype=np.int64).ravel())
 
     def _score_sparse(self, u: np.ndarray, want: list[int]) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Per user index in ``u``, some item rows and their ``float32`` scores; ``None``: use :meth:`_score`.

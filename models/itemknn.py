@@ -92,6 +92,7 @@ class ItemKNN(OnlineRecommender):
     sharing_is_exact: ClassVar[bool] = True
     _user_arrays: ClassVar[tuple[str, ...]] = ("_hist", "_hist_len")
     _user_item_refs: ClassVar[tuple[str, ...]] = ("_hist",)
+    item_changes_tracked: ClassVar[bool] = True  # its item arrays change at the rows of learned items only
     _item_arrays: ClassVar[tuple[str, ...]] = ("_counts",)
 
     def __init__(

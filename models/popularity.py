@@ -82,6 +82,7 @@ class Popularity(OnlineRecommender):
     batch_equals_sequential: ClassVar[bool] = True
     shares_state: ClassVar[bool] = True
     sharing_is_exact: ClassVar[bool] = True
+    item_changes_tracked: ClassVar[bool] = True  # its item arrays change at the rows of learned items only
     _item_arrays: ClassVar[tuple[str, ...]] = ("_acc",)
 
     def __init__(

@@ -249,6 +249,7 @@ class SASRec(OnlineRecommender):
     sharing_is_exact: ClassVar[bool] = False  # asynchronous SGD (see "Several workers")
     _user_arrays: ClassVar[tuple[str, ...]] = ("_win",)
     _user_item_refs: ClassVar[tuple[str, ...]] = ("_win",)
+    item_changes_tracked: ClassVar[bool] = True  # learned items, and the rows each step trains (noted)
     _item_arrays: ClassVar[tuple[str, ...]] = ("_e", "_e_acc", "_counts")
     _global_arrays: ClassVar[tuple[str, ...]] = ("_w", "_w_acc")
 
@@ -382,6 +383,7 @@ class SASRec(OnlineRecommender):
         self._e[torch.from_numpy(rows).to(self._device)] = torch.from_numpy(fresh).to(self._device)
         self._uninitialised.difference_update(rows.tolist())
         self._ann.mark(rows)
+        self._note_item_rows(rows)
         if self._mirror is not None:
             mirrored = rows < len(self._mirror["e"])
             self._mirror["e"][rows[mirrored]] = fresh[mirrored, : self.n_factors]
@@ -559,7 +561,9 @@ class SASRec(OnlineRecommender):
             loss.backward()
             with torch.no_grad():
                 self._adagrad(self._e, self._e_acc, rows, e.grad, self.lr)
-                self._ann.mark(rows.cpu().numpy())
+                touched = rows.cpu().numpy()
+                self._ann.mark(touched)
+                self._note_item_rows(touched)
                 if self._mirror is not None:  # remember the rows to copy, or copy all when cheaper
                     self._dirty.append(rows)
                     if sum(len(r) for r in self._dirty) > self.n_items:
