@@ -36,11 +36,12 @@ from typing import Any
 from stream_app.shared import CatalogueFollower, SharedState
 from streamrec.admission import DUPLICATE, Admission
 from streamrec.checkpoint import CheckpointStore, Offsets
-from streamrec.events import ForgetUser, Interaction, InvalidEvent, ItemUpdate, Rating, decode
+from streamrec.control import hidden_until
+from streamrec.events import Exclusion, ForgetUser, Interaction, InvalidEvent, ItemUpdate, Rating, decode
 from streamrec.metrics import WorkerMetrics, WorkerState
 from streamrec.pipeline import RecommendationPipeline
 from streamrec.settings import Settings
-from streamrec.store import AsyncRecSink, RecList
+from streamrec.store import AsyncRecSink, ControlWrites, RecList
 
 log = logging.getLogger("streamrec.worker")
 
@@ -48,6 +49,8 @@ log = logging.getLogger("streamrec.worker")
 FALLBACK_EVERY = 0.5
 #: Seconds between sweeps of the event ids past their window (users who stopped sending).
 IDS_EXPIRE_EVERY = 60.0
+#: Seconds between recomputations of the category lists (64 bucket copies of each changed one).
+CATEGORIES_EVERY = 1.0
 
 REDIS_ERRORS: tuple[type[BaseException], ...]
 try:
@@ -95,8 +98,13 @@ class StreamWorker:
         self._ids_expired_at = time.monotonic()
         self._newest_event_ts = float("-inf")
         self.pipeline = self._restore() or RecommendationPipeline.from_names(
-            settings.models, settings.default_model, settings.top_n, settings.model_params
+            settings.models, settings.default_model, settings.depth, settings.model_params
         )
+        #: hidden items, tags, exclusions, category lists: written with the next flush
+        self._controls = ControlWrites()
+        self._tag_updates: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # item -> (first, last) tags
+        self._categories_at = float("-inf")
+        self._categories_sent: dict[str, list[str]] = {}  # category -> the items last written
         if settings.max_users or settings.max_items:
             for model in self.pipeline.all_models().values():
                 model.set_capacity(settings.max_users, settings.max_items)
@@ -115,7 +123,11 @@ class StreamWorker:
         if self.mode == "kafka":
             user_topics = [t for t, kind in self.kind_by_topic.items() if kind != "item"]
             self.shared = SharedState(
-                settings, self.pipeline.all_models(), self._model_lock, user_topics, {"ids": self.admission.ids}
+                settings,
+                self.pipeline.all_models(),
+                self._model_lock,
+                user_topics,
+                {"ids": self.admission.ids, "exclusions": self.pipeline.user_exclusions},
             )
             self.applied = self.shared.applied
         self._retry_task: asyncio.Task[None] | None = None
@@ -153,10 +165,13 @@ class StreamWorker:
             return None
         self.applied = ckpt.offsets
         self.admission.ids.import_users(ckpt.extra.get("event_ids", {}))
+        exclusions = ckpt.extra.get("exclusions", {})
         log.info(
             "restored checkpoint %s (%s)", ckpt.path.name, ", ".join(f"{t}:{dict(p)}" for t, p in ckpt.offsets.items())
         )
-        return RecommendationPipeline.from_saved(ckpt.models, self.settings.default_model, self.settings.top_n)
+        pipeline = RecommendationPipeline.from_saved(ckpt.models, self.settings.default_model, self.settings.depth)
+        pipeline.user_exclusions.import_users(exclusions)
+        return pipeline
 
     async def start(self) -> None:
         try:
@@ -225,6 +240,61 @@ class StreamWorker:
             await asyncio.to_thread(self.pipeline.add_catalogue, updates)
         await self._report_items_held()
 
+    # -- what is served: availability, tags, exclusions ------------------------------------
+
+    def _queue_catalogue(self, update: ItemUpdate) -> None:
+        """A catalogue update of this worker's partitions: its availability and tags go to Redis for reads."""
+        if update.sets_availability:
+            self._controls.hidden[update.item_id] = hidden_until(update)
+        first = self._tag_updates.get(update.item_id, (update.tags, update.tags))[0]
+        self._tag_updates[update.item_id] = (first, update.tags)
+
+    async def _decide_tags(self, controls: ControlWrites) -> None:
+        """Move the pending tag updates into ``controls``: overrides for items whose tags changed.
+
+        Lists carry each item's tags as they were when written; an item whose
+        tags change afterwards gets an override that reads prefer. A first
+        setting needs none (no list could carry other tags for it), so the
+        overrides grow with tag changes, not with the catalogue.
+        """
+        if not self._tag_updates:
+            return
+        updates, self._tag_updates = self._tag_updates, {}
+        try:
+            previous = await self.sink.previous_tags(list(updates))
+        except BaseException:
+            for item, (first, last) in updates.items():  # keep them, merged with any newer ones
+                newer = self._tag_updates.get(item)
+                self._tag_updates[item] = (first, newer[1] if newer is not None else last)
+            raise
+        for item, (first, last) in updates.items():
+            before = previous.get(item)
+            if first != last or (before is not None and before != last):
+                controls.tag_overrides[item] = last
+            controls.item_tags[item] = last
+
+    def _queue_categories(self, docs: Mapping[str, RecList]) -> None:
+        """Category lists whose items changed since they were last written."""
+        for category, doc in docs.items():
+            if self._categories_sent.get(category) != doc.items:
+                self._controls.categories[category] = doc
+                self._categories_sent[category] = doc.items
+
+    def _not_interested(self, event: Interaction) -> None:
+        """Negative feedback: the item leaves the user's reads for good and their new lists (under the model lock)."""
+        self.pipeline.user_exclusions.add(event.user_id, [event.item_id], kind="not_interested")
+        self._controls.user_sets.append((event.user_id, "not-interested", "add", (event.item_id,)))
+        self.counters["feedback_not_interested"] += 1
+
+    def _exclude(self, event: Exclusion) -> None:
+        """An explicit exclusion (not feedback): items left out of, or back in, the user's reads and lists."""
+        if event.action == "add":
+            self.pipeline.user_exclusions.add(event.user_id, event.item_ids)
+        else:
+            self.pipeline.user_exclusions.remove(event.user_id, event.item_ids)
+        self._controls.user_sets.append((event.user_id, "excluded", event.action, event.item_ids))
+        self.counters["exclusions"] += 1
+
     async def _report_items_held(self) -> None:
         """How many items the models hold (``items_held`` in ``{prefix}:stats``; ``streamrec status`` shows it)."""
         held = max((m.item_index.n_live for m in self.pipeline.all_models().values()), default=0)
@@ -267,6 +337,8 @@ class StreamWorker:
             except InvalidEvent as exc:
                 await self.deadletter(msg, str(exc))
                 continue
+            if isinstance(decoded, ItemUpdate):
+                self._queue_catalogue(decoded)  # availability and tags for reads: this worker owns the item's partition
             if shared is not None and isinstance(decoded, ItemUpdate):
                 catalogue += 1  # validated and counted here; every worker's catalogue follower adds it
                 continue
@@ -293,6 +365,7 @@ class StreamWorker:
                 self.counters["learn_seconds"] += out.learn_seconds
                 self.counters["recommend_seconds"] += out.recommend_seconds
                 now = time.time()
+                self._queue_categories(out.category_docs(now))
                 for doc, is_default in out.rec_lists(self.settings.default_model, now):
                     self._pending[(doc.model, doc.user_id)] = (doc, is_default)
                 self._pending_fallback = out.fallback_list(now) or self._pending_fallback
@@ -349,12 +422,20 @@ class StreamWorker:
             # admission under the lock: an event id is remembered in the same commit as the event's offset
             now = time.time()
             for msg, decoded in decoded_events:
+                if isinstance(decoded, Exclusion):  # not feedback: no admission, no model learns it
+                    self._exclude(decoded)
+                    notes.append((decoded.user_id, msg.partition, False))
+                    continue
                 admitted = self.admission.admit(decoded, now=now, arrival=msg.timestamp)
                 if isinstance(admitted, str):
                     refused.append((msg, admitted))
                     continue
                 if admitted is DUPLICATE:
                     self.counters["events_duplicate"] += 1
+                    continue
+                if isinstance(admitted, Interaction) and admitted.is_feedback:  # never learned as a positive
+                    self._not_interested(admitted)
+                    notes.append((admitted.user_id, msg.partition, False))
                     continue
                 good.append(admitted)
                 if isinstance(admitted, Interaction | Rating) and admitted.timestamp > self._newest_event_ts:
@@ -364,10 +445,13 @@ class StreamWorker:
                 ingest.append(msg.timestamp)
                 sources.append(msg)
             if good:
+                categories = time.monotonic() - self._categories_at >= CATEGORIES_EVERY
                 try:
-                    out = await asyncio.to_thread(self.pipeline.process, good, ingest)
+                    out = await asyncio.to_thread(self.pipeline.process, good, ingest, categories)
                 except Exception as exc:  # a model bug must neither stop the worker nor lose events
                     error = exc
+                if categories:
+                    self._categories_at = time.monotonic()
             if error is None:
                 self._advance(done, notes)
             if time.monotonic() - self._ids_expired_at > IDS_EXPIRE_EVERY:  # ids out of their window
@@ -434,6 +518,7 @@ class StreamWorker:
                 "app_id": self.settings.app_id,
                 "topic_prefix": self.settings.topic_prefix,
                 "event_ids": self.admission.ids.export_users(self.admission.ids.users()),
+                "exclusions": self.pipeline.user_exclusions.export_users(self.pipeline.user_exclusions.users()),
             }
             path = await asyncio.to_thread(self.checkpoints.save, self.pipeline.all_models(), offsets, extra)
             self._last_checkpoint = time.monotonic()
@@ -465,8 +550,25 @@ class StreamWorker:
     async def flush(self, final: bool = False) -> bool:
         """Write pending lists and counters in one pipeline; keep them if Redis is away."""
         async with self._flush_lock:
-            if not self._pending and self._pending_fallback is None and not self.counters and not self._pending_forget:
+            if (
+                not self._pending
+                and self._pending_fallback is None
+                and not self.counters
+                and not self._pending_forget
+                and not self._controls
+                and not self._tag_updates
+            ):
                 return True
+            controls, self._controls = self._controls, ControlWrites()
+            try:
+                await self._decide_tags(controls)
+            except REDIS_ERRORS as exc:
+                controls.merge(self._controls)
+                self._controls = controls
+                self.counters["redis_errors"] += 1
+                self._redis_ok = False
+                log.warning("Redis read of item tags failed (%s); catalogue changes pending", type(exc).__name__)
+                return False
             forget = {user: list(self.settings.models) for user in self._pending_forget}
             lists = list(self._pending.values())
             counters = dict(self.counters)
@@ -476,6 +578,7 @@ class StreamWorker:
                     "models": ",".join(self.settings.models),
                     "default_model": self.settings.default_model,
                     "top_n": str(self.settings.top_n),
+                    "list_depth": str(self.settings.depth),
                     "started_at": f"{time.time():.3f}",
                 }
             # the fallback goes to one key per user bucket (see streamrec.store): at most twice a second
@@ -496,8 +599,11 @@ class StreamWorker:
                     self.settings.freshness_cap,
                     forget,
                     offsets=offsets,
+                    controls=controls,
                 )
             except REDIS_ERRORS as exc:
+                controls.merge(self._controls)  # written again with the next flush; newer changes win
+                self._controls = controls
                 self.counters["redis_errors"] += 1
                 self.metrics.observe_redis_error()
                 self._redis_ok = False
@@ -549,7 +655,7 @@ class StreamWorker:
         """Retry pending writes with exponential backoff, and checkpoint when idle."""
         while True:
             await asyncio.sleep(self._backoff)
-            if self._pending or self._pending_fallback is not None:
+            if self._pending or self._pending_fallback is not None or self._controls or self._tag_updates:
                 ok = await self.flush()
                 self._backoff = 0.1 if ok else min(self._backoff * 2, 5.0)
             if self._checkpoint_due():
