@@ -13,7 +13,7 @@ Examples
 >>> [kind.name for kind in LIST_KINDS]
 ['user', 'model', 'fallback', 'category', 'similar']
 >>> LIST_KINDS[4].keys(KeyLayout("streamrec"), "sku-1")
-['streamrec:similar:{43}:sku-1']
+['streamrec:similar:{46}:sku-1']
 """
 
 from __future__ import annotations
