@@ -285,6 +285,7 @@ class StreamWorker:
         self.pipeline.user_exclusions.add(event.user_id, [event.item_id], kind="not_interested")
         self._controls.user_sets.append((event.user_id, "not-interested", "add", (event.item_id,)))
         self.counters["feedback_not_interested"] += 1
+        self.counters["events_accepted"] += 1
 
     def _exclude(self, event: Exclusion) -> None:
         """An explicit exclusion (not feedback): items left out of, or back in, the user's reads and lists."""
@@ -294,6 +295,7 @@ class StreamWorker:
             self.pipeline.user_exclusions.remove(event.user_id, event.item_ids)
         self._controls.user_sets.append((event.user_id, "excluded", event.action, event.item_ids))
         self.counters["exclusions"] += 1
+        self.counters["events_accepted"] += 1
 
     async def _report_items_held(self) -> None:
         """How many items the models hold (``items_held`` in ``{prefix}:stats``; ``streamrec status`` shows it)."""
