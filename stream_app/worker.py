@@ -49,7 +49,8 @@ log = logging.getLogger("streamrec.worker")
 FALLBACK_EVERY = 0.5
 #: Seconds between sweeps of the event ids past their window (users who stopped sending).
 IDS_EXPIRE_EVERY = 60.0
-#: Seconds between recomputations of the category lists (64 bucket copies of each changed one).
+#: Seconds between recomputations of the category lists (64 bucket copies of each changed one) and of the
+#: similar-items lists of the items touched meanwhile.
 CATEGORIES_EVERY = 1.0
 
 REDIS_ERRORS: tuple[type[BaseException], ...]
@@ -368,6 +369,7 @@ class StreamWorker:
                 self.counters["recommend_seconds"] += out.recommend_seconds
                 now = time.time()
                 self._queue_categories(out.category_docs(now))
+                self._controls.similar.update(out.similar_docs(now))
                 for doc, is_default in out.rec_lists(self.settings.default_model, now):
                     self._pending[(doc.model, doc.user_id)] = (doc, is_default)
                 self._pending_fallback = out.fallback_list(now) or self._pending_fallback
@@ -449,7 +451,9 @@ class StreamWorker:
             if good:
                 categories = time.monotonic() - self._categories_at >= CATEGORIES_EVERY
                 try:
-                    out = await asyncio.to_thread(self.pipeline.process, good, ingest, categories)
+                    out = await asyncio.to_thread(
+                        self.pipeline.process, good, ingest, categories, None, categories
+                    )  # category and similar-items lists at most every CATEGORIES_EVERY
                 except Exception as exc:  # a model bug must neither stop the worker nor lose events
                     error = exc
                 if categories:

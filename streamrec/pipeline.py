@@ -27,6 +27,7 @@ from models import OnlineRecommender, Recommendations
 from models.popularity import Popularity
 from streamrec.control import CatalogueControl, UserExclusions
 from streamrec.events import Event, ForgetUser, Interaction, ItemUpdate, Rating, to_interactions
+from streamrec.similar import gives_similar_items, similar_items
 from streamrec.store import RecList
 
 __all__ = ["BatchOutput", "RecommendationPipeline"]
@@ -72,6 +73,10 @@ class BatchOutput:
     item_tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: Category -> its popularity list, when they were due (:meth:`RecommendationPipeline.category_lists`)
     categories: dict[str, Recommendations] | None = None
+    #: Item -> (similar items, similarities) of the items touched since the last time, when they were due
+    similar: dict[str, tuple[list[str], list[float]]] | None = None
+    #: The model the similar items come from
+    similar_model: str | None = None
 
     def _tags(self, items: Sequence[str]) -> list[list[str]]:
         get = self.item_tags.get
@@ -97,6 +102,14 @@ class BatchOutput:
                 )
                 out.append((doc, model_name == default_model))
         return out
+
+    def similar_docs(self, computed_at: float | None = None) -> dict[str, RecList]:
+        """The similar-items lists as documents (empty when they were not due in this batch)."""
+        now = time.time() if computed_at is None else computed_at
+        return {
+            item: RecList(item, self.similar_model or "", items, scores, computed_at=now, tags=self._tags(items))
+            for item, (items, scores) in (self.similar or {}).items()
+        }
 
     def category_docs(self, computed_at: float | None = None) -> dict[str, RecList]:
         """The category lists as documents (empty when they were not due in this batch)."""
@@ -157,6 +170,9 @@ class RecommendationPipeline:
         #: items never to put in a user's lists (their "not interested" and excluded items)
         self.user_exclusions = UserExclusions()
         self._category_rows: tuple[int, int, dict[str, np.ndarray]] | None = None  # (tags version, n items, rows)
+        #: the model whose neighbours are the similar items (the first that gives them), and the items to refresh
+        self.similar_model = next((n for n, m in self.models.items() if gives_similar_items(m)), None)
+        self._similar_touched: dict[str, None] = {}
         configured = self.models.get(FALLBACK_MODEL)
         self._fallback_is_extra = not isinstance(configured, Popularity)
         if not self._fallback_is_extra:
@@ -200,6 +216,7 @@ class RecommendationPipeline:
         ingest_ts: Sequence[float | None] | None = None,
         with_categories: bool = False,
         now: float | None = None,
+        with_similar: bool = False,
     ) -> BatchOutput:
         """Learn from ``events`` (arrival order) and recommend for every user they touched.
 
@@ -240,6 +257,7 @@ class RecommendationPipeline:
             spent[name] = (self._learn_time.get(name, 0.0), time.perf_counter() - started)
         fallback = _without(self.fallback_model.recommend(["*"], k=k, exclude_seen=False), unavailable, self.top_n)
         categories = self.category_lists(now, unavailable) if with_categories else None
+        similar = self.similar_lists(unavailable) if with_similar else None
         item_tags = {}
         tags = self.control.tags
         for recs in [*lists.values(), fallback, *(categories or {}).values()]:
@@ -247,6 +265,10 @@ class RecommendationPipeline:
                 for item in items:
                     if item not in item_tags:
                         item_tags[item] = tags(item)
+        for items, _ in (similar or {}).values():
+            for item in items:
+                if item not in item_tags:
+                    item_tags[item] = tags(item)
         t2 = time.perf_counter()
         return BatchOutput(
             users=users,
@@ -261,7 +283,21 @@ class RecommendationPipeline:
             model_seconds=spent,
             item_tags=item_tags,
             categories=categories,
+            similar=similar,
+            similar_model=self.similar_model,
         )
+
+    #: Most similar-items lists refreshed in one batch (the rest wait for the next one).
+    SIMILAR_PER_BATCH = 2000
+
+    def similar_lists(self, unavailable: set[str] | None = None) -> dict[str, tuple[list[str], list[float]]]:
+        """The similar items of the items touched since the last call (at most :attr:`SIMILAR_PER_BATCH`)."""
+        if self.similar_model is None or not self._similar_touched:
+            return {}
+        touched = list(self._similar_touched)[: self.SIMILAR_PER_BATCH]
+        for item in touched:
+            del self._similar_touched[item]
+        return similar_items(self.models[self.similar_model], touched, self.top_n, unavailable)
 
     def category_lists(
         self, now: float | None = None, unavailable: set[str] | None = None
@@ -316,6 +352,8 @@ class RecommendationPipeline:
         if not acts:
             return
         batch = to_interactions(events[j] for j in acts)  # type: ignore[misc]
+        if self.similar_model is not None:
+            self._similar_touched.update(dict.fromkeys(batch.items.tolist()))
         for name, model in self.all_models().items():
             started = time.perf_counter()
             model.learn(batch)

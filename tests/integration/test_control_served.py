@@ -10,6 +10,7 @@ negative feedback is never learned as a positive.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from producers.publisher import EventPublisher
+from streamrec.cli import main
 from streamrec.events import Exclusion, Interaction, ItemUpdate
 from streamrec.redis_cluster import LocalRedisCluster
 from streamrec.settings import Settings
@@ -33,6 +35,8 @@ pytestmark = pytest.mark.integration
 N_ITEMS = 60
 USERS = [f"u{n}" for n in range(40)]
 TIMEOUT = 180.0
+#: Items whose similar-items lists the checks read.
+SIMILAR_OF = ["i3", "i4", "i5", "i6"]
 
 
 def _category(n: int) -> str:
@@ -86,6 +90,10 @@ def _every_list(client: RecsClient, users: list[str], item: str) -> list[str]:
     fallback = client.read("someone-new", k=50)
     if fallback is not None and item in fallback.items:
         leaks.append("fallback")
+    for other in SIMILAR_OF:
+        rec = client.similar(other, k=50)
+        if rec is not None and item in rec.items:
+            leaks.append(f"similar:{other}")
     return leaks
 
 
@@ -107,6 +115,10 @@ def _check_controls(settings: Settings, tmp_path: Path) -> None:
             users = USERS[:8]
             hot = "i0"  # the most clicked item: in the fallback, the category lists and most users' lists
             _wait(lambda: bool(_every_list(client, users, hot)), 30, f"{hot} is served")
+            _wait(lambda: all(f"similar:{i}" in _every_list(client, [], hot) for i in SIMILAR_OF), 30, "similar items")
+            similar = client.similar("i0", k=10)
+            assert similar is not None and len(similar.items) == 10 and "i0" not in similar.items
+            assert similar.scores == sorted(similar.scores, reverse=True) and similar.model == "itemknn"
 
             # 1. hide while events flow: gone from every kind of list, then back
             hidden_at = time.time()
@@ -194,9 +206,21 @@ def _check_controls(settings: Settings, tmp_path: Path) -> None:
         assert fallback is not None and cold not in fallback.items  # 300 "not interested" raised nothing
 
 
-def test_controls_through_the_live_path(isolated_settings: Settings, tmp_path: Path) -> None:
+def test_controls_through_the_live_path(
+    isolated_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = replace(isolated_settings, models=("popularity", "itemknn"), default_model="itemknn")
     _check_controls(settings, tmp_path)
+    # the command line reads through the same step
+    for name, value in settings.as_env().items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert main(["recs", "u5", "--category", "hats", "--k", "5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["items"]) == 5 and all(int(i[1:]) >= N_ITEMS // 2 for i in doc["items"])
+    assert main(["similar", "i3", "--k", "4", "--exclude", "i0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("items similar to i3 (model itemknn)") and " i0 " not in out
 
 
 def test_controls_through_the_live_path_on_a_redis_cluster(isolated_settings: Settings, tmp_path: Path) -> None:
