@@ -46,6 +46,7 @@ import numpy as np
 
 from bench.common import REPO_ROOT, md_table, percentiles, target
 from bench.reads import RedisServer
+from streamrec.read_protocol import load_library
 from streamrec.store import ControlWrites, KeyLayout, RecList, RecsClient
 
 __all__ = ["Config", "config", "markdown", "run"]
@@ -110,6 +111,7 @@ def _load(cfg: Config, url: str) -> tuple[list[str], dict[str, list[str]]]:
     weights = [1.0 / (1 + n) ** 0.8 for n in range(cfg.items)]  # a skew: low numbers popular
     layout = KeyLayout(cfg.prefix)
     client = RecsClient(url, cfg.prefix)
+    load_library(client.redis)
     lists: dict[str, list[str]] = {}
     try:
         pipe = client.redis.pipeline(transaction=False)

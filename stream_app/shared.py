@@ -379,12 +379,17 @@ class CatalogueFollower:
     Every worker needs the whole catalogue, which the items topic (keyed by
     item) spreads over partitions: no consumer group, each worker reads all.
     Adding an item twice is harmless, so a restart reads it again from the start.
+
+    ``availability``, when given, receives ``(update, offset)`` for every update
+    that sets an item's availability, before ``add`` (which waits for the model
+    lock): hides reach Redis without waiting for the models.
     """
 
-    def __init__(self, settings: Settings, topics: Iterable[str], add: Any) -> None:
+    def __init__(self, settings: Settings, topics: Iterable[str], add: Any, availability: Any = None) -> None:
         self.settings = settings
         self.topics = list(topics)
         self.add = add
+        self.availability = availability
         self.added = 0
         self._task: asyncio.Task[None] | None = None
         self._consumer: Any = None
@@ -419,12 +424,21 @@ class CatalogueFollower:
                 await asyncio.sleep(1.0)
                 continue
             updates = []
+            versioned = []
             for messages in batch.values():
                 for message in messages:
                     try:
-                        updates.append(decode(message.value, "item", self.settings.limits))
+                        update = decode(message.value, "item", self.settings.limits)
                     except InvalidEvent:
                         continue  # the agent of the partition's owner dead-letters it
+                    updates.append(update)
+                    if update.sets_availability:  # type: ignore[union-attr]
+                        versioned.append((update, message.offset))
+            if versioned and self.availability is not None:
+                try:
+                    await self.availability(versioned)
+                except Exception:
+                    log.exception("writing the availability of %d items failed; the worker retries", len(versioned))
             if updates:
                 await self.add(updates)
                 self.added += len(updates)

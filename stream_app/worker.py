@@ -182,7 +182,7 @@ class StreamWorker:
         if self.shared is not None:
             await self.shared.start()
             items = [t for t, kind in self.kind_by_topic.items() if kind == "item"]
-            self._catalogue = CatalogueFollower(self.settings, items, self._add_items)
+            self._catalogue = CatalogueFollower(self.settings, items, self._add_items, self._availability)
             await self._catalogue.start()
         await self._report_items_held()
         self._retry_task = asyncio.create_task(self._retry_loop())
@@ -243,12 +243,25 @@ class StreamWorker:
 
     # -- what is served: availability, tags, exclusions ------------------------------------
 
-    def _queue_catalogue(self, update: ItemUpdate) -> None:
-        """A catalogue update of this worker's partitions: its availability and tags go to Redis for reads."""
-        if update.sets_availability:
+    def _queue_catalogue(self, update: ItemUpdate, offset: int) -> None:
+        """A catalogue update of this worker's partitions: its tags (and availability, with one worker) go to Redis.
+
+        With state in Kafka every worker's catalogue follower writes
+        availability as soon as it reads the update (:meth:`_availability`),
+        without waiting for this agent's batch to be learned.
+        """
+        if update.sets_availability and self._catalogue is None:
             self._controls.hidden[update.item_id] = hidden_until(update)
+            self._controls.versions[update.item_id] = offset
         first = self._tag_updates.get(update.item_id, (update.tags, update.tags))[0]
         self._tag_updates[update.item_id] = (first, update.tags)
+
+    async def _availability(self, updates: Sequence[tuple[ItemUpdate, int]]) -> None:
+        """The catalogue follower read updates that hide or show items: write them now (versioned by offset)."""
+        for update, offset in updates:
+            self._controls.hidden[update.item_id] = hidden_until(update)
+            self._controls.versions[update.item_id] = offset
+        await self.flush()
 
     async def _decide_tags(self, controls: ControlWrites) -> None:
         """Move the pending tag updates into ``controls``: overrides for items whose tags changed.
@@ -341,7 +354,7 @@ class StreamWorker:
                 await self.deadletter(msg, str(exc))
                 continue
             if isinstance(decoded, ItemUpdate):
-                self._queue_catalogue(decoded)  # availability and tags for reads: this worker owns the item's partition
+                self._queue_catalogue(decoded, msg.offset)  # for reads: this worker owns the item's partition
             if shared is not None and isinstance(decoded, ItemUpdate):
                 catalogue += 1  # validated and counted here; every worker's catalogue follower adds it
                 continue

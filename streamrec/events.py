@@ -312,6 +312,8 @@ def event_from_dict(obj: Any, kind: Kind, limits: Limits = DEFAULT_LIMITS) -> Ev
             raise InvalidEvent("tags: must be a list of non-empty strings")
         if len(tags) > limits.max_tags:
             raise InvalidEvent(f"tags: {len(tags)} tags, more than the limit of {limits.max_tags}")
+        if any(len(t) > limits.max_id_length or any(ord(c) < 32 for c in t) for t in tags):
+            raise InvalidEvent(f"tags: a tag longer than {limits.max_id_length} characters or with control characters")
         title = obj.get("title")
         if title is not None and not isinstance(title, str):
             raise InvalidEvent(f"title: must be a string, got {type(title).__name__}")

@@ -15,7 +15,7 @@ Cluster, where multi-key commands across slots are refused)::
     FCALL_RO streamrec_read <numkeys>
         <list key>                          the list to serve (may be missing)
         {prefix}:hidden:{NN}                hash: item -> time it is hidden from (0: now)
-        {prefix}:tags:{NN}                  hash: item -> JSON tags, for items whose tags changed
+        {prefix}:tags:{NN}                  hash: item -> tags joined by \x1f, for items whose tags changed
         {prefix}:not-interested:{NN}:<user> set: the user's "not interested" items
         {prefix}:excluded:{NN}:<user>       set: items excluded for the user (not feedback)
         [filler keys...]                    lists that fill up a short answer, in order
@@ -59,26 +59,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FUNCTION_NAME", "LIBRARY_NAME", "READ_LIBRARY", "ReadCall", "is_missing_function", "load_library"]
+__all__ = [
+    "FUNCTION_NAME",
+    "HIDE_FUNCTION",
+    "LIBRARY_NAME",
+    "READ_LIBRARY",
+    "ReadCall",
+    "is_missing_function",
+    "load_library",
+]
 
 LIBRARY_NAME = "streamrec"
 FUNCTION_NAME = "streamrec_read"
+#: The worker's versioned write of availability (the same library; see its Lua comment).
+HIDE_FUNCTION = "streamrec_hide"
 
 #: The Lua library (Redis 7 Functions). Loaded with ``FUNCTION LOAD REPLACE``.
 READ_LIBRARY = r"""#!lua name=streamrec
 -- streamrec: the read step every served list passes through (see streamrec/read_protocol.py).
 
-local function json_list(values)
-  local parts = {}
-  for i = 1, #values do
-    local v = values[i]
-    if v == nil or v == cjson.null or v == false then
-      parts[i] = 'null'
-    else
-      parts[i] = cjson.encode(v)
-    end
+local EMPTY = '{"items":[],"scores":[],"reasons":[],'
+
+-- an item's tags, stored joined by the unit separator (\31)
+local function split(joined)
+  local out = {}
+  if joined and joined ~= cjson.null then
+    for tag in string.gmatch(joined, '[^\31]+') do out[#out + 1] = tag end
   end
-  return '[' .. table.concat(parts, ',') .. ']'
+  return out
 end
 
 local function read(keys, args)
@@ -88,31 +96,33 @@ local function read(keys, args)
   if k == nil or per_tag == nil or ncat == nil or k < 0 or ncat < 0 then
     return redis.error_reply('streamrec_read: arguments are <k> <m> <number of categories> ...')
   end
-  local wanted = nil
+  local wanted, framed_wanted = nil, nil
   if ncat > 0 then
-    wanted = {}
-    for i = 1, ncat do wanted[args[3 + i]] = true end
+    wanted, framed_wanted = {}, {}
+    for i = 1, ncat do
+      wanted[i] = args[3 + i]
+      framed_wanted[i] = '\31' .. args[3 + i] .. '\31'
+    end
   end
   local skip = {}
   for i = 4 + ncat, #args do skip[args[i]] = true end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local by_tags = wanted ~= nil or per_tag > 0
+  local any_changed = by_tags and redis.call('HLEN', keys[3]) > 0
+  local user_sets = redis.call('EXISTS', keys[4], keys[5]) > 0 -- most users exclude nothing
+  local none = {}
 
   local out_items, out_scores, out_reasons = {}, {}, {}
   local per_tag_count = {}
   local filled = 0
-  local model, computed_at, event_ts, ingest_ts = nil, nil, nil, nil
 
-  -- filter one chunk of candidates (items of one stored document) into the answer
+  -- one stored document's items, filtered into the answer
   local function take(doc, from_filler)
-    local items = doc['items'] or {}
-    local scores = doc['scores'] or {}
-    local reasons = doc['reasons']
-    local tags = doc['tags']
-    local cand, pos = {}, {}
+    local items, scores, reasons, tags = doc['items'] or {}, doc['scores'] or {}, doc['reasons'], doc['tags']
+    local cand, pos, cand_tags = {}, {}, {}
     for j = 1, #items do
       local item = items[j]
-      if type(item) == 'number' then item = tostring(item) end
       if not skip[item] then
         skip[item] = true -- each item at most once, from the first list that holds it
         cand[#cand + 1] = item
@@ -120,29 +130,51 @@ local function read(keys, args)
       end
     end
     if #cand == 0 then return end
-    local hidden = redis.call('HMGET', keys[2], unpack(cand))
-    local changed = redis.call('HMGET', keys[3], unpack(cand))
-    local refused = redis.call('SMISMEMBER', keys[4], unpack(cand))
-    local excluded = redis.call('SMISMEMBER', keys[5], unpack(cand))
-    for n = 1, #cand do
-      if #out_items >= k then return end
-      local ok = refused[n] == 0 and excluded[n] == 0
-      if ok and hidden[n] then ok = now < tonumber(hidden[n]) end
-      local item_tags = nil
-      if ok and (wanted or per_tag > 0) then
-        if changed[n] then
-          item_tags = cjson.decode(changed[n])
-        elseif tags and tags[pos[n]] ~= cjson.null then
-          item_tags = tags[pos[n]]
+    if by_tags then -- tags first (changed tags win): off-category items need no further look-up
+      local changed = any_changed and redis.call('HMGET', keys[3], unpack(cand)) or {}
+      local kept, kept_pos = {}, {}
+      for n = 1, #cand do
+        local joined = changed[n]
+        if not joined then
+          joined = tags and tags[pos[n]]
+          if joined == nil or joined == cjson.null then joined = '' end
         end
-        item_tags = item_tags or {}
-        if wanted then
-          local any = false
-          for _, tag in ipairs(item_tags) do if wanted[tag] then any = true break end end
-          ok = any
+        local ok = true
+        if wanted then -- a plain search of each wanted category in the joined tags, whole tags only
+          ok = false
+          for i = 1, #wanted do
+            if joined == wanted[i] or (string.find(joined, wanted[i], 1, true)
+                and string.find('\31' .. joined .. '\31', framed_wanted[i], 1, true)) then
+              ok = true
+              break
+            end
+          end
         end
+        if ok then
+          kept[#kept + 1] = cand[n]
+          kept_pos[#kept_pos + 1] = pos[n]
+          cand_tags[#kept] = joined
+        end
+      end
+      cand, pos = kept, kept_pos
+    end
+    local first = 1
+    while first <= #cand and #out_items < k do -- in chunks a little larger than what is missing
+      local last = math.min(#cand, first + (k - #out_items) + 7)
+      local chunk = {unpack(cand, first, last)}
+      local hidden = redis.call('HMGET', keys[2], unpack(chunk))
+      local refused, excluded = none, none
+      if user_sets then
+        refused = redis.call('SMISMEMBER', keys[4], unpack(chunk))
+        excluded = redis.call('SMISMEMBER', keys[5], unpack(chunk))
+      end
+      for c = 1, #chunk do
+        if #out_items >= k then return end
+        local ok = refused[c] ~= 1 and excluded[c] ~= 1
+        if ok and hidden[c] then ok = now < tonumber(hidden[c]) end
+        local n = first + c - 1
         if ok and per_tag > 0 then
-          local counted = item_tags
+          local counted = split(cand_tags[n])
           if #counted == 0 then counted = {''} end
           for _, tag in ipairs(counted) do
             if (per_tag_count[tag] or 0) >= per_tag then ok = false break end
@@ -151,43 +183,76 @@ local function read(keys, args)
             for _, tag in ipairs(counted) do per_tag_count[tag] = (per_tag_count[tag] or 0) + 1 end
           end
         end
+        if ok then
+          local j = pos[n]
+          out_items[#out_items + 1] = chunk[c]
+          out_scores[#out_scores + 1] = scores[j]
+          out_reasons[#out_reasons + 1] = (reasons and reasons[j]) or cjson.null
+          if from_filler then filled = filled + 1 end
+        end
       end
-      if ok then
-        local j = pos[n]
-        out_items[#out_items + 1] = cand[n]
-        out_scores[#out_scores + 1] = scores[j]
-        out_reasons[#out_reasons + 1] = (reasons and reasons[j]) or cjson.null
-        if from_filler then filled = filled + 1 end
-      end
+      first = last + 1
     end
   end
 
+  local head = nil -- the list's own document, else the first filler's: model and times
   local raw = redis.call('GET', keys[1])
   local found = raw ~= false
   if found then
-    local doc = cjson.decode(raw)
-    model, computed_at, event_ts, ingest_ts = doc['model'], doc['computed_at'], doc['event_ts'], doc['ingest_ts']
-    take(doc, false)
+    head = cjson.decode(raw)
+    take(head, false)
   end
   for f = 6, #keys do
     if #out_items >= k then break end
     local filler = redis.call('GET', keys[f])
     if filler then
       local doc = cjson.decode(filler)
-      if model == nil then model, computed_at = doc['model'], doc['computed_at'] end
+      head = head or doc
       take(doc, true)
     end
   end
-  return '{"items":' .. json_list(out_items) .. ',"scores":' .. json_list(out_scores)
-    .. ',"reasons":' .. json_list(out_reasons)
-    .. ',"model":' .. (model and cjson.encode(model) or 'null')
-    .. ',"computed_at":' .. (computed_at and cjson.encode(computed_at) or 'null')
-    .. ',"event_ts":' .. ((event_ts and event_ts ~= cjson.null) and cjson.encode(event_ts) or 'null')
-    .. ',"ingest_ts":' .. ((ingest_ts and ingest_ts ~= cjson.null) and cjson.encode(ingest_ts) or 'null')
-    .. ',"fallback":' .. tostring(not found) .. ',"filled":' .. filled .. '}'
+  local reply = {
+    model = head and head['model'] or cjson.null,
+    computed_at = head and head['computed_at'] or cjson.null,
+    event_ts = found and head['event_ts'] or cjson.null,
+    ingest_ts = found and head['ingest_ts'] or cjson.null,
+    fallback = not found,
+    filled = filled,
+  }
+  if #out_items == 0 then -- cjson writes an empty table as {}: the arrays are spelled out
+    return EMPTY .. string.sub(cjson.encode(reply), 2)
+  end
+  reply['items'], reply['scores'], reply['reasons'] = out_items, out_scores, out_reasons
+  return cjson.encode(reply)
 end
 
 redis.register_function{function_name = 'streamrec_read', callback = read, flags = {'no-writes'}}
+
+-- the worker's write of availability, per bucket: KEYS hidden:{NN}, hidden-version:{NN};
+-- ARGV triples <item> <version: the catalogue event's offset, '' for none> <hidden from, '' to show>.
+-- A versioned write older than the stored version is dropped, so workers that follow the
+-- catalogue at different speeds (or replay it) never bring back an older state.
+local function hide(keys, args)
+  local applied = 0
+  for i = 1, #args, 3 do
+    local item, version, from = args[i], args[i + 1], args[i + 2]
+    local ok = true
+    if version ~= '' then
+      local stored = redis.call('HGET', keys[2], item)
+      ok = (not stored) or tonumber(version) > tonumber(stored)
+      if ok then redis.call('HSET', keys[2], item, version) end
+    else
+      redis.call('HDEL', keys[2], item)
+    end
+    if ok then
+      if from == '' then redis.call('HDEL', keys[1], item) else redis.call('HSET', keys[1], item, from) end
+      applied = applied + 1
+    end
+  end
+  return applied
+end
+
+redis.register_function{function_name = 'streamrec_hide', callback = hide}
 """
 
 

@@ -34,9 +34,12 @@ hash slot):
 ``{prefix}:hidden:{NN}``
     a hash: item -> the time (seconds since the epoch) it is hidden from, ``0``
     for hidden now; items served again are deleted from it;
+``{prefix}:hidden-version:{NN}``
+    a hash: item -> the offset of the catalogue event that set its availability
+    (an older event, replayed or read late by another worker, is not applied);
 ``{prefix}:tags:{NN}``
-    a hash: item -> its tags (JSON), for items whose tags changed after they
-    were first set (lists carry each item's tags as they were when written);
+    a hash: item -> its tags (joined by ``\x1f``), for items whose tags changed
+    after they were first set (lists carry each item's tags as they were when written);
 ``{prefix}:category:{NN}:{category}``
     a list document: the category's items by time-decayed popularity;
 ``{prefix}:not-interested:{NN}:{user_id}`` / ``{prefix}:excluded:{NN}:{user_id}``
@@ -50,11 +53,13 @@ hash slot):
 A list document::
 
     {"user_id": "196", "model": "itemknn", "items": ["242", "302"],
-     "scores": [0.93, 0.88], "reasons": ["51", "51"], "tags": [["Drama"], []],
+     "scores": [0.93, 0.88], "reasons": ["51", "51"], "tags": ["Drama\u001fRomance", ""],
      "computed_at": 1763870000.123, "event_ts": 881250949.0,
      "ingest_ts": 1763869999.98}
 
-``tags`` are each item's tags when the list was written; ``computed_at`` is
+``tags`` are each item's tags when the list was written, joined by the unit
+separator ``\x1f`` (``""``: none; one string per item decodes in a third of the
+time a list per item takes in the read step's Lua); ``computed_at`` is
 when the list was written (seconds since the epoch);
 ``event_ts`` is the timestamp of the newest event of this user that the list
 reflects; ``ingest_ts`` is when that event reached Kafka (its record time).
@@ -88,7 +93,14 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from streamrec.read_protocol import FUNCTION_NAME, READ_LIBRARY, ReadCall, is_missing_function, load_library
+from streamrec.read_protocol import (
+    FUNCTION_NAME,
+    HIDE_FUNCTION,
+    READ_LIBRARY,
+    ReadCall,
+    is_missing_function,
+    load_library,
+)
 
 __all__ = ["BUCKETS", "AsyncRecSink", "ControlWrites", "KeyLayout", "RecList", "RecsClient", "is_cluster", "sync_redis"]
 
@@ -125,6 +137,26 @@ def async_redis(url: str, **redis_kwargs: Any) -> Any:
 
         return RedisCluster.from_url(url, **redis_kwargs)
     return aioredis.Redis.from_url(url, **redis_kwargs)
+
+
+#: Separates an item's tags in list documents and in ``{prefix}:tags:{NN}`` (tags never hold control characters).
+TAG_SEPARATOR = "\x1f"
+
+
+def join_tags(tags: Sequence[str]) -> str:
+    r"""An item's tags as stored: joined by :data:`TAG_SEPARATOR` (``""`` for none).
+
+    Examples
+    --------
+    >>> join_tags(["Shoes", "Sale"]), split_tags(join_tags(["Shoes", "Sale"])), split_tags("")
+    ('Shoes\x1fSale', ['Shoes', 'Sale'], [])
+    """
+    return TAG_SEPARATOR.join(tags)
+
+
+def split_tags(joined: str) -> list[str]:
+    """The tags :func:`join_tags` joined."""
+    return joined.split(TAG_SEPARATOR) if joined else []
 
 
 #: Number of user buckets (hash tags), hence of fallback copies.
@@ -165,6 +197,9 @@ class KeyLayout:
 
     def hidden_key(self, bucket: int) -> str:
         return f"{self.prefix}:hidden:{self.tag(bucket)}"
+
+    def hidden_version_key(self, bucket: int) -> str:
+        return f"{self.prefix}:hidden-version:{self.tag(bucket)}"
 
     def tags_key(self, bucket: int) -> str:
         return f"{self.prefix}:tags:{self.tag(bucket)}"
@@ -249,7 +284,7 @@ class RecList:
         if self.reasons is not None:
             doc["reasons"] = self.reasons
         if self.tags is not None:
-            doc["tags"] = self.tags
+            doc["tags"] = [join_tags(t) for t in self.tags]
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
@@ -265,7 +300,7 @@ class RecList:
             ingest_ts=doc.get("ingest_ts"),
             reasons=doc.get("reasons"),
             fallback=fallback,
-            tags=doc.get("tags"),
+            tags=None if doc.get("tags") is None else [split_tags(t) for t in doc["tags"]],
         )
 
 
@@ -463,13 +498,16 @@ class ControlWrites:
     """What controls the served lists, to write with a batch (see the module docstring for the keys).
 
     ``hidden`` maps items to the time they are hidden from (``None``: served
-    again); ``tag_overrides`` are tags that changed (written per bucket),
+    again), written through the ``streamrec_hide`` function with the item's
+    ``versions`` (the catalogue event's offset: an older one never overwrites a
+    newer one; without a version the write always applies); ``tag_overrides`` are tags that changed (written per bucket),
     ``item_tags`` every item's newest tags (written once); ``user_sets`` are
     ``(user, "not-interested" or "excluded", "add" or "remove", items)``;
     ``categories`` the category lists; ``similar`` item -> its similar-items list.
     """
 
     hidden: dict[str, float | None] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
     tag_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     item_tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
     user_sets: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)
@@ -484,6 +522,11 @@ class ControlWrites:
     def merge(self, newer: ControlWrites) -> None:
         """Add ``newer`` writes after these (``newer`` wins where both name an item, user set or list)."""
         self.hidden.update(newer.hidden)
+        for item in newer.hidden:
+            if item in newer.versions:
+                self.versions[item] = newer.versions[item]
+            else:
+                self.versions.pop(item, None)
         self.tag_overrides.update(newer.tag_overrides)
         self.item_tags.update(newer.item_tags)
         self.user_sets.extend(newer.user_sets)
@@ -492,15 +535,15 @@ class ControlWrites:
 
     def add(self, pipe: Any, layout: KeyLayout) -> None:
         """Queue the writes on a (cluster) pipeline; hides and tag changes go to every bucket's copy."""
-        hide = {item: f"{until:.6f}" for item, until in self.hidden.items() if until is not None}
-        show = [item for item, until in self.hidden.items() if until is None]
-        overrides = {item: orjson.dumps(list(tags)) for item, tags in self.tag_overrides.items()}
+        hide: list[str] = []
+        for item, until in self.hidden.items():
+            version = self.versions.get(item)
+            hide += [item, "" if version is None else str(version), "" if until is None else f"{until:.6f}"]
+        overrides = {item: join_tags(tags) for item, tags in self.tag_overrides.items()}
         payloads = {cat: doc.to_json() for cat, doc in self.categories.items()}
         for bucket in range(BUCKETS):
             if hide:
-                pipe.hset(layout.hidden_key(bucket), mapping=hide)
-            if show:
-                pipe.hdel(layout.hidden_key(bucket), *show)
+                pipe.fcall(HIDE_FUNCTION, 2, layout.hidden_key(bucket), layout.hidden_version_key(bucket), *hide)
             if overrides:
                 pipe.hset(layout.tags_key(bucket), mapping=overrides)
             for cat, payload in payloads.items():

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from streamrec.list_kinds import CATEGORY, LIST_KINDS, ListKind
-from streamrec.read_protocol import ReadCall
+from streamrec.read_protocol import ReadCall, load_library
 from streamrec.redis_cluster import LocalRedisCluster
 from streamrec.services import LocalRedis
 from streamrec.store import ControlWrites, RecList, RecsClient
@@ -41,6 +41,7 @@ def redis_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 @pytest.fixture
 def client(redis_url: str) -> Iterator[RecsClient]:
     client = RecsClient(redis_url, f"rt{uuid.uuid4().hex[:8]}", k=5)
+    load_library(client.redis)  # the worker loads it at start; these checks write as the worker does
     try:
         yield client
     finally:
@@ -199,3 +200,19 @@ def test_the_documented_call_is_the_one_the_client_makes(client: RecsClient) -> 
     raw = client.redis.fcall_ro(*call.command()[1:])
     assert b'"items":["a","d","e","f","g"]' in raw
     assert client.read(owner, k=5, exclude=["c"]).items == ["a", "d", "e", "f", "g"]
+
+
+def test_an_older_availability_write_never_brings_back_an_older_state(client: RecsClient) -> None:
+    """Workers follow the catalogue at their own pace: a write carries its event's offset, and older ones lose."""
+    kind = LIST_KINDS[0]
+    _store(client, kind, ControlWrites(hidden={"a": 0.0}, versions={"a": 10}))
+
+    def write(controls: ControlWrites) -> None:
+        pipe = client.redis.pipeline(transaction=False)
+        controls.add(pipe, client.layout)
+        pipe.execute()
+
+    write(ControlWrites(hidden={"a": None}, versions={"a": 9}))  # a slower worker's older "available again"
+    assert "a" not in _read(client, kind, k=20)
+    write(ControlWrites(hidden={"a": None}, versions={"a": 11}))
+    assert "a" in _read(client, kind, k=20)
