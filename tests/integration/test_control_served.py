@@ -105,16 +105,22 @@ def _stored(client: RecsClient, user: str, model: str | None = None) -> RecList 
 def _check_controls(settings: Settings, tmp_path: Path) -> None:
     now = time.time()
     catalogue = [ItemUpdate(f"i{n}", now, tags=(_category(n),)) for n in range(N_ITEMS)]
+    ghost = "ghost"  # hidden before anything is known of it, then catalogued and clicked by everyone
     with _served(settings, tmp_path) as (worker, client, publisher):
+        publisher.publish([ItemUpdate(ghost, now, available=False)], progress=False)
         publisher.publish(catalogue, progress=False)
         warm = _clicks(3000, seed=1, start=now - 3600)
-        publisher.publish(warm, progress=False)
-        worker.wait_processed(len(catalogue) + len(warm), TIMEOUT)
+        warm += [Interaction(u, ghost, now - 3000 + n, "purchase") for n, u in enumerate(USERS)]
+        publisher.publish([*warm, ItemUpdate(ghost, now, tags=("shoes",))], progress=False)  # no availability: kept
+        worker.wait_processed(1 + len(catalogue) + len(warm) + 1, TIMEOUT)
         flow = PacedPublisher(settings, _clicks(20_000, seed=2, start=now - 1800), rate=600).start()
         try:
             users = USERS[:8]
             hot = "i0"  # the most clicked item: in the fallback, the category lists and most users' lists
             _wait(lambda: bool(_every_list(client, users, hot)), 30, f"{hot} is served")
+            assert not _every_list(client, USERS, ghost), "an item hidden before it was first seen is served"
+            stored_fallback = RecList.from_json(client.redis.get(client.layout.fallback_key()))
+            assert ghost not in stored_fallback.items  # the models do not even propose it
             _wait(lambda: all(f"similar:{i}" in _every_list(client, [], hot) for i in SIMILAR_OF), 30, "similar items")
             similar = client.similar("i0", k=10)
             assert similar is not None and len(similar.items) == 10 and "i0" not in similar.items
@@ -199,7 +205,7 @@ def _check_controls(settings: Settings, tmp_path: Path) -> None:
         publisher.publish(
             [Interaction(f"hater{n}", cold, time.time() - 1, "not_interested") for n in range(300)], progress=False
         )
-        expected = len(catalogue) + len(warm) + 20_000 + 7 + 3 + 1 + 300  # 7: the control events of 1. to 5.
+        expected = 2 + len(catalogue) + len(warm) + 20_000 + 7 + 3 + 1 + 300  # 7: the control events of 1. to 5.
         stats = worker.wait_processed(expected, TIMEOUT)
         assert stats["events_deadlettered"] - before.get("events_deadlettered", 0) >= 3
         fallback = client.read("someone-else-new", k=50)
