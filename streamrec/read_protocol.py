@@ -117,81 +117,83 @@ local function read(keys, args)
   local per_tag_count = {}
   local filled = 0
 
-  -- one stored document's items, filtered into the answer
+  -- one stored document's items, filtered into the answer, a window at a time: a window holds a few more
+  -- items than are missing (four times more with categories, where most fail), so a full answer stops early
   local function take(doc, from_filler)
     local items, scores, reasons, tags = doc['items'] or {}, doc['scores'] or {}, doc['reasons'], doc['tags']
-    local cand, pos, cand_tags = {}, {}, {}
-    for j = 1, #items do
-      local item = items[j]
-      if not skip[item] then
-        skip[item] = true -- each item at most once, from the first list that holds it
-        cand[#cand + 1] = item
-        pos[#pos + 1] = j
-      end
-    end
-    if #cand == 0 then return end
-    if by_tags then -- tags first (changed tags win): off-category items need no further look-up
-      local changed = any_changed and redis.call('HMGET', keys[3], unpack(cand)) or {}
-      local kept, kept_pos = {}, {}
-      for n = 1, #cand do
-        local joined = changed[n]
-        if not joined then
-          joined = tags and tags[pos[n]]
-          if joined == nil or joined == cjson.null then joined = '' end
+    local j = 1
+    while j <= #items and #out_items < k do
+      local span = (k - #out_items) + 8
+      if wanted then span = span * 4 end
+      local stop = math.min(#items, j + span - 1)
+      local cand, pos, cand_tags = {}, {}, {}
+      for p = j, stop do
+        local item = items[p]
+        if not skip[item] then
+          skip[item] = true -- each item at most once, from the first list that holds it
+          cand[#cand + 1] = item
+          pos[#pos + 1] = p
         end
-        local ok = true
-        if wanted then -- a plain search of each wanted category in the joined tags, whole tags only
-          ok = false
-          for i = 1, #wanted do
-            if joined == wanted[i] or (string.find(joined, wanted[i], 1, true)
-                and string.find('\31' .. joined .. '\31', framed_wanted[i], 1, true)) then
-              ok = true
-              break
+      end
+      j = stop + 1
+      if by_tags and #cand > 0 then -- tags first (changed tags win): off-category items need no look-up
+        local changed = any_changed and redis.call('HMGET', keys[3], unpack(cand)) or none
+        local kept, kept_pos = {}, {}
+        for n = 1, #cand do
+          local joined = changed[n]
+          if not joined then
+            joined = tags and tags[pos[n]]
+            if joined == nil or joined == cjson.null then joined = '' end
+          end
+          local ok = true
+          if wanted then -- a plain search of each wanted category in the joined tags, whole tags only
+            ok = false
+            for i = 1, #wanted do
+              if joined == wanted[i] or (string.find(joined, wanted[i], 1, true)
+                  and string.find('\31' .. joined .. '\31', framed_wanted[i], 1, true)) then
+                ok = true
+                break
+              end
             end
           end
+          if ok then
+            kept[#kept + 1] = cand[n]
+            kept_pos[#kept_pos + 1] = pos[n]
+            cand_tags[#kept] = joined
+          end
         end
-        if ok then
-          kept[#kept + 1] = cand[n]
-          kept_pos[#kept_pos + 1] = pos[n]
-          cand_tags[#kept] = joined
+        cand, pos = kept, kept_pos
+      end
+      if #cand > 0 then
+        local hidden = redis.call('HMGET', keys[2], unpack(cand))
+        local refused, excluded = none, none
+        if user_sets then
+          refused = redis.call('SMISMEMBER', keys[4], unpack(cand))
+          excluded = redis.call('SMISMEMBER', keys[5], unpack(cand))
         end
-      end
-      cand, pos = kept, kept_pos
-    end
-    local first = 1
-    while first <= #cand and #out_items < k do -- in chunks a little larger than what is missing
-      local last = math.min(#cand, first + (k - #out_items) + 7)
-      local chunk = {unpack(cand, first, last)}
-      local hidden = redis.call('HMGET', keys[2], unpack(chunk))
-      local refused, excluded = none, none
-      if user_sets then
-        refused = redis.call('SMISMEMBER', keys[4], unpack(chunk))
-        excluded = redis.call('SMISMEMBER', keys[5], unpack(chunk))
-      end
-      for c = 1, #chunk do
-        if #out_items >= k then return end
-        local ok = refused[c] ~= 1 and excluded[c] ~= 1
-        if ok and hidden[c] then ok = now < tonumber(hidden[c]) end
-        local n = first + c - 1
-        if ok and per_tag > 0 then
-          local counted = split(cand_tags[n])
-          if #counted == 0 then counted = {''} end
-          for _, tag in ipairs(counted) do
-            if (per_tag_count[tag] or 0) >= per_tag then ok = false break end
+        for n = 1, #cand do
+          if #out_items >= k then return end
+          local ok = refused[n] ~= 1 and excluded[n] ~= 1
+          if ok and hidden[n] then ok = now < tonumber(hidden[n]) end
+          if ok and per_tag > 0 then
+            local counted = split(cand_tags[n])
+            if #counted == 0 then counted = {''} end
+            for _, tag in ipairs(counted) do
+              if (per_tag_count[tag] or 0) >= per_tag then ok = false break end
+            end
+            if ok then
+              for _, tag in ipairs(counted) do per_tag_count[tag] = (per_tag_count[tag] or 0) + 1 end
+            end
           end
           if ok then
-            for _, tag in ipairs(counted) do per_tag_count[tag] = (per_tag_count[tag] or 0) + 1 end
+            local at = pos[n]
+            out_items[#out_items + 1] = cand[n]
+            out_scores[#out_scores + 1] = scores[at]
+            out_reasons[#out_reasons + 1] = (reasons and reasons[at]) or cjson.null
+            if from_filler then filled = filled + 1 end
           end
         end
-        if ok then
-          local j = pos[n]
-          out_items[#out_items + 1] = chunk[c]
-          out_scores[#out_scores + 1] = scores[j]
-          out_reasons[#out_reasons + 1] = (reasons and reasons[j]) or cjson.null
-          if from_filler then filled = filled + 1 end
-        end
       end
-      first = last + 1
     end
   end
 
