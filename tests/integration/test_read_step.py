@@ -216,3 +216,16 @@ def test_an_older_availability_write_never_brings_back_an_older_state(client: Re
     assert "a" not in _read(client, kind, k=20)
     write(ControlWrites(hidden={"a": None}, versions={"a": 11}))
     assert "a" in _read(client, kind, k=20)
+
+
+def test_many_users_in_one_pipeline_through_the_same_step(client: RecsClient) -> None:
+    """``get_many`` pipelines one call per user (a cluster pipeline groups them by slot)."""
+    users = [f"many-{n}" for n in range(40)]  # spread over many buckets, hence slots
+    pipe = client.redis.pipeline(transaction=False)
+    for user in users[:-1]:
+        pipe.set(client.layout.user_key(user), RecList(user, "itemknn", ITEMS, [1.0] * len(ITEMS), tags=TAGS).to_json())
+    ControlWrites(hidden={"a": 0.0}).add(pipe, client.layout)
+    pipe.execute()
+    got = client.get_many(users, k=3)
+    assert [got[u].items for u in users[:-1]] == [["b", "c", "d"]] * (len(users) - 1)
+    assert got[users[-1]] is None  # no list, and get_many does not fill from the fallback
