@@ -57,7 +57,13 @@ REDIS_ERRORS: tuple[type[BaseException], ...]
 try:
     import redis.exceptions
 
-    REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+    # a refused command (a server out of memory, a lost function) keeps the writes pending as an outage does
+    REDIS_ERRORS = (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.ResponseError,
+        OSError,
+    )
 except ImportError:  # pragma: no cover
     REDIS_ERRORS = (OSError,)
 

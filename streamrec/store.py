@@ -533,17 +533,16 @@ class ControlWrites:
         self.categories.update(newer.categories)
         self.similar.update(newer.similar)
 
-    def add(self, pipe: Any, layout: KeyLayout) -> None:
-        """Queue the writes on a (cluster) pipeline; hides and tag changes go to every bucket's copy."""
-        hide: list[str] = []
-        for item, until in self.hidden.items():
-            version = self.versions.get(item)
-            hide += [item, "" if version is None else str(version), "" if until is None else f"{until:.6f}"]
+    def add(self, pipe: Any, layout: KeyLayout, hides: bool = True) -> None:
+        """Queue the writes on a (cluster) pipeline; hides and tag changes go to every bucket's copy.
+
+        ``hides=False`` leaves the hides out (:meth:`add_hides` queues them alone).
+        """
+        if hides:
+            self.add_hides(pipe, layout)
         overrides = {item: join_tags(tags) for item, tags in self.tag_overrides.items()}
         payloads = {cat: doc.to_json() for cat, doc in self.categories.items()}
         for bucket in range(BUCKETS):
-            if hide:
-                pipe.fcall(HIDE_FUNCTION, 2, layout.hidden_key(bucket), layout.hidden_version_key(bucket), *hide)
             if overrides:
                 pipe.hset(layout.tags_key(bucket), mapping=overrides)
             for cat, payload in payloads.items():
@@ -553,6 +552,16 @@ class ControlWrites:
             (pipe.sadd if action == "add" else pipe.srem)(key, *items)
         for item, doc in self.similar.items():
             pipe.set(layout.similar_key(item), doc.to_json())
+
+    def add_hides(self, pipe: Any, layout: KeyLayout) -> None:
+        """Queue the availability writes: one ``streamrec_hide`` call per bucket (versioned, idempotent)."""
+        hide: list[str] = []
+        for item, until in self.hidden.items():
+            version = self.versions.get(item)
+            hide += [item, "" if version is None else str(version), "" if until is None else f"{until:.6f}"]
+        if hide:
+            for bucket in range(BUCKETS):
+                pipe.fcall(HIDE_FUNCTION, 2, layout.hidden_key(bucket), layout.hidden_version_key(bucket), *hide)
 
     def add_item_tags(self, pipe: Any, layout: KeyLayout) -> None:
         """Queue the newest tags of items (once, after the overrides are written)."""
@@ -620,9 +629,11 @@ class AsyncRecSink:
         the meta hash.
         """
         client = await self._client()
+        if controls is not None and controls.hidden:
+            await self._write_hides(controls)
         pipe = client.pipeline(transaction=False)  # a cluster pipeline groups commands by slot
         if controls:
-            controls.add(pipe, self.layout)
+            controls.add(pipe, self.layout, hides=False)
         for user, user_models in (forget or {}).items():
             keys = [self.layout.user_key(user), *[self.layout.user_key(user, m) for m in user_models]]
             keys += [self.layout.not_interested_key(user), self.layout.excluded_key(user)]
@@ -655,6 +666,24 @@ class AsyncRecSink:
             controls.add_item_tags(pipe, self.layout)
             await pipe.execute()
         return n
+
+    async def _write_hides(self, controls: ControlWrites) -> None:
+        """The hides first, alone: a Redis that lost the functions (a restart) gets them again, and they are retried.
+
+        Retrying is safe because every write is versioned (or idempotent);
+        the main pipeline, which increments counters, is never retried.
+        """
+        client = await self._client()
+        for attempt in (1, 2):
+            pipe = client.pipeline(transaction=False)
+            controls.add_hides(pipe, self.layout)
+            try:
+                await pipe.execute()
+                return
+            except redis.exceptions.ResponseError as exc:
+                if attempt == 2 or not is_missing_function(exc):
+                    raise
+                await client.function_load(READ_LIBRARY, replace=True)
 
     async def set_stat(self, name: str, value: float) -> None:
         await (await self._client()).hset(self.layout.stats_key(), name, value)

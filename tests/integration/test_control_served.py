@@ -211,6 +211,14 @@ def _check_controls(settings: Settings, tmp_path: Path) -> None:
         fallback = client.read("someone-else-new", k=50)
         assert fallback is not None and cold not in fallback.items  # 300 "not interested" raised nothing
 
+        # 7. a Redis that lost its functions (a restart): the worker loads them again to hide, a reader to read
+        shown = client.read("someone-else-new", k=5).items[0]
+        client.redis.function_flush()
+        update = ItemUpdate(shown, time.time(), tags=(_category(int(shown[1:])),), available=False)
+        publisher.publish([update], progress=False)
+        _wait(lambda: shown not in client.read("someone-else-new", k=50).items, 20, "a hide after FUNCTION FLUSH")
+        assert worker.alive(), worker.log_tail()
+
 
 def test_controls_through_the_live_path(
     isolated_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
