@@ -68,6 +68,11 @@ except ImportError:  # pragma: no cover
     REDIS_ERRORS = (OSError,)
 
 
+def _brings_back(updates: Sequence[Any]) -> bool:
+    """Whether some update makes an item available again (or gives it a later expiry)."""
+    return any(isinstance(u, ItemUpdate) and u.sets_availability and hidden_until(u) != 0.0 for u in updates)
+
+
 class StreamWorker:
     """State and logic behind the agent (one instance per agent).
 
@@ -112,6 +117,7 @@ class StreamWorker:
         self._tag_updates: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # item -> (first, last) tags
         self._categories_at = float("-inf")
         self._categories_sent: dict[str, list[str]] = {}  # category -> the items last written
+        self._global_due = False  # an item came back: the fallback and category lists are recomputed soon
         if settings.max_users or settings.max_items:
             for model in self.pipeline.all_models().values():
                 model.set_capacity(settings.max_users, settings.max_items)
@@ -245,6 +251,8 @@ class StreamWorker:
         """Catalogue updates (every worker reads the whole items topic)."""
         async with self._model_lock:
             await asyncio.to_thread(self.pipeline.add_catalogue, updates)
+        if _brings_back(updates):  # after the models' catalogue took it: the global lists may hold the item again
+            self._global_due = True
         await self._report_items_held()
 
     # -- what is served: availability, tags, exclusions ------------------------------------
@@ -372,6 +380,8 @@ class StreamWorker:
         # offsets; otherwise the lock would be released while a thread still learns, and a commit could write
         # increments whose offsets it does not write
         out, error = await asyncio.shield(self._learn(decoded_events, done, good, notes, ingest, sources, refused))
+        if self.shared is None and _brings_back([e for _, e in decoded_events if isinstance(e, ItemUpdate)]):
+            self._global_due = True  # the batch's lists were made with it; category lists may wait for a batch
         for msg, reason in refused:  # too far ahead in time, or over the user's rate
             await self.deadletter(msg, reason)
         if good:
@@ -676,10 +686,30 @@ class StreamWorker:
             assigned=len(highwaters),
         )
 
+    async def _refresh_global_lists(self) -> None:
+        """Recompute the fallback and category lists without events: an item was made available again.
+
+        Lists written while it was hidden leave it out; users' lists take it
+        back as they act, the global lists at once (within a second).
+        """
+        self._global_due = False
+        async with self._model_lock:
+            out = await asyncio.to_thread(self.pipeline.global_lists)
+        now = time.time()
+        self._pending_fallback = out.fallback_list(now) or self._pending_fallback
+        self._fallback_written = float("-inf")  # written with the next flush, whenever the last one was
+        self._queue_categories(out.category_docs(now))
+        await self.flush()
+
     async def _retry_loop(self) -> None:
         """Retry pending writes with exponential backoff, and checkpoint when idle."""
         while True:
             await asyncio.sleep(self._backoff)
+            if self._global_due and time.monotonic() - self._categories_at >= CATEGORIES_EVERY:
+                try:
+                    await self._refresh_global_lists()
+                except Exception:
+                    log.exception("recomputing the fallback and category lists failed; the next batch does")
             if self._pending or self._pending_fallback is not None or self._controls or self._tag_updates:
                 ok = await self.flush()
                 self._backoff = 0.1 if ok else min(self._backoff * 2, 5.0)

@@ -258,17 +258,7 @@ class RecommendationPipeline:
         fallback = _without(self.fallback_model.recommend(["*"], k=k, exclude_seen=False), unavailable, self.top_n)
         categories = self.category_lists(now, unavailable) if with_categories else None
         similar = self.similar_lists(unavailable) if with_similar else None
-        item_tags = {}
-        tags = self.control.tags
-        for recs in [*lists.values(), fallback, *(categories or {}).values()]:
-            for items in recs.items:
-                for item in items:
-                    if item not in item_tags:
-                        item_tags[item] = tags(item)
-        for items, _ in (similar or {}).values():
-            for item in items:
-                if item not in item_tags:
-                    item_tags[item] = tags(item)
+        item_tags = self._tags_of([*lists.values(), fallback, *(categories or {}).values()], similar)
         t2 = time.perf_counter()
         return BatchOutput(
             users=users,
@@ -285,6 +275,43 @@ class RecommendationPipeline:
             categories=categories,
             similar=similar,
             similar_model=self.similar_model,
+        )
+
+    def _tags_of(
+        self, recs: Sequence[Recommendations], similar: Mapping[str, tuple[list[str], list[float]]] | None = None
+    ) -> dict[str, tuple[str, ...]]:
+        """The tags of every item in ``recs`` and ``similar`` (written beside each item)."""
+        out: dict[str, tuple[str, ...]] = {}
+        tags = self.control.tags
+        lists = [items for r in recs for items in r.items] + [items for items, _ in (similar or {}).values()]
+        for items in lists:
+            for item in items:
+                if item not in out:
+                    out[item] = tags(item)
+        return out
+
+    def global_lists(self, now: float | None = None) -> BatchOutput:
+        """The fallback and the category lists alone, with no events (after an item is made available again).
+
+        Examples
+        --------
+        >>> from streamrec.events import Interaction
+        >>> pipe = RecommendationPipeline.from_names(["popularity"], "popularity", top_n=2)
+        >>> _ = pipe.process([Interaction("u", "a", 1.0), Interaction("v", "b", 2.0)])
+        >>> pipe.global_lists().fallback.items   # the newer event weighs more (time decay)
+        [['b', 'a']]
+        """
+        now = time.time() if now is None else now
+        unavailable = self.control.unavailable(now)
+        k = self.top_n + min(len(unavailable), self.top_n)
+        fallback = _without(self.fallback_model.recommend(["*"], k=k, exclude_seen=False), unavailable, self.top_n)
+        categories = self.category_lists(now, unavailable)
+        return BatchOutput(
+            users=[],
+            lists={},
+            fallback=fallback,
+            item_tags=self._tags_of([fallback, *categories.values()]),
+            categories=categories,
         )
 
     #: Most similar-items lists refreshed in one batch (the rest wait for the next one).
