@@ -21,7 +21,7 @@ Three parts, in one run:
   measured.
 - **similar items' quality** per event: for each event of a user whose
   previous event was on another item, whether the new item is among the
-  ``k`` similar items of the previous one (:func:`streamrec.similar.similar_items`,
+  ``k`` similar items of the previous one (:func:`streamrec.serving.similar.similar_items`,
   item-kNN learned on every earlier event, refreshed every ``similar_batch``
   events as the worker does every second), beside popularity's top ``k`` at
   the same moment. On MovieLens 100K and the YOOCHOOSE click sample when
@@ -46,7 +46,7 @@ import numpy as np
 
 from bench.common import REPO_ROOT, md_table, percentiles, target
 from bench.reads import RedisServer
-from streamrec.read_protocol import load_library
+from streamrec.serving.read_step import load_library
 from streamrec.store import ControlWrites, KeyLayout, RecList, RecsClient
 
 __all__ = ["Config", "config", "markdown", "run"]
@@ -404,7 +404,7 @@ def similar_quality(cfg: Config, events: list[tuple[str, str, float]]) -> dict[s
     from models import Interactions
     from models.itemknn import ItemKNN
     from models.popularity import Popularity
-    from streamrec.similar import similar_items
+    from streamrec.serving.similar import similar_items
 
     knn, pop = ItemKNN(), Popularity()
     previous: dict[str, str] = {}

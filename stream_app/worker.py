@@ -36,10 +36,10 @@ from typing import Any
 from stream_app.shared import CatalogueFollower, SharedState
 from streamrec.admission import DUPLICATE, Admission
 from streamrec.checkpoint import CheckpointStore, Offsets
-from streamrec.control import hidden_until
 from streamrec.events import Exclusion, ForgetUser, Interaction, InvalidEvent, ItemUpdate, Rating, decode
 from streamrec.metrics import WorkerMetrics, WorkerState
 from streamrec.pipeline import RecommendationPipeline
+from streamrec.serving.availability import hidden_until
 from streamrec.settings import Settings
 from streamrec.store import AsyncRecSink, ControlWrites, RecList
 

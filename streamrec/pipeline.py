@@ -25,9 +25,9 @@ import numpy as np
 import models
 from models import OnlineRecommender, Recommendations
 from models.popularity import Popularity
-from streamrec.control import CatalogueControl, UserExclusions
 from streamrec.events import Event, ForgetUser, Interaction, ItemUpdate, Rating, to_interactions
-from streamrec.similar import gives_similar_items, similar_items
+from streamrec.serving.availability import CatalogueControl, UserExclusions
+from streamrec.serving.similar import gives_similar_items, similar_items
 from streamrec.store import RecList
 
 __all__ = ["BatchOutput", "RecommendationPipeline"]

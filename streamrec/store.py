@@ -27,7 +27,7 @@ alike (a cluster refuses multi-key commands across slots).
     a capped list of the latest per-event freshness samples: seconds from the
     event reaching Kafka to its user's list being written.
 
-What controls the served lists (read by :mod:`streamrec.read_protocol`; each
+What controls the served lists (read by :mod:`streamrec.serving.read_step`; each
 global one is kept once per bucket, like the fallback, so a read touches one
 hash slot):
 
@@ -93,7 +93,7 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from streamrec.read_protocol import (
+from streamrec.serving.read_step import (
     FUNCTION_NAME,
     HIDE_FUNCTION,
     READ_LIBRARY,
@@ -211,7 +211,7 @@ class KeyLayout:
         return f"{self.prefix}:excluded:{self.tag(self.bucket(user_id))}:{user_id}"
 
     def control_keys(self, bucket: int, user_id: str | None = None) -> list[str]:
-        """The four keys after the list key of a read (:mod:`streamrec.read_protocol`), in ``bucket``'s slot.
+        """The four keys after the list key of a read (:mod:`streamrec.serving.read_step`), in ``bucket``'s slot.
 
         Without a user the two sets are keys that never exist (no user id is empty).
         """
@@ -307,7 +307,7 @@ class RecList:
 class RecsClient:
     """Read recommendations from Redis (what an application does).
 
-    Every read goes through the one read step of :mod:`streamrec.read_protocol`
+    Every read goes through the one read step of :mod:`streamrec.serving.read_step`
     (a Redis Function, one round trip): hidden and expired items, the user's
     "not interested" and excluded items and the request's ``exclude`` never
     come back, and a short answer is filled from the fallback (or, with
@@ -588,7 +588,7 @@ class AsyncRecSink:
         return self.redis
 
     async def check(self) -> None:
-        """Fail early when Redis does not answer; load the read function (:mod:`streamrec.read_protocol`)."""
+        """Fail early when Redis does not answer; load the read function (:mod:`streamrec.serving.read_step`)."""
         client = await self._client()
         await client.ping()
         try:

@@ -1,6 +1,6 @@
 """The one read step, against every kind of list, on a single Redis and on a three-node Redis Cluster.
 
-Each check writes one list of each kind in :data:`streamrec.list_kinds.LIST_KINDS`
+Each check writes one list of each kind in :data:`streamrec.serving.list_kinds.LIST_KINDS`
 (a new kind is covered by adding it there), sets controls the way the worker
 writes them (:class:`streamrec.store.ControlWrites`), and reads through
 :class:`streamrec.store.RecsClient`, i.e. ``FCALL_RO streamrec_read``.
@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from streamrec.list_kinds import CATEGORY, LIST_KINDS, ListKind
-from streamrec.read_protocol import ReadCall, load_library
 from streamrec.redis_cluster import LocalRedisCluster
 from streamrec.services import LocalRedis
+from streamrec.serving.list_kinds import CATEGORY, LIST_KINDS, ListKind
+from streamrec.serving.read_step import ReadCall, load_library
 from streamrec.store import ControlWrites, RecList, RecsClient
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 Each :class:`ListKind` names the keys one list of its kind is written to and
 the :class:`~streamrec.store.RecsClient` call that serves it. Every call goes
-through the one read step (:mod:`streamrec.read_protocol`); the test suite of
+through the one read step (:mod:`streamrec.serving.read_step`); the test suite of
 that step (``tests/integration/test_read_step.py``) runs its checks against
 every entry of :data:`LIST_KINDS`, so a new kind of list is covered by adding
 it here.

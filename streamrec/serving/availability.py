@@ -5,7 +5,7 @@ in the worker's memory, with no Kafka and no Redis: the pipeline asks it which
 items the models must not put in new lists (:meth:`CatalogueControl.unavailable`)
 and which tags to write beside each listed item (:meth:`CatalogueControl.tags_of`).
 Reads do not depend on it: they filter with what the worker wrote to Redis
-(:mod:`streamrec.read_protocol`).
+(:mod:`streamrec.serving.read_step`).
 
 An item is *unavailable* at time ``t`` when an update marked it
 ``available=False`` or gave it an ``expires_at <= t``. An item hidden before it

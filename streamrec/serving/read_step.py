@@ -76,7 +76,7 @@ HIDE_FUNCTION = "streamrec_hide"
 
 #: The Lua library (Redis 7 Functions). Loaded with ``FUNCTION LOAD REPLACE``.
 READ_LIBRARY = r"""#!lua name=streamrec
--- streamrec: the read step every served list passes through (see streamrec/read_protocol.py).
+-- streamrec: the read step every served list passes through (see streamrec/serving/read_step.py).
 
 local EMPTY = '{"items":[],"scores":[],"reasons":[],'
 
