@@ -297,6 +297,8 @@ class StreamWorker:
             raise
         for item, (first, last) in updates.items():
             before = previous.get(item)
+            if before is None and not first and not last:
+                continue  # no tags, and none before: nothing to record (an untagged catalogue writes nothing)
             if first != last or (before is not None and before != last):
                 controls.tag_overrides[item] = last
             controls.item_tags[item] = last
