@@ -271,11 +271,21 @@ class StreamWorker:
         self._tag_updates[update.item_id] = (first, update.tags)
 
     async def _availability(self, updates: Sequence[tuple[ItemUpdate, int]]) -> None:
-        """The catalogue follower read updates that hide or show items: write them now (versioned by offset)."""
+        """The catalogue follower read updates that hide or show items: write them now, versioned by offset.
+
+        In a pipeline of their own, without waiting for the agent's flush (the
+        writes are versioned, so their order against it does not matter); on
+        a Redis error the next flush retries them.
+        """
+        writes = ControlWrites()
         for update, offset in updates:
-            self._controls.hidden[update.item_id] = hidden_until(update)
-            self._controls.versions[update.item_id] = offset
-        await self.flush()
+            writes.hidden[update.item_id] = hidden_until(update)
+            writes.versions[update.item_id] = offset
+        try:
+            await self.sink.write_hides(writes)
+        except REDIS_ERRORS as exc:
+            log.warning("writing %d hides failed (%s); retried with the next flush", len(updates), type(exc).__name__)
+            self._controls.merge(writes)
 
     async def _decide_tags(self, controls: ControlWrites) -> None:
         """Move the pending tag updates into ``controls``: overrides for items whose tags changed.

@@ -630,7 +630,7 @@ class AsyncRecSink:
         """
         client = await self._client()
         if controls is not None and controls.hidden:
-            await self._write_hides(controls)
+            await self.write_hides(controls)
         pipe = client.pipeline(transaction=False)  # a cluster pipeline groups commands by slot
         if controls:
             controls.add(pipe, self.layout, hides=False)
@@ -667,8 +667,8 @@ class AsyncRecSink:
             await pipe.execute()
         return n
 
-    async def _write_hides(self, controls: ControlWrites) -> None:
-        """The hides first, alone: a Redis that lost the functions (a restart) gets them again, and they are retried.
+    async def write_hides(self, controls: ControlWrites) -> None:
+        """The hides of ``controls`` alone, in a pipeline of their own: a Redis that lost the functions (a restart) gets them again, and they are retried.
 
         Retrying is safe because every write is versioned (or idempotent);
         the main pipeline, which increments counters, is never retried.

@@ -197,11 +197,11 @@ local function read(keys, args)
     end
   end
 
-  local head = nil -- the list's own document, else the first filler's: model and times
+  local head, head_raw = nil, nil -- the list's own document, else the first filler's: model and times
   local raw = redis.call('GET', keys[1])
   local found = raw ~= false
   if found then
-    head = cjson.decode(raw)
+    head, head_raw = cjson.decode(raw), raw
     take(head, false)
   end
   for f = 6, #keys do
@@ -209,23 +209,25 @@ local function read(keys, args)
     local filler = redis.call('GET', keys[f])
     if filler then
       local doc = cjson.decode(filler)
-      head = head or doc
+      if head == nil then head, head_raw = doc, filler end
       take(doc, true)
     end
   end
-  local reply = {
-    model = head and head['model'] or cjson.null,
-    computed_at = head and head['computed_at'] or cjson.null,
-    event_ts = found and head['event_ts'] or cjson.null,
-    ingest_ts = found and head['ingest_ts'] or cjson.null,
-    fallback = not found,
-    filled = filled,
-  }
+  local reply = {model = head and head['model'] or cjson.null, fallback = not found, filled = filled}
+  local text
   if #out_items == 0 then -- cjson writes an empty table as {}: the arrays are spelled out
-    return EMPTY .. string.sub(cjson.encode(reply), 2)
+    text = EMPTY .. string.sub(cjson.encode(reply), 2)
+  else
+    reply['items'], reply['scores'], reply['reasons'] = out_items, out_scores, out_reasons
+    text = cjson.encode(reply)
   end
-  reply['items'], reply['scores'], reply['reasons'] = out_items, out_scores, out_reasons
-  return cjson.encode(reply)
+  -- times as the document spells them (cjson would round them to 14 digits: microseconds lost)
+  local function stamp(name, from)
+    local value = from and string.match(from, '"' .. name .. '":(-?[%d][%d%.eE+-]*)')
+    return ',"' .. name .. '":' .. (value or 'null')
+  end
+  return string.sub(text, 1, -2) .. stamp('computed_at', head_raw) .. stamp('event_ts', found and raw)
+    .. stamp('ingest_ts', found and raw) .. '}'
 end
 
 redis.register_function{function_name = 'streamrec_read', callback = read, flags = {'no-writes'}}

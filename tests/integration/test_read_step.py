@@ -229,3 +229,12 @@ def test_many_users_in_one_pipeline_through_the_same_step(client: RecsClient) ->
     got = client.get_many(users, k=3)
     assert [got[u].items for u in users[:-1]] == [["b", "c", "d"]] * (len(users) - 1)
     assert got[users[-1]] is None  # no list, and get_many does not fill from the fallback
+
+
+def test_times_come_back_to_the_microsecond(client: RecsClient) -> None:
+    """The reply spells the document's times as stored (Lua's cjson would round them to 14 digits)."""
+    now = time.time()
+    doc = RecList("t", "itemknn", ["a"], [1.0], computed_at=now, event_ts=now - 60.123456, ingest_ts=now - 1e-6)
+    client.redis.set(client.layout.user_key("t"), doc.to_json())
+    rec = client.read("t")
+    assert rec is not None and (rec.computed_at, rec.event_ts, rec.ingest_ts) == (now, now - 60.123456, now - 1e-6)
