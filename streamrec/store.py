@@ -504,6 +504,13 @@ class ControlWrites:
     ``item_tags`` every item's newest tags (written once); ``user_sets`` are
     ``(user, "not-interested" or "excluded", "add" or "remove", items)``;
     ``categories`` the category lists; ``similar`` item -> its similar-items list.
+
+    Examples
+    --------
+    >>> pending = ControlWrites(hidden={"sku-1": 0.0}, versions={"sku-1": 41})
+    >>> pending.merge(ControlWrites(hidden={"sku-1": None}, versions={"sku-1": 42}))   # shown again, later
+    >>> pending.hidden, pending.versions, bool(ControlWrites())
+    ({'sku-1': None}, {'sku-1': 42}, False)
     """
 
     hidden: dict[str, float | None] = field(default_factory=dict)
