@@ -22,7 +22,10 @@ Benchmarks, in order (each a module of this package with ``config(quick)``,
   minutes at 1,500 events/s beside a CPU-bound process; events lost, learned twice, and
   the time lists take to resume (``--live``);
 - ``catalogue_live``: one worker with catalogues of 10,000 to 1,000,000 items: the time
-  to take the catalogue in, capacity against bare Faust, freshness at half capacity (``--live``).
+  to take the catalogue in, capacity against bare Faust, freshness at half capacity (``--live``);
+- ``control``: the filtered read (availability, a category, excluded items) against a plain
+  ``GET`` at 10k reads/s, hide-to-gone latency over 1,000 hides at 2,000 events/s, and the
+  per-event quality of similar items beside popularity (``--live``).
 
 Each benchmark writes ``<out>/<name>.json`` (its figures, configuration and
 the machine); then ``<out>/results.md`` is rebuilt from every JSON file in
@@ -56,6 +59,7 @@ BENCHMARKS: dict[str, str] = {
     "scaleout": "Scale-out: workers over partitions, against bare Faust",
     "soak": "Soak under chaos: workers killed, stopped and started while events flow",
     "catalogue_live": "Catalogue scale, live: one worker with 10,000 to 1,000,000 catalogue items",
+    "control": "Controlling what is served: filtered reads, hide to gone, similar items",
 }
 LIVE_MODULE = "bench.live"
 
@@ -142,7 +146,7 @@ def write_report(out: Path, live_requested: bool = False) -> Path:
     for name in BENCHMARKS:
         if name in docs:
             lines.append(_section(docs[name]))
-        elif name in ("live", "scaleout", "soak", "catalogue_live"):
+        elif name in ("live", "scaleout", "soak", "catalogue_live", "control"):
             why = (
                 "run `python -m bench --live` (it starts a Kafka broker)"
                 if _live_available()
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     limit_torch_threads()  # as the worker and the backtest do: torch's default pool fights the other work
     out = args.out or (REPO_ROOT / "bench" / "results" / ("quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
-    with_services = ("live", "scaleout", "soak", "catalogue_live")  # they start a broker: only with --live
+    with_services = ("live", "scaleout", "soak", "catalogue_live", "control")  # they start a broker: only with --live
     everything = [n for n in BENCHMARKS if n not in with_services] + (list(with_services) if args.live else [])
     names = [args.only] if args.only else everything
     if "live" in names and not _live_available():

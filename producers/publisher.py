@@ -14,7 +14,13 @@ from streamrec.settings import Settings
 
 __all__ = ["EventPublisher", "PublishStats"]
 
-TOPIC_OF_KIND = {"interaction": "interactions", "rating": "ratings", "item": "items", "forget": "forget"}
+TOPIC_OF_KIND = {
+    "interaction": "interactions",
+    "rating": "ratings",
+    "item": "items",
+    "forget": "forget",
+    "exclusion": "exclusions",
+}
 
 
 @dataclass(frozen=True)

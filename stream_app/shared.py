@@ -379,14 +379,26 @@ class CatalogueFollower:
     Every worker needs the whole catalogue, which the items topic (keyed by
     item) spreads over partitions: no consumer group, each worker reads all.
     Adding an item twice is harmless, so a restart reads it again from the start.
+
+    ``availability``, when given, receives ``(update, offset)`` for every update
+    that sets an item's availability as soon as it is read. ``add`` (which waits
+    for the models' lock, held while a batch is learned) runs in a task of its
+    own, in order, fed through a bounded queue: reading the next updates, and so
+    the next hides, never waits for the models.
     """
 
-    def __init__(self, settings: Settings, topics: Iterable[str], add: Any) -> None:
+    #: Batches of updates read and not yet added, at most (then reading waits for the models).
+    QUEUED = 64
+
+    def __init__(self, settings: Settings, topics: Iterable[str], add: Any, availability: Any = None) -> None:
         self.settings = settings
         self.topics = list(topics)
         self.add = add
+        self.availability = availability
         self.added = 0
         self._task: asyncio.Task[None] | None = None
+        self._adder: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=self.QUEUED)
         self._consumer: Any = None
 
     async def start(self) -> None:
@@ -404,6 +416,7 @@ class CatalogueFollower:
         )
         await self._consumer.start()
         self._consumer.subscribe(self.topics)
+        self._adder = asyncio.create_task(self._add_in_order())
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -419,15 +432,36 @@ class CatalogueFollower:
                 await asyncio.sleep(1.0)
                 continue
             updates = []
+            versioned = []
             for messages in batch.values():
                 for message in messages:
                     try:
-                        updates.append(decode(message.value, "item", self.settings.limits))
+                        update = decode(message.value, "item", self.settings.limits)
                     except InvalidEvent:
                         continue  # the agent of the partition's owner dead-letters it
+                    updates.append(update)
+                    if update.sets_availability:  # type: ignore[union-attr]
+                        versioned.append((update, message.offset))
+            if versioned and self.availability is not None:
+                try:
+                    await self.availability(versioned)
+                except Exception:
+                    log.exception("writing the availability of %d items failed; the worker retries", len(versioned))
             if updates:
+                await self._queue.put(updates)
+
+    async def _add_in_order(self) -> None:
+        while True:
+            updates = await self._queue.get()
+            try:
                 await self.add(updates)
-                self.added += len(updates)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("adding %d catalogue updates to the models failed", len(updates))
+                continue
+            self.added += len(updates)
 
     async def stop(self) -> None:
         await stop_reader(self._task, self._consumer)
+        await stop_reader(self._adder, None)

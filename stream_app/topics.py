@@ -14,6 +14,7 @@ KIND_BY_TOPIC: dict[str, str] = {
     settings.topic("ratings"): "rating",
     settings.topic("items"): "item",
     settings.topic("forget"): "forget",
+    settings.topic("exclusions"): "exclusion",
 }
 
 #: Topics keyed by user, partitioned alike: a worker owns the users of its partitions.

@@ -36,11 +36,12 @@ from typing import Any
 from stream_app.shared import CatalogueFollower, SharedState
 from streamrec.admission import DUPLICATE, Admission
 from streamrec.checkpoint import CheckpointStore, Offsets
-from streamrec.events import ForgetUser, Interaction, InvalidEvent, ItemUpdate, Rating, decode
+from streamrec.events import Exclusion, ForgetUser, Interaction, InvalidEvent, ItemUpdate, Rating, decode
 from streamrec.metrics import WorkerMetrics, WorkerState
 from streamrec.pipeline import RecommendationPipeline
+from streamrec.serving.availability import hidden_until
 from streamrec.settings import Settings
-from streamrec.store import AsyncRecSink, RecList
+from streamrec.store import AsyncRecSink, ControlWrites, RecList
 
 log = logging.getLogger("streamrec.worker")
 
@@ -48,14 +49,28 @@ log = logging.getLogger("streamrec.worker")
 FALLBACK_EVERY = 0.5
 #: Seconds between sweeps of the event ids past their window (users who stopped sending).
 IDS_EXPIRE_EVERY = 60.0
+#: Seconds between recomputations of the category lists (64 bucket copies of each changed one) and of the
+#: similar-items lists of the items touched meanwhile.
+CATEGORIES_EVERY = 1.0
 
 REDIS_ERRORS: tuple[type[BaseException], ...]
 try:
     import redis.exceptions
 
-    REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+    # a refused command (a server out of memory, a lost function) keeps the writes pending as an outage does
+    REDIS_ERRORS = (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.ResponseError,
+        OSError,
+    )
 except ImportError:  # pragma: no cover
     REDIS_ERRORS = (OSError,)
+
+
+def _brings_back(updates: Sequence[Any]) -> bool:
+    """Whether some update makes an item available again (or gives it a later expiry)."""
+    return any(isinstance(u, ItemUpdate) and u.sets_availability and hidden_until(u) != 0.0 for u in updates)
 
 
 class StreamWorker:
@@ -95,8 +110,14 @@ class StreamWorker:
         self._ids_expired_at = time.monotonic()
         self._newest_event_ts = float("-inf")
         self.pipeline = self._restore() or RecommendationPipeline.from_names(
-            settings.models, settings.default_model, settings.top_n, settings.model_params
+            settings.models, settings.default_model, settings.depth, settings.model_params
         )
+        #: hidden items, tags, exclusions, category lists: written with the next flush
+        self._controls = ControlWrites()
+        self._tag_updates: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # item -> (first, last) tags
+        self._categories_at = float("-inf")
+        self._categories_sent: dict[str, list[str]] = {}  # category -> the items last written
+        self._global_due = False  # an item came back: the fallback and category lists are recomputed soon
         if settings.max_users or settings.max_items:
             for model in self.pipeline.all_models().values():
                 model.set_capacity(settings.max_users, settings.max_items)
@@ -115,7 +136,11 @@ class StreamWorker:
         if self.mode == "kafka":
             user_topics = [t for t, kind in self.kind_by_topic.items() if kind != "item"]
             self.shared = SharedState(
-                settings, self.pipeline.all_models(), self._model_lock, user_topics, {"ids": self.admission.ids}
+                settings,
+                self.pipeline.all_models(),
+                self._model_lock,
+                user_topics,
+                {"ids": self.admission.ids, "exclusions": self.pipeline.user_exclusions},
             )
             self.applied = self.shared.applied
         self._retry_task: asyncio.Task[None] | None = None
@@ -153,10 +178,13 @@ class StreamWorker:
             return None
         self.applied = ckpt.offsets
         self.admission.ids.import_users(ckpt.extra.get("event_ids", {}))
+        exclusions = ckpt.extra.get("exclusions", {})
         log.info(
             "restored checkpoint %s (%s)", ckpt.path.name, ", ".join(f"{t}:{dict(p)}" for t, p in ckpt.offsets.items())
         )
-        return RecommendationPipeline.from_saved(ckpt.models, self.settings.default_model, self.settings.top_n)
+        pipeline = RecommendationPipeline.from_saved(ckpt.models, self.settings.default_model, self.settings.depth)
+        pipeline.user_exclusions.import_users(exclusions)
+        return pipeline
 
     async def start(self) -> None:
         try:
@@ -166,7 +194,7 @@ class StreamWorker:
         if self.shared is not None:
             await self.shared.start()
             items = [t for t, kind in self.kind_by_topic.items() if kind == "item"]
-            self._catalogue = CatalogueFollower(self.settings, items, self._add_items)
+            self._catalogue = CatalogueFollower(self.settings, items, self._add_items, self._availability)
             await self._catalogue.start()
         await self._report_items_held()
         self._retry_task = asyncio.create_task(self._retry_loop())
@@ -223,7 +251,91 @@ class StreamWorker:
         """Catalogue updates (every worker reads the whole items topic)."""
         async with self._model_lock:
             await asyncio.to_thread(self.pipeline.add_catalogue, updates)
+        if _brings_back(updates):  # after the models' catalogue took it: the global lists may hold the item again
+            self._global_due = True
         await self._report_items_held()
+
+    # -- what is served: availability, tags, exclusions ------------------------------------
+
+    def _queue_catalogue(self, update: ItemUpdate, offset: int) -> None:
+        """A catalogue update of this worker's partitions: its tags (and availability, with one worker) go to Redis.
+
+        With state in Kafka every worker's catalogue follower writes
+        availability as soon as it reads the update (:meth:`_availability`),
+        without waiting for this agent's batch to be learned.
+        """
+        if update.sets_availability and self._catalogue is None:
+            self._controls.hidden[update.item_id] = hidden_until(update)
+            self._controls.versions[update.item_id] = offset
+        first = self._tag_updates.get(update.item_id, (update.tags, update.tags))[0]
+        self._tag_updates[update.item_id] = (first, update.tags)
+
+    async def _availability(self, updates: Sequence[tuple[ItemUpdate, int]]) -> None:
+        """The catalogue follower read updates that hide or show items: write them now, versioned by offset.
+
+        In a pipeline of their own, without waiting for the agent's flush (the
+        writes are versioned, so their order against it does not matter); on
+        a Redis error the next flush retries them.
+        """
+        writes = ControlWrites()
+        for update, offset in updates:
+            writes.hidden[update.item_id] = hidden_until(update)
+            writes.versions[update.item_id] = offset
+        try:
+            await self.sink.write_hides(writes)
+        except REDIS_ERRORS as exc:
+            log.warning("writing %d hides failed (%s); retried with the next flush", len(updates), type(exc).__name__)
+            self._controls.merge(writes)
+
+    async def _decide_tags(self, controls: ControlWrites) -> None:
+        """Move the pending tag updates into ``controls``: overrides for items whose tags changed.
+
+        Lists carry each item's tags as they were when written; an item whose
+        tags change afterwards gets an override that reads prefer. A first
+        setting needs none (no list could carry other tags for it), so the
+        overrides grow with tag changes, not with the catalogue.
+        """
+        if not self._tag_updates:
+            return
+        updates, self._tag_updates = self._tag_updates, {}
+        try:
+            previous = await self.sink.previous_tags(list(updates))
+        except BaseException:
+            for item, (first, last) in updates.items():  # keep them, merged with any newer ones
+                newer = self._tag_updates.get(item)
+                self._tag_updates[item] = (first, newer[1] if newer is not None else last)
+            raise
+        for item, (first, last) in updates.items():
+            before = previous.get(item)
+            if before is None and not first and not last:
+                continue  # no tags, and none before: nothing to record (an untagged catalogue writes nothing)
+            if first != last or (before is not None and before != last):
+                controls.tag_overrides[item] = last
+            controls.item_tags[item] = last
+
+    def _queue_categories(self, docs: Mapping[str, RecList]) -> None:
+        """Category lists whose items changed since they were last written."""
+        for category, doc in docs.items():
+            if self._categories_sent.get(category) != doc.items:
+                self._controls.categories[category] = doc
+                self._categories_sent[category] = doc.items
+
+    def _not_interested(self, event: Interaction) -> None:
+        """Negative feedback: the item leaves the user's reads for good and their new lists (under the model lock)."""
+        self.pipeline.user_exclusions.add(event.user_id, [event.item_id], kind="not_interested")
+        self._controls.user_sets.append((event.user_id, "not-interested", "add", (event.item_id,)))
+        self.counters["feedback_not_interested"] += 1
+        self.counters["events_accepted"] += 1
+
+    def _exclude(self, event: Exclusion) -> None:
+        """An explicit exclusion (not feedback): items left out of, or back in, the user's reads and lists."""
+        if event.action == "add":
+            self.pipeline.user_exclusions.add(event.user_id, event.item_ids)
+        else:
+            self.pipeline.user_exclusions.remove(event.user_id, event.item_ids)
+        self._controls.user_sets.append((event.user_id, "excluded", event.action, event.item_ids))
+        self.counters["exclusions"] += 1
+        self.counters["events_accepted"] += 1
 
     async def _report_items_held(self) -> None:
         """How many items the models hold (``items_held`` in ``{prefix}:stats``; ``streamrec status`` shows it)."""
@@ -267,6 +379,8 @@ class StreamWorker:
             except InvalidEvent as exc:
                 await self.deadletter(msg, str(exc))
                 continue
+            if isinstance(decoded, ItemUpdate):
+                self._queue_catalogue(decoded, msg.offset)  # for reads: this worker owns the item's partition
             if shared is not None and isinstance(decoded, ItemUpdate):
                 catalogue += 1  # validated and counted here; every worker's catalogue follower adds it
                 continue
@@ -278,6 +392,8 @@ class StreamWorker:
         # offsets; otherwise the lock would be released while a thread still learns, and a commit could write
         # increments whose offsets it does not write
         out, error = await asyncio.shield(self._learn(decoded_events, done, good, notes, ingest, sources, refused))
+        if self.shared is None and _brings_back([e for _, e in decoded_events if isinstance(e, ItemUpdate)]):
+            self._global_due = True  # the batch's lists were made with it; category lists may wait for a batch
         for msg, reason in refused:  # too far ahead in time, or over the user's rate
             await self.deadletter(msg, reason)
         if good:
@@ -293,6 +409,8 @@ class StreamWorker:
                 self.counters["learn_seconds"] += out.learn_seconds
                 self.counters["recommend_seconds"] += out.recommend_seconds
                 now = time.time()
+                self._queue_categories(out.category_docs(now))
+                self._controls.similar.update(out.similar_docs(now))
                 for doc, is_default in out.rec_lists(self.settings.default_model, now):
                     self._pending[(doc.model, doc.user_id)] = (doc, is_default)
                 self._pending_fallback = out.fallback_list(now) or self._pending_fallback
@@ -349,12 +467,20 @@ class StreamWorker:
             # admission under the lock: an event id is remembered in the same commit as the event's offset
             now = time.time()
             for msg, decoded in decoded_events:
+                if isinstance(decoded, Exclusion):  # not feedback: no admission, no model learns it
+                    self._exclude(decoded)
+                    notes.append((decoded.user_id, msg.partition, False))
+                    continue
                 admitted = self.admission.admit(decoded, now=now, arrival=msg.timestamp)
                 if isinstance(admitted, str):
                     refused.append((msg, admitted))
                     continue
                 if admitted is DUPLICATE:
                     self.counters["events_duplicate"] += 1
+                    continue
+                if isinstance(admitted, Interaction) and admitted.is_feedback:  # never learned as a positive
+                    self._not_interested(admitted)
+                    notes.append((admitted.user_id, msg.partition, False))
                     continue
                 good.append(admitted)
                 if isinstance(admitted, Interaction | Rating) and admitted.timestamp > self._newest_event_ts:
@@ -364,10 +490,15 @@ class StreamWorker:
                 ingest.append(msg.timestamp)
                 sources.append(msg)
             if good:
+                categories = time.monotonic() - self._categories_at >= CATEGORIES_EVERY
                 try:
-                    out = await asyncio.to_thread(self.pipeline.process, good, ingest)
+                    out = await asyncio.to_thread(
+                        self.pipeline.process, good, ingest, categories, None, categories
+                    )  # category and similar-items lists at most every CATEGORIES_EVERY
                 except Exception as exc:  # a model bug must neither stop the worker nor lose events
                     error = exc
+                if categories:
+                    self._categories_at = time.monotonic()
             if error is None:
                 self._advance(done, notes)
             if time.monotonic() - self._ids_expired_at > IDS_EXPIRE_EVERY:  # ids out of their window
@@ -434,6 +565,7 @@ class StreamWorker:
                 "app_id": self.settings.app_id,
                 "topic_prefix": self.settings.topic_prefix,
                 "event_ids": self.admission.ids.export_users(self.admission.ids.users()),
+                "exclusions": self.pipeline.user_exclusions.export_users(self.pipeline.user_exclusions.users()),
             }
             path = await asyncio.to_thread(self.checkpoints.save, self.pipeline.all_models(), offsets, extra)
             self._last_checkpoint = time.monotonic()
@@ -465,8 +597,25 @@ class StreamWorker:
     async def flush(self, final: bool = False) -> bool:
         """Write pending lists and counters in one pipeline; keep them if Redis is away."""
         async with self._flush_lock:
-            if not self._pending and self._pending_fallback is None and not self.counters and not self._pending_forget:
+            if (
+                not self._pending
+                and self._pending_fallback is None
+                and not self.counters
+                and not self._pending_forget
+                and not self._controls
+                and not self._tag_updates
+            ):
                 return True
+            controls, self._controls = self._controls, ControlWrites()
+            try:
+                await self._decide_tags(controls)
+            except REDIS_ERRORS as exc:
+                controls.merge(self._controls)
+                self._controls = controls
+                self.counters["redis_errors"] += 1
+                self._redis_ok = False
+                log.warning("Redis read of item tags failed (%s); catalogue changes pending", type(exc).__name__)
+                return False
             forget = {user: list(self.settings.models) for user in self._pending_forget}
             lists = list(self._pending.values())
             counters = dict(self.counters)
@@ -476,6 +625,7 @@ class StreamWorker:
                     "models": ",".join(self.settings.models),
                     "default_model": self.settings.default_model,
                     "top_n": str(self.settings.top_n),
+                    "list_depth": str(self.settings.depth),
                     "started_at": f"{time.time():.3f}",
                 }
             # the fallback goes to one key per user bucket (see streamrec.store): at most twice a second
@@ -496,8 +646,11 @@ class StreamWorker:
                     self.settings.freshness_cap,
                     forget,
                     offsets=offsets,
+                    controls=controls,
                 )
             except REDIS_ERRORS as exc:
+                controls.merge(self._controls)  # written again with the next flush; newer changes win
+                self._controls = controls
                 self.counters["redis_errors"] += 1
                 self.metrics.observe_redis_error()
                 self._redis_ok = False
@@ -545,11 +698,31 @@ class StreamWorker:
             assigned=len(highwaters),
         )
 
+    async def _refresh_global_lists(self) -> None:
+        """Recompute the fallback and category lists without events: an item was made available again.
+
+        Lists written while it was hidden leave it out; users' lists take it
+        back as they act, the global lists at once (within a second).
+        """
+        self._global_due = False
+        async with self._model_lock:
+            out = await asyncio.to_thread(self.pipeline.global_lists)
+        now = time.time()
+        self._pending_fallback = out.fallback_list(now) or self._pending_fallback
+        self._fallback_written = float("-inf")  # written with the next flush, whenever the last one was
+        self._queue_categories(out.category_docs(now))
+        await self.flush()
+
     async def _retry_loop(self) -> None:
         """Retry pending writes with exponential backoff, and checkpoint when idle."""
         while True:
             await asyncio.sleep(self._backoff)
-            if self._pending or self._pending_fallback is not None:
+            if self._global_due and time.monotonic() - self._categories_at >= CATEGORIES_EVERY:
+                try:
+                    await self._refresh_global_lists()
+                except Exception:
+                    log.exception("recomputing the fallback and category lists failed; the next batch does")
+            if self._pending or self._pending_fallback is not None or self._controls or self._tag_updates:
                 ok = await self.flush()
                 self._backoff = 0.1 if ok else min(self._backoff * 2, 5.0)
             if self._checkpoint_due():

@@ -4,7 +4,8 @@
 ``streamrec services up``     start a local Kafka broker and Redis (``down``, ``status``)
 ``streamrec worker``          run the Faust worker (``faust -A stream_app.app worker``)
 ``streamrec publish``         publish a log file, MovieLens or synthetic events to Kafka
-``streamrec recs USER_ID``    read a user's list from Redis
+``streamrec recs USER_ID``    read a user's list from Redis (filtered; ``--category``, ``--exclude``, ...)
+``streamrec similar ITEM_ID`` read an item's similar items from Redis
 ``streamrec status``          consumer lag, worker counters and freshness, from Kafka and Redis
 ``streamrec backtest``        replay a log offline through models and score them
 """
@@ -18,8 +19,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamrec.settings import DEFAULT_MODELS, Settings
+
+if TYPE_CHECKING:
+    from streamrec.store import RecList, RecsClient
 
 __all__ = ["main"]
 
@@ -117,27 +122,67 @@ def cmd_publish(args: argparse.Namespace) -> int:
 # -- recs -----------------------------------------------------------------------------
 
 
-def cmd_recs(args: argparse.Namespace) -> int:
+def _print_list(rec: RecList, title: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**rec.__dict__}, indent=2))
+        return
+    filled = f", {rec.filled} filled from the fallback or category lists" if rec.filled else ""
+    print(f"{title}, computed at {rec.computed_at:.3f}{filled}")
+    for rank, (item, score) in enumerate(zip(rec.items, rec.scores, strict=True), start=1):
+        reason = f"  because of {rec.reasons[rank - 1]}" if rec.reasons and rec.reasons[rank - 1] else ""
+        print(f"{rank:3d}. {item:<12} {score:10.4f}{reason}")
+
+
+def _client() -> RecsClient:
     from streamrec.services import resolve_services
     from streamrec.store import RecsClient
 
     settings = resolve_services(_settings(), start=False)
-    client = RecsClient(settings.redis_url or "", settings.key_prefix, **settings.redis_kwargs())
+    return RecsClient(settings.redis_url or "", settings.key_prefix, k=settings.top_n, **settings.redis_kwargs())
+
+
+def cmd_recs(args: argparse.Namespace) -> int:
+    client = _client()
     try:
-        rec = client.get(args.user_id, args.model)
+        rec = client.read(
+            args.user_id,
+            args.model,
+            args.k,
+            categories=args.category or (),
+            exclude=args.exclude or (),
+            per_category=args.per_category,
+        )
     finally:
         client.close()
     if rec is None:
         print(f"no list for user {args.user_id!r} and no fallback list yet: is the worker running?", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps({**rec.__dict__}, indent=2))
-        return 0
     source = "global fallback (no history)" if rec.fallback else f"model {rec.model}"
-    print(f"user {args.user_id}: {source}, computed at {rec.computed_at:.3f}")
-    for rank, (item, score) in enumerate(zip(rec.items, rec.scores, strict=True), start=1):
-        reason = f"  because of {rec.reasons[rank - 1]}" if rec.reasons and rec.reasons[rank - 1] else ""
-        print(f"{rank:3d}. {item:<12} {score:10.4f}{reason}")
+    if args.category:
+        source += f", categories {', '.join(args.category)}"
+    _print_list(rec, f"user {args.user_id}: {source}", args.json)
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    client = _client()
+    try:
+        rec = client.similar(
+            args.item_id,
+            args.k,
+            categories=args.category or (),
+            exclude=args.exclude or (),
+            per_category=args.per_category,
+        )
+    finally:
+        client.close()
+    if rec is None:
+        print(
+            f"no similar items for {args.item_id!r}: unknown item, or no model that gives them (itemknn) is running",
+            file=sys.stderr,
+        )
+        return 1
+    _print_list(rec, f"items similar to {args.item_id} (model {rec.model})", args.json)
     return 0
 
 
@@ -266,11 +311,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-start", action="store_true", help="do not start local services")
     p.set_defaults(func=cmd_publish)
 
-    p = sub.add_parser("recs", help="read a user's recommendations from Redis")
+    def read_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--k", type=int, default=None, help="items to return (default STREAMREC_TOP_N)")
+        p.add_argument("--category", action="append", help="only items with this tag (repeat for several)")
+        p.add_argument("--exclude", action="append", help="leave this item out (repeat for several)")
+        p.add_argument("--per-category", type=int, default=0, metavar="M", help="at most M items per tag")
+        p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("recs", help="read a user's recommendations from Redis (filtered: what may be served)")
     p.add_argument("user_id")
     p.add_argument("--model", default=None, help="a configured model (default: the default model)")
-    p.add_argument("--json", action="store_true")
+    read_options(p)
     p.set_defaults(func=cmd_recs)
+
+    p = sub.add_parser("similar", help="read an item's similar items from Redis (filtered: what may be served)")
+    p.add_argument("item_id")
+    read_options(p)
+    p.set_defaults(func=cmd_similar)
 
     p = sub.add_parser("status", help="consumer lag, worker counters and freshness percentiles (Kafka and Redis)")
     p.add_argument("--json", action="store_true")

@@ -1,10 +1,15 @@
 """Typed event records, their JSON wire format, and strict validation.
 
-Three kinds of event travel on three topics, JSON on the wire, keyed by id:
+Kinds of event travel on their own topics, JSON on the wire, keyed by id:
 
-- :class:`Interaction` (a view, click, add-to-cart or purchase), keyed by ``user_id``;
+- :class:`Interaction` (a view, click, add-to-cart or purchase; or ``not_interested``,
+  negative feedback that no model learns as a positive), keyed by ``user_id``;
 - :class:`Rating` (an explicit rating), keyed by ``user_id``;
-- :class:`ItemUpdate` (a catalogue entry with content tags), keyed by ``item_id``.
+- :class:`ItemUpdate` (a catalogue entry with content tags, and optionally whether the
+  item may be served and until when), keyed by ``item_id``;
+- :class:`ForgetUser` (a privacy request), keyed by ``user_id``;
+- :class:`Exclusion` (items never to serve a user, e.g. a creator's own: not feedback),
+  keyed by ``user_id``.
 
 :func:`decode` turns raw bytes into a record or raises :class:`InvalidEvent`
 with a reason that says what was wrong; the worker sends such events to the
@@ -20,6 +25,9 @@ True
 >>> retried = decode(b'{"user_id": "u1", "item_id": 42, "timestamp": 1700000000, "event_id": 7}', "interaction")
 >>> retried.event_id, b'"event_id":"7"' in encode(retried), b"event_id" in encode(event)   # only when set
 ('7', True, False)
+>>> hide = decode(b'{"item_id": "sku-1", "timestamp": 1700000000, "available": false}', "item")
+>>> hide.available, hide.expires_at, decode(encode(hide), "item") == hide
+(False, None, True)
 >>> decode(b'{"user_id": "u1", "item_id": "i", "timestamp": 1.0, "rating": "NaN"}', "rating")
 Traceback (most recent call last):
 ...
@@ -42,8 +50,10 @@ from models.base import Interactions
 __all__ = [
     "EVENT_TYPES",
     "EVENT_WEIGHTS",
+    "FEEDBACK_TYPES",
     "KINDS",
     "Event",
+    "Exclusion",
     "ForgetUser",
     "Interaction",
     "InvalidEvent",
@@ -57,11 +67,14 @@ __all__ = [
     "to_interactions",
 ]
 
+#: Interaction types that say a user wanted an item (the models learn them as positives).
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+#: Interaction types of negative feedback: never learned as positives; the item leaves the user's reads for good.
+FEEDBACK_TYPES = ("not_interested",)
 #: Implicit strength of each event type (a rating counts as 1).
 EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0, "rating": 1.0}
-Kind = Literal["interaction", "rating", "item", "forget"]
-KINDS: tuple[Kind, ...] = ("interaction", "rating", "item", "forget")
+Kind = Literal["interaction", "rating", "item", "forget", "exclusion"]
+KINDS: tuple[Kind, ...] = ("interaction", "rating", "item", "forget", "exclusion")
 
 
 class InvalidEvent(ValueError):
@@ -102,6 +115,11 @@ class Interaction:
     def key(self) -> str:
         return self.user_id
 
+    @property
+    def is_feedback(self) -> bool:
+        """Whether this is negative feedback (``not_interested``), which no model learns as a positive."""
+        return self.event_type in FEEDBACK_TYPES
+
 
 @dataclass(frozen=True)
 class Rating:
@@ -123,17 +141,51 @@ class Rating:
 
 @dataclass(frozen=True)
 class ItemUpdate:
-    """A catalogue entry: a new or changed item with its content tags."""
+    """A catalogue entry: a new or changed item with its content tags, and whether it may be served.
+
+    ``available`` and ``expires_at`` together say whether the item may be
+    served: ``available=False`` hides it until an update makes it available
+    again; ``expires_at`` (seconds since the epoch) hides it from that time on,
+    with no further event. An update that carries neither leaves the item's
+    availability as it was; one that carries either replaces it
+    (``available`` defaults to true, ``expires_at`` to never).
+    """
 
     item_id: str
     timestamp: float
     title: str | None = None
     tags: tuple[str, ...] = ()
+    available: bool | None = None
+    expires_at: float | None = None
     kind: Kind = field(default="item", init=False, repr=False)
+
+    @property
+    def sets_availability(self) -> bool:
+        """Whether this update says anything about availability (else it leaves it as it was)."""
+        return self.available is not None or self.expires_at is not None
 
     @property
     def key(self) -> str:
         return self.item_id
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Items never to serve a user (``action="add"``) or to serve again (``"remove"``): not feedback.
+
+    For example a creator's own items. No model learns from it; reads leave
+    the items out of every list of the user.
+    """
+
+    user_id: str
+    item_ids: tuple[str, ...]
+    timestamp: float
+    action: str = "add"
+    kind: Kind = field(default="exclusion", init=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.user_id
 
 
 @dataclass(frozen=True)
@@ -149,7 +201,9 @@ class ForgetUser:
         return self.user_id
 
 
-Event = Interaction | Rating | ItemUpdate | ForgetUser
+Event = Interaction | Rating | ItemUpdate | ForgetUser | Exclusion
+#: Actions of an :class:`Exclusion`.
+EXCLUSION_ACTIONS = ("add", "remove")
 
 
 # -- validation -------------------------------------------------------------------------
@@ -229,8 +283,9 @@ def event_from_dict(obj: Any, kind: Kind, limits: Limits = DEFAULT_LIMITS) -> Ev
         raise InvalidEvent(f"kind: {declared!r} sent where {kind!r} events are expected")
     if kind == "interaction":
         event_type = obj.get("event_type", "view")
-        if event_type not in EVENT_TYPES:
-            raise InvalidEvent(f"event_type: {event_type!r} is not one of {', '.join(EVENT_TYPES)}"[:200])
+        if event_type not in EVENT_TYPES and event_type not in FEEDBACK_TYPES:
+            known = ", ".join((*EVENT_TYPES, *FEEDBACK_TYPES))
+            raise InvalidEvent(f"event_type: {event_type!r} is not one of {known}"[:200])
         return Interaction(
             user_id=_id(obj, "user_id", limits),
             item_id=_id(obj, "item_id", limits),
@@ -257,14 +312,41 @@ def event_from_dict(obj: Any, kind: Kind, limits: Limits = DEFAULT_LIMITS) -> Ev
             raise InvalidEvent("tags: must be a list of non-empty strings")
         if len(tags) > limits.max_tags:
             raise InvalidEvent(f"tags: {len(tags)} tags, more than the limit of {limits.max_tags}")
+        if any(len(t) > limits.max_id_length or any(ord(c) < 32 for c in t) for t in tags):
+            raise InvalidEvent(f"tags: a tag longer than {limits.max_id_length} characters or with control characters")
         title = obj.get("title")
         if title is not None and not isinstance(title, str):
             raise InvalidEvent(f"title: must be a string, got {type(title).__name__}")
+        available = obj.get("available")
+        if available is not None and not isinstance(available, bool):
+            raise InvalidEvent(f"available: must be true or false, got {type(available).__name__}")
+        expires_at = None
+        if obj.get("expires_at") is not None:
+            expires_at = _number(obj, "expires_at")
+            if not 0 <= expires_at < limits.max_timestamp:
+                raise InvalidEvent(f"expires_at: {expires_at} is not seconds since the epoch")
         return ItemUpdate(
             item_id=_id(obj, "item_id", limits),
             timestamp=_timestamp(obj, limits),
             title=title,
             tags=tuple(tags),
+            available=available,
+            expires_at=expires_at,
+        )
+    if kind == "exclusion":
+        action = obj.get("action", "add")
+        if action not in EXCLUSION_ACTIONS:
+            raise InvalidEvent(f"action: {action!r} is not one of {', '.join(EXCLUSION_ACTIONS)}"[:200])
+        items = obj.get("item_ids")
+        if not isinstance(items, list) or not items:
+            raise InvalidEvent("item_ids: must be a non-empty list of ids")
+        if len(items) > limits.max_tags:
+            raise InvalidEvent(f"item_ids: {len(items)} ids, more than the limit of {limits.max_tags}")
+        return Exclusion(
+            user_id=_id(obj, "user_id", limits),
+            item_ids=tuple(_id({"item_ids[]": v}, "item_ids[]", limits) for v in items),
+            timestamp=_timestamp(obj, limits),
+            action=action,
         )
     if kind == "forget":
         return ForgetUser(user_id=_id(obj, "user_id", limits), timestamp=_timestamp(obj, limits))
@@ -331,11 +413,16 @@ def encode(event: Event) -> bytes:
     obj = {k: v for k, v in asdict(event).items() if v is not None}
     if isinstance(event, ItemUpdate):
         obj["tags"] = list(event.tags)
+    if isinstance(event, Exclusion):
+        obj["item_ids"] = list(event.item_ids)
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def to_interactions(events: Iterable[Interaction | Rating]) -> Interactions:
     """Turn interaction and rating records into a model batch (arrival order kept).
+
+    Negative feedback (``not_interested``) is not a positive event: callers
+    leave it out (see :attr:`Interaction.is_feedback`); it is refused here.
 
     Examples
     --------
@@ -359,6 +446,8 @@ def to_interactions(events: Iterable[Interaction | Rating]) -> Interactions:
         if isinstance(e, Rating):
             weights[j] = EVENT_WEIGHTS["rating"]
             ratings[j] = e.rating
+        elif e.event_type in FEEDBACK_TYPES:
+            raise ValueError(f"{e.event_type!r} is negative feedback: no model learns it as a positive event")
         else:
             weights[j] = EVENT_WEIGHTS.get(e.event_type, 1.0)
         if e.context:

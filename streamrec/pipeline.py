@@ -20,13 +20,35 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 import models
 from models import OnlineRecommender, Recommendations
 from models.popularity import Popularity
 from streamrec.events import Event, ForgetUser, Interaction, ItemUpdate, Rating, to_interactions
+from streamrec.serving.availability import CatalogueControl, UserExclusions
+from streamrec.serving.similar import gives_similar_items, similar_items
 from streamrec.store import RecList
 
 __all__ = ["BatchOutput", "RecommendationPipeline"]
+
+
+def _without(recs: Recommendations, unavailable: set[str], k: int) -> Recommendations:
+    """``recs`` without the ``unavailable`` items, each list cut to ``k``."""
+    if not unavailable:
+        if all(len(items) <= k for items in recs.items):
+            return recs
+        keep_all = [list(range(min(k, len(items)))) for items in recs.items]
+    else:
+        keep_all = [[j for j, item in enumerate(items) if item not in unavailable][:k] for items in recs.items]
+    reasons = recs.reasons
+    return Recommendations(
+        recs.users,
+        [[items[j] for j in keep] for items, keep in zip(recs.items, keep_all, strict=True)],
+        [[scores[j] for j in keep] for scores, keep in zip(recs.scores, keep_all, strict=True)],
+        None if reasons is None else [[r[j] for j in keep] for r, keep in zip(reasons, keep_all, strict=True)],
+    )
+
 
 FALLBACK_MODEL = "popularity"
 EXTRA_FALLBACK = "_fallback"  # name of the fallback model when popularity is not configured
@@ -47,6 +69,18 @@ class BatchOutput:
     recommend_seconds: float = 0.0
     #: Per model: (seconds in ``learn``, seconds in ``recommend``) for this batch.
     model_seconds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: Tags of every item in the lists, when the lists were made (written beside each item)
+    item_tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Category -> its popularity list, when they were due (:meth:`RecommendationPipeline.category_lists`)
+    categories: dict[str, Recommendations] | None = None
+    #: Item -> (similar items, similarities) of the items touched since the last time, when they were due
+    similar: dict[str, tuple[list[str], list[float]]] | None = None
+    #: The model the similar items come from
+    similar_model: str | None = None
+
+    def _tags(self, items: Sequence[str]) -> list[list[str]]:
+        get = self.item_tags.get
+        return [list(get(item, ())) for item in items]
 
     def rec_lists(self, default_model: str, computed_at: float | None = None) -> list[tuple[RecList, bool]]:
         """The lists as Redis documents, paired with whether they are the default model's."""
@@ -64,9 +98,28 @@ class BatchOutput:
                     event_ts=self.event_ts.get(user),
                     ingest_ts=self.ingest_ts.get(user),
                     reasons=reasons[n] if reasons is not None else None,
+                    tags=self._tags(recs.items[n]),
                 )
                 out.append((doc, model_name == default_model))
         return out
+
+    def similar_docs(self, computed_at: float | None = None) -> dict[str, RecList]:
+        """The similar-items lists as documents (empty when they were not due in this batch)."""
+        now = time.time() if computed_at is None else computed_at
+        return {
+            item: RecList(item, self.similar_model or "", items, scores, computed_at=now, tags=self._tags(items))
+            for item, (items, scores) in (self.similar or {}).items()
+        }
+
+    def category_docs(self, computed_at: float | None = None) -> dict[str, RecList]:
+        """The category lists as documents (empty when they were not due in this batch)."""
+        now = time.time() if computed_at is None else computed_at
+        return {
+            tag: RecList(
+                "", FALLBACK_MODEL, recs.items[0], recs.scores[0], computed_at=now, tags=self._tags(recs.items[0])
+            )
+            for tag, recs in (self.categories or {}).items()
+        }
 
     def fallback_list(self, computed_at: float | None = None) -> RecList | None:
         if self.fallback is None:
@@ -77,6 +130,7 @@ class BatchOutput:
             items=self.fallback.items[0],
             scores=self.fallback.scores[0],
             computed_at=time.time() if computed_at is None else computed_at,
+            tags=self._tags(self.fallback.items[0]),
         )
 
 
@@ -91,7 +145,11 @@ class RecommendationPipeline:
     default_model
         The model whose lists the plain per-user key serves.
     top_n
-        Length of each list.
+        Length of each list (the worker keeps lists deeper than a page: ``STREAMREC_LIST_DEPTH``).
+
+    Items the catalogue made unavailable (:attr:`control`) are left out of new
+    lists: each model is asked for ``top_n`` plus as many more as there are
+    unavailable items (at most ``top_n`` more), and those are dropped.
     """
 
     def __init__(
@@ -107,6 +165,14 @@ class RecommendationPipeline:
         self.default_model = default_model
         self.top_n = top_n
         self._learn_time: dict[str, float] = {}
+        #: availability and tags of the catalogue's items (followed from catalogue updates)
+        self.control = CatalogueControl()
+        #: items never to put in a user's lists (their "not interested" and excluded items)
+        self.user_exclusions = UserExclusions()
+        self._category_rows: tuple[int, int, dict[str, np.ndarray]] | None = None  # (tags version, n items, rows)
+        #: the model whose neighbours are the similar items (the first that gives them), and the items to refresh
+        self.similar_model = next((n for n, m in self.models.items() if gives_similar_items(m)), None)
+        self._similar_touched: dict[str, None] = {}
         configured = self.models.get(FALLBACK_MODEL)
         self._fallback_is_extra = not isinstance(configured, Popularity)
         if not self._fallback_is_extra:
@@ -144,7 +210,14 @@ class RecommendationPipeline:
             raise TypeError(f"the saved fallback model is a {type(fallback).__name__}, not Popularity")
         return cls(saved, default_model, top_n, fallback)
 
-    def process(self, events: Sequence[Event], ingest_ts: Sequence[float | None] | None = None) -> BatchOutput:
+    def process(
+        self,
+        events: Sequence[Event],
+        ingest_ts: Sequence[float | None] | None = None,
+        with_categories: bool = False,
+        now: float | None = None,
+        with_similar: bool = False,
+    ) -> BatchOutput:
         """Learn from ``events`` (arrival order) and recommend for every user they touched.
 
         ``ingest_ts`` gives, per event, when it reached Kafka; the newest per
@@ -170,14 +243,22 @@ class RecommendationPipeline:
             start = j + 1
         users = list(event_ts)
         t1 = time.perf_counter()
+        now = time.time() if now is None else now
+        unavailable = self.control.unavailable(now)
+        k = self.top_n + min(len(unavailable), self.top_n)  # room for the unavailable items dropped below
+        of = self.user_exclusions.of
+        exclude = {u: items for u in users if (items := of(u))}
         lists = {}
         spent: dict[str, tuple[float, float]] = {}
         for name, model in self.models.items():
             started = time.perf_counter()
             if users:
-                lists[name] = model.recommend(users, k=self.top_n)
+                lists[name] = _without(model.recommend(users, k=k, exclude=exclude or None), unavailable, self.top_n)
             spent[name] = (self._learn_time.get(name, 0.0), time.perf_counter() - started)
-        fallback = self.fallback_model.recommend(["*"], k=self.top_n, exclude_seen=False)
+        fallback = _without(self.fallback_model.recommend(["*"], k=k, exclude_seen=False), unavailable, self.top_n)
+        categories = self.category_lists(now, unavailable) if with_categories else None
+        similar = self.similar_lists(unavailable) if with_similar else None
+        item_tags = self._tags_of([*lists.values(), fallback, *(categories or {}).values()], similar)
         t2 = time.perf_counter()
         return BatchOutput(
             users=users,
@@ -190,7 +271,98 @@ class RecommendationPipeline:
             learn_seconds=t1 - t0,
             recommend_seconds=t2 - t1,
             model_seconds=spent,
+            item_tags=item_tags,
+            categories=categories,
+            similar=similar,
+            similar_model=self.similar_model,
         )
+
+    def _tags_of(
+        self, recs: Sequence[Recommendations], similar: Mapping[str, tuple[list[str], list[float]]] | None = None
+    ) -> dict[str, tuple[str, ...]]:
+        """The tags of every item in ``recs`` and ``similar`` (written beside each item)."""
+        out: dict[str, tuple[str, ...]] = {}
+        tags = self.control.tags
+        lists = [items for r in recs for items in r.items] + [items for items, _ in (similar or {}).values()]
+        for items in lists:
+            for item in items:
+                if item not in out:
+                    out[item] = tags(item)
+        return out
+
+    def global_lists(self, now: float | None = None) -> BatchOutput:
+        """The fallback and the category lists alone, with no events (after an item is made available again).
+
+        Examples
+        --------
+        >>> from streamrec.events import Interaction
+        >>> pipe = RecommendationPipeline.from_names(["popularity"], "popularity", top_n=2)
+        >>> _ = pipe.process([Interaction("u", "a", 1.0), Interaction("v", "b", 2.0)])
+        >>> pipe.global_lists().fallback.items   # the newer event weighs more (time decay)
+        [['b', 'a']]
+        """
+        now = time.time() if now is None else now
+        unavailable = self.control.unavailable(now)
+        k = self.top_n + min(len(unavailable), self.top_n)
+        fallback = _without(self.fallback_model.recommend(["*"], k=k, exclude_seen=False), unavailable, self.top_n)
+        categories = self.category_lists(now, unavailable)
+        return BatchOutput(
+            users=[],
+            lists={},
+            fallback=fallback,
+            item_tags=self._tags_of([fallback, *categories.values()]),
+            categories=categories,
+        )
+
+    #: Most similar-items lists refreshed in one batch (the rest wait for the next one).
+    SIMILAR_PER_BATCH = 2000
+
+    def similar_lists(self, unavailable: set[str] | None = None) -> dict[str, tuple[list[str], list[float]]]:
+        """The similar items of the items touched since the last call (at most :attr:`SIMILAR_PER_BATCH`)."""
+        if self.similar_model is None or not self._similar_touched:
+            return {}
+        touched = list(self._similar_touched)[: self.SIMILAR_PER_BATCH]
+        for item in touched:
+            del self._similar_touched[item]
+        return similar_items(self.models[self.similar_model], touched, self.top_n, unavailable)
+
+    def category_lists(
+        self, now: float | None = None, unavailable: set[str] | None = None
+    ) -> dict[str, Recommendations]:
+        """Per category (tag), its available items by the fallback model's score, ``top_n`` deep.
+
+        One list per category, never per user and category; the rows of each
+        category are rebuilt only when some item's tags changed.
+        """
+        model = self.fallback_model
+        if unavailable is None:
+            unavailable = self.control.unavailable(time.time() if now is None else now)
+        n = model.n_items
+        cached = self._category_rows
+        if cached is None or cached[0] != self.control.tags_version or cached[1] != n:
+            rows: dict[str, np.ndarray] = {}
+            for tag, items in self.control.items_by_tag().items():
+                found = model.item_index.lookup(items)
+                rows[tag] = np.sort(found[found >= 0])
+            cached = self._category_rows = (self.control.tags_version, n, rows)
+        scores = model.item_scores()
+        ids = model.item_index.ids
+        k = self.top_n + min(len(unavailable), self.top_n)
+        out: dict[str, Recommendations] = {}
+        for tag, members in cached[2].items():
+            members = members[members < len(scores)]
+            if not len(members):
+                continue
+            values = scores[members]
+            top = (
+                members[np.argsort(-values, kind="stable")[:k]]
+                if len(members) > k
+                else members[np.argsort(-values, kind="stable")]
+            )
+            items = [ids[j] for j in top.tolist()]
+            keep = [j for j, item in enumerate(items) if item not in unavailable][: self.top_n]
+            out[tag] = Recommendations(["*"], [[items[j] for j in keep]], [[float(scores[top[j]]) for j in keep]])
+        return out
 
     def _learn_segment(
         self,
@@ -207,6 +379,8 @@ class RecommendationPipeline:
         if not acts:
             return
         batch = to_interactions(events[j] for j in acts)  # type: ignore[misc]
+        if self.similar_model is not None:
+            self._similar_touched.update(dict.fromkeys(batch.items.tolist()))
         for name, model in self.all_models().items():
             started = time.perf_counter()
             model.learn(batch)
@@ -220,7 +394,8 @@ class RecommendationPipeline:
                 newest_ingest[u] = max(newest_ingest.get(u, 0.0), float(ingest_ts[j]))  # type: ignore[arg-type]
 
     def add_catalogue(self, updates: Sequence[ItemUpdate]) -> None:
-        """Add catalogue entries (ids, tags, titles) to every model."""
+        """Add catalogue entries (ids, tags, titles) to every model; follow their availability and tags."""
+        self.control.apply(updates)
         ids = [e.item_id for e in updates]
         tags = [e.tags for e in updates]
         titles = [e.title for e in updates]
@@ -229,5 +404,6 @@ class RecommendationPipeline:
 
     def forget_user(self, user_id: str) -> None:
         """Remove ``user_id`` from every model (privacy requests)."""
+        self.user_exclusions.forget_user(user_id)
         for model in self.all_models().values():
             model.forget_user(user_id)

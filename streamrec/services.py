@@ -33,6 +33,7 @@ from streamrec.settings import Settings, cache_dir
 __all__ = [
     "KAFKA_VERSION",
     "Endpoints",
+    "LocalRedis",
     "LocalServices",
     "ServiceError",
     "ensure_kafka_jars",
@@ -607,6 +608,34 @@ class LocalServices:
                 return {"pid": pid, "port": port, "log": str(rdir / "redis.log")}
             time.sleep(0.1)
         raise ServiceError(f"redis-server did not answer on 127.0.0.1:{port}; see {rdir / 'redis.log'}")
+
+
+class LocalRedis:
+    """One Redis server on loopback and nothing else (tests of the read step need no broker).
+
+    Stopped by the PID it started. Examples: ``with LocalRedis(folder) as redis: redis.url``.
+    """
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self._services = LocalServices(state_dir)
+        self.pid: int | None = None
+        self.url = ""
+
+    def start(self) -> LocalRedis:
+        state = self._services._start_redis()
+        self.pid, self.url = state["pid"], f"redis://127.0.0.1:{state['port']}/0"
+        return self
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            _stop_pid(self.pid, "redis-server")
+            self.pid, self.url = None, ""
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def resolve_services(settings: Settings, state_dir: str | Path | None = None, start: bool = True) -> Settings:

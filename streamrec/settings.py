@@ -57,6 +57,7 @@ class Settings:
     models: tuple[str, ...] = ("popularity", "sasrec", "itemknn")
     default_model: str = "sasrec"
     top_n: int = 20
+    list_depth: int = 50  # items kept per stored list: reads filter, so a stored list is deeper than a page
     batch_size: int = 1000
     batch_within: float = 0.05
     key_prefix: str = "streamrec"
@@ -104,6 +105,7 @@ class Settings:
             models=models,
             default_model=default,
             top_n=int(env.get("STREAMREC_TOP_N", "20")),
+            list_depth=int(env.get("STREAMREC_LIST_DEPTH", "50")),
             batch_size=int(env.get("STREAMREC_BATCH_SIZE", "1000")),
             batch_within=float(env.get("STREAMREC_BATCH_WITHIN", "0.05")),
             key_prefix=env.get("STREAMREC_KEY_PREFIX", "streamrec"),
@@ -136,6 +138,11 @@ class Settings:
         """Where this app's checkpoints live (one folder per app id, i.e. consumer group)."""
         return self.state_dir / "checkpoints" / self.app_id
 
+    @property
+    def depth(self) -> int:
+        """Items kept per stored list: ``STREAMREC_LIST_DEPTH``, at least a page (``STREAMREC_TOP_N``)."""
+        return max(self.top_n, self.list_depth)
+
     def topic(self, kind: str) -> str:
         """Topic name for ``kind``: interactions, ratings, items, forget, deadletter."""
         return f"{self.topic_prefix}.{kind}"
@@ -161,6 +168,7 @@ class Settings:
             "STREAMREC_MODELS": ",".join(self.models),
             "STREAMREC_DEFAULT_MODEL": self.default_model,
             "STREAMREC_TOP_N": str(self.top_n),
+            "STREAMREC_LIST_DEPTH": str(self.list_depth),
             "STREAMREC_BATCH_SIZE": str(self.batch_size),
             "STREAMREC_BATCH_WITHIN": str(self.batch_within),
             "STREAMREC_KEY_PREFIX": self.key_prefix,

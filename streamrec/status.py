@@ -39,7 +39,7 @@ __all__ = [
     "wait_committed",
 ]
 
-CONSUMED_KINDS = ("interactions", "ratings", "items", "forget")
+CONSUMED_KINDS = ("interactions", "ratings", "items", "forget", "exclusions")
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,40 @@ alike (a cluster refuses multi-key commands across slots).
     a capped list of the latest per-event freshness samples: seconds from the
     event reaching Kafka to its user's list being written.
 
+What controls the served lists (read by :mod:`streamrec.serving.read_step`; each
+global one is kept once per bucket, like the fallback, so a read touches one
+hash slot):
+
+``{prefix}:hidden:{NN}``
+    a hash: item -> the time (seconds since the epoch) it is hidden from, ``0``
+    for hidden now; items served again are deleted from it;
+``{prefix}:hidden-version:{NN}``
+    a hash: item -> the offset of the catalogue event that set its availability
+    (an older event, replayed or read late by another worker, is not applied);
+``{prefix}:tags:{NN}``
+    a hash: item -> its tags (joined by ``\x1f``), for items whose tags changed
+    after they were first set (lists carry each item's tags as they were when written);
+``{prefix}:category:{NN}:{category}``
+    a list document: the category's items by time-decayed popularity;
+``{prefix}:not-interested:{NN}:{user_id}`` / ``{prefix}:excluded:{NN}:{user_id}``
+    sets: items the user said they are not interested in / items excluded for them;
+``{prefix}:similar:{NN}:{item_id}``
+    a list document: the item's neighbours (``NN`` is the item's bucket);
+``{prefix}:item-tags``
+    a hash: item -> its newest tags (JSON), once (the worker compares a tag
+    update with it to know whether the tags changed).
+
 A list document::
 
     {"user_id": "196", "model": "itemknn", "items": ["242", "302"],
-     "scores": [0.93, 0.88], "reasons": ["51", "51"],
+     "scores": [0.93, 0.88], "reasons": ["51", "51"], "tags": ["Drama\u001fRomance", ""],
      "computed_at": 1763870000.123, "event_ts": 881250949.0,
      "ingest_ts": 1763869999.98}
 
-``computed_at`` is when the list was written (seconds since the epoch);
+``tags`` are each item's tags when the list was written, joined by the unit
+separator ``\x1f`` (``""``: none; one string per item decodes in a third of the
+time a list per item takes in the read step's Lua); ``computed_at`` is
+when the list was written (seconds since the epoch);
 ``event_ts`` is the timestamp of the newest event of this user that the list
 reflects; ``ingest_ts`` is when that event reached Kafka (its record time).
 
@@ -45,6 +71,8 @@ Examples
 22
 >>> layout.user_key("196"), layout.user_key("196", model="isgd"), layout.fallback_key("196")
 ('streamrec:recs:{22}:196', 'streamrec:model:isgd:recs:{22}:196', 'streamrec:fallback:{22}')
+>>> layout.control_keys(22, "196")
+['streamrec:hidden:{22}', 'streamrec:tags:{22}', 'streamrec:not-interested:{22}:196', 'streamrec:excluded:{22}:196']
 >>> doc = RecList("196", "isgd", ["1", "2"], [0.5, 0.25], computed_at=10.0, event_ts=9.0)
 >>> RecList.from_json(doc.to_json()) == doc
 True
@@ -52,11 +80,12 @@ True
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,7 +93,16 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-__all__ = ["BUCKETS", "AsyncRecSink", "KeyLayout", "RecList", "RecsClient", "is_cluster", "sync_redis"]
+from streamrec.serving.read_step import (
+    FUNCTION_NAME,
+    HIDE_FUNCTION,
+    READ_LIBRARY,
+    ReadCall,
+    is_missing_function,
+    load_library,
+)
+
+__all__ = ["BUCKETS", "AsyncRecSink", "ControlWrites", "KeyLayout", "RecList", "RecsClient", "is_cluster", "sync_redis"]
 
 
 def is_cluster(url: str, **redis_kwargs: Any) -> bool:
@@ -101,6 +139,26 @@ def async_redis(url: str, **redis_kwargs: Any) -> Any:
     return aioredis.Redis.from_url(url, **redis_kwargs)
 
 
+#: Separates an item's tags in list documents and in ``{prefix}:tags:{NN}`` (tags never hold control characters).
+TAG_SEPARATOR = "\x1f"
+
+
+def join_tags(tags: Sequence[str]) -> str:
+    r"""An item's tags as stored: joined by :data:`TAG_SEPARATOR` (``""`` for none).
+
+    Examples
+    --------
+    >>> join_tags(["Shoes", "Sale"]), split_tags(join_tags(["Shoes", "Sale"])), split_tags("")
+    ('Shoes\x1fSale', ['Shoes', 'Sale'], [])
+    """
+    return TAG_SEPARATOR.join(tags)
+
+
+def split_tags(joined: str) -> list[str]:
+    """The tags :func:`join_tags` joined."""
+    return joined.split(TAG_SEPARATOR) if joined else []
+
+
 #: Number of user buckets (hash tags), hence of fallback copies.
 BUCKETS = 64
 
@@ -132,6 +190,50 @@ class KeyLayout:
         """Every key the fallback list is written to: one per bucket, and the global one."""
         return [f"{self.prefix}:fallback:{{{b:02d}}}" for b in range(BUCKETS)] + [self.fallback_key()]
 
+    @staticmethod
+    def tag(bucket: int) -> str:
+        """The hash tag of ``bucket``: ``{NN}``."""
+        return f"{{{bucket:02d}}}"
+
+    def hidden_key(self, bucket: int) -> str:
+        return f"{self.prefix}:hidden:{self.tag(bucket)}"
+
+    def hidden_version_key(self, bucket: int) -> str:
+        return f"{self.prefix}:hidden-version:{self.tag(bucket)}"
+
+    def tags_key(self, bucket: int) -> str:
+        return f"{self.prefix}:tags:{self.tag(bucket)}"
+
+    def not_interested_key(self, user_id: str) -> str:
+        return f"{self.prefix}:not-interested:{self.tag(self.bucket(user_id))}:{user_id}"
+
+    def excluded_key(self, user_id: str) -> str:
+        return f"{self.prefix}:excluded:{self.tag(self.bucket(user_id))}:{user_id}"
+
+    def control_keys(self, bucket: int, user_id: str | None = None) -> list[str]:
+        """The four keys after the list key of a read (:mod:`streamrec.serving.read_step`), in ``bucket``'s slot.
+
+        Without a user the two sets are keys that never exist (no user id is empty).
+        """
+        user = "" if user_id is None else str(user_id)
+        tag = self.tag(bucket)
+        return [
+            self.hidden_key(bucket),
+            self.tags_key(bucket),
+            f"{self.prefix}:not-interested:{tag}:{user}",
+            f"{self.prefix}:excluded:{tag}:{user}",
+        ]
+
+    def category_key(self, bucket: int, category: str) -> str:
+        return f"{self.prefix}:category:{self.tag(bucket)}:{category}"
+
+    def similar_key(self, item_id: str) -> str:
+        """The item's similar-items list, in the item's bucket."""
+        return f"{self.prefix}:similar:{self.tag(self.bucket(item_id))}:{item_id}"
+
+    def item_tags_key(self) -> str:
+        return f"{self.prefix}:item-tags"
+
     def stats_key(self) -> str:
         return f"{self.prefix}:stats"
 
@@ -161,6 +263,10 @@ class RecList:
     ingest_ts: float | None = None
     reasons: list[str | None] | None = None
     fallback: bool = False
+    #: each item's tags when the list was written (the read step filters categories with them)
+    tags: list[list[str]] | None = None
+    #: items a read took from a filler list (the fallback or category lists) to reach ``k``
+    filled: int = 0
 
     def to_json(self) -> bytes:
         """The document's bytes (orjson: 2x the standard library here; a NaN score is written as ``null``)."""
@@ -177,6 +283,8 @@ class RecList:
             doc["ingest_ts"] = self.ingest_ts
         if self.reasons is not None:
             doc["reasons"] = self.reasons
+        if self.tags is not None:
+            doc["tags"] = [join_tags(t) for t in self.tags]
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
@@ -192,11 +300,18 @@ class RecList:
             ingest_ts=doc.get("ingest_ts"),
             reasons=doc.get("reasons"),
             fallback=fallback,
+            tags=None if doc.get("tags") is None else [split_tags(t) for t in doc["tags"]],
         )
 
 
 class RecsClient:
     """Read recommendations from Redis (what an application does).
+
+    Every read goes through the one read step of :mod:`streamrec.serving.read_step`
+    (a Redis Function, one round trip): hidden and expired items, the user's
+    "not interested" and excluded items and the request's ``exclude`` never
+    come back, and a short answer is filled from the fallback (or, with
+    ``categories``, from the category lists) through the same filter.
 
     Parameters
     ----------
@@ -204,35 +319,147 @@ class RecsClient:
         ``redis://host:port/db`` (``rediss://`` for TLS; user and password in the URL).
     prefix
         Key prefix the worker writes under.
+    k
+        Default number of items a read returns.
     """
 
-    def __init__(self, url: str, prefix: str = "streamrec", **redis_kwargs: Any) -> None:
+    def __init__(self, url: str, prefix: str = "streamrec", k: int = 20, **redis_kwargs: Any) -> None:
         self.layout = KeyLayout(prefix)
         self.redis = sync_redis(url, **redis_kwargs)
+        self.k = k
 
-    def get(self, user_id: str, model: str | None = None, with_fallback: bool = True) -> RecList | None:
-        """The list for ``user_id`` (one round trip), else the global fallback list.
+    def _call(self, call: ReadCall) -> dict[str, Any]:
+        try:
+            raw = self.redis.fcall_ro(FUNCTION_NAME, *call.arguments())
+        except redis.exceptions.ResponseError as exc:
+            if not is_missing_function(exc):
+                raise
+            load_library(self.redis)  # a server the worker has not loaded it on yet (or restarted since)
+            raw = self.redis.fcall_ro(FUNCTION_NAME, *call.arguments())
+        return orjson.loads(raw)
+
+    def read(
+        self,
+        user_id: str | None,
+        model: str | None = None,
+        k: int | None = None,
+        *,
+        categories: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        per_category: int = 0,
+        with_fallback: bool = True,
+    ) -> RecList | None:
+        """What may be served to ``user_id``: their list (or ``model``'s), filtered, filled up to ``k``.
+
+        ``categories`` keeps items tagged with any of them (filled from the
+        category lists); ``exclude`` leaves items out of this answer (e.g. the
+        cart); ``per_category`` > 0 keeps at most that many items per tag.
+        Without a user the answer is the fallback (or category lists) alone.
+        Returns ``None`` when nothing is stored to serve.
+        """
+        call = self.read_call(user_id, model, k, categories, exclude, per_category, with_fallback)
+        return self._rec_list(self._call(call), "" if user_id is None else str(user_id))
+
+    def read_call(
+        self,
+        user_id: str | None,
+        model: str | None = None,
+        k: int | None = None,
+        categories: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        per_category: int = 0,
+        with_fallback: bool = True,
+    ) -> ReadCall:
+        """The ``streamrec_read`` call of :meth:`read` (what another language would send)."""
+        if user_id is None:  # the fallback or the category lists alone, in bucket 0
+            bucket = 0
+            list_key = self.layout.category_key(0, categories[0]) if categories else self._fallback_copy(0)
+        else:
+            bucket = self.layout.bucket(str(user_id))
+            list_key = self.layout.user_key(str(user_id), model)
+        fillers = [self.layout.category_key(bucket, c) for c in categories]
+        if with_fallback:  # after the category lists: its items pass the same category filter
+            fillers.append(self._fallback_copy(bucket))
+        return ReadCall(
+            [list_key, *self.layout.control_keys(bucket, None if user_id is None else str(user_id))],
+            fillers,
+            k=self.k if k is None else k,
+            per_category=per_category,
+            categories=list(categories),
+            leave_out=[str(i) for i in exclude],
+        )
+
+    def _fallback_copy(self, bucket: int) -> str:
+        return f"{self.layout.prefix}:fallback:{self.layout.tag(bucket)}"
+
+    @staticmethod
+    def _rec_list(reply: Mapping[str, Any], user_id: str) -> RecList | None:
+        if reply["model"] is None:
+            return None  # neither the list nor any filler exists
+        return RecList(
+            user_id=user_id,
+            model=reply["model"],
+            items=list(reply["items"]),
+            scores=[math.nan if s is None else float(s) for s in reply["scores"]],
+            computed_at=float(reply["computed_at"] or 0.0),
+            event_ts=reply.get("event_ts"),
+            ingest_ts=reply.get("ingest_ts"),
+            reasons=reply["reasons"] if any(r is not None for r in reply["reasons"]) else None,
+            fallback=bool(reply["fallback"]),
+            filled=int(reply["filled"]),
+        )
+
+    def get(
+        self, user_id: str, model: str | None = None, with_fallback: bool = True, k: int | None = None
+    ) -> RecList | None:
+        """The list for ``user_id`` (one round trip), else the global fallback list, filtered (see :meth:`read`).
 
         Returns ``None`` only when neither exists (nothing processed yet).
         """
-        user_key = self.layout.user_key(str(user_id), model)
-        if not with_fallback:
-            raw = self.redis.get(user_key)
-            return None if raw is None else RecList.from_json(raw)
-        raw, fallback = self.redis.mget([user_key, self.layout.fallback_key(str(user_id))])  # one slot
-        if raw is not None:
-            return RecList.from_json(raw)
-        if fallback is not None:
-            doc = RecList.from_json(fallback, fallback=True)
-            return RecList(**{**asdict(doc), "user_id": str(user_id)})
-        return None
+        return self.read(user_id, model, k, with_fallback=with_fallback)
 
-    def get_many(self, user_ids: Sequence[str], model: str | None = None) -> dict[str, RecList | None]:
-        """Lists for several users in one round trip (no fallback)."""
-        keys = [self.layout.user_key(str(u), model) for u in user_ids]
-        mget = getattr(self.redis, "mget_nonatomic", self.redis.mget)  # a cluster splits keys by slot
-        raws = mget(keys) if keys else []
-        return {str(u): (None if r is None else RecList.from_json(r)) for u, r in zip(user_ids, raws, strict=True)}
+    def get_many(
+        self, user_ids: Sequence[str], model: str | None = None, k: int | None = None
+    ) -> dict[str, RecList | None]:
+        """Lists for several users, filtered, in one pipeline (no fallback)."""
+        users = [str(u) for u in user_ids]
+        if not users:
+            return {}
+        first = self.read(users[0], model, k, with_fallback=False)  # loads the function if the server lacks it
+        pipe = self.redis.pipeline(transaction=False)  # a cluster pipeline groups the calls by slot
+        for user in users[1:]:
+            pipe.fcall_ro(FUNCTION_NAME, *self.read_call(user, model, k, with_fallback=False).arguments())
+        replies = pipe.execute() if len(users) > 1 else []
+        out = {users[0]: first}
+        for user, raw in zip(users[1:], replies, strict=True):
+            out[user] = self._rec_list(orjson.loads(raw), user)
+        return out
+
+    def similar(
+        self,
+        item_id: str,
+        k: int | None = None,
+        *,
+        categories: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        per_category: int = 0,
+    ) -> RecList | None:
+        """Items similar to ``item_id`` (its neighbours), filtered like every list; ``None`` when none are stored.
+
+        With ``categories`` the answer keeps items of those categories and is
+        filled from the category lists.
+        """
+        item_id = str(item_id)
+        bucket = self.layout.bucket(item_id)
+        call = ReadCall(
+            [self.layout.similar_key(item_id), *self.layout.control_keys(bucket)],
+            [self.layout.category_key(bucket, c) for c in categories],
+            k=self.k if k is None else k,
+            per_category=per_category,
+            categories=list(categories),
+            leave_out=[item_id, *[str(i) for i in exclude]],
+        )
+        return self._rec_list(self._call(call), "")
 
     def stats(self) -> dict[str, float]:
         """The worker's counters."""
@@ -266,6 +493,89 @@ def get_recommendations(user_id: str, url: str, prefix: str = "streamrec", model
         client.close()
 
 
+@dataclass
+class ControlWrites:
+    """What controls the served lists, to write with a batch (see the module docstring for the keys).
+
+    ``hidden`` maps items to the time they are hidden from (``None``: served
+    again), written through the ``streamrec_hide`` function with the item's
+    ``versions`` (the catalogue event's offset: an older one never overwrites a
+    newer one; without a version the write always applies); ``tag_overrides`` are tags that changed (written per bucket),
+    ``item_tags`` every item's newest tags (written once); ``user_sets`` are
+    ``(user, "not-interested" or "excluded", "add" or "remove", items)``;
+    ``categories`` the category lists; ``similar`` item -> its similar-items list.
+
+    Examples
+    --------
+    >>> pending = ControlWrites(hidden={"sku-1": 0.0}, versions={"sku-1": 41})
+    >>> pending.merge(ControlWrites(hidden={"sku-1": None}, versions={"sku-1": 42}))   # shown again, later
+    >>> pending.hidden, pending.versions, bool(ControlWrites())
+    ({'sku-1': None}, {'sku-1': 42}, False)
+    """
+
+    hidden: dict[str, float | None] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    tag_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    item_tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    user_sets: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)
+    categories: dict[str, RecList] = field(default_factory=dict)
+    similar: dict[str, RecList] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.hidden or self.tag_overrides or self.item_tags or self.user_sets or self.categories or self.similar
+        )
+
+    def merge(self, newer: ControlWrites) -> None:
+        """Add ``newer`` writes after these (``newer`` wins where both name an item, user set or list)."""
+        self.hidden.update(newer.hidden)
+        for item in newer.hidden:
+            if item in newer.versions:
+                self.versions[item] = newer.versions[item]
+            else:
+                self.versions.pop(item, None)
+        self.tag_overrides.update(newer.tag_overrides)
+        self.item_tags.update(newer.item_tags)
+        self.user_sets.extend(newer.user_sets)
+        self.categories.update(newer.categories)
+        self.similar.update(newer.similar)
+
+    def add(self, pipe: Any, layout: KeyLayout, hides: bool = True) -> None:
+        """Queue the writes on a (cluster) pipeline; hides and tag changes go to every bucket's copy.
+
+        ``hides=False`` leaves the hides out (:meth:`add_hides` queues them alone).
+        """
+        if hides:
+            self.add_hides(pipe, layout)
+        overrides = {item: join_tags(tags) for item, tags in self.tag_overrides.items()}
+        payloads = {cat: doc.to_json() for cat, doc in self.categories.items()}
+        for bucket in range(BUCKETS):
+            if overrides:
+                pipe.hset(layout.tags_key(bucket), mapping=overrides)
+            for cat, payload in payloads.items():
+                pipe.set(layout.category_key(bucket, cat), payload)
+        for user, which, action, items in self.user_sets:
+            key = layout.not_interested_key(user) if which == "not-interested" else layout.excluded_key(user)
+            (pipe.sadd if action == "add" else pipe.srem)(key, *items)
+        for item, doc in self.similar.items():
+            pipe.set(layout.similar_key(item), doc.to_json())
+
+    def add_hides(self, pipe: Any, layout: KeyLayout) -> None:
+        """Queue the availability writes: one ``streamrec_hide`` call per bucket (versioned, idempotent)."""
+        hide: list[str] = []
+        for item, until in self.hidden.items():
+            version = self.versions.get(item)
+            hide += [item, "" if version is None else str(version), "" if until is None else f"{until:.6f}"]
+        if hide:
+            for bucket in range(BUCKETS):
+                pipe.fcall(HIDE_FUNCTION, 2, layout.hidden_key(bucket), layout.hidden_version_key(bucket), *hide)
+
+    def add_item_tags(self, pipe: Any, layout: KeyLayout) -> None:
+        """Queue the newest tags of items (once, after the overrides are written)."""
+        if self.item_tags:
+            pipe.hset(layout.item_tags_key(), mapping={i: orjson.dumps(list(t)) for i, t in self.item_tags.items()})
+
+
 class AsyncRecSink:
     """Writes a batch of lists, the fallback and counters in one Redis pipeline."""
 
@@ -285,8 +595,22 @@ class AsyncRecSink:
         return self.redis
 
     async def check(self) -> None:
-        """Fail early, with the URL's host in the message, when Redis does not answer."""
-        await (await self._client()).ping()
+        """Fail early when Redis does not answer; load the read function (:mod:`streamrec.serving.read_step`)."""
+        client = await self._client()
+        await client.ping()
+        try:
+            await client.function_load(READ_LIBRARY, replace=True)  # a cluster client loads it on every node
+        except redis.exceptions.ResponseError as exc:  # Redis < 7, or an ACL user without @scripting
+            logging.getLogger("streamrec.store").warning(
+                "could not load the read function (%s): readers load it themselves, or cannot read (Redis >= 7)", exc
+            )
+
+    async def previous_tags(self, items: Sequence[str]) -> dict[str, tuple[str, ...] | None]:
+        """The newest tags written for ``items`` (``None`` for items never written), one round trip."""
+        if not items:
+            return {}
+        raws = await (await self._client()).hmget(self.layout.item_tags_key(), list(items))
+        return {i: None if r is None else tuple(orjson.loads(r)) for i, r in zip(items, raws, strict=True)}
 
     async def write(
         self,
@@ -298,18 +622,29 @@ class AsyncRecSink:
         freshness_cap: int = 100_000,
         forget: Mapping[str, Sequence[str]] | None = None,
         offsets: Mapping[tuple[str, int], int] | None = None,
+        controls: ControlWrites | None = None,
     ) -> int:
         """Write ``(list, is_default)`` pairs; a default list also goes to the plain key.
 
         ``freshness`` samples are appended to the capped freshness list.
         ``forget`` maps user ids to the models whose keys are deleted first
-        (with the plain key), for privacy requests. ``offsets`` are the next
-        offsets to process per ``(topic, partition)``. Every write stamps
-        ``updated_at`` in the meta hash.
+        (with the plain key and the user's exclusion sets), for privacy
+        requests. ``offsets`` are the next offsets to process per ``(topic,
+        partition)``. ``controls`` (hidden items, tags, exclusions, category and
+        similar lists) go first: a hide reaches Redis with the lists written
+        after it, in the same pipeline. Every write stamps ``updated_at`` in
+        the meta hash.
         """
-        pipe = (await self._client()).pipeline(transaction=False)  # a cluster pipeline groups commands by slot
+        client = await self._client()
+        if controls is not None and controls.hidden:
+            await self.write_hides(controls)
+        pipe = client.pipeline(transaction=False)  # a cluster pipeline groups commands by slot
+        if controls:
+            controls.add(pipe, self.layout, hides=False)
         for user, user_models in (forget or {}).items():
-            for key in [self.layout.user_key(user), *[self.layout.user_key(user, m) for m in user_models]]:
+            keys = [self.layout.user_key(user), *[self.layout.user_key(user, m) for m in user_models]]
+            keys += [self.layout.not_interested_key(user), self.layout.excluded_key(user)]
+            for key in keys:
                 pipe.delete(key)
         n = 0
         for rec, is_default in lists:
@@ -333,7 +668,29 @@ class AsyncRecSink:
             pipe.rpush(key, *[f"{f:.6f}" for f in freshness])
             pipe.ltrim(key, -freshness_cap, -1)
         await pipe.execute()
+        if controls is not None and controls.item_tags:  # after the overrides: never a newest tag without them
+            pipe = client.pipeline(transaction=False)
+            controls.add_item_tags(pipe, self.layout)
+            await pipe.execute()
         return n
+
+    async def write_hides(self, controls: ControlWrites) -> None:
+        """The hides of ``controls`` alone, in a pipeline of their own: a Redis that lost the functions (a restart) gets them again, and they are retried.
+
+        Retrying is safe because every write is versioned (or idempotent);
+        the main pipeline, which increments counters, is never retried.
+        """
+        client = await self._client()
+        for attempt in (1, 2):
+            pipe = client.pipeline(transaction=False)
+            controls.add_hides(pipe, self.layout)
+            try:
+                await pipe.execute()
+                return
+            except redis.exceptions.ResponseError as exc:
+                if attempt == 2 or not is_missing_function(exc):
+                    raise
+                await client.function_load(READ_LIBRARY, replace=True)
 
     async def set_stat(self, name: str, value: float) -> None:
         await (await self._client()).hset(self.layout.stats_key(), name, value)

@@ -43,7 +43,9 @@ from streamrec.events import (
     DEFAULT_LIMITS,
     EVENT_WEIGHTS,
     Event,
+    Exclusion,
     ForgetUser,
+    Interaction,
     InvalidEvent,
     ItemUpdate,
     Limits,
@@ -110,6 +112,7 @@ class EventLog:
         cat_after: list[int] = []  # events before the update in the source
         forgotten = 0
         nan = float("nan")
+        controls = 0
         for e in events:
             if isinstance(e, ItemUpdate):
                 cat_ids.append(e.item_id)
@@ -120,6 +123,9 @@ class EventLog:
                 continue
             if isinstance(e, ForgetUser):
                 forgotten += 1
+                continue
+            if isinstance(e, Exclusion) or (isinstance(e, Interaction) and e.is_feedback):
+                controls += 1  # what may be served, not what a user wanted: no model learns it
                 continue
             users.append(e.user_id)
             items.append(e.item_id)
@@ -157,7 +163,10 @@ class EventLog:
             catalogue_items=np.asarray(cat_ids, dtype=object)[cat_order] if n_cat else np.zeros(0, dtype=object),
             catalogue_tags=tuple(cat_tags[j] for j in cat_order.tolist()),
             catalogue_titles=tuple(cat_titles[j] for j in cat_order.tolist()),
-            skipped={"forget": forgotten} if forgotten else {},
+            skipped={
+                **({"forget": forgotten} if forgotten else {}),
+                **({"not_interested_or_exclusion": controls} if controls else {}),
+            },
             source=source,
         )
 

@@ -1,0 +1,82 @@
+"""Similar items: an item's nearest neighbours by item-to-item co-occurrence, from a model's public state.
+
+:func:`similar_items` ranks, for each given item, the other items by the
+item-kNN similarity ``C[a, b] / (n_a n_b) ** alpha`` of
+:class:`models.itemknn.ItemKNN` (the same number as ``ItemKNN.similarity``),
+read through the model's public ``cooccurrence()`` and ``item_counts()``. The
+worker writes the lists of the items a batch touched (at most once a second)
+to ``{prefix}:similar:{NN}:{item}``; reads filter them like every list.
+
+Examples
+--------
+>>> from models import Interactions
+>>> from models.itemknn import ItemKNN
+>>> model = ItemKNN(alpha=0.5)
+>>> model.learn(Interactions.from_columns(
+...     ["ann", "ann", "bob", "bob", "bob", "cat", "cat"],
+...     ["tea", "cake", "tea", "cake", "jam", "tea", "jam"]))
+>>> lists = similar_items(model, ["tea", "unknown"], k=2)
+>>> lists["tea"][0], [round(s, 3) for s in lists["tea"][1]], "unknown" in lists
+(['cake', 'jam'], [0.816, 0.816], False)
+>>> round(model.similarity("tea", "cake"), 3)
+0.816
+>>> similar_items(model, ["tea"], k=2, unavailable={"cake"})["tea"][0]
+['jam']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["gives_similar_items", "similar_items"]
+
+
+def gives_similar_items(model: Any) -> bool:
+    """Whether ``model`` exposes the co-occurrence state :func:`similar_items` reads."""
+    return all(hasattr(model, name) for name in ("cooccurrence", "item_counts", "alpha"))
+
+
+def similar_items(
+    model: Any, items: Iterable[str], k: int, unavailable: set[str] | None = None
+) -> dict[str, tuple[list[str], list[float]]]:
+    """Each known item's ``k`` most similar other items with their similarities, best first.
+
+    Items the model does not know are left out; ``unavailable`` items are
+    never neighbours. Costs one copy of the co-occurrence counts (``O(nnz)``)
+    plus one row per item.
+    """
+    wanted = [str(i) for i in items]
+    rows = model.item_index.lookup(wanted) if wanted else np.zeros(0, dtype=np.int64)
+    if not len(rows) or (rows < 0).all():
+        return {}
+    counts = model.item_counts().astype(np.float64)
+    inv = np.zeros_like(counts)
+    np.power(counts, -float(model.alpha), out=inv, where=counts > 0)
+    matrix = model.cooccurrence().tocsr()
+    ids = model.item_index.ids
+    unavailable = unavailable or set()
+    out: dict[str, tuple[list[str], list[float]]] = {}
+    for item, row in zip(wanted, rows.tolist(), strict=True):
+        if row < 0 or row >= matrix.shape[0]:
+            continue
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        cols = matrix.indices[start:end]
+        sims = matrix.data[start:end] * inv[row] * inv[cols]
+        keep = (cols != row) & (sims > 0)
+        cols, sims = cols[keep], sims[keep]
+        order = np.argsort(-sims, kind="stable")
+        neighbours: list[str] = []
+        scores: list[float] = []
+        for j in order.tolist():
+            other = ids[int(cols[j])]
+            if other is None or other in unavailable:
+                continue
+            neighbours.append(other)
+            scores.append(float(sims[j]))
+            if len(neighbours) == k:
+                break
+        out[item] = (neighbours, scores)
+    return out
