@@ -244,6 +244,7 @@ class SecureLocalServices(LocalServices):
             "tls-auth-clients no\n"
             "user default off\n"
             f"user {self.redis_user} on >{self._redis_password} ~{self.redis_keys} "
-            "+@read +@write +@keyspace +@connection -@dangerous +client|setname\n"
+            "+@read +@write +@keyspace +@connection -@dangerous +client|setname "
+            "+fcall +fcall_ro +function|load +time\n"  # the read step: the worker loads it, everyone calls it
         )
         return [str(conf)]  # the configuration file must come first

@@ -27,7 +27,8 @@ def test_worker_writes_with_a_least_privilege_acl_user_and_logs_no_secret(isolat
     user = f"{isolated_settings.key_prefix}-writer"
     prefix = isolated_settings.key_prefix
     admin.acl_setuser(user, enabled=True, passwords=[f"+{PASSWORD}"], keys=[f"{prefix}:*"],
-                      commands=["+@read", "+@write", "+@connection", "+client"])  # fmt: skip
+                      commands=["+@read", "+@write", "+@connection", "+client",
+                                "+fcall", "+fcall_ro", "+function|load", "+time"])  # fmt: skip
     try:
         host_port = isolated_settings.redis_url.split("://", 1)[1]
         settings = replace(
