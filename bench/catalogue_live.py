@@ -26,7 +26,6 @@ Broker, Redis, worker and publisher share this machine's cores.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -34,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import md_table, percentiles, target
-from bench.live import _bare_faust, _settings
+from bench.live import _bare_faust, _settings, services_for
 from producers.publisher import EventPublisher
 from producers.synthetic import SyntheticStream
-from streamrec.services import LocalServices
 from streamrec.settings import Settings
 from streamrec.store import RecsClient
 from streamrec.topics import ensure_topics
@@ -193,27 +191,16 @@ def _one_size(base: Settings, cfg: Config, n_items: int, state: Path, tag: str) 
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    base = Settings.from_env()
-    with tempfile.TemporaryDirectory(prefix="bench-catalogue-live-") as tmp:
-        state = Path(tmp)
-        services = None
-        if not (base.kafka_bootstrap_servers and base.redis_url):
-            services = LocalServices(state / "services")
-            endpoints = services.up()
-            base = base.with_services(endpoints.kafka_bootstrap_servers, endpoints.redis_url)
-        try:
-            tag = f"{int(time.time())}"
-            bare = _settings(base, f"catbare-{tag}", cfg, state)
-            ensure_topics(bare)
-            thread = _publish_in_background(
-                bare, SyntheticStream(n_users=cfg.n_users, n_items=10_000, seed=1), cfg.drain_events
-            )
-            ceiling = _bare_faust(bare, cfg.drain_events, state / "bare.log")
-            thread.join()
-            sizes = [_one_size(base, cfg, n, state, tag) for n in cfg.sizes]
-        finally:
-            if services is not None:
-                services.down()
+    with services_for("bench-catalogue-live-") as (base, state):
+        tag = f"{int(time.time())}"
+        bare = _settings(base, f"catbare-{tag}", cfg, state)
+        ensure_topics(bare)
+        thread = _publish_in_background(
+            bare, SyntheticStream(n_users=cfg.n_users, n_items=10_000, seed=1), cfg.drain_events
+        )
+        ceiling = _bare_faust(bare, cfg.drain_events, state / "bare.log")
+        thread.join()
+        sizes = [_one_size(base, cfg, n, state, tag) for n in cfg.sizes]
     targets = []
     for fig in sizes:
         if "error" in fig:

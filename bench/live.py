@@ -16,11 +16,13 @@ and keys of this run only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -168,9 +170,11 @@ def _freshness_at(settings: Settings, stream: SyntheticStream, load: int, second
     }
 
 
-def run(cfg: Config) -> dict[str, Any]:
+@contextlib.contextmanager
+def services_for(prefix: str) -> Iterator[tuple[Settings, Path]]:
+    """Settings from the environment and a temporary folder; local services started there when none are configured."""
     base = Settings.from_env()
-    with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         state = Path(tmp)
         services = None
         if not (base.kafka_bootstrap_servers and base.redis_url):
@@ -178,34 +182,37 @@ def run(cfg: Config) -> dict[str, Any]:
             endpoints = services.up()
             base = base.with_services(endpoints.kafka_bootstrap_servers, endpoints.redis_url)
         try:
-            tag = f"{int(time.time())}"
-            stream = SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=1)
-            bare = _settings(base, f"bare-{tag}", cfg, state)
-            publish_rate = _preload(bare, stream, cfg.drain_events)
-            ceiling = _bare_faust(bare, cfg.drain_events, state / "bare.log")
-            full = _settings(base, f"drain-{tag}", cfg, state)
-            _preload(full, SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=1), cfg.drain_events)
-            drained = _worker_drain(full, cfg.drain_events, state / "drain.log")
-            others = []
-            for j, names in enumerate(cfg.other_models):
-                other = replace(_settings(base, f"drain{j}-{tag}", cfg, state), models=names, default_model=names[-1])
-                _preload(other, SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=1), cfg.drain_events)
-                others.append(
-                    {"models": list(names), **_worker_drain(other, cfg.drain_events, state / f"drain{j}.log")}
-                )
-            loads = [
-                _freshness_at(
-                    _settings(base, f"load{load}-{tag}", cfg, state),
-                    stream,
-                    load,
-                    cfg.load_seconds,
-                    state / f"load{load}.log",
-                )
-                for load in cfg.loads
-            ]
+            yield base, state
         finally:
             if services is not None:
                 services.down()
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    with services_for("bench-live-") as (base, state):
+        tag = f"{int(time.time())}"
+        stream = SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=1)
+        bare = _settings(base, f"bare-{tag}", cfg, state)
+        publish_rate = _preload(bare, stream, cfg.drain_events)
+        ceiling = _bare_faust(bare, cfg.drain_events, state / "bare.log")
+        full = _settings(base, f"drain-{tag}", cfg, state)
+        _preload(full, SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=1), cfg.drain_events)
+        drained = _worker_drain(full, cfg.drain_events, state / "drain.log")
+        others = []
+        for j, names in enumerate(cfg.other_models):
+            other = replace(_settings(base, f"drain{j}-{tag}", cfg, state), models=names, default_model=names[-1])
+            _preload(other, SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=1), cfg.drain_events)
+            others.append({"models": list(names), **_worker_drain(other, cfg.drain_events, state / f"drain{j}.log")})
+        loads = [
+            _freshness_at(
+                _settings(base, f"load{load}-{tag}", cfg, state),
+                stream,
+                load,
+                cfg.load_seconds,
+                state / f"load{load}.log",
+            )
+            for load in cfg.loads
+        ]
     ratio = drained["events_per_s"] / ceiling["events_per_s"] if ceiling["events_per_s"] else None
     at_5k = next((x for x in loads if x["offered_events_per_s"] == 5000), None)
     targets = [

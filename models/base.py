@@ -603,10 +603,9 @@ class OnlineRecommender(ABC):
         self, u: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int, banned: np.ndarray
     ) -> tuple[np.ndarray, list[float]]:
         """The top ``k`` of a user's retrieved candidates (exact scores); a dense pass when too few remain."""
-        ids = self.item_index.ids
         cols = np.asarray(cols, dtype=np.int64)
         vals = np.asarray(vals, dtype=np.float32)
-        keep = np.fromiter((ids[c] is not None for c in cols.tolist()), dtype=bool, count=len(cols))
+        keep = np.isin(cols, self._live_item_rows(cols)) if self.item_index.n_free else np.ones(len(cols), dtype=bool)
         if len(banned) and len(cols):
             keep &= ~np.isin(cols, banned)
         cols, vals = cols[keep], vals[keep]
@@ -645,7 +644,7 @@ class OnlineRecommender(ABC):
             keep &= ~np.isin(cols, banned)
         cols, vals = cols[keep], vals[keep]
         if self.item_index.n_free and len(cols):
-            live = np.fromiter((ids[c] is not None for c in cols.tolist()), dtype=bool, count=len(cols))
+            live = np.isin(cols, self._live_item_rows(cols))
             cols, vals = cols[live], vals[live]
         if len(cols) > 1 and (np.diff(cols) <= 0).any():  # ties go to the lower row: order by row first
             order = np.argsort(cols, kind="stable")
@@ -849,9 +848,8 @@ class OnlineRecommender(ABC):
             diff = current[candidates] - base[name][candidates]
             diffs[name] = diff
             changed |= diff.reshape(len(candidates), -1).any(axis=1) if len(candidates) else changed
-        ids = self.item_index.ids
-        live = np.fromiter((ids[r] is not None for r in candidates.tolist()), dtype=bool, count=len(candidates))
-        keep = np.flatnonzero(changed & live)
+        keep = np.flatnonzero(changed)
+        keep = keep[np.isin(candidates[keep], self._live_item_rows(candidates[keep]))]
         rows = candidates[keep]
         delta = ItemDelta(self.name, self.item_index.ids_of(rows), {k: v[keep] for k, v in diffs.items()})  # type: ignore[arg-type]
         for name in self._item_arrays:
@@ -1209,6 +1207,11 @@ class OnlineRecommender(ABC):
         items from any per-user structure (histories).
         """
         raise NotImplementedError(f"{type(self).__name__} cannot evict items: it does not implement _forget_item_rows")
+
+    def _live_item_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The rows among ``rows`` that hold an item (not freed), in their order; costs ``len(rows)``, not the catalogue."""
+        ids = self.item_index.ids
+        return rows[np.fromiter((ids[r] is not None for r in rows.tolist()), dtype=bool, count=len(rows))]
 
     def _note_item_rows(self, rows: np.ndarray) -> None:
         """Item ``rows`` of the shared item arrays changed here (with ``item_changes_tracked``; a no-op unless sharing)."""

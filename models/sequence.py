@@ -639,7 +639,7 @@ class SASRec(OnlineRecommender):
             vectors[known] = self._user_vectors(u[known])
         queries = np.hstack([vectors, np.ones((len(u), 1), dtype=np.float32)])
         fetch = 2 * max(want) + 50  # room for the re-ranking to change the order
-        live = None if not self.item_index.n_free else self._live_rows
+        live = None if not self.item_index.n_free else self._live_item_rows
         found = self._ann.search(queries, fetch, self._item_vectors, self.n_items, live)
         if found is None:
             return None
@@ -650,10 +650,6 @@ class SASRec(OnlineRecommender):
         """The index's vectors of item ``rows``: embedding and bias (scored by a user vector and a 1)."""
         m = self._mirrors()
         return np.hstack([m["e"][rows], m["b"][rows, None]]).astype(np.float32)
-
-    def _live_rows(self, rows: np.ndarray) -> np.ndarray:
-        ids = self.item_index.ids
-        return rows[np.fromiter((ids[r] is not None for r in rows.tolist()), dtype=bool, count=len(rows))]
 
     @torch.no_grad()
     def topk_device(

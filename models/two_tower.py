@@ -784,7 +784,7 @@ class TwoTower(OnlineRecommender):
         hour = self._hour_feature(self.last_timestamp, add=False)
         vectors = np.stack([self._user_vector(x, hour) for x in u.tolist()])
         queries = np.hstack([vectors, np.ones((len(u), 1))]).astype(np.float32)
-        live = None if not self.item_index.n_free else self._live_rows
+        live = None if not self.item_index.n_free else self._live_item_rows
         found = self._ann.search(queries, 2 * max(want) + 50, self._index_vectors, n, live)
         if found is None:
             return None
@@ -797,10 +797,6 @@ class TwoTower(OnlineRecommender):
         """The index's vectors of item ``rows``: their current outputs and biases."""
         self._refresh_rows(rows)
         return np.hstack([self._x64[rows], self._b64[rows, None]]).astype(np.float32)
-
-    def _live_rows(self, rows: np.ndarray) -> np.ndarray:
-        ids = self.item_index.ids
-        return rows[np.fromiter((ids[r] is not None for r in rows.tolist()), dtype=bool, count=len(rows))]
 
     def _score(self, u: np.ndarray) -> np.ndarray:
         self._refresh()
