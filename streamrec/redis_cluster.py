@@ -54,9 +54,10 @@ class LocalRedisCluster:
             folder = self.state_dir / f"node-{n}"
             folder.mkdir(exist_ok=True)
             pidfile = folder / "redis.pid"
+            # node timeout 15 s: a node slowed by a loaded machine must not be voted failed mid-test
             cmd = [
                 server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                "--cluster-config-file", str(folder / "nodes.conf"), "--cluster-node-timeout", "3000",
+                "--cluster-config-file", str(folder / "nodes.conf"), "--cluster-node-timeout", "15000",
                 "--save", "", "--appendonly", "no", "--daemonize", "yes", "--pidfile", str(pidfile),
                 "--dir", str(folder), "--logfile", str(folder / "redis.log"),
             ]  # fmt: skip
@@ -79,14 +80,24 @@ class LocalRedisCluster:
         if result.returncode != 0:
             self.stop()
             raise ServiceError(f"redis-cli --cluster create failed: {result.stdout[-1500:]}{result.stderr[-1500:]}")
+        # Every node must see the whole cluster, not only the first: a node that has not yet heard
+        # of the others by gossip answers "CLUSTERDOWN" to the keys it is asked for.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            info = subprocess.run([cli, "-p", str(self.ports[0]), "cluster", "info"], capture_output=True, text=True)
-            if "cluster_state:ok" in info.stdout:
+            if all(self._node_ready(cli, port) for port in self.ports):
                 return self
             time.sleep(0.2)
         self.stop()
-        raise ServiceError(f"the local Redis Cluster did not reach cluster_state:ok in {timeout:.0f} s")
+        raise ServiceError(f"the local Redis Cluster did not reach cluster_state:ok on every node in {timeout:.0f} s")
+
+    def _node_ready(self, cli: str, port: int) -> bool:
+        """Whether the node on ``port`` reports the cluster ok, every slot assigned and every node known."""
+        info = subprocess.run([cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True).stdout
+        return (
+            "cluster_state:ok" in info
+            and "cluster_slots_ok:16384" in info
+            and f"cluster_known_nodes:{self.nodes}" in info
+        )
 
     def stop(self) -> None:
         for pid in self.pids:
