@@ -37,6 +37,8 @@ from stream_app.shared import CatalogueFollower, SharedState
 from streamrec.admission import DUPLICATE, Admission
 from streamrec.checkpoint import CheckpointStore, Offsets
 from streamrec.events import Exclusion, ForgetUser, Interaction, InvalidEvent, ItemUpdate, Rating, decode
+from streamrec.experiments import Experiment
+from streamrec.live_quality import LiveQuality
 from streamrec.metrics import WorkerMetrics, WorkerState
 from streamrec.pipeline import RecommendationPipeline
 from streamrec.serving.availability import hidden_until
@@ -118,6 +120,15 @@ class StreamWorker:
         self._categories_at = float("-inf")
         self._categories_sent: dict[str, list[str]] = {}  # category -> the items last written
         self._global_due = False  # an item came back: the fallback and category lists are recomputed soon
+        self.experiment = Experiment.parse(settings.experiment) if settings.experiment else None
+        live = None
+        if settings.live_ks:
+            live = LiveQuality(list(self.pipeline.models), settings.live_ks, settings.live_users, self.experiment)
+        self.pipeline.use(live, self.experiment)
+        #: live quality counts not yet in Redis, per wall-clock minute (``{prefix}:quality:<minute>``)
+        self._quality: dict[int, Counter[str]] = {}
+        #: users seen per variant since the last write (``PFADD`` to the experiment's HyperLogLogs)
+        self._variant_users: dict[str, set[str]] = {}
         if settings.max_users or settings.max_items:
             for model in self.pipeline.all_models().values():
                 model.set_capacity(settings.max_users, settings.max_items)
@@ -413,11 +424,16 @@ class StreamWorker:
                 self._controls.similar.update(out.similar_docs(now))
                 for doc, is_default in out.rec_lists(self.settings.default_model, now):
                     self._pending[(doc.model, doc.user_id)] = (doc, is_default)
+                if out.quality:
+                    self._quality.setdefault(int(now // 60), Counter()).update(out.quality)
+                    self.metrics.observe_quality(out.quality)
+                for user, (variant, _) in out.served_as.items():
+                    self._variant_users.setdefault(variant, set()).add(user)
                 self._pending_fallback = out.fallback_list(now) or self._pending_fallback
                 self._pending_ingest.extend(t for t in ingest if t is not None)
                 for user in out.forgotten:
                     self._pending_forget.add(user)
-                    for model in self.settings.models:
+                    for model in self._list_names():
                         self._pending.pop((model, user), None)
                     self.counters["users_forgotten"] += 1
                 if len(self._pending_ingest) > self.settings.freshness_cap:  # Redis away for long
@@ -604,6 +620,7 @@ class StreamWorker:
                 and not self._pending_forget
                 and not self._controls
                 and not self._tag_updates
+                and not self._quality
             ):
                 return True
             controls, self._controls = self._controls, ControlWrites()
@@ -616,7 +633,7 @@ class StreamWorker:
                 self._redis_ok = False
                 log.warning("Redis read of item tags failed (%s); catalogue changes pending", type(exc).__name__)
                 return False
-            forget = {user: list(self.settings.models) for user in self._pending_forget}
+            forget = {user: self._list_names() for user in self._pending_forget}
             lists = list(self._pending.values())
             counters = dict(self.counters)
             meta = None
@@ -632,6 +649,11 @@ class StreamWorker:
             fallback = self._pending_fallback
             if fallback is not None and time.monotonic() - self._fallback_written < FALLBACK_EVERY and not final:
                 fallback = None
+            quality, self._quality = self._quality, {}  # merged back if the write fails
+            variant_users, self._variant_users = self._variant_users, {}
+            experiment = None
+            if self.experiment is not None and variant_users:
+                experiment = (self.experiment.name, {v: sorted(u) for v, u in variant_users.items()})
             ingest = list(self._pending_ingest)  # snapshot: handle() may append while we await
             offsets = {(t, p): o for t, parts in self.applied.items() for p, o in parts.items()}
             written_at = time.time()
@@ -647,10 +669,16 @@ class StreamWorker:
                     forget,
                     offsets=offsets,
                     controls=controls,
+                    quality=quality,
+                    experiment=experiment,
                 )
             except REDIS_ERRORS as exc:
                 controls.merge(self._controls)  # written again with the next flush; newer changes win
                 self._controls = controls
+                for minute, counts in quality.items():
+                    self._quality.setdefault(minute, Counter()).update(counts)
+                for variant, users in variant_users.items():
+                    self._variant_users.setdefault(variant, set()).update(users)
                 self.counters["redis_errors"] += 1
                 self.metrics.observe_redis_error()
                 self._redis_ok = False
@@ -676,6 +704,13 @@ class StreamWorker:
                 self._fallback_written = time.monotonic()
             self._backoff = 0.1
             return True
+
+    def _list_names(self) -> list[str]:
+        """The names of the lists written per user: every model's, and each interleaved variant's."""
+        names = list(self.settings.models)
+        if self.experiment is not None:
+            names += [v.name for v in self.experiment.variants if v.interleaved]
+        return names
 
     def alive(self) -> bool:
         """Whether the background task (Redis retries, idle checkpoints) still runs (liveness)."""

@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ import models
 from models import OnlineRecommender, Recommendations
 from models.popularity import Popularity
 from streamrec.events import Event, ForgetUser, Interaction, ItemUpdate, Rating, to_interactions
+from streamrec.experiments import Experiment, team_draft
+from streamrec.live_quality import LiveQuality
 from streamrec.serving.availability import CatalogueControl, UserExclusions
 from streamrec.serving.similar import gives_similar_items, similar_items
 from streamrec.store import RecList
@@ -48,6 +51,11 @@ def _without(recs: Recommendations, unavailable: set[str], k: int) -> Recommenda
         [[scores[j] for j in keep] for scores, keep in zip(recs.scores, keep_all, strict=True)],
         None if reasons is None else [[r[j] for j in keep] for r, keep in zip(reasons, keep_all, strict=True)],
     )
+
+
+def _seed(user: str, batch: int) -> int:
+    """The coin of an interleaved list: a new one at every batch, the same on every replay of the same batches."""
+    return zlib.crc32(f"{batch}:{user}".encode())
 
 
 FALLBACK_MODEL = "popularity"
@@ -77,6 +85,10 @@ class BatchOutput:
     similar: dict[str, tuple[list[str], list[float]]] | None = None
     #: The model the similar items come from
     similar_model: str | None = None
+    #: Live quality of the lists served before this batch, scored with its events (:mod:`streamrec.live_quality`)
+    quality: dict[str, float] = field(default_factory=dict)
+    #: With an experiment: user -> (variant, the list its plain key serves: a model's, or the variant's own)
+    served_as: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def _tags(self, items: Sequence[str]) -> list[list[str]]:
         get = self.item_tags.get
@@ -86,9 +98,11 @@ class BatchOutput:
         """The lists as Redis documents, paired with whether they are the default model's."""
         now = time.time() if computed_at is None else computed_at
         out: list[tuple[RecList, bool]] = []
+        served_as = self.served_as
         for model_name, recs in self.lists.items():
             reasons = recs.reasons
             for n, user in enumerate(recs.users):
+                variant, plain = served_as.get(user, (None, default_model))
                 doc = RecList(
                     user_id=user,
                     model=model_name,
@@ -99,8 +113,9 @@ class BatchOutput:
                     ingest_ts=self.ingest_ts.get(user),
                     reasons=reasons[n] if reasons is not None else None,
                     tags=self._tags(recs.items[n]),
+                    variant=variant if model_name == plain else None,
                 )
-                out.append((doc, model_name == default_model))
+                out.append((doc, model_name == plain))
         return out
 
     def similar_docs(self, computed_at: float | None = None) -> dict[str, RecList]:
@@ -158,6 +173,8 @@ class RecommendationPipeline:
         default_model: str,
         top_n: int = 20,
         fallback: Popularity | None = None,
+        live: LiveQuality | None = None,
+        experiment: Experiment | None = None,
     ) -> None:
         if default_model not in models:
             raise ValueError(f"default model {default_model!r} is not among the models {sorted(models)}")
@@ -165,6 +182,12 @@ class RecommendationPipeline:
         self.default_model = default_model
         self.top_n = top_n
         self._learn_time: dict[str, float] = {}
+        #: scores every event against the lists served before it, per model (None: live evaluation off)
+        self.live = live
+        #: splits users between variants: their plain key serves their variant's list
+        self.experiment = experiment
+        self._batches = 0
+        self.use(live, experiment)
         #: availability and tags of the catalogue's items (followed from catalogue updates)
         self.control = CatalogueControl()
         #: items never to put in a user's lists (their "not interested" and excluded items)
@@ -191,6 +214,14 @@ class RecommendationPipeline:
         """Create the named models with their default (or given) hyperparameters."""
         params = params or {}
         return cls({n: models.create(n, **dict(params.get(n, {}))) for n in names}, default_model, top_n)
+
+    def use(self, live: LiveQuality | None = None, experiment: Experiment | None = None) -> None:
+        """Turn on live evaluation and an experiment (a worker's settings, after a pipeline is restored)."""
+        if experiment is not None:
+            missing = [m for m in experiment.models if m not in self.models]
+            if missing:
+                raise ValueError(f"experiment {experiment.name!r} uses models that are not configured: {missing}")
+        self.live, self.experiment = live, experiment
 
     def all_models(self) -> dict[str, OnlineRecommender]:
         """Every model that learns, including an extra fallback model."""
@@ -226,6 +257,9 @@ class RecommendationPipeline:
         events before it are forgotten, events after it start afresh.
         """
         t0 = time.perf_counter()
+        quality = {}
+        if self.live is not None:  # before anything is learned: the lists as they were served
+            quality = self.live.score(events, self.models[self.default_model].has_history)
         self._learn_time = dict.fromkeys(self.all_models(), 0.0)
         event_ts: dict[str, float] = {}
         newest_ingest: dict[str, float] = {}
@@ -258,7 +292,12 @@ class RecommendationPipeline:
         fallback = _without(self.fallback_model.recommend(["*"], k=k, exclude_seen=False), unavailable, self.top_n)
         categories = self.category_lists(now, unavailable) if with_categories else None
         similar = self.similar_lists(unavailable) if with_similar else None
+        served_as: dict[str, tuple[str, str]] = {}
+        if self.experiment is not None and users:
+            served_as = self._serve_variants(users, lists)
         item_tags = self._tags_of([*lists.values(), fallback, *(categories or {}).values()], similar)
+        if self.live is not None:
+            self.live.served(lists, fallback.items[0])
         t2 = time.perf_counter()
         return BatchOutput(
             users=users,
@@ -275,7 +314,38 @@ class RecommendationPipeline:
             categories=categories,
             similar=similar,
             similar_model=self.similar_model,
+            quality=quality,
+            served_as=served_as,
         )
+
+    def _serve_variants(self, users: Sequence[str], lists: dict[str, Recommendations]) -> dict[str, tuple[str, str]]:
+        """Assign ``users`` to the experiment's variants; add each interleaved variant's lists to ``lists``."""
+        assert self.experiment is not None
+        served_as: dict[str, tuple[str, str]] = {}
+        interleaved: dict[str, list[str]] = {}
+        self._batches += 1
+        for user in users:
+            variant = self.experiment.assign(user)
+            if variant.interleaved:
+                interleaved.setdefault(variant.name, []).append(user)
+                served_as[user] = (variant.name, variant.name)
+            else:
+                served_as[user] = (variant.name, variant.models[0])
+        teams: dict[str, dict[str, list[int]]] = {}
+        for name, members in interleaved.items():
+            a, b = next(v for v in self.experiment.variants if v.name == name).models
+            first, second = lists[a].as_dict(), lists[b].as_dict()
+            rows = [
+                team_draft(first.get(u, []), second.get(u, []), self.top_n, seed=_seed(u, self._batches))
+                for u in members
+            ]
+            lists[name] = Recommendations(
+                members, [items for items, _ in rows], [[float(-j) for j in range(len(items))] for items, _ in rows]
+            )
+            teams[name] = {u: t for u, (_, t) in zip(members, rows, strict=True)}
+        if self.live is not None and teams:
+            self.live.teams_served(teams)
+        return served_as
 
     def _tags_of(
         self, recs: Sequence[Recommendations], similar: Mapping[str, tuple[list[str], list[float]]] | None = None
@@ -405,5 +475,7 @@ class RecommendationPipeline:
     def forget_user(self, user_id: str) -> None:
         """Remove ``user_id`` from every model (privacy requests)."""
         self.user_exclusions.forget_user(user_id)
+        if self.live is not None:
+            self.live.forget(user_id)
         for model in self.all_models().values():
             model.forget_user(user_id)
