@@ -99,7 +99,7 @@ def test_assignment_is_deterministic_documented_and_within_two_percent_of_the_we
 
 @pytest.mark.parametrize("text", ["no colon", "e: a=sasrec", "e: a=sasrec 1, a=itemknn 1", "e: a=x/x 1", "e: a=x -1"])
 def test_bad_experiments_are_refused_with_the_reason(text: str) -> None:
-    with pytest.raises(ValueError, match="experiment|variant"):
+    with pytest.raises(ValueError, match=r"experiment|variant"):
         Experiment.parse(text)
 
 
