@@ -36,8 +36,18 @@ from typing import Any
 from stream_app.shared import CatalogueFollower, SharedState
 from streamrec.admission import DUPLICATE, Admission
 from streamrec.checkpoint import CheckpointStore, Offsets
-from streamrec.events import Exclusion, ForgetUser, Interaction, InvalidEvent, ItemUpdate, Rating, decode
+from streamrec.events import (
+    Exclusion,
+    Exposure,
+    ForgetUser,
+    Interaction,
+    InvalidEvent,
+    ItemUpdate,
+    Rating,
+    decode,
+)
 from streamrec.experiments import Experiment
+from streamrec.exposures import ExposureJoin
 from streamrec.live_quality import LiveQuality
 from streamrec.metrics import WorkerMetrics, WorkerState
 from streamrec.pipeline import RecommendationPipeline
@@ -121,10 +131,11 @@ class StreamWorker:
         self._categories_sent: dict[str, list[str]] = {}  # category -> the items last written
         self._global_due = False  # an item came back: the fallback and category lists are recomputed soon
         self.experiment = Experiment.parse(settings.experiment) if settings.experiment else None
-        live = None
+        live = exposures = None
         if settings.live_ks:
             live = LiveQuality(list(self.pipeline.models), settings.live_ks, settings.live_users, self.experiment)
-        self.pipeline.use(live, self.experiment)
+            exposures = ExposureJoin(settings.exposure_window, settings.live_users)
+        self.pipeline.use(live, self.experiment, exposures)
         #: live quality counts not yet in Redis, per wall-clock minute (``{prefix}:quality:<minute>``)
         self._quality: dict[int, Counter[str]] = {}
         #: users seen per variant since the last write (``PFADD`` to the experiment's HyperLogLogs)
@@ -399,6 +410,7 @@ class StreamWorker:
         self.counters["events_received"] += len(events)
         self.counters["events_accepted"] += catalogue
         refused: list[tuple[Any, str]] = []
+        await self._restore_served(decoded_events)
         # shielded: if the agent is cancelled (the worker stops), the batch still finishes learning and records its
         # offsets; otherwise the lock would be released while a thread still learns, and a commit could write
         # increments whose offsets it does not write
@@ -486,6 +498,12 @@ class StreamWorker:
                 if isinstance(decoded, Exclusion):  # not feedback: no admission, no model learns it
                     self._exclude(decoded)
                     notes.append((decoded.user_id, msg.partition, False))
+                    continue
+                if isinstance(decoded, Exposure):  # what was shown: joined with later events, never learned
+                    self.counters["exposures"] += 1
+                    good.append(decoded)
+                    ingest.append(None)  # no list is written for it: no freshness sample
+                    sources.append(msg)
                     continue
                 admitted = self.admission.admit(decoded, now=now, arrival=msg.timestamp)
                 if isinstance(admitted, str):
@@ -704,6 +722,28 @@ class StreamWorker:
                 self._fallback_written = time.monotonic()
             self._backoff = 0.1
             return True
+
+    async def _restore_served(self, decoded_events: Sequence[tuple[Any, Any]]) -> None:
+        """Live quality: read from Redis the lists last served to users whose lists this worker does not hold.
+
+        Users whose partition moved here were served by another worker; their next event is scored
+        against the lists that worker wrote (one pipeline per batch, for those users only).
+        """
+        live = self.pipeline.live
+        if live is None:
+            return
+        default = self.pipeline.models[self.settings.default_model]
+        users = [e.user_id for _, e in decoded_events if isinstance(e, Interaction | Rating)]
+        missing = live.missing(users, default.has_history)
+        if not missing and live.has_fallback:
+            return
+        try:
+            lists, fallback = await self.sink.read_lists(missing, list(live.models))
+        except REDIS_ERRORS as exc:  # scored as unknown; the lists come with the next batches
+            log.debug("reading served lists failed (%s)", type(exc).__name__)
+            return
+        live.restore(lists, lambda u: len(default.seen_items(u)), fallback)
+        self.counters["live_lists_read"] += len(lists)
 
     def _list_names(self) -> list[str]:
         """The names of the lists written per user: every model's, and each interleaved variant's."""

@@ -206,6 +206,30 @@ class LiveQuality:
             for user in [u for u in self._history if u not in self._lists][: len(self._history) - self.max_users]:
                 del self._history[user]
 
+    @property
+    def has_fallback(self) -> bool:
+        return bool(self._fallback)
+
+    def missing(self, users: Iterable[str], has_history: Callable[[str], bool]) -> list[str]:
+        """Users the models know whose lists are not held here (moved from another worker, or evicted)."""
+        return [u for u in dict.fromkeys(users) if u not in self._lists and has_history(u)]
+
+    def restore(
+        self,
+        lists: Mapping[str, Mapping[str, Sequence[str]]],
+        history: Callable[[str], int],
+        fallback: Sequence[str] = (),
+    ) -> None:
+        """Take the lists last served as Redis holds them (user -> list name -> items) for users not held here."""
+        if fallback and not self._fallback:
+            self._fallback = tuple(fallback[: self.depth])
+        for user, by_name in lists.items():
+            if user in self._lists or not by_name:
+                continue
+            row = tuple(tuple(by_name[name][: self.depth]) if name in by_name else None for name in self.models)
+            self._history[user] = count = history(user)
+            self._lists[user] = (count, row)
+
     def teams_served(self, teams: Mapping[str, Mapping[str, Sequence[int]]]) -> None:
         """Remember, per interleaved variant and user, which model contributed each item of the list written."""
         for by_user in teams.values():

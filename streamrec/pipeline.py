@@ -28,6 +28,7 @@ from models import OnlineRecommender, Recommendations
 from models.popularity import Popularity
 from streamrec.events import Event, ForgetUser, Interaction, ItemUpdate, Rating, to_interactions
 from streamrec.experiments import Experiment, team_draft
+from streamrec.exposures import ExposureJoin
 from streamrec.live_quality import LiveQuality
 from streamrec.serving.availability import CatalogueControl, UserExclusions
 from streamrec.serving.similar import gives_similar_items, similar_items
@@ -175,6 +176,7 @@ class RecommendationPipeline:
         fallback: Popularity | None = None,
         live: LiveQuality | None = None,
         experiment: Experiment | None = None,
+        exposures: ExposureJoin | None = None,
     ) -> None:
         if default_model not in models:
             raise ValueError(f"default model {default_model!r} is not among the models {sorted(models)}")
@@ -186,8 +188,10 @@ class RecommendationPipeline:
         self.live = live
         #: splits users between variants: their plain key serves their variant's list
         self.experiment = experiment
+        #: joins exposures with the users' later events (None: exposures are counted nowhere)
+        self.exposures = exposures
         self._batches = 0
-        self.use(live, experiment)
+        self.use(live, experiment, exposures)
         #: availability and tags of the catalogue's items (followed from catalogue updates)
         self.control = CatalogueControl()
         #: items never to put in a user's lists (their "not interested" and excluded items)
@@ -215,13 +219,18 @@ class RecommendationPipeline:
         params = params or {}
         return cls({n: models.create(n, **dict(params.get(n, {}))) for n in names}, default_model, top_n)
 
-    def use(self, live: LiveQuality | None = None, experiment: Experiment | None = None) -> None:
-        """Turn on live evaluation and an experiment (a worker's settings, after a pipeline is restored)."""
+    def use(
+        self,
+        live: LiveQuality | None = None,
+        experiment: Experiment | None = None,
+        exposures: ExposureJoin | None = None,
+    ) -> None:
+        """Turn on live evaluation, an experiment and the exposure join (after a pipeline is restored)."""
         if experiment is not None:
             missing = [m for m in experiment.models if m not in self.models]
             if missing:
                 raise ValueError(f"experiment {experiment.name!r} uses models that are not configured: {missing}")
-        self.live, self.experiment = live, experiment
+        self.live, self.experiment, self.exposures = live, experiment, exposures
 
     def all_models(self) -> dict[str, OnlineRecommender]:
         """Every model that learns, including an extra fallback model."""
@@ -260,6 +269,17 @@ class RecommendationPipeline:
         quality = {}
         if self.live is not None:  # before anything is learned: the lists as they were served
             quality = self.live.score(events, self.models[self.default_model].has_history)
+        if self.exposures is not None:
+            default = self.models[self.default_model]
+            experiment = self.experiment
+            quality.update(
+                self.exposures.observe(
+                    events,
+                    default.has_history,
+                    default.item_index.__contains__,
+                    (lambda u: experiment.assign(u).name) if experiment is not None else None,
+                )
+            )
         self._learn_time = dict.fromkeys(self.all_models(), 0.0)
         event_ts: dict[str, float] = {}
         newest_ingest: dict[str, float] = {}
@@ -477,5 +497,7 @@ class RecommendationPipeline:
         self.user_exclusions.forget_user(user_id)
         if self.live is not None:
             self.live.forget(user_id)
+        if self.exposures is not None:
+            self.exposures.forget(user_id)
         for model in self.all_models().values():
             model.forget_user(user_id)

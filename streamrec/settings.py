@@ -92,6 +92,7 @@ class Settings:
     event_ids_per_user: int = 1000  # event ids remembered per user at most
     live_ks: tuple[int, ...] = (10, 20)  # live quality: HR@K cut-offs (empty: live evaluation off)
     live_users: int = 200_000  # live quality: users whose served lists a worker remembers
+    exposure_window: float = 1800.0  # seconds after an exposure in which a user's event on a shown item counts
     experiment: str | None = None  # an A/B experiment: "name: variant=model weight, ..." (streamrec.experiments)
 
     @classmethod
@@ -143,6 +144,7 @@ class Settings:
             live_ks=_live_ks(env.get("STREAMREC_LIVE_KS", "10,20")),
             live_users=int(env.get("STREAMREC_LIVE_USERS", "200000")),
             experiment=env.get("STREAMREC_EXPERIMENT") or None,
+            exposure_window=float(env.get("STREAMREC_EXPOSURE_WINDOW", "1800")),
         )
 
     def with_services(self, kafka_bootstrap_servers: str, redis_url: str) -> Settings:
@@ -216,6 +218,7 @@ class Settings:
         env["STREAMREC_EVENT_IDS_PER_USER"] = str(self.event_ids_per_user)
         env["STREAMREC_LIVE_KS"] = ",".join(map(str, self.live_ks)) or "off"
         env["STREAMREC_LIVE_USERS"] = str(self.live_users)
+        env["STREAMREC_EXPOSURE_WINDOW"] = str(self.exposure_window)
         if self.experiment:
             env["STREAMREC_EXPERIMENT"] = self.experiment
         if self.metrics_port is not None:

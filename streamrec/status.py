@@ -40,7 +40,7 @@ __all__ = [
     "wait_committed",
 ]
 
-CONSUMED_KINDS = ("interactions", "ratings", "items", "forget", "exclusions")
+CONSUMED_KINDS = ("interactions", "ratings", "items", "forget", "exclusions", "exposures")
 #: The windows of live quality ``streamrec status`` shows: (label, minutes; None for everything so far).
 QUALITY_WINDOWS: tuple[tuple[str, int | None], ...] = (("5m", 5), ("1h", 60), ("1d", 1440), ("all", None))
 

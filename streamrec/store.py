@@ -338,10 +338,35 @@ class RecsClient:
         Default number of items a read returns.
     """
 
-    def __init__(self, url: str, prefix: str = "streamrec", k: int = 20, **redis_kwargs: Any) -> None:
+    def __init__(
+        self, url: str, prefix: str = "streamrec", k: int = 20, exposures: Any = None, **redis_kwargs: Any
+    ) -> None:
         self.layout = KeyLayout(prefix)
         self.redis = sync_redis(url, **redis_kwargs)
         self.k = k
+        #: where :meth:`record_exposure` sends (a :class:`producers.exposures.ExposureLog`), if anywhere
+        self.exposures = exposures
+
+    def record_exposure(
+        self,
+        user_id: str,
+        shown: RecList | Sequence[str],
+        variant: str | None = None,
+        first_position: int = 0,
+        exposure_id: str | None = None,
+    ) -> bool:
+        """Record what the application showed ``user_id`` (a read's answer, or the ids in order shown).
+
+        Asynchronous: it never blocks or raises into the read path; ``False`` when no exposure log
+        was given or the record was dropped (a full buffer). A :class:`RecList` brings its variant.
+        """
+        if self.exposures is None:
+            return False
+        if isinstance(shown, RecList):
+            items, variant = shown.items, variant or shown.variant
+        else:
+            items = list(shown)
+        return bool(self.exposures.record(user_id, items, variant, first_position, exposure_id))
 
     def _call(self, call: ReadCall) -> dict[str, Any]:
         try:
@@ -422,6 +447,7 @@ class RecsClient:
             reasons=reply["reasons"] if any(r is not None for r in reply["reasons"]) else None,
             fallback=bool(reply["fallback"]),
             filled=int(reply["filled"]),
+            variant=reply.get("variant"),
         )
 
     def get(
@@ -746,6 +772,29 @@ class AsyncRecSink:
                 if attempt == 2 or not is_missing_function(exc):
                     raise
                 await client.function_load(READ_LIBRARY, replace=True)
+
+    async def read_lists(
+        self, users: Sequence[str], names: Sequence[str]
+    ) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
+        """The items of each user's stored list under each of ``names`` (absent ones left out), and the fallback's.
+
+        One pipeline (the live quality of users whose lists another worker wrote).
+        """
+        client = await self._client()
+        pipe = client.pipeline(transaction=False)
+        for user in users:
+            for name in names:
+                pipe.get(self.layout.user_key(user, name))
+        pipe.get(self.layout.fallback_key())
+        raws = await pipe.execute()
+        out: dict[str, dict[str, list[str]]] = {}
+        for n, user in enumerate(users):
+            for j, name in enumerate(names):
+                raw = raws[n * len(names) + j]
+                if raw is not None:
+                    out.setdefault(user, {})[name] = list(orjson.loads(raw)["items"])
+        fallback = list(orjson.loads(raws[-1])["items"]) if raws[-1] is not None else []
+        return out, fallback
 
     async def set_stat(self, name: str, value: float) -> None:
         await (await self._client()).hset(self.layout.stats_key(), name, value)

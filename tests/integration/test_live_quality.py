@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import orjson
@@ -103,7 +104,7 @@ def test_two_workers_count_every_event_once_and_serve_each_users_variant(
         assert by_one[model]["all"]["scored"] == len(ratings)
         unknown = by_two[model].get("-", {}).get("unknown", 0.0)  # users whose partition moved mid-run
         assert by_two[model]["all"]["scored"] + unknown == len(ratings), model
-        assert unknown <= 0.02 * len(ratings)
+        assert unknown <= 0.005 * len(ratings), unknown  # lists of moved users are read from Redis
         assert abs(by_two[model]["all"]["HR@10"] - by_one[model]["all"]["HR@10"]) < 0.02, model
     assert sum(by_two[f"exp:{v.name}"]["all"]["scored"] for v in experiment.variants) + by_two["itemknn"].get(
         "-", {}
@@ -130,3 +131,57 @@ def test_two_workers_count_every_event_once_and_serve_each_users_variant(
     assert report["variants"]["mix"]["wins"]["itemknn"] + report["variants"]["mix"]["wins"]["popularity"] > 0
     text_status = format_status(collect_status(replace(two)))
     assert "live quality" in text_status and "exp:mix" in text_status
+
+
+def test_exposures_joined_with_later_events_give_the_click_through_the_test_built(isolated_settings, tmp_path) -> None:
+    """200 users are shown five items each; 50 click a shown item, 20 buy one, the rest click elsewhere.
+
+    Exposures go through ``RecsClient.record_exposure`` (the asynchronous log) while the events go through
+    the publisher: the two topics may reach the worker in any order, and the join must count the same.
+    """
+    from producers.exposures import ExposureLog
+    from streamrec.events import Interaction
+    from tests.integration.test_hostile_producers import deadletters
+
+    settings = scale_settings(isolated_settings, "shown", partitions=2)
+    ensure_topics(settings)
+    users = [f"u{n}" for n in range(200)]
+    shown = ["i1", "i2", "i3", "i4", "i5"]
+    start = time.time()
+    first = [Interaction(u, "i9", start - 60 + n * 0.01, "view") for n, u in enumerate(users)]
+    later = []  # 10 s after the exposures (recorded at the wall clock's time), well within their window
+    for n, u in enumerate(users):
+        if n % 10 == 0:
+            later.append(Interaction(u, shown[3], start + 10 + n * 0.01, "purchase"))
+        elif n % 4 == 0:
+            later.append(Interaction(u, shown[2], start + 10 + n * 0.01, "click"))
+        else:
+            later.append(Interaction(u, "i8", start + 10 + n * 0.01, "click"))
+    worker = start_worker(settings, tmp_path, "w")
+    try:
+        with EventPublisher(settings) as publisher:
+            publisher.publish(first, progress=False)
+            publisher.send_raw("exposure", b'{"user_id": "u1", "item_ids": [], "timestamp": 1}', b"u1")
+        exposures = ExposureLog(settings)
+        client = RecsClient(settings.redis_url, settings.key_prefix, exposures=exposures)
+        try:
+            for n, u in enumerate(users):
+                assert client.record_exposure(u, shown, variant="v1", exposure_id=f"page-{n}")
+            client.record_exposure(users[0], shown, variant="v1", exposure_id="page-0")  # a repeat
+        finally:
+            exposures.close()
+            client.close()
+        with EventPublisher(settings) as publisher:
+            publisher.publish(later, progress=False)
+        worker.wait_processed(len(first) + 1 + len(users) + 1 + len(later), TIMEOUT)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    counts = _quality(settings)
+    assert counts["shown:v1|-|exposures"] == 200 and counts["shown:-|-|duplicate"] == 1
+    bought = sum(1 for n in range(200) if n % 10 == 0)
+    clicked = sum(1 for n in range(200) if n % 4 == 0 and n % 10 != 0)
+    assert counts["shown:v1|-|converted"] == bought
+    assert counts["shown:v1|-|clicked"] == clicked
+    assert counts["shown:v1|p2|events"] == clicked and counts["shown:v1|p3|events"] == bought
+    [(value, reason)] = deadletters(settings, 1)
+    assert b'"item_ids": []' in value and "item_ids" in reason
