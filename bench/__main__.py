@@ -26,6 +26,8 @@ Benchmarks, in order (each a module of this package with ``config(quick)``,
 - ``control``: the filtered read (availability, a category, excluded items) against a plain
   ``GET`` at 10k reads/s, hide-to-gone latency over 1,000 hides at 2,000 events/s, and the
   per-event quality of similar items beside popularity (``--live``);
+- ``experiment_separation``: how many events an A/B split and a team-draft interleaving need to
+  separate the default model from popularity and from item-kNN, on the real logs when present;
 - ``live_eval``: the worker's drain rate with live quality (and an experiment) on against off,
   alternating, medians (``--live``).
 
@@ -63,6 +65,7 @@ BENCHMARKS: dict[str, str] = {
     "catalogue_live": "Catalogue scale, live: one worker with 10,000 to 1,000,000 catalogue items",
     "control": "Controlling what is served: filtered reads, hide to gone, similar items",
     "live_eval": "Live evaluation: the worker's throughput with live quality on against off",
+    "experiment_separation": "Experiments: events an A/B split and an interleaving need to separate two models",
 }
 LIVE_MODULE = "bench.live"
 

@@ -50,7 +50,7 @@ from models import Recommendations
 from streamrec.events import Event, ForgetUser, Interaction, Rating
 
 if TYPE_CHECKING:
-    from streamrec.experiments import Experiment
+    from streamrec.experiments import Experiment, Variant
 
 __all__ = ["BUCKETS", "LiveQuality", "bucket_of", "proportion_interval", "summarise"]
 
@@ -95,8 +95,9 @@ class LiveQuality:
             raise ValueError(f"ks must be positive cut-offs, got {ks!r}")
         self.experiment = experiment
         interleaved = [v.name for v in experiment.variants if v.interleaved] if experiment is not None else []
-        #: the lists scored: every model's, then each interleaved variant's own
+        #: the lists scored: every model's, then each interleaved variant's own (scored for its users only)
         self.models = (*models, *interleaved)
+        self._plain = len(models)
         self._column = {name: j for j, name in enumerate(self.models)}
         #: user -> the team (0: first model, 1: second) of each item of their interleaved list
         self._teams: dict[str, tuple[int, ...]] = {}
@@ -147,13 +148,17 @@ class LiveQuality:
                 history, lists = entry
             bucket = bucket_of(history)
             ranks = []
-            for model, items in zip(self.models, lists, strict=True):
+            variant = self.experiment.assign(user) if self.experiment is not None else None
+            for column, (model, items) in enumerate(zip(self.models, lists, strict=True)):
+                if column >= self._plain and variant is not None and variant.name != model:
+                    ranks.append(-1)  # another variant's interleaved list: this user is never served it
+                    continue
                 served = fallback if items is None else items
                 rank = served.index(item) if item in served else -1
                 ranks.append(rank)
                 self._count(counts, f"{model}|{bucket}|", rank)
-            if self.experiment is not None:
-                self._count_variant(counts, user, bucket, ranks, entry is not None and lists)
+            if variant is not None:
+                self._count_variant(counts, user, variant, bucket, ranks, entry is not None and lists)
         return {name: float(value) for name, value in counts.items()}
 
     def _count(self, counts: Counter[str], prefix: str, rank: int) -> None:
@@ -167,9 +172,10 @@ class LiveQuality:
         counts[prefix + "rr"] += rr
         counts[prefix + "rr2"] += rr * rr
 
-    def _count_variant(self, counts: Counter[str], user: str, bucket: str, ranks: list[int], has_lists: Any) -> None:
+    def _count_variant(
+        self, counts: Counter[str], user: str, variant: Variant, bucket: str, ranks: list[int], has_lists: Any
+    ) -> None:
         """The event under its user's variant (``exp:<variant>``); an interleaved hit credits the item's team."""
-        variant = self.experiment.assign(user)  # type: ignore[union-attr]
         column = self._column[variant.name if variant.interleaved else variant.models[0]]
         rank = ranks[column]
         self._count(counts, f"exp:{variant.name}|{bucket}|", rank)
