@@ -15,11 +15,13 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench.common import md_table, target
+from bench.common import md_table, percentiles, target
 from bench.live import Config as LiveConfig
 from bench.live import _preload, _settings, _worker_drain, services_for
+from producers.exposures import ExposureLog
 from producers.synthetic import SyntheticStream
 from streamrec.settings import DEFAULT_MODELS
+from streamrec.store import RecsClient
 
 EXPERIMENT = "bench: knn=itemknn 1, pop=popularity 1, mix=itemknn/popularity 1"
 
@@ -31,12 +33,49 @@ class Config:
     repeats: int = 3
     n_users: int = 10_000
     n_items: int = 5_000
+    reads: int = 10_000  # per setting (exposure logging off, on) and block
+    read_blocks: int = 4  # off, on, off, on, ...
+    read_rate: float = 2_000.0
 
 
 def config(quick: bool = False) -> Config:
     if quick:
-        return Config(events=5_000, default_events=1_000, repeats=1)
+        return Config(events=5_000, default_events=1_000, repeats=1, reads=1_000, read_blocks=2)
     return Config()
+
+
+def _reads(settings: Any, users: list[str], cfg: Config) -> dict[str, Any]:
+    """Paced reads of users' lists, without and with recording each answer as an exposure, alternating blocks."""
+    log = ExposureLog(settings)
+    clients = {
+        "off": RecsClient(settings.redis_url, settings.key_prefix),
+        "on": RecsClient(settings.redis_url, settings.key_prefix, exposures=log),
+    }
+    seconds: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        for block in range(cfg.read_blocks):
+            mode = "off" if block % 2 == 0 else "on"
+            client = clients[mode]
+            start = time.perf_counter()
+            for n in range(cfg.reads):
+                due = start + n / cfg.read_rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                user = users[(block * cfg.reads + n) % len(users)]
+                t0 = time.perf_counter()
+                rec = client.get(user)
+                if mode == "on" and rec is not None:
+                    client.record_exposure(user, rec)
+                seconds[mode].append(time.perf_counter() - t0)
+        log.flush()
+    finally:
+        for client in clients.values():
+            client.close()
+        log.close()
+    out: dict[str, Any] = {m: percentiles([s * 1000.0 for s in v], (50, 99)) for m, v in seconds.items()}
+    out["recorded"], out["dropped"], out["failed"] = log.recorded, log.dropped, log.failed
+    return out
 
 
 def _cases(cfg: Config) -> list[tuple[str, tuple[str, ...], str, dict[str, Any]]]:
@@ -63,11 +102,16 @@ def run(cfg: Config) -> dict[str, Any]:
                 _preload(settings, SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=1), n)
                 drained = _worker_drain(settings, n, state / f"le{repeat}-{j}.log")
                 rates.setdefault(name, []).append(drained["events_per_s"])
+                last = settings
+        reads = _reads(last, [f"u{n}" for n in range(cfg.n_users)], cfg)
     medians = {name: statistics.median(values) for name, values in rates.items()}
     fast_ratio = medians["fast, live on"] / medians["fast, live off"]
     exp_ratio = medians["fast, live on + experiment"] / medians["fast, live off"]
     default_ratio = medians["default, live on"] / medians["default, live off"]
+    p99_gap = reads["on"]["p99"] - reads["off"]["p99"]
     targets = [
+        target("read p99 with exposure logging", "within 0.1 ms of the read alone", f"{p99_gap:+.3f} ms",
+               p99_gap <= 0.1, f"read alone p99 {reads['off']['p99']:.3f} ms at {cfg.read_rate:,.0f} reads/s"),
         target("throughput with live evaluation (popularity, item-kNN)", "at most 10% lower than off",
                f"{fast_ratio:.1%} of off", fast_ratio >= 0.9, f"off {medians['fast, live off']:,.0f} events/s"),
         target("throughput with live evaluation (default models)", "at most 10% lower than off",
@@ -79,6 +123,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "rates": rates,
         "median_events_per_s": medians,
         "ratios": {"fast": fast_ratio, "fast_with_experiment": exp_ratio, "default": default_ratio},
+        "reads_ms": reads,
         "targets": targets,
     }
 
@@ -93,5 +138,25 @@ def markdown(result: dict[str, Any]) -> str:
     return (
         md_table(["worker", "median events/s (drain)", "runs"], rows)
         + f"\n\nOn / off, medians: popularity + item-kNN {r['fast']:.1%} (with the experiment "
-        f"`{result['experiment']}` {r['fast_with_experiment']:.1%}); default models {r['default']:.1%}.\n"
+        f"`{result['experiment']}` {r['fast_with_experiment']:.1%}); default models {r['default']:.1%}.\n\n"
+        + _reads_markdown(result)
+    )
+
+
+def _reads_markdown(result: dict[str, Any]) -> str:
+    reads = result.get("reads_ms")
+    if not reads:
+        return ""
+    cfg = result["config"]
+    return (
+        md_table(
+            ["read", "p50 (ms)", "p99 (ms)"],
+            [
+                ["`RecsClient.get`", f"{reads['off']['p50']:.3f}", f"{reads['off']['p99']:.3f}"],
+                ["`get` + `record_exposure`", f"{reads['on']['p50']:.3f}", f"{reads['on']['p99']:.3f}"],
+            ],
+        )
+        + f"\n\n{cfg['reads']:,} reads per block, {cfg['read_blocks']} alternating blocks, paced at "
+        f"{cfg['read_rate']:,.0f} reads/s; {reads['recorded']:,} exposures recorded, {reads['dropped']:,} dropped, "
+        f"{reads['failed']:,} failed to send.\n"
     )

@@ -6,7 +6,10 @@ difference of HR@K from the first variant (the control) with its 95%
 interval (normal approximation of a difference of two proportions). For an
 interleaved variant: the events on an item of the interleaved list credited
 to each model, and the first model's share of those wins with its 95% Wilson
-interval; a share whose interval excludes 0.5 names a winner.
+interval; a share whose interval excludes 0.5 names a winner. With exposures
+recorded (:mod:`streamrec.exposures`): per variant, the exposures, their
+click-through (exposures followed by a click on a shown item) and conversion
+(by a purchase of one), with 95% Wilson intervals.
 
 Examples
 --------
@@ -67,6 +70,12 @@ def experiment_report(
             "MRR": overall.get("MRR", 0.0),
             "MRR_ci": overall.get("MRR_ci", (0.0, 0.0)),
         }
+        shown = summary.get(f"shown:{variant.name}", {}).get("-", {})
+        exposures = shown.get("exposures", 0.0)
+        row["exposures"] = exposures
+        for what, label in (("clicked", "click_through"), ("converted", "conversion")):
+            row[label] = shown.get(what, 0.0) / exposures if exposures else 0.0
+            row[f"{label}_ci"] = proportion_interval(shown.get(what, 0.0), exposures)
         hits = row[f"HR@{k}"] * row["scored"]
         if control is None:
             control = (hits, row["scored"])
@@ -115,6 +124,15 @@ def format_report(report: Mapping[str, Any]) -> str:
             lines.append(
                 f"  interleaving {name}: {a} {wa:,.0f} wins, {b} {wb:,.0f}; {a}'s share {row['share']:.3f} "
                 f"[{low:.3f}, {high:.3f}]: {verdict}"
+            )
+    if any(row["exposures"] for row in report["variants"].values()):
+        lines.append("  exposures recorded by the application, joined with the users' later events:")
+        for name, row in report["variants"].items():
+            ctr_low, ctr_high = row["click_through_ci"]
+            cv_low, cv_high = row["conversion_ci"]
+            lines.append(
+                f"  {name:<12} {row['exposures']:>9,.0f} exposures; click-through {row['click_through']:.4f} "
+                f"[{ctr_low:.4f}, {ctr_high:.4f}]; conversion {row['conversion']:.4f} [{cv_low:.4f}, {cv_high:.4f}]"
             )
     lines.append("  (* the difference's 95% interval excludes 0)")
     return "\n".join(lines)

@@ -148,6 +148,12 @@ class WorkerMetrics:
             "streamrec_live_unknown", "Events not scored: the user's lists are not held by this worker", ["list"],
             registry=r,
         )  # fmt: skip
+        self.exposures = Counter(
+            "streamrec_exposures",
+            "Exposures recorded by applications, and those followed by a click or a purchase of a shown item",
+            ["variant", "outcome"],
+            registry=r,
+        )
         self.interleaving_wins = Counter(
             "streamrec_interleaving_wins",
             "Events on an interleaved list's item, credited to the model that contributed it",
@@ -204,6 +210,8 @@ class WorkerMetrics:
                 self.live_unknown.labels(list_name).inc(value)
             elif what.startswith("win:"):
                 self.interleaving_wins.labels(list_name.removeprefix("exp:"), what[4:]).inc(value)
+            elif list_name.startswith("shown:") and what in ("exposures", "clicked", "converted"):
+                self.exposures.labels(list_name.removeprefix("shown:"), what).inc(value)
 
     def observe_deadlettered(self, n: int = 1) -> None:
         self.events.labels("deadlettered").inc(n)
