@@ -35,7 +35,6 @@ True
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,28 +122,46 @@ class Experiment:
 def team_draft(a: Sequence[str], b: Sequence[str], k: int, seed: int) -> tuple[list[str], list[int]]:
     """Team-draft interleaving of ``a`` and ``b`` to ``k`` items: the items and, per item, 0 (from ``a``) or 1.
 
-    >>> team_draft(["a", "b"], ["c", "d"], k=4, seed=0)[0]  # each round, both teams add one item
-    ['c', 'a', 'd', 'b']
+    The coin that decides who picks first in a round comes from ``seed`` (a 64-bit linear
+    congruential generator: the same seed, the same list).
+
+    >>> team_draft(["a", "b"], ["c", "d"], k=4, seed=0)  # each round, both teams add one item
+    (['a', 'c', 'b', 'd'], [0, 1, 0, 1])
     """
-    rng = random.Random(seed)
-    lists = (a, b)
-    at, taken = [0, 0], [0, 0]
     items: list[str] = []
     teams: list[int] = []
     used: set[str] = set()
+    at_a = at_b = taken_a = taken_b = 0
+    len_a, len_b = len(a), len(b)
+    state = seed & _MASK
     while len(items) < k:
-        for t in (0, 1):
-            while at[t] < len(lists[t]) and lists[t][at[t]] in used:
-                at[t] += 1
-        left = [at[t] < len(lists[t]) for t in (0, 1)]
-        if not any(left):
+        while at_a < len_a and a[at_a] in used:
+            at_a += 1
+        while at_b < len_b and b[at_b] in used:
+            at_b += 1
+        if at_a >= len_a and at_b >= len_b:
             break
-        team = 0 if taken[0] < taken[1] else 1 if taken[1] < taken[0] else rng.randrange(2)
-        if not left[team]:
-            team = 1 - team
-        item = lists[team][at[team]]
+        if taken_a != taken_b:
+            team = 0 if taken_a < taken_b else 1
+        else:
+            state = (state * 6364136223846793005 + 1442695040888963407) & _MASK
+            team = state >> 63
+        if team == 0 and at_a >= len_a:
+            team = 1
+        elif team == 1 and at_b >= len_b:
+            team = 0
+        if team == 0:
+            item = a[at_a]
+            at_a += 1
+            taken_a += 1
+        else:
+            item = b[at_b]
+            at_b += 1
+            taken_b += 1
         items.append(item)
         teams.append(team)
         used.add(item)
-        taken[team] += 1
     return items, teams
+
+
+_MASK = (1 << 64) - 1

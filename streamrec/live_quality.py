@@ -50,7 +50,7 @@ from models import Recommendations
 from streamrec.events import Event, ForgetUser, Interaction, Rating
 
 if TYPE_CHECKING:
-    from streamrec.experiments import Experiment, Variant
+    from streamrec.experiments import Experiment
 
 __all__ = ["BUCKETS", "LiveQuality", "bucket_of", "proportion_interval", "summarise"]
 
@@ -109,6 +109,7 @@ class LiveQuality:
         #: user -> events of the user learned so far (by this worker)
         self._history: dict[str, int] = {}
         self._fallback: tuple[str, ...] = ()
+        self._variants: dict[str, Any] = {}  # user -> their variant (the hash once per user)
 
     def __len__(self) -> int:
         return len(self._lists)
@@ -122,9 +123,30 @@ class LiveQuality:
         :class:`~streamrec.events.Rating` is scored; a :class:`~streamrec.events.ForgetUser` forgets the
         user's lists for the events after it.
         """
-        counts: Counter[str] = Counter()
+        acc: dict[tuple[str, str], list[float]] = {}  # (list, bucket) -> [scored, hits per K..., rr, rr2]
+        width = len(self.ks) + 3
+        ks = self.ks
         fallback = self._fallback
         unknown: set[str] = set()
+        experiment = self.experiment
+        variants = self._variants
+        models = self.models
+        plain = self._plain
+
+        def bump(name: str, bucket: str, rank: int) -> None:
+            row = acc.get((name, bucket))
+            if row is None:
+                row = acc[(name, bucket)] = [0.0] * width
+            row[0] += 1
+            if rank >= 0:
+                for j, k in enumerate(ks):
+                    if rank < k:
+                        row[1 + j] += 1
+                rr = 1.0 / (rank + 1)
+                row[-2] += rr
+                row[-1] += rr * rr
+
+        unknown_counts = 0
         for event in events:
             if isinstance(event, ForgetUser):
                 self.forget(event.user_id)
@@ -140,50 +162,47 @@ class LiveQuality:
             if entry is None:
                 if user in unknown or (before == 0 and has_history(user)):  # learned elsewhere: no lists here
                     unknown.add(user)
-                    for model in self.models:
-                        counts[f"{model}|-|unknown"] += 1
+                    unknown_counts += 1
                     continue
-                history, lists = 0, (None,) * len(self.models)
+                history, lists = 0, (None,) * len(models)
             else:
                 history, lists = entry
-            bucket = bucket_of(history)
+            bucket = "none" if history == 0 else "1-4" if history <= 4 else "5+"
+            variant = None
+            if experiment is not None:
+                variant = variants.get(user)
+                if variant is None:
+                    variant = variants[user] = experiment.assign(user)
             ranks = []
-            variant = self.experiment.assign(user) if self.experiment is not None else None
-            for column, (model, items) in enumerate(zip(self.models, lists, strict=True)):
-                if column >= self._plain and variant is not None and variant.name != model:
+            for column, items in enumerate(lists):
+                if column >= plain and variant is not None and variant.name != models[column]:
                     ranks.append(-1)  # another variant's interleaved list: this user is never served it
                     continue
                 served = fallback if items is None else items
                 rank = served.index(item) if item in served else -1
                 ranks.append(rank)
-                self._count(counts, f"{model}|{bucket}|", rank)
+                bump(models[column], bucket, rank)
             if variant is not None:
-                self._count_variant(counts, user, variant, bucket, ranks, entry is not None and lists)
-        return {name: float(value) for name, value in counts.items()}
-
-    def _count(self, counts: Counter[str], prefix: str, rank: int) -> None:
-        counts[prefix + "scored"] += 1
-        if rank < 0:
-            return
-        for k in self.ks:
-            if rank < k:
-                counts[f"{prefix}hit@{k}"] += 1
-        rr = 1.0 / (rank + 1)
-        counts[prefix + "rr"] += rr
-        counts[prefix + "rr2"] += rr * rr
-
-    def _count_variant(
-        self, counts: Counter[str], user: str, variant: Variant, bucket: str, ranks: list[int], has_lists: Any
-    ) -> None:
-        """The event under its user's variant (``exp:<variant>``); an interleaved hit credits the item's team."""
-        column = self._column[variant.name if variant.interleaved else variant.models[0]]
-        rank = ranks[column]
-        self._count(counts, f"exp:{variant.name}|{bucket}|", rank)
-        if not variant.interleaved or rank < 0 or rank >= self.depth:
-            return
-        teams = self._teams.get(user) if has_lists and has_lists[column] is not None else None
-        if teams is not None and rank < len(teams):
-            counts[f"exp:{variant.name}|-|win:{variant.models[teams[rank]]}"] += 1
+                column = self._column[variant.name if variant.interleaved else variant.models[0]]
+                bump(f"exp:{variant.name}", bucket, ranks[column])
+                if variant.interleaved and 0 <= ranks[column] < self.depth and entry is not None:
+                    teams = self._teams.get(user) if lists[column] is not None else None
+                    if teams is not None and ranks[column] < len(teams):
+                        key = (f"exp:{variant.name}", f"win:{variant.models[teams[ranks[column]]]}")
+                        acc.setdefault(key, [0.0])[0] += 1
+        counts: dict[str, float] = {}
+        if unknown_counts:
+            for model in models:
+                counts[f"{model}|-|unknown"] = float(unknown_counts)
+        fields = ["scored", *[f"hit@{k}" for k in ks], "rr", "rr2"]
+        for (name, bucket), row in acc.items():
+            if bucket.startswith("win:"):
+                counts[f"{name}|-|{bucket}"] = row[0]
+                continue
+            for what, value in zip(fields, row, strict=True):
+                if value:
+                    counts[f"{name}|{bucket}|{what}"] = value
+        return counts
 
     def served(self, lists: Mapping[str, Recommendations], fallback: Sequence[str] | None = None) -> None:
         """Remember the lists just written (per model, for the users they hold) and the fallback list."""
@@ -208,9 +227,12 @@ class LiveQuality:
             for user in list(self._lists)[:excess]:
                 del self._lists[user]
                 self._history.pop(user, None)
+                self._variants.pop(user, None)
         if len(self._history) > 2 * self.max_users:  # users scored but never served (a failing model)
             for user in [u for u in self._history if u not in self._lists][: len(self._history) - self.max_users]:
                 del self._history[user]
+        if len(self._variants) > 2 * self.max_users:
+            self._variants.clear()
 
     @property
     def has_fallback(self) -> bool:
@@ -250,6 +272,7 @@ class LiveQuality:
         self._lists.pop(user, None)
         self._history.pop(user, None)
         self._teams.pop(user, None)
+        self._variants.pop(user, None)
 
 
 def proportion_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
