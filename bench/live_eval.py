@@ -16,6 +16,7 @@ item-kNN, where a fixed per-event cost weighs most) and the default ones.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -88,6 +89,7 @@ def _reads(settings: Any, users: list[str], cfg: Config) -> dict[str, Any]:
         "on": RecsClient(settings.redis_url, settings.key_prefix, exposures=log),
     }
     seconds: dict[str, list[float]] = {"off": [], "on": []}
+    recording: list[float] = []  # record_exposure alone
     try:
         for block in range(cfg.read_blocks):
             mode = "off" if block % 2 == 0 else "on"
@@ -102,16 +104,27 @@ def _reads(settings: Any, users: list[str], cfg: Config) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 rec = client.get(user)
                 if mode == "on" and rec is not None:
+                    t1 = time.perf_counter()
                     client.record_exposure(user, rec)
+                    recording.append(time.perf_counter() - t1)
                 seconds[mode].append(time.perf_counter() - t0)
         log.flush()
+        sender_cpu = _cpu_seconds(log._proc.pid)
     finally:
         for client in clients.values():
             client.close()
         log.close()
     out: dict[str, Any] = {m: percentiles([s * 1000.0 for s in v], (50, 99)) for m, v in seconds.items()}
+    out["record_exposure_us"] = percentiles([s * 1e6 for s in recording], (50, 99))
     out["recorded"], out["dropped"], out["failed"] = log.recorded, log.dropped, log.failed
+    out["sender_cpu_us_per_record"] = sender_cpu / max(log.recorded, 1) * 1e6
     return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cases(cfg: Config) -> list[tuple[str, tuple[str, ...], str, dict[str, Any]]]:
@@ -218,5 +231,9 @@ def _reads_markdown(result: dict[str, Any]) -> str:
         )
         + f"\n\n{cfg['reads']:,} reads per block, {cfg['read_blocks']} alternating blocks, paced at "
         f"{cfg['read_rate']:,.0f} reads/s; {reads['recorded']:,} exposures recorded, {reads['dropped']:,} dropped, "
-        f"{reads['failed']:,} failed to send.\n"
+        f"{reads['failed']:,} failed to send. `record_exposure` itself: p50 "
+        f"{reads.get('record_exposure_us', {}).get('p50', float('nan')):.1f} us, p99 "
+        f"{reads.get('record_exposure_us', {}).get('p99', float('nan')):.1f} us; the sending process spent "
+        f"{reads.get('sender_cpu_us_per_record', float('nan')):.0f} us of CPU per record (kafka-python), on the "
+        "cores the reader, Redis and the broker share.\n"
     )
