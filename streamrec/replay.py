@@ -123,7 +123,13 @@ class ReplayResult:
         if q is not None and f"HR@{self.k}" in q:
             lines.append(
                 f"\nThe worker's own live evaluation (every event against the list it last wrote, before learning "
-                f"it; {q['scored']:,.0f} events, no warm-up): HR@{self.k} {q[f'HR@{self.k}']:.4f}, MRR {q['MRR']:.4f}."
+                f"it; {q['scored']:,.0f} events, no warm-up): HR@{self.k} {q[f'HR@{self.k}']:.4f}, MRR {q['MRR']:.4f}"
+                + (
+                    f"; offline, lists as written lagging one micro-batch ({q['offline_at_one_batch']['freshness_s'] * 1000:.0f} ms"
+                    f" on the live clock): HR@{self.k} {q['offline_at_one_batch']['hit_rate']:.4f}."
+                    if "offline_at_one_batch" in q
+                    else "."
+                )
             )
         return "\n".join(lines) + "\n"
 
