@@ -125,7 +125,7 @@ end
 
 local function open_doc(raw)
   local first, last = index_fields(raw)
-  return {raw = raw, first = first, last = last, arrays = {}}
+  return {raw = raw, first = first, last = last, arrays = {}, parts = {}}
 end
 
 local function whole(doc)
@@ -171,12 +171,47 @@ local function array(doc, name)
   return got
 end
 
+-- Patterns of one array element, for cutting an array after its first elements.
+local STRING, NUMBER_OR_NULL = '"[^"]*"', '[^,%]"]+'
+
+-- The text of the array field `name` up to its m-th element (without the closing ']'), when the array
+-- has more than m elements and the document no escape (a string then holds no '"'); nil otherwise. One
+-- pattern of m elements, matched in C: a window decodes the head of a deep list, not all of it.
+local function cut(doc, name, m, element)
+  local v = doc.first and doc.first[name]
+  if not v or m < 1 or m > 100 or string.byte(doc.raw, v) ~= 91 then return nil end
+  if doc.plain == nil then doc.plain = not string.find(doc.raw, '\\', 1, true) end
+  if not doc.plain then return nil end
+  local _, e = string.find(doc.raw, '^%[' .. string.rep(element .. ',', m), v)
+  if not e or e >= doc.last[name] then return nil end
+  return string.sub(doc.raw, v, e - 1)
+end
+
+-- At least the first m elements of the array field `name` (all of them when it is shorter), and whether
+-- that is the whole array.
+local function head_of(doc, name, m)
+  local all = doc.arrays[name]
+  if all ~= nil then return all or nil, true end
+  local part = doc.parts[name]
+  if part and part.n >= m then return part.values, false end
+  local text = cut(doc, name, m, STRING)
+  if text then
+    local ok, values = pcall(cjson.decode, text .. ']')
+    if ok and #values == m then
+      doc.parts[name] = {n = m, values = values}
+      return values, false
+    end
+  end
+  return array(doc, name), true
+end
+
 -- the scores of a document as their JSON texts, which pass through to the answer as written (decoding
 -- a number and encoding it again costs some 5k instructions, and rounds it to 14 digits)
-local function score_texts(doc)
+local function score_texts(doc, m)
   local v = doc.first and doc.first['scores']
   if v and string.byte(doc.raw, v) == 91 then -- '[' numbers and nulls: split at the commas, in C
-    local inner = string.sub(doc.raw, v + 1, doc.last['scores'] - 1)
+    local text = cut(doc, 'scores', m, NUMBER_OR_NULL) or string.sub(doc.raw, v, doc.last['scores'] - 1)
+    local inner = string.sub(text, 2)
     if inner == '' then return {} end
     if not string.find(inner, '"', 1, true) then
       local ok, texts = pcall(cjson.decode, '["' .. string.gsub(inner, ',', '","') .. '"]')
@@ -270,16 +305,20 @@ local function read(keys, args)
   -- one stored document's items, filtered into the answer, a window at a time: a window holds a few more
   -- items than are missing (four times more with categories, where most fail), so a full answer stops early
   local function take(doc, from_filler)
-    local items = array(doc, 'items') or {}
-    local tags = by_tags and array(doc, 'tags') or nil
-    local scores, reasons = nil, nil -- taken when an item of this document is served
-    local nitems = #items
+    local items, complete, tags = {}, false, nil -- the head of the list a window needs, then more
+    local scores, reasons, known = nil, nil, 0 -- taken when an item of this document is served
     local j = 1
-    while j <= nitems and nout < k do
+    while nout < k do
       local span = (k - nout) + 8
       if wanted then span = span * 4 end
       local stop = j + span - 1
-      if stop > nitems then stop = nitems end
+      if stop > #items and not complete then
+        items, complete = head_of(doc, 'items', stop)
+        items = items or {}
+        if by_tags then tags = head_of(doc, 'tags', stop) end
+      end
+      if stop > #items then stop = #items end
+      if j > stop then break end
       local cand, pos, cand_tags, ncand = {}, {}, {}, 0
       if by_tags and not any_changed then -- the tags written with the list decide: one pass, which
         local need, p = (k - nout) + 8, j -- stops once it holds as many candidates as a window without categories
@@ -363,8 +402,10 @@ local function read(keys, args)
             end
           end
           if ok then
-            if scores == nil then scores, reasons = score_texts(doc), array(doc, 'reasons') end
             local at = pos[n]
+            if at > known then -- the scores and reasons of this window's items
+              scores, reasons, known = score_texts(doc, stop), head_of(doc, 'reasons', stop), stop
+            end
             nout = nout + 1
             out_items[nout], out_scores[nout] = cand[n], scores[at] or 'null'
             out_reasons[nout] = (reasons and reasons[at]) or null
