@@ -40,8 +40,14 @@ The reply is a JSON object::
      "fallback": false, "filled": 2}
 
 ``fallback`` is true when the list itself is missing (the answer comes from
-the fillers); ``filled`` counts the items taken from fillers. A stored list
-holds at most a few thousand items (Lua's stack bounds one ``HMGET``).
+the fillers); ``filled`` counts the items taken from fillers. Scores and times
+come back as the stored document spells them. A stored list holds at most a
+few thousand items (Lua's stack bounds one ``HMGET``).
+
+What a read costs Redis is counted, in instructions, by ``python -m bench.read_cost``
+(deterministic, where timings on a shared machine are not): the step decodes
+only the head of the arrays a read uses, so a read costs about as much as the
+items it looks at, not the depth of the lists it touches.
 
 Examples
 --------
