@@ -173,6 +173,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
             categories=args.category or (),
             exclude=args.exclude or (),
             per_category=args.per_category,
+            user_id=args.user,
         )
     finally:
         client.close()
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("similar", help="read an item's similar items from Redis (filtered: what may be served)")
     p.add_argument("item_id")
     read_options(p)
+    p.add_argument("--user", help="also leave out this user's not-interested and excluded items")
     p.set_defaults(func=cmd_similar)
 
     p = sub.add_parser("status", help="consumer lag, worker counters and freshness percentiles (Kafka and Redis)")

@@ -484,13 +484,22 @@ class RecsClient:
         categories: Sequence[str] = (),
         exclude: Sequence[str] = (),
         per_category: int = 0,
+        user_id: str | None = None,
     ) -> RecList | None:
         """Items similar to ``item_id`` (its neighbours), filtered like every list; ``None`` when none are stored.
 
         With ``categories`` the answer keeps items of those categories and is
-        filled from the category lists.
+        filled from the category lists. With ``user_id`` the user's "not
+        interested" and excluded items are left out too: their two sets live
+        in the user's hash slot, not the item's, so they are read first
+        (``SUNION`` of the two, one more round trip) and passed as items to
+        leave out.
         """
         item_id = str(item_id)
+        if user_id is not None:
+            user = str(user_id)
+            sets = self.redis.sunion([self.layout.not_interested_key(user), self.layout.excluded_key(user)])
+            exclude = [*exclude, *sorted(m.decode() if isinstance(m, bytes) else str(m) for m in sets)]
         bucket = self.layout.bucket(item_id)
         call = ReadCall(
             [self.layout.similar_key(item_id), *self.layout.control_keys(bucket)],

@@ -40,8 +40,14 @@ The reply is a JSON object::
      "fallback": false, "filled": 2}
 
 ``fallback`` is true when the list itself is missing (the answer comes from
-the fillers); ``filled`` counts the items taken from fillers. A stored list
-holds at most a few thousand items (Lua's stack bounds one ``HMGET``).
+the fillers); ``filled`` counts the items taken from fillers. Scores and times
+come back as the stored document spells them. A stored list holds at most a
+few thousand items (Lua's stack bounds one ``HMGET``).
+
+What a read costs Redis is counted, in instructions, by ``python -m bench.read_cost``
+(deterministic, where timings on a shared machine are not): the step decodes
+only the head of the arrays a read uses, so a read costs about as much as the
+items it looks at, not the depth of the lists it touches.
 
 Examples
 --------
@@ -80,6 +86,12 @@ READ_LIBRARY = r"""#!lua name=streamrec
 
 local EMPTY = '{"items":[],"scores":[],"reasons":[],'
 
+-- What the step costs Redis (callgrind, Redis 7.0): a call from Lua into C ~1k instructions, a JSON
+-- array element made a Lua value ~1k, a JSON number decoded ~1.3k and encoded ~4k, a whole 50-item
+-- document decoded ~170k. So a read decodes only the arrays it uses (items; tags only for categories
+-- or diversity; scores and reasons only of a document that gives an item to the answer), finds them
+-- with a couple of C calls per field, and touches a window of items a little larger than what is missing.
+
 -- an item's tags, stored joined by the unit separator (\31)
 local function split(joined)
   local out = {}
@@ -89,7 +101,170 @@ local function split(joined)
   return out
 end
 
+-- The top-level fields of a document as the worker writes it (compact JSON, one level): name -> first
+-- and last byte of its value. nil for anything else (spaces, an escape in a string, a repeated field):
+-- such a document is decoded whole instead, with the same result.
+local function index_fields(raw)
+  local find, match = string.find, string.match
+  local first, last = {}, {}
+  local lead, p, n = '^{"([^"\\]*)":()(.)', 1, #raw
+  while true do
+    local name, v, c = match(raw, lead, p)
+    if not name then
+      if p == n and string.byte(raw, p) == 125 then return first, last end -- the closing '}'
+      return nil
+    end
+    if first[name] then return nil end
+    local _, stop
+    if c == '[' then -- up to the first ']' (one inside a string makes decoding the span fail: see array)
+      stop = find(raw, ']', v, true)
+    elseif c == '"' then -- a string without escapes
+      _, stop = find(raw, '^"[^"\\]*"', v)
+    else -- a number, true, false or null
+      _, stop = find(raw, '^[^,}%]"]+', v)
+    end
+    if not stop then return nil end
+    first[name], last[name] = v, stop
+    lead, p = '^,"([^"\\]*)":()(.)', stop + 1
+  end
+end
+
+local function open_doc(raw)
+  local first, last = index_fields(raw)
+  return {raw = raw, first = first, last = last, arrays = {}, parts = {}}
+end
+
+local function whole(doc)
+  if not doc.decoded then
+    doc.decoded = cjson.decode(doc.raw)
+    doc.first, doc.last = nil, nil
+  end
+  return doc.decoded
+end
+
+-- the field `name` of the whole document (nil for null or missing)
+local function field_of(doc, name)
+  local value = whole(doc)[name]
+  if value == cjson.null then return nil end
+  return value
+end
+
+-- the array field `name` (nil when the document has none, or null)
+local function array(doc, name)
+  local got = doc.arrays[name]
+  if got ~= nil then return got or nil end
+  local first = doc.first
+  if first then
+    local v = first[name]
+    if v == nil then
+      got = nil -- no such field
+    else
+      local raw = doc.raw
+      local c = string.byte(raw, v)
+      if c == 91 then -- '['
+        local ok, value = pcall(cjson.decode, string.sub(raw, v, doc.last[name]))
+        if ok then got = value else got = field_of(doc, name) end
+      elseif c == 110 and string.sub(raw, v, doc.last[name]) == 'null' then
+        got = nil
+      else
+        got = field_of(doc, name)
+      end
+    end
+  else
+    got = field_of(doc, name)
+  end
+  doc.arrays[name] = got or false
+  return got
+end
+
+-- Patterns of one array element, for cutting an array after its first elements.
+local STRING, NUMBER_OR_NULL = '"[^"]*"', '[^,%]"]+'
+
+-- The text of the array field `name` up to its m-th element (without the closing ']'), when the array
+-- has more than m elements and the document no escape (a string then holds no '"'); nil otherwise. One
+-- pattern of m elements, matched in C: a window decodes the head of a deep list, not all of it.
+local function cut(doc, name, m, element)
+  local v = doc.first and doc.first[name]
+  if not v or m < 1 or m > 100 or string.byte(doc.raw, v) ~= 91 then return nil end
+  if doc.plain == nil then doc.plain = not string.find(doc.raw, '\\', 1, true) end
+  if not doc.plain then return nil end
+  local _, e = string.find(doc.raw, '^%[' .. string.rep(element .. ',', m), v)
+  if not e or e >= doc.last[name] then return nil end
+  return string.sub(doc.raw, v, e - 1)
+end
+
+-- At least the first m elements of the array field `name` (all of them when it is shorter), and whether
+-- that is the whole array.
+local function head_of(doc, name, m)
+  local all = doc.arrays[name]
+  if all ~= nil then return all or nil, true end
+  local part = doc.parts[name]
+  if part and part.n >= m then return part.values, false end
+  local text = cut(doc, name, m, STRING)
+  if text then
+    local ok, values = pcall(cjson.decode, text .. ']')
+    if ok and #values == m then
+      doc.parts[name] = {n = m, values = values}
+      return values, false
+    end
+  end
+  return array(doc, name), true
+end
+
+-- the scores of a document as their JSON texts, which pass through to the answer as written (decoding
+-- a number and encoding it again costs some 5k instructions, and rounds it to 14 digits)
+local function score_texts(doc, m)
+  local v = doc.first and doc.first['scores']
+  if v and string.byte(doc.raw, v) == 91 then -- '[' numbers and nulls: split at the commas, in C
+    local text = cut(doc, 'scores', m, NUMBER_OR_NULL) or string.sub(doc.raw, v, doc.last['scores'] - 1)
+    local inner = string.sub(text, 2)
+    if inner == '' then return {} end
+    if not string.find(inner, '"', 1, true) then
+      local ok, texts = pcall(cjson.decode, '["' .. string.gsub(inner, ',', '","') .. '"]')
+      if ok then return texts end
+    end
+  end
+  local texts = {}
+  for i, score in ipairs(array(doc, 'scores') or {}) do texts[i] = cjson.encode(score) end
+  return texts
+end
+
+-- the document's model, JSON-encoded
+local function model_json(doc)
+  local v = doc.first and doc.first['model']
+  if v and string.byte(doc.raw, v) == 34 then return string.sub(doc.raw, v, doc.last['model']) end
+  local model = field_of(doc, 'model')
+  if model == nil then return 'null' end
+  return cjson.encode(model)
+end
+
+-- a time as the document spells it (cjson would round it to 14 digits: microseconds lost): the number
+-- after the first `"name":` that has one, as string.match(raw, '"name":(-?[%d][%d%.eE+-]*)') finds it
+local NUMBER = '^-?[%d][%d%.eE+-]*'
+local function stamp(name, doc)
+  local value = nil
+  if doc then
+    local raw = doc.raw
+    if doc.first then -- each field once: its value or nothing
+      local v = doc.first[name]
+      value = v and string.match(raw, NUMBER, v)
+    else -- decoded whole: searched as written
+      local key = '"' .. name .. '":'
+      local from = 1
+      while true do
+        local at = string.find(raw, key, from, true)
+        if not at then break end
+        value = string.match(raw, NUMBER, at + #key)
+        if value then break end
+        from = at + 1
+      end
+    end
+  end
+  return ',"' .. name .. '":' .. (value or 'null')
+end
+
 local function read(keys, args)
+  local call, find, tonumber = redis.call, string.find, tonumber
   local k = tonumber(args[1])
   local per_tag = tonumber(args[2])
   local ncat = tonumber(args[3])
@@ -106,75 +281,122 @@ local function read(keys, args)
   end
   local skip = {}
   for i = 4 + ncat, #args do skip[args[i]] = true end
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local now = nil -- the server's clock (TIME), asked only when an item is hidden from a time on
   local by_tags = wanted ~= nil or per_tag > 0
-  local any_changed = by_tags and redis.call('HLEN', keys[3]) > 0
-  local user_sets = redis.call('EXISTS', keys[4], keys[5]) > 0 -- most users exclude nothing
+  local any_changed = by_tags and call('HLEN', keys[3]) > 0
+  local user_sets = call('EXISTS', keys[4], keys[5]) > 0 -- most users exclude nothing
   local none = {}
 
   local out_items, out_scores, out_reasons = {}, {}, {}
+  local nout = 0
   local per_tag_count = {}
+  local matches = {} -- joined tags -> whether they hold a wanted category (many items share their tags)
+  local null = cjson.null
+
+  -- a plain search of each wanted category in the joined tags, whole tags only
+  local function holds_wanted(joined)
+    local ok = false
+    for i = 1, ncat do
+      if joined == wanted[i] or (find(joined, wanted[i], 1, true)
+          and find('\31' .. joined .. '\31', framed_wanted[i], 1, true)) then
+        ok = true
+        break
+      end
+    end
+    matches[joined] = ok
+    return ok
+  end
   local filled = 0
 
   -- one stored document's items, filtered into the answer, a window at a time: a window holds a few more
   -- items than are missing (four times more with categories, where most fail), so a full answer stops early
   local function take(doc, from_filler)
-    local items, scores, reasons, tags = doc['items'] or {}, doc['scores'] or {}, doc['reasons'], doc['tags']
+    local items, complete, tags = {}, false, nil -- the head of the list a window needs, then more
+    local scores, reasons, known = nil, nil, 0 -- taken when an item of this document is served
     local j = 1
-    while j <= #items and #out_items < k do
-      local span = (k - #out_items) + 8
+    while nout < k do
+      local span = (k - nout) + 8
       if wanted then span = span * 4 end
-      local stop = math.min(#items, j + span - 1)
-      local cand, pos, cand_tags = {}, {}, {}
-      for p = j, stop do
-        local item = items[p]
-        if not skip[item] then
-          skip[item] = true -- each item at most once, from the first list that holds it
-          cand[#cand + 1] = item
-          pos[#pos + 1] = p
-        end
+      local stop = j + span - 1
+      if stop > #items and not complete then
+        items, complete = head_of(doc, 'items', stop)
+        items = items or {}
+        if by_tags then tags = head_of(doc, 'tags', stop) end
       end
-      j = stop + 1
-      if by_tags and #cand > 0 then -- tags first (changed tags win): off-category items need no look-up
-        local changed = any_changed and redis.call('HMGET', keys[3], unpack(cand)) or none
-        local kept, kept_pos = {}, {}
-        for n = 1, #cand do
-          local joined = changed[n]
-          if not joined then
-            joined = tags and tags[pos[n]]
-            if joined == nil or joined == cjson.null then joined = '' end
-          end
-          local ok = true
-          if wanted then -- a plain search of each wanted category in the joined tags, whole tags only
-            ok = false
-            for i = 1, #wanted do
-              if joined == wanted[i] or (string.find(joined, wanted[i], 1, true)
-                  and string.find('\31' .. joined .. '\31', framed_wanted[i], 1, true)) then
-                ok = true
-                break
-              end
+      if stop > #items then stop = #items end
+      if j > stop then break end
+      local cand, pos, cand_tags, ncand = {}, {}, {}, 0
+      if by_tags and not any_changed then -- the tags written with the list decide: one pass, which
+        local need, p = (k - nout) + 8, j -- stops once it holds as many candidates as a window without categories
+        while p <= stop and ncand < need do
+          local item = items[p]
+          p = p + 1
+          if not skip[item] then
+            skip[item] = true -- each item at most once, from the first list that holds it
+            local joined = tags and tags[p - 1]
+            if joined == nil or joined == null then joined = '' end
+            local ok = true
+            if wanted then
+              ok = matches[joined]
+              if ok == nil then ok = holds_wanted(joined) end
+            end
+            if ok then
+              ncand = ncand + 1
+              cand[ncand], pos[ncand], cand_tags[ncand] = item, p - 1, joined
             end
           end
-          if ok then
-            kept[#kept + 1] = cand[n]
-            kept_pos[#kept_pos + 1] = pos[n]
-            cand_tags[#kept] = joined
+        end
+        j = p
+      else
+        for p = j, stop do
+          local item = items[p]
+          if not skip[item] then
+            skip[item] = true
+            ncand = ncand + 1
+            cand[ncand], pos[ncand] = item, p
           end
         end
-        cand, pos = kept, kept_pos
+        if by_tags and ncand > 0 then -- tags first (changed tags win): off-category items need no look-up
+          local changed = call('HMGET', keys[3], unpack(cand))
+          local kept, kept_pos, nkept = {}, {}, 0
+          for n = 1, ncand do
+            local joined = changed[n]
+            if not joined then
+              joined = tags and tags[pos[n]]
+              if joined == nil or joined == null then joined = '' end
+            end
+            local ok = true
+            if wanted then
+              ok = matches[joined]
+              if ok == nil then ok = holds_wanted(joined) end
+            end
+            if ok then
+              nkept = nkept + 1
+              kept[nkept], kept_pos[nkept], cand_tags[nkept] = cand[n], pos[n], joined
+            end
+          end
+          cand, pos, ncand = kept, kept_pos, nkept
+        end
+        j = stop + 1
       end
-      if #cand > 0 then
-        local hidden = redis.call('HMGET', keys[2], unpack(cand))
+      if ncand > 0 then
+        local hidden = call('HMGET', keys[2], unpack(cand))
         local refused, excluded = none, none
         if user_sets then
-          refused = redis.call('SMISMEMBER', keys[4], unpack(cand))
-          excluded = redis.call('SMISMEMBER', keys[5], unpack(cand))
+          refused = call('SMISMEMBER', keys[4], unpack(cand))
+          excluded = call('SMISMEMBER', keys[5], unpack(cand))
         end
-        for n = 1, #cand do
-          if #out_items >= k then return end
+        for n = 1, ncand do
+          if nout >= k then return end
           local ok = refused[n] ~= 1 and excluded[n] ~= 1
-          if ok and hidden[n] then ok = now < tonumber(hidden[n]) end
+          if ok and hidden[n] then
+            local from = tonumber(hidden[n])
+            if from > 0 and now == nil then -- hidden from 0: hidden whatever the time
+              local t = call('TIME')
+              now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+            end
+            ok = from > 0 and now < from
+          end
           if ok and per_tag > 0 then
             local counted = split(cand_tags[n])
             if #counted == 0 then counted = {''} end
@@ -187,9 +409,12 @@ local function read(keys, args)
           end
           if ok then
             local at = pos[n]
-            out_items[#out_items + 1] = cand[n]
-            out_scores[#out_scores + 1] = scores[at]
-            out_reasons[#out_reasons + 1] = (reasons and reasons[at]) or cjson.null
+            if at > known then -- the scores and reasons of this window's items
+              scores, reasons, known = score_texts(doc, stop), head_of(doc, 'reasons', stop), stop
+            end
+            nout = nout + 1
+            out_items[nout], out_scores[nout] = cand[n], scores[at] or 'null'
+            out_reasons[nout] = (reasons and reasons[at]) or null
             if from_filler then filled = filled + 1 end
           end
         end
@@ -197,37 +422,32 @@ local function read(keys, args)
     end
   end
 
-  local head, head_raw = nil, nil -- the list's own document, else the first filler's: model and times
-  local raw = redis.call('GET', keys[1])
+  local head = nil -- the list's own document, else the first filler's: model and times
+  local raw = call('GET', keys[1])
   local found = raw ~= false
   if found then
-    head, head_raw = cjson.decode(raw), raw
+    head = open_doc(raw)
     take(head, false)
   end
   for f = 6, #keys do
-    if #out_items >= k then break end
-    local filler = redis.call('GET', keys[f])
+    if nout >= k then break end
+    local filler = call('GET', keys[f])
     if filler then
-      local doc = cjson.decode(filler)
-      if head == nil then head, head_raw = doc, filler end
+      local doc = open_doc(filler)
+      if head == nil then head = doc end
       take(doc, true)
     end
   end
-  local reply = {model = head and head['model'] or cjson.null, fallback = not found, filled = filled}
   local text
-  if #out_items == 0 then -- cjson writes an empty table as {}: the arrays are spelled out
-    text = EMPTY .. string.sub(cjson.encode(reply), 2)
+  if nout == 0 then -- cjson writes an empty table as {}: the arrays are spelled out
+    text = EMPTY
   else
-    reply['items'], reply['scores'], reply['reasons'] = out_items, out_scores, out_reasons
-    text = cjson.encode(reply)
+    text = '{"items":' .. cjson.encode(out_items) .. ',"scores":[' .. table.concat(out_scores, ',')
+      .. '],"reasons":' .. cjson.encode(out_reasons) .. ','
   end
-  -- times as the document spells them (cjson would round them to 14 digits: microseconds lost)
-  local function stamp(name, from)
-    local value = from and string.match(from, '"' .. name .. '":(-?[%d][%d%.eE+-]*)')
-    return ',"' .. name .. '":' .. (value or 'null')
-  end
-  return string.sub(text, 1, -2) .. stamp('computed_at', head_raw) .. stamp('event_ts', found and raw)
-    .. stamp('ingest_ts', found and raw) .. '}'
+  return text .. '"model":' .. (head and model_json(head) or 'null') .. ',"fallback":' .. tostring(not found)
+    .. ',"filled":' .. filled .. stamp('computed_at', head) .. stamp('event_ts', found and head)
+    .. stamp('ingest_ts', found and head) .. '}'
 end
 
 redis.register_function{function_name = 'streamrec_read', callback = read, flags = {'no-writes'}}

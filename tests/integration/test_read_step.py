@@ -17,6 +17,7 @@ import pytest
 from streamrec.redis_cluster import LocalRedisCluster
 from streamrec.services import LocalRedis
 from streamrec.serving.list_kinds import CATEGORY, LIST_KINDS, ListKind
+from streamrec.serving.list_kinds import list_kind as list_kind_named
 from streamrec.serving.read_step import ReadCall, load_library
 from streamrec.store import ControlWrites, RecList, RecsClient
 
@@ -177,6 +178,17 @@ def test_similar_reads_leave_out_the_item_itself(client: RecsClient) -> None:
     client.redis.set(layout.similar_key("a"), RecList("a", "itemknn", ["a", "b"], [1.0, 0.5]).to_json())
     rec = client.similar("a", k=5)
     assert rec is not None and rec.items == ["b"]
+
+
+def test_similar_reads_for_a_user_leave_out_their_exclusions(client: RecsClient) -> None:
+    """A user's sets are in the user's hash slot: ``similar(..., user_id=)`` reads them first and leaves them out."""
+    kind = list_kind_named("similar")
+    user = "user-on-a-product-page"
+    sets = [(user, "not-interested", "add", ("a",)), (user, "excluded", "add", ("b",))]
+    owner = _store(client, kind, ControlWrites(user_sets=sets, hidden={"c": 0.0}))
+    got = client.similar(owner, k=20, user_id=user, exclude=["d"]).items
+    assert not {"a", "b", "c", "d"} & set(got) and "e" in got
+    assert {"a", "b"} <= set(client.similar(owner, k=20, user_id="someone-else").items)
 
 
 def test_unknown_category_returns_nothing_rather_than_an_error(client: RecsClient) -> None:
