@@ -35,11 +35,12 @@ own items come first, then the fillers' (each item once), until ``k``.
 
 The reply is a JSON object::
 
-    {"items": [...], "scores": [...], "reasons": [..., null], "model": "sasrec",
+    {"items": [...], "scores": [...], "reasons": [..., null], "model": "sasrec", "variant": null,
      "computed_at": 1763870000.1, "event_ts": 881250949.0, "ingest_ts": 1763869999.9,
      "fallback": false, "filled": 2}
 
-``fallback`` is true when the list itself is missing (the answer comes from
+``variant`` names the experiment's variant the list serves (``null`` outside an experiment and for
+an answer from the fillers alone). ``fallback`` is true when the list itself is missing (the answer comes from
 the fillers); ``filled`` counts the items taken from fillers. Scores and times
 come back as the stored document spells them. A stored list holds at most a
 few thousand items (Lua's stack bounds one ``HMGET``).
@@ -229,13 +230,16 @@ local function score_texts(doc, m)
   return texts
 end
 
--- the document's model, JSON-encoded
-local function model_json(doc)
-  local v = doc.first and doc.first['model']
-  if v and string.byte(doc.raw, v) == 34 then return string.sub(doc.raw, v, doc.last['model']) end
-  local model = field_of(doc, 'model')
-  if model == nil then return 'null' end
-  return cjson.encode(model)
+-- the document's string field `name`, JSON-encoded ('null' when it has none)
+local function string_json(doc, name)
+  if doc.first then
+    local v = doc.first[name]
+    if v == nil then return 'null' end
+    if string.byte(doc.raw, v) == 34 then return string.sub(doc.raw, v, doc.last[name]) end
+  end
+  local value = field_of(doc, name)
+  if value == nil then return 'null' end
+  return cjson.encode(value)
 end
 
 -- a time as the document spells it (cjson would round it to 14 digits: microseconds lost): the number
@@ -445,7 +449,9 @@ local function read(keys, args)
     text = '{"items":' .. cjson.encode(out_items) .. ',"scores":[' .. table.concat(out_scores, ',')
       .. '],"reasons":' .. cjson.encode(out_reasons) .. ','
   end
-  return text .. '"model":' .. (head and model_json(head) or 'null') .. ',"fallback":' .. tostring(not found)
+  local variant = found and string_json(head, 'variant') or 'null' -- an experiment's variant (the list's own)
+  return text .. '"model":' .. (head and string_json(head, 'model') or 'null') .. ',"variant":' .. variant
+    .. ',"fallback":' .. tostring(not found)
     .. ',"filled":' .. filled .. stamp('computed_at', head) .. stamp('event_ts', found and head)
     .. stamp('ingest_ts', found and head) .. '}'
 end

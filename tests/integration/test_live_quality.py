@@ -100,7 +100,8 @@ def test_two_workers_count_every_event_once_and_serve_each_users_variant(
     by_two = summarise(counts, KS)
     for model in (*MODELS, "mix", "exp:knn", "exp:pop", "exp:mix"):
         assert by_one[model]["all"]["scored"] > 0
-    for model in (*MODELS, "mix"):
+    assert by_one["mix"]["all"]["scored"] == by_one["exp:mix"]["all"]["scored"]  # only its users see that list
+    for model in MODELS:
         assert by_one[model]["all"]["scored"] == len(ratings)
         unknown = by_two[model].get("-", {}).get("unknown", 0.0)  # users whose partition moved mid-run
         assert by_two[model]["all"]["scored"] + unknown == len(ratings), model
@@ -117,6 +118,7 @@ def test_two_workers_count_every_event_once_and_serve_each_users_variant(
             variant = experiment.assign(user)
             assert doc["variant"] == variant.name
             assert doc["model"] == (variant.name if variant.interleaved else variant.models[0])
+            assert client.get(user).variant == variant.name  # the read step says which variant it serves
         reached = client.variant_users("e1", [v.name for v in experiment.variants])
     finally:
         client.close()
