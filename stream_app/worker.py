@@ -110,7 +110,7 @@ class StreamWorker:
         self._ids_expired_at = time.monotonic()
         self._newest_event_ts = float("-inf")
         self.pipeline = self._restore() or RecommendationPipeline.from_names(
-            settings.models, settings.default_model, settings.depth, settings.model_params
+            settings.models, settings.default_model, settings.depth, settings.model_params, settings.fallback
         )
         #: hidden items, tags, exclusions, category lists: written with the next flush
         self._controls = ControlWrites()

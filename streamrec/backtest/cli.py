@@ -145,9 +145,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mod.add_argument("--seed", type=int, default=0, help="seed of every model")
     mod.add_argument(
         "--fallback",
-        choices=["popularity", "none"],
+        choices=["popularity", "adaptive", "none"],
         default="popularity",
-        help="serve users without history the popularity list, as the live worker does (default), or score the raw model",
+        help="serve users without history the popularity list (7-day half-life; default), the adaptive popularity "
+        "list (the decay chosen online from its own hits), or score the raw model",
     )
 
     rep = parser.add_argument_group("replay (in event time)")
@@ -399,12 +400,22 @@ def backtest_models(
     fallback: str,
     options: dict[str, Any],
 ) -> tuple[BacktestResult, dict[str, str]]:
-    """Create the models (served with the popularity fallback unless ``fallback == "none"``) and replay ``log``."""
+    """Create the models (served with a fallback list unless ``fallback == "none"``) and replay ``log``.
+
+    Models that rank every user alike (popularity) are their own fallback and are not wrapped.
+    """
     created, failed = create_models(names, seed, params)
-    if fallback == "popularity":
+    if fallback in ("popularity", "adaptive"):
+        from models.adaptive_popularity import AdaptivePopularity
+        from models.popularity import Popularity
         from streamrec.served import ServedLists
 
-        created = {name: m if name == "popularity" else ServedLists(m) for name, m in created.items()}
+        def wrapped(m: Any) -> Any:
+            if not m.personalized:
+                return m
+            return ServedLists(m, AdaptivePopularity() if fallback == "adaptive" else Popularity())
+
+        created = {name: wrapped(m) for name, m in created.items()}
     result = Prequential(created, **options).run(log)
     result.config.update(models=names, seed=seed, params=params, fallback=fallback)
     for name, error in failed.items():
