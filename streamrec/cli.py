@@ -249,7 +249,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.no_offline:
         result.offline = compare_offline(
             events, result.model, args.k, result.publish_times, result.offline_freshness_s, args.warmup,
-            learn_batch=settings.batch_size,
+            learn_batch=settings.batch_size, fallback=settings.fallback, repeats=settings.repeats,
         )  # fmt: skip
     write_report(result, Path(args.out))
     print(result.markdown())

@@ -152,6 +152,10 @@ class RecommendationPipeline:
         The model of the fallback list (users without history): a name in
         :data:`FALLBACK_MODELS` (the configured model of that name serves it,
         else one is added) or a model that ranks every user alike.
+    repeats
+        Let a user's lists hold items they interacted with before (repeat
+        consumption: on click logs a third of the events re-click a seen item).
+        Off by default: seen items are left out, as everywhere else.
     default_model
         The model whose lists the plain per-user key serves.
     top_n
@@ -168,12 +172,14 @@ class RecommendationPipeline:
         default_model: str,
         top_n: int = 20,
         fallback: OnlineRecommender | str = DEFAULT_FALLBACK,
+        repeats: bool = False,
     ) -> None:
         if default_model not in models:
             raise ValueError(f"default model {default_model!r} is not among the models {sorted(models)}")
         self.models = dict(models)
         self.default_model = default_model
         self.top_n = top_n
+        self.repeats = repeats
         self._learn_time: dict[str, float] = {}
         #: availability and tags of the catalogue's items (followed from catalogue updates)
         self.control = CatalogueControl()
@@ -202,12 +208,13 @@ class RecommendationPipeline:
         top_n: int = 20,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         fallback: str = DEFAULT_FALLBACK,
+        repeats: bool = False,
     ) -> RecommendationPipeline:
         """Create the named models with their default (or given) hyperparameters, and the fallback's."""
         params = params or {}
         created = {n: models.create(n, **dict(params.get(n, {}))) for n in names}
         fallback_model = created.get(fallback) or models.create(fallback, **dict(params.get(fallback, {})))
-        return cls(created, default_model, top_n, fallback_model)
+        return cls(created, default_model, top_n, fallback_model, repeats)
 
     def all_models(self) -> dict[str, OnlineRecommender]:
         """Every model that learns, including an extra fallback model."""
@@ -218,19 +225,19 @@ class RecommendationPipeline:
 
     @classmethod
     def from_saved(
-        cls, saved: Mapping[str, OnlineRecommender], default_model: str, top_n: int = 20
+        cls, saved: Mapping[str, OnlineRecommender], default_model: str, top_n: int = 20, repeats: bool = False
     ) -> RecommendationPipeline:
         """Rebuild a pipeline from :meth:`all_models` as saved in a checkpoint."""
         saved = dict(saved)
         fallback = saved.pop(EXTRA_FALLBACK, None)
         if fallback is None:  # a configured model served it (checkpoints before the adaptive fallback: popularity)
             name = next((n for n in FALLBACK_MODELS if n in saved), DEFAULT_FALLBACK)
-            return cls(saved, default_model, top_n, name)
+            return cls(saved, default_model, top_n, name, repeats)
         if fallback.personalized:
             raise TypeError(
                 f"the saved fallback model is a {type(fallback).__name__}, which does not rank everyone alike"
             )
-        return cls(saved, default_model, top_n, fallback)
+        return cls(saved, default_model, top_n, fallback, repeats)
 
     def process(
         self,
@@ -275,7 +282,8 @@ class RecommendationPipeline:
         for name, model in self.models.items():
             started = time.perf_counter()
             if users:
-                lists[name] = _without(model.recommend(users, k=k, exclude=exclude or None), unavailable, self.top_n)
+                recs = model.recommend(users, k=k, exclude_seen=not self.repeats, exclude=exclude or None)
+                lists[name] = _without(recs, unavailable, self.top_n)
             spent[name] = (self._learn_time.get(name, 0.0), time.perf_counter() - started)
         fallback = _without(self.fallback_model.recommend(["*"], k=k, exclude_seen=False), unavailable, self.top_n)
         categories = self.category_lists(now, unavailable) if with_categories else None

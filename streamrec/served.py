@@ -50,6 +50,7 @@ class ServedLists(OnlineRecommender):
         seed: int = 0,
         cached: bool = False,
         top_n: int = 20,
+        exclude_seen: bool = True,
     ) -> None:
         if fallback is not None and fallback.personalized:
             raise ValueError(f"the fallback must rank every user alike (popularity), not {fallback.name}")
@@ -57,6 +58,7 @@ class ServedLists(OnlineRecommender):
         self.fallback = fallback if fallback is not None else AdaptivePopularity()
         self.cached = cached
         self.top_n = top_n
+        self.exclude_seen = exclude_seen  # the cached lists' setting (the worker's STREAMREC_REPEATS=off)
         self._lists: dict[str, list[str]] = {}
         super().__init__(seed=seed)
 
@@ -65,7 +67,7 @@ class ServedLists(OnlineRecommender):
         self.fallback.learn(batch)
         if self.cached:  # what the worker does after each batch: lists for the users it touched
             touched = list(dict.fromkeys(batch.users.tolist()))
-            self._lists.update(self.model.recommend(touched, self.top_n).as_dict())
+            self._lists.update(self.model.recommend(touched, self.top_n, exclude_seen=self.exclude_seen).as_dict())
 
     def add_items(self, items: Any, tags: Any = None, titles: Any = None) -> None:
         items = list(items)
@@ -107,7 +109,13 @@ class ServedLists(OnlineRecommender):
         return {"model": self.model.name, **self.model.get_params(), "fallback": self.fallback.name}
 
     def clone(self) -> ServedLists:
-        return ServedLists(self.model.clone(), self.fallback.clone(), cached=self.cached, top_n=self.top_n)
+        return ServedLists(
+            self.model.clone(),
+            self.fallback.clone(),
+            cached=self.cached,
+            top_n=self.top_n,
+            exclude_seen=self.exclude_seen,
+        )
 
     def save(self, path: Any) -> Any:
         """Save the wrapped model (the fallback is the worker's own fallback model)."""

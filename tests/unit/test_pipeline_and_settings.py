@@ -82,3 +82,16 @@ def test_settings_round_trip_through_environment() -> None:
     again = Settings.from_env(s.as_env())
     assert again.models == s.models and again.default_model == "isgd" and again.key_ttl == 60
     assert again.kafka_bootstrap_servers == "127.0.0.1:1"
+
+
+def test_repeats_let_lists_hold_seen_items_when_set() -> None:
+    events = [Interaction("u1", "a", 1.0), Interaction("u2", "a", 2.0), Interaction("u2", "b", 3.0)]
+    default = RecommendationPipeline.from_names(["itemknn"], default_model="itemknn", top_n=5)
+    repeats = RecommendationPipeline.from_names(["itemknn"], default_model="itemknn", top_n=5, repeats=True)
+    assert "a" not in default.process(events).lists["itemknn"].as_dict()["u1"]
+    assert "a" in repeats.process(events).lists["itemknn"].as_dict()["u1"]
+    assert Settings.from_env({}).repeats is False
+    on = Settings.from_env({"STREAMREC_REPEATS": "on"})
+    assert on.repeats and Settings.from_env(on.as_env()).repeats
+    with pytest.raises(ValueError, match="STREAMREC_REPEATS"):
+        Settings.from_env({"STREAMREC_REPEATS": "yes please"})
