@@ -6,13 +6,15 @@ development log per event (freshness 0) through one
 user without history, records whether each arm's top 10 holds the item and which
 arm was served. The served HR@10 equals ``streamrec backtest --models
 adaptive_popularity`` on the ``none`` history bucket; this script adds each arm's
-figure and how often each was chosen. Reads ``../shared/data`` (never committed).
+figure and how often each was chosen. Reads ``../shared/data`` (or
+``$STREAMREC_DATA_DIR``; never committed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,7 +23,8 @@ import numpy as np
 from models import Interactions
 from models.adaptive_popularity import AdaptivePopularity, _label
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: ``$STREAMREC_DATA_DIR`` when set, else ``../shared/data`` beside the project.
+DATA = Path(os.environ.get("STREAMREC_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def load(name: str, data: Path = DATA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
