@@ -259,16 +259,16 @@ class Hybrid(OnlineRecommender):
         self._cache.clear()
         for model in (*self._models, self._popularity):
             model.learn(batch)
-        self._item_events[: self.n_items] += np.bincount(i, minlength=self.n_items)
+        np.add.at(self._item_events, i, 1)  # the batch's items only: no pass over the catalogue
 
     def _score_members(self, u: np.ndarray, i: np.ndarray) -> None:
         """Update the members' decayed hit rates with the events ``(u, i)``, in order, before they learn them."""
         decay = 0.5 ** (1.0 / self.half_life)
-        warm = self._item_events[: self.n_items] > 0
+        events = self._item_events
         todo: list[tuple[int, int]] = []
         done: set[int] = set()
         for x, j in zip(u.tolist(), i.tolist(), strict=True):
-            if x not in done and self._seen[x] and j < len(warm) and warm[j] and j not in self._seen[x]:
+            if x not in done and self._seen[x] and j < len(events) and events[j] > 0 and j not in self._seen[x]:
                 todo.append((x, j))
             done.add(x)
         if not todo:
@@ -359,16 +359,16 @@ class Hybrid(OnlineRecommender):
 
     def _score_sparse(self, u: np.ndarray, want: list[int]) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Per user: the fused candidates (warm items), content for cold items, popularity for cold users."""
-        n = self.n_items
-        warm = self._item_events[:n] > 0
+        events = self._item_events
         out: list[tuple[np.ndarray, np.ndarray]] = []
         history = [x >= 0 and bool(self._seen[x]) for x in u.tolist()]
         users_with_history = u[np.asarray(history, dtype=bool)] if len(u) else u
         weights = self._member_weights(users_with_history) if len(users_with_history) else None
         content = None
-        cold_items = np.flatnonzero(~warm)
-        if self.content_weight > 0 and len(self.tag_index) and len(cold_items) and len(users_with_history):
-            content = self.content_weight * self._content(self._seen_matrix(users_with_history), cold_items)
+        if self.content_weight > 0 and len(self.tag_index) and len(users_with_history):  # items with tags exist
+            cold_items = np.flatnonzero(events[: self.n_items] == 0)
+            if len(cold_items):
+                content = self.content_weight * self._content(self._seen_matrix(users_with_history), cold_items)
         keep = len(u) <= _CACHE_USERS and self._exclude_seen
         if keep and self._cache_at != (self.n_learned, self.n_items):
             self._cache.clear()
@@ -390,7 +390,7 @@ class Hybrid(OnlineRecommender):
             for weight, rows in zip(weights[w].tolist(), lists, strict=True):
                 if weight == 0.0:
                     continue
-                rows = rows[warm[rows]]
+                rows = rows[events[rows] > 0]
                 gains = weight * (self.rrf_k + 1.0) / (self.rrf_k + np.arange(1, len(rows) + 1, dtype=np.float64))
                 for row, gain in zip(rows.tolist(), gains.tolist(), strict=True):
                     fused[row] = fused.get(row, 0.0) + gain
