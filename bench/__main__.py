@@ -25,7 +25,11 @@ Benchmarks, in order (each a module of this package with ``config(quick)``,
   to take the catalogue in, capacity against bare Faust, freshness at half capacity (``--live``);
 - ``control``: the filtered read (availability, a category, excluded items) against a plain
   ``GET`` at 10k reads/s, hide-to-gone latency over 1,000 hides at 2,000 events/s, and the
-  per-event quality of similar items beside popularity (``--live``).
+  per-event quality of similar items beside popularity (``--live``);
+- ``experiment_separation``: how many events an A/B split and a team-draft interleaving need to
+  separate the default model from popularity and from item-kNN, on the real logs when present;
+- ``live_eval``: the worker's drain rate with live quality (and an experiment) on against off,
+  alternating, medians (``--live``).
 
 Each benchmark writes ``<out>/<name>.json`` (its figures, configuration and
 the machine); then ``<out>/results.md`` is rebuilt from every JSON file in
@@ -60,6 +64,8 @@ BENCHMARKS: dict[str, str] = {
     "soak": "Soak under chaos: workers killed, stopped and started while events flow",
     "catalogue_live": "Catalogue scale, live: one worker with 10,000 to 1,000,000 catalogue items",
     "control": "Controlling what is served: filtered reads, hide to gone, similar items",
+    "live_eval": "Live evaluation: the worker's throughput with live quality on against off",
+    "experiment_separation": "Experiments: events an A/B split and an interleaving need to separate two models",
 }
 LIVE_MODULE = "bench.live"
 
@@ -146,7 +152,7 @@ def write_report(out: Path, live_requested: bool = False) -> Path:
     for name in BENCHMARKS:
         if name in docs:
             lines.append(_section(docs[name]))
-        elif name in ("live", "scaleout", "soak", "catalogue_live", "control"):
+        elif name in ("live", "scaleout", "soak", "catalogue_live", "control", "live_eval"):
             why = (
                 "run `python -m bench --live` (it starts a Kafka broker)"
                 if _live_available()
@@ -175,7 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     limit_torch_threads()  # as the worker and the backtest do: torch's default pool fights the other work
     out = args.out or (REPO_ROOT / "bench" / "results" / ("quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
-    with_services = ("live", "scaleout", "soak", "catalogue_live", "control")  # they start a broker: only with --live
+    with_services = (
+        "live",
+        "scaleout",
+        "soak",
+        "catalogue_live",
+        "control",
+        "live_eval",
+    )  # they start a broker: only with --live
     everything = [n for n in BENCHMARKS if n not in with_services] + (list(with_services) if args.live else [])
     names = [args.only] if args.only else everything
     if "live" in names and not _live_available():

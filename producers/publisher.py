@@ -20,6 +20,7 @@ TOPIC_OF_KIND = {
     "item": "items",
     "forget": "forget",
     "exclusion": "exclusions",
+    "exposure": "exposures",
 }
 
 

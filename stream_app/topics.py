@@ -15,6 +15,7 @@ KIND_BY_TOPIC: dict[str, str] = {
     settings.topic("items"): "item",
     settings.topic("forget"): "forget",
     settings.topic("exclusions"): "exclusion",
+    settings.topic("exposures"): "exposure",
 }
 
 #: Topics keyed by user, partitioned alike: a worker owns the users of its partitions.

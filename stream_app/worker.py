@@ -36,7 +36,19 @@ from typing import Any
 from stream_app.shared import CatalogueFollower, SharedState
 from streamrec.admission import DUPLICATE, Admission
 from streamrec.checkpoint import CheckpointStore, Offsets
-from streamrec.events import Exclusion, ForgetUser, Interaction, InvalidEvent, ItemUpdate, Rating, decode
+from streamrec.events import (
+    Exclusion,
+    Exposure,
+    ForgetUser,
+    Interaction,
+    InvalidEvent,
+    ItemUpdate,
+    Rating,
+    decode,
+)
+from streamrec.experiments import Experiment
+from streamrec.exposures import ExposureJoin
+from streamrec.live_quality import LiveQuality
 from streamrec.metrics import WorkerMetrics, WorkerState
 from streamrec.pipeline import RecommendationPipeline
 from streamrec.serving.availability import hidden_until
@@ -123,6 +135,16 @@ class StreamWorker:
         self._categories_at = float("-inf")
         self._categories_sent: dict[str, list[str]] = {}  # category -> the items last written
         self._global_due = False  # an item came back: the fallback and category lists are recomputed soon
+        self.experiment = Experiment.parse(settings.experiment) if settings.experiment else None
+        live = exposures = None
+        if settings.live_ks:
+            live = LiveQuality(list(self.pipeline.models), settings.live_ks, settings.live_users, self.experiment)
+            exposures = ExposureJoin(settings.exposure_window, settings.live_users)
+        self.pipeline.use(live, self.experiment, exposures)
+        #: live quality counts not yet in Redis, per wall-clock minute (``{prefix}:quality:<minute>``)
+        self._quality: dict[int, Counter[str]] = {}
+        #: users seen per variant since the last write (``PFADD`` to the experiment's HyperLogLogs)
+        self._variant_users: dict[str, set[str]] = {}
         if settings.max_users or settings.max_items:
             for model in self.pipeline.all_models().values():
                 model.set_capacity(settings.max_users, settings.max_items)
@@ -395,6 +417,7 @@ class StreamWorker:
         self.counters["events_received"] += len(events)
         self.counters["events_accepted"] += catalogue
         refused: list[tuple[Any, str]] = []
+        await self._restore_served(decoded_events)
         # shielded: if the agent is cancelled (the worker stops), the batch still finishes learning and records its
         # offsets; otherwise the lock would be released while a thread still learns, and a commit could write
         # increments whose offsets it does not write
@@ -420,11 +443,16 @@ class StreamWorker:
                 self._controls.similar.update(out.similar_docs(now))
                 for doc, is_default in out.rec_lists(self.settings.default_model, now):
                     self._pending[(doc.model, doc.user_id)] = (doc, is_default)
+                if out.quality:
+                    self._quality.setdefault(int(now // 60), Counter()).update(out.quality)
+                    self.metrics.observe_quality(out.quality)
+                for user, (variant, _) in out.served_as.items():
+                    self._variant_users.setdefault(variant, set()).add(user)
                 self._pending_fallback = out.fallback_list(now) or self._pending_fallback
                 self._pending_ingest.extend(t for t in ingest if t is not None)
                 for user in out.forgotten:
                     self._pending_forget.add(user)
-                    for model in self.settings.models:
+                    for model in self._list_names():
                         self._pending.pop((model, user), None)
                     self.counters["users_forgotten"] += 1
                 if len(self._pending_ingest) > self.settings.freshness_cap:  # Redis away for long
@@ -477,6 +505,12 @@ class StreamWorker:
                 if isinstance(decoded, Exclusion):  # not feedback: no admission, no model learns it
                     self._exclude(decoded)
                     notes.append((decoded.user_id, msg.partition, False))
+                    continue
+                if isinstance(decoded, Exposure):  # what was shown: joined with later events, never learned
+                    self.counters["exposures"] += 1
+                    good.append(decoded)
+                    ingest.append(None)  # no list is written for it: no freshness sample
+                    sources.append(msg)
                     continue
                 admitted = self.admission.admit(decoded, now=now, arrival=msg.timestamp)
                 if isinstance(admitted, str):
@@ -611,6 +645,7 @@ class StreamWorker:
                 and not self._pending_forget
                 and not self._controls
                 and not self._tag_updates
+                and not self._quality
             ):
                 return True
             controls, self._controls = self._controls, ControlWrites()
@@ -623,7 +658,7 @@ class StreamWorker:
                 self._redis_ok = False
                 log.warning("Redis read of item tags failed (%s); catalogue changes pending", type(exc).__name__)
                 return False
-            forget = {user: list(self.settings.models) for user in self._pending_forget}
+            forget = {user: self._list_names() for user in self._pending_forget}
             lists = list(self._pending.values())
             counters = dict(self.counters)
             meta = None
@@ -639,6 +674,11 @@ class StreamWorker:
             fallback = self._pending_fallback
             if fallback is not None and time.monotonic() - self._fallback_written < FALLBACK_EVERY and not final:
                 fallback = None
+            quality, self._quality = self._quality, {}  # merged back if the write fails
+            variant_users, self._variant_users = self._variant_users, {}
+            experiment = None
+            if self.experiment is not None and variant_users:
+                experiment = (self.experiment.name, {v: sorted(u) for v, u in variant_users.items()})
             ingest = list(self._pending_ingest)  # snapshot: handle() may append while we await
             offsets = {(t, p): o for t, parts in self.applied.items() for p, o in parts.items()}
             written_at = time.time()
@@ -654,10 +694,16 @@ class StreamWorker:
                     forget,
                     offsets=offsets,
                     controls=controls,
+                    quality=quality,
+                    experiment=experiment,
                 )
             except REDIS_ERRORS as exc:
                 controls.merge(self._controls)  # written again with the next flush; newer changes win
                 self._controls = controls
+                for minute, counts in quality.items():
+                    self._quality.setdefault(minute, Counter()).update(counts)
+                for variant, users in variant_users.items():
+                    self._variant_users.setdefault(variant, set()).update(users)
                 self.counters["redis_errors"] += 1
                 self.metrics.observe_redis_error()
                 self._redis_ok = False
@@ -683,6 +729,35 @@ class StreamWorker:
                 self._fallback_written = time.monotonic()
             self._backoff = 0.1
             return True
+
+    async def _restore_served(self, decoded_events: Sequence[tuple[Any, Any]]) -> None:
+        """Live quality: read from Redis the lists last served to users whose lists this worker does not hold.
+
+        Users whose partition moved here were served by another worker; their next event is scored
+        against the lists that worker wrote (one pipeline per batch, for those users only).
+        """
+        live = self.pipeline.live
+        if live is None:
+            return
+        default = self.pipeline.models[self.settings.default_model]
+        users = [e.user_id for _, e in decoded_events if isinstance(e, Interaction | Rating)]
+        missing = live.missing(users, default.has_history)
+        if not missing and live.has_fallback:
+            return
+        try:
+            lists, fallback = await self.sink.read_lists(missing, list(live.models))
+        except REDIS_ERRORS as exc:  # scored as unknown; the lists come with the next batches
+            log.debug("reading served lists failed (%s)", type(exc).__name__)
+            return
+        live.restore(lists, lambda u: len(default.seen_items(u)), fallback)
+        self.counters["live_lists_read"] += len(lists)
+
+    def _list_names(self) -> list[str]:
+        """The names of the lists written per user: every model's, and each interleaved variant's."""
+        names = list(self.settings.models)
+        if self.experiment is not None:
+            names += [v.name for v in self.experiment.variants if v.interleaved]
+        return names
 
     def alive(self) -> bool:
         """Whether the background task (Redis retries, idle checkpoints) still runs (liveness)."""

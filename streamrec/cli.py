@@ -198,6 +198,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from streamrec.experiment_report import experiment_report, format_report
+    from streamrec.experiments import Experiment
+
+    text = args.experiment or _settings().experiment
+    if not text:
+        print("no experiment: set STREAMREC_EXPERIMENT (or pass --experiment) as the worker has it", file=sys.stderr)
+        return 2
+    experiment = Experiment.parse(text)
+    client = _client()
+    try:
+        counts = client.quality(args.minutes)
+        users = client.variant_users(experiment.name, [v.name for v in experiment.variants])
+    finally:
+        client.close()
+    report = experiment_report(experiment, counts, users, k=args.k)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 # -- demo -----------------------------------------------------------------------------
 
 
@@ -332,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="consumer lag, worker counters and freshness percentiles (Kafka and Redis)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("experiment", help="an A/B or interleaving experiment's report, per variant (from Redis)")
+    p.add_argument("--experiment", default=None, help="the experiment as STREAMREC_EXPERIMENT writes it (default: it)")
+    p.add_argument("--minutes", type=int, default=None, help="only the last N minutes (default: everything)")
+    p.add_argument("--k", type=int, default=10, help="HR@K cut-off (one of STREAMREC_LIVE_KS)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser(
         "replay", help="live backtest: publish a log through Kafka and the worker, score what Redis served"

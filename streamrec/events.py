@@ -54,6 +54,7 @@ __all__ = [
     "KINDS",
     "Event",
     "Exclusion",
+    "Exposure",
     "ForgetUser",
     "Interaction",
     "InvalidEvent",
@@ -73,8 +74,8 @@ EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 FEEDBACK_TYPES = ("not_interested",)
 #: Implicit strength of each event type (a rating counts as 1).
 EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0, "rating": 1.0}
-Kind = Literal["interaction", "rating", "item", "forget", "exclusion"]
-KINDS: tuple[Kind, ...] = ("interaction", "rating", "item", "forget", "exclusion")
+Kind = Literal["interaction", "rating", "item", "forget", "exclusion", "exposure"]
+KINDS: tuple[Kind, ...] = ("interaction", "rating", "item", "forget", "exclusion", "exposure")
 
 
 class InvalidEvent(ValueError):
@@ -201,7 +202,31 @@ class ForgetUser:
         return self.user_id
 
 
-Event = Interaction | Rating | ItemUpdate | ForgetUser | Exclusion
+@dataclass(frozen=True)
+class Exposure:
+    """What an application showed a user: ``item_ids`` in the order shown, the first at ``first_position``.
+
+    ``variant`` is the experiment's variant the list came from (a read's ``variant``); ``exposure_id``,
+    when given, makes a repeated record count once. No model learns from it: the worker joins the
+    user's later events with it (:mod:`streamrec.exposures`).
+    """
+
+    user_id: str
+    item_ids: tuple[str, ...]
+    timestamp: float
+    variant: str | None = None
+    first_position: int = 0
+    exposure_id: str | None = None
+    kind: Kind = field(default="exposure", init=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.user_id
+
+
+Event = Interaction | Rating | ItemUpdate | ForgetUser | Exclusion | Exposure
+#: Most items one exposure record may carry.
+MAX_EXPOSED_ITEMS = 500
 #: Actions of an :class:`Exclusion`.
 EXCLUSION_ACTIONS = ("add", "remove")
 
@@ -350,6 +375,23 @@ def event_from_dict(obj: Any, kind: Kind, limits: Limits = DEFAULT_LIMITS) -> Ev
         )
     if kind == "forget":
         return ForgetUser(user_id=_id(obj, "user_id", limits), timestamp=_timestamp(obj, limits))
+    if kind == "exposure":
+        items = obj.get("item_ids")
+        if not isinstance(items, list) or not items:
+            raise InvalidEvent("item_ids: must be a non-empty list of the ids shown, in order")
+        if len(items) > MAX_EXPOSED_ITEMS:
+            raise InvalidEvent(f"item_ids: {len(items)} ids, more than the limit of {MAX_EXPOSED_ITEMS}")
+        first = obj.get("first_position", 0)
+        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+            raise InvalidEvent(f"first_position: must be an integer >= 0, got {first!r}"[:200])
+        return Exposure(
+            user_id=_id(obj, "user_id", limits),
+            item_ids=tuple(_id({"item_ids[]": v}, "item_ids[]", limits) for v in items),
+            timestamp=_timestamp(obj, limits),
+            variant=_optional_id(obj, "variant", limits),
+            first_position=first,
+            exposure_id=_optional_id(obj, "exposure_id", limits),
+        )
     raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
 
 
@@ -413,7 +455,7 @@ def encode(event: Event) -> bytes:
     obj = {k: v for k, v in asdict(event).items() if v is not None}
     if isinstance(event, ItemUpdate):
         obj["tags"] = list(event.tags)
-    if isinstance(event, Exclusion):
+    if isinstance(event, Exclusion | Exposure):
         obj["item_ids"] = list(event.item_ids)
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
 

@@ -126,6 +126,40 @@ class WorkerMetrics:
             registry=r,
         )
         self.up = Gauge("streamrec_up", "1 while the worker's agent runs", registry=r)
+        self.live_scored = Counter(
+            "streamrec_live_scored",
+            "Events scored against the list last served to their user, by list (model or variant) and history",
+            ["list", "history"],
+            registry=r,
+        )
+        self.live_hits = Counter(
+            "streamrec_live_hits",
+            "Scored events whose item was in the first k items of the list last served",
+            ["list", "history", "k"],
+            registry=r,
+        )
+        self.live_rr = Counter(
+            "streamrec_live_reciprocal_rank",
+            "Sum of 1/(rank+1) of scored events' items in the list last served (MRR = this / scored)",
+            ["list", "history"],
+            registry=r,
+        )
+        self.live_unknown = Counter(
+            "streamrec_live_unknown", "Events not scored: the user's lists are not held by this worker", ["list"],
+            registry=r,
+        )  # fmt: skip
+        self.exposures = Counter(
+            "streamrec_exposures",
+            "Exposures recorded by applications, and those followed by a click or a purchase of a shown item",
+            ["variant", "outcome"],
+            registry=r,
+        )
+        self.interleaving_wins = Counter(
+            "streamrec_interleaving_wins",
+            "Events on an interleaved list's item, credited to the model that contributed it",
+            ["variant", "model"],
+            registry=r,
+        )
         for outcome in ("received", "accepted", "deadlettered", "skipped"):
             self.events.labels(outcome)  # present (at 0) from the first scrape
         for outcome in ("ok", "failed"):
@@ -158,6 +192,26 @@ class WorkerMetrics:
         """Seconds one model spent on a micro-batch."""
         self.model_seconds.labels(model, "learn").observe(learn_seconds)
         self.model_seconds.labels(model, "recommend").observe(recommend_seconds)
+
+    def observe_quality(self, counts: Mapping[str, float]) -> None:
+        """Add a batch's live quality counts (``"list|history|field"``, :mod:`streamrec.live_quality`)."""
+        for name, value in counts.items():
+            try:
+                list_name, history, what = name.split("|")
+            except ValueError:
+                continue
+            if what == "scored":
+                self.live_scored.labels(list_name, history).inc(value)
+            elif what.startswith("hit@"):
+                self.live_hits.labels(list_name, history, what[4:]).inc(value)
+            elif what == "rr":
+                self.live_rr.labels(list_name, history).inc(value)
+            elif what == "unknown":
+                self.live_unknown.labels(list_name).inc(value)
+            elif what.startswith("win:"):
+                self.interleaving_wins.labels(list_name.removeprefix("exp:"), what[4:]).inc(value)
+            elif list_name.startswith("shown:") and what in ("exposures", "clicked", "converted"):
+                self.exposures.labels(list_name.removeprefix("shown:"), what).inc(value)
 
     def observe_deadlettered(self, n: int = 1) -> None:
         self.events.labels("deadlettered").inc(n)

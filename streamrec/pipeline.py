@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,9 @@ from models import OnlineRecommender, Recommendations
 from models.adaptive_popularity import AdaptivePopularity
 from models.popularity import Popularity
 from streamrec.events import Event, ForgetUser, Interaction, ItemUpdate, Rating, to_interactions
+from streamrec.experiments import Experiment, team_draft
+from streamrec.exposures import ExposureJoin
+from streamrec.live_quality import LiveQuality
 from streamrec.serving.availability import CatalogueControl, UserExclusions
 from streamrec.serving.similar import gives_similar_items, similar_items
 from streamrec.store import RecList
@@ -49,6 +53,11 @@ def _without(recs: Recommendations, unavailable: set[str], k: int) -> Recommenda
         [[scores[j] for j in keep] for scores, keep in zip(recs.scores, keep_all, strict=True)],
         None if reasons is None else [[r[j] for j in keep] for r, keep in zip(reasons, keep_all, strict=True)],
     )
+
+
+def _seed(user: str, batch: int) -> int:
+    """The coin of an interleaved list: a new one at every batch, the same on every replay of the same batches."""
+    return zlib.crc32(f"{batch}:{user}".encode())
 
 
 #: The model whose list users without history get, unless ``STREAMREC_FALLBACK`` names another:
@@ -84,6 +93,10 @@ class BatchOutput:
     similar: dict[str, tuple[list[str], list[float]]] | None = None
     #: The model the similar items come from
     similar_model: str | None = None
+    #: Live quality of the lists served before this batch, scored with its events (:mod:`streamrec.live_quality`)
+    quality: dict[str, float] = field(default_factory=dict)
+    #: With an experiment: user -> (variant, the list its plain key serves: a model's, or the variant's own)
+    served_as: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def _tags(self, items: Sequence[str]) -> list[list[str]]:
         get = self.item_tags.get
@@ -93,9 +106,11 @@ class BatchOutput:
         """The lists as Redis documents, paired with whether they are the default model's."""
         now = time.time() if computed_at is None else computed_at
         out: list[tuple[RecList, bool]] = []
+        served_as = self.served_as
         for model_name, recs in self.lists.items():
             reasons = recs.reasons
             for n, user in enumerate(recs.users):
+                variant, plain = served_as.get(user, (None, default_model))
                 doc = RecList(
                     user_id=user,
                     model=model_name,
@@ -106,8 +121,9 @@ class BatchOutput:
                     ingest_ts=self.ingest_ts.get(user),
                     reasons=reasons[n] if reasons is not None else None,
                     tags=self._tags(recs.items[n]),
+                    variant=variant if model_name == plain else None,
                 )
-                out.append((doc, model_name == default_model))
+                out.append((doc, model_name == plain))
         return out
 
     def similar_docs(self, computed_at: float | None = None) -> dict[str, RecList]:
@@ -172,6 +188,9 @@ class RecommendationPipeline:
         default_model: str,
         top_n: int = 20,
         fallback: OnlineRecommender | str = DEFAULT_FALLBACK,
+        live: LiveQuality | None = None,
+        experiment: Experiment | None = None,
+        exposures: ExposureJoin | None = None,
         repeats: bool = False,
     ) -> None:
         if default_model not in models:
@@ -181,6 +200,14 @@ class RecommendationPipeline:
         self.top_n = top_n
         self.repeats = repeats
         self._learn_time: dict[str, float] = {}
+        #: scores every event against the lists served before it, per model (None: live evaluation off)
+        self.live = live
+        #: splits users between variants: their plain key serves their variant's list
+        self.experiment = experiment
+        #: joins exposures with the users' later events (None: exposures are counted nowhere)
+        self.exposures = exposures
+        self._batches = 0
+        self.use(live, experiment, exposures)
         #: availability and tags of the catalogue's items (followed from catalogue updates)
         self.control = CatalogueControl()
         #: items never to put in a user's lists (their "not interested" and excluded items)
@@ -214,7 +241,20 @@ class RecommendationPipeline:
         params = params or {}
         created = {n: models.create(n, **dict(params.get(n, {}))) for n in names}
         fallback_model = created.get(fallback) or models.create(fallback, **dict(params.get(fallback, {})))
-        return cls(created, default_model, top_n, fallback_model, repeats)
+        return cls(created, default_model, top_n, fallback_model, repeats=repeats)
+
+    def use(
+        self,
+        live: LiveQuality | None = None,
+        experiment: Experiment | None = None,
+        exposures: ExposureJoin | None = None,
+    ) -> None:
+        """Turn on live evaluation, an experiment and the exposure join (after a pipeline is restored)."""
+        if experiment is not None:
+            missing = [m for m in experiment.models if m not in self.models]
+            if missing:
+                raise ValueError(f"experiment {experiment.name!r} uses models that are not configured: {missing}")
+        self.live, self.experiment, self.exposures = live, experiment, exposures
 
     def all_models(self) -> dict[str, OnlineRecommender]:
         """Every model that learns, including an extra fallback model."""
@@ -232,12 +272,12 @@ class RecommendationPipeline:
         fallback = saved.pop(EXTRA_FALLBACK, None)
         if fallback is None:  # a configured model served it (checkpoints before the adaptive fallback: popularity)
             name = next((n for n in FALLBACK_MODELS if n in saved), DEFAULT_FALLBACK)
-            return cls(saved, default_model, top_n, name, repeats)
+            return cls(saved, default_model, top_n, name, repeats=repeats)
         if fallback.personalized:
             raise TypeError(
                 f"the saved fallback model is a {type(fallback).__name__}, which does not rank everyone alike"
             )
-        return cls(saved, default_model, top_n, fallback, repeats)
+        return cls(saved, default_model, top_n, fallback, repeats=repeats)
 
     def process(
         self,
@@ -255,6 +295,20 @@ class RecommendationPipeline:
         events before it are forgotten, events after it start afresh.
         """
         t0 = time.perf_counter()
+        quality = {}
+        if self.live is not None:  # before anything is learned: the lists as they were served
+            quality = self.live.score(events, self.models[self.default_model].has_history)
+        if self.exposures is not None:
+            default = self.models[self.default_model]
+            experiment = self.experiment
+            quality.update(
+                self.exposures.observe(
+                    events,
+                    default.has_history,
+                    default.item_index.__contains__,
+                    (lambda u: experiment.assign(u).name) if experiment is not None else None,
+                )
+            )
         self._learn_time = dict.fromkeys(self.all_models(), 0.0)
         event_ts: dict[str, float] = {}
         newest_ingest: dict[str, float] = {}
@@ -288,7 +342,12 @@ class RecommendationPipeline:
         fallback = _without(self.fallback_model.recommend(["*"], k=k, exclude_seen=False), unavailable, self.top_n)
         categories = self.category_lists(now, unavailable) if with_categories else None
         similar = self.similar_lists(unavailable) if with_similar else None
+        served_as: dict[str, tuple[str, str]] = {}
+        if self.experiment is not None and users:
+            served_as = self._serve_variants(users, lists)
         item_tags = self._tags_of([*lists.values(), fallback, *(categories or {}).values()], similar)
+        if self.live is not None:
+            self.live.served(lists, fallback.items[0])
         t2 = time.perf_counter()
         return BatchOutput(
             users=users,
@@ -305,7 +364,38 @@ class RecommendationPipeline:
             categories=categories,
             similar=similar,
             similar_model=self.similar_model,
+            quality=quality,
+            served_as=served_as,
         )
+
+    def _serve_variants(self, users: Sequence[str], lists: dict[str, Recommendations]) -> dict[str, tuple[str, str]]:
+        """Assign ``users`` to the experiment's variants; add each interleaved variant's lists to ``lists``."""
+        assert self.experiment is not None
+        served_as: dict[str, tuple[str, str]] = {}
+        interleaved: dict[str, list[str]] = {}
+        self._batches += 1
+        for user in users:
+            variant = self.experiment.assign(user)
+            if variant.interleaved:
+                interleaved.setdefault(variant.name, []).append(user)
+                served_as[user] = (variant.name, variant.name)
+            else:
+                served_as[user] = (variant.name, variant.models[0])
+        teams: dict[str, dict[str, list[int]]] = {}
+        for name, members in interleaved.items():
+            a, b = next(v for v in self.experiment.variants if v.name == name).models
+            first, second = lists[a].as_dict(), lists[b].as_dict()
+            rows = [
+                team_draft(first.get(u, []), second.get(u, []), self.top_n, seed=_seed(u, self._batches))
+                for u in members
+            ]
+            lists[name] = Recommendations(
+                members, [items for items, _ in rows], [[float(-j) for j in range(len(items))] for items, _ in rows]
+            )
+            teams[name] = {u: t for u, (_, t) in zip(members, rows, strict=True)}
+        if self.live is not None and teams:
+            self.live.teams_served(teams)
+        return served_as
 
     def _tags_of(
         self, recs: Sequence[Recommendations], similar: Mapping[str, tuple[list[str], list[float]]] | None = None
@@ -435,5 +525,9 @@ class RecommendationPipeline:
     def forget_user(self, user_id: str) -> None:
         """Remove ``user_id`` from every model (privacy requests)."""
         self.user_exclusions.forget_user(user_id)
+        if self.live is not None:
+            self.live.forget(user_id)
+        if self.exposures is not None:
+            self.exposures.forget(user_id)
         for model in self.all_models().values():
             model.forget_user(user_id)

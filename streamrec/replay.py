@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from producers.publisher import EventPublisher
 from streamrec.events import Event, Interaction, ItemUpdate, Rating
+from streamrec.live_quality import summarise
 from streamrec.served import ServedLists
 from streamrec.settings import Settings
 from streamrec.store import RecsClient
@@ -69,6 +70,8 @@ class ReplayResult:
     freshness_samples: int
     worker_stats: dict[str, float]
     offline: dict[str, Any] | None = None
+    #: the worker's own live quality of ``model`` (:mod:`streamrec.live_quality`), every event, no warm-up
+    live_quality: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     per_event: dict[str, list[int]] = field(default_factory=dict, repr=False)
     #: when each interaction or rating was handed to the producer (epoch seconds), in log order
@@ -116,6 +119,12 @@ class ReplayResult:
             else f"| {self.model} | {self.events:,} | {self.hit_rate:.4f} | {self.ndcg:.4f} | - | "
             f"{f['p50']:.1f} / {f['p95']:.1f} / {f['p99']:.1f} | {self.events / self.total_seconds:,.0f} |",
         ]
+        q = self.live_quality
+        if q is not None and f"HR@{self.k}" in q:
+            lines.append(
+                f"\nThe worker's own live evaluation (every event against the list it last wrote, before learning "
+                f"it; {q['scored']:,.0f} events, no warm-up): HR@{self.k} {q[f'HR@{self.k}']:.4f}, MRR {q['MRR']:.4f}."
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -195,6 +204,7 @@ def run_replay(
         stats = worker.wait_processed(len(catalogue) + len(acts), timeout)
         total_seconds = time.perf_counter() - start
         freshness = client.freshness()[-len(acts) :] if acts else []
+        quality = summarise(client.quality(), settings.live_ks).get(model, {}).get("all") if settings.live_ks else None
     finally:
         worker.stop()
         client.close()
@@ -214,6 +224,7 @@ def run_replay(
         freshness_mean_ms=float(np.mean(freshness) * 1000.0) if len(freshness) else float("nan"),
         freshness_samples=len(freshness),
         worker_stats=stats,
+        live_quality=quality,
         per_event={"hit": hit_flags, "fallback": fallback_flags},
         publish_times=publish_times,
         config={

@@ -38,6 +38,16 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _live_ks(value: str) -> tuple[int, ...]:
+    """``STREAMREC_LIVE_KS``: comma-separated cut-offs, or ``off``/``0``/empty to turn live evaluation off."""
+    if value.strip().lower() in ("", "off", "0", "none", "false"):
+        return ()
+    ks = tuple(sorted({int(v) for v in _split(value)}))
+    if min(ks) < 1:
+        raise ValueError(f"STREAMREC_LIVE_KS={value!r}: cut-offs must be positive")
+    return ks
+
+
 #: The worker's models unless ``STREAMREC_MODELS`` says otherwise: the per-event backtests'
 #: best model that runs at the live rate and shares its state (``sasrec``), item-kNN beside it
 #: (exact when scaled out, and the reasons "because you interacted with X"), and popularity,
@@ -82,6 +92,10 @@ class Settings:
     user_rate_limit: tuple[int, float] | None = None  # (events, seconds) per user, beyond: dead-lettered
     event_id_window: float = 86_400.0  # seconds an event id is remembered after the user's newest event
     event_ids_per_user: int = 1000  # event ids remembered per user at most
+    live_ks: tuple[int, ...] = (10, 20)  # live quality: HR@K cut-offs (empty: live evaluation off)
+    live_users: int = 200_000  # live quality: users whose served lists a worker remembers
+    exposure_window: float = 1800.0  # seconds after an exposure in which a user's event on a shown item counts
+    experiment: str | None = None  # an A/B experiment: "name: variant=model weight, ..." (streamrec.experiments)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -135,6 +149,10 @@ class Settings:
             user_rate_limit=_rate(env.get("STREAMREC_USER_RATE_LIMIT", "")),
             event_id_window=float(env.get("STREAMREC_EVENT_ID_WINDOW", "86400")),
             event_ids_per_user=int(env.get("STREAMREC_EVENT_IDS_PER_USER", "1000")),
+            live_ks=_live_ks(env.get("STREAMREC_LIVE_KS", "10,20")),
+            live_users=int(env.get("STREAMREC_LIVE_USERS", "200000")),
+            experiment=env.get("STREAMREC_EXPERIMENT") or None,
+            exposure_window=float(env.get("STREAMREC_EXPOSURE_WINDOW", "1800")),
         )
 
     def with_services(self, kafka_bootstrap_servers: str, redis_url: str) -> Settings:
@@ -208,6 +226,11 @@ class Settings:
             env["STREAMREC_USER_RATE_LIMIT"] = f"{self.user_rate_limit[0]}/{self.user_rate_limit[1]}"
         env["STREAMREC_EVENT_ID_WINDOW"] = str(self.event_id_window)
         env["STREAMREC_EVENT_IDS_PER_USER"] = str(self.event_ids_per_user)
+        env["STREAMREC_LIVE_KS"] = ",".join(map(str, self.live_ks)) or "off"
+        env["STREAMREC_LIVE_USERS"] = str(self.live_users)
+        env["STREAMREC_EXPOSURE_WINDOW"] = str(self.exposure_window)
+        if self.experiment:
+            env["STREAMREC_EXPERIMENT"] = self.experiment
         if self.metrics_port is not None:
             env["STREAMREC_METRICS_PORT"] = str(self.metrics_port)
             env["STREAMREC_METRICS_HOST"] = self.metrics_host

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from streamrec.live_quality import summarise
 from streamrec.settings import Settings
 from streamrec.store import RecsClient
 
@@ -39,7 +40,9 @@ __all__ = [
     "wait_committed",
 ]
 
-CONSUMED_KINDS = ("interactions", "ratings", "items", "forget", "exclusions")
+CONSUMED_KINDS = ("interactions", "ratings", "items", "forget", "exclusions", "exposures")
+#: The windows of live quality ``streamrec status`` shows: (label, minutes; None for everything so far).
+QUALITY_WINDOWS: tuple[tuple[str, int | None], ...] = (("5m", 5), ("1h", 60), ("1d", 1440), ("all", None))
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class Status:
     counters: dict[str, float]
     freshness: dict[str, float]
     meta: dict[str, str] = field(default_factory=dict)
+    #: live quality counts of every worker per window (``5m``, ``1h``, ``1d``, ``all``), see :mod:`streamrec.live_quality`
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def total_lag(self) -> int:
@@ -90,6 +95,7 @@ class Status:
             "counters": self.counters,
             "freshness": self.freshness,
             "meta": self.meta,
+            "live_quality": {window: summarise(counts, _ks(counts)) for window, counts in self.quality.items()},
         }
 
 
@@ -168,13 +174,40 @@ def collect_status(settings: Settings) -> Status:
         counters = client.stats()
         freshness = percentiles(client.freshness())
         meta = client.meta()
+        quality = {label: client.quality(minutes) for label, minutes in QUALITY_WINDOWS}
     finally:
         client.close()
     partitions = [
         PartitionLag(topic, partition, end, processed.get((topic, partition)), committed.get((topic, partition)))
         for (topic, partition), end in sorted(ends.items())
     ]
-    return Status(settings.app_id, partitions, counters, freshness, meta)
+    return Status(settings.app_id, partitions, counters, freshness, meta, quality)
+
+
+def _ks(counts: dict[str, float]) -> list[int]:
+    """The HR@K cut-offs present in live quality counts."""
+    return sorted({int(name.rsplit("hit@", 1)[1]) for name in counts if "|hit@" in name})
+
+
+def format_quality(windows: dict[str, dict[str, float]]) -> list[str]:
+    """Lines of the live quality table: per list (model or variant), HR@K and MRR in each window."""
+    if not any(windows.values()):
+        return ["live quality: nothing scored yet"]
+    ks = _ks(windows.get("all") or next(c for c in windows.values() if c))
+    k = ks[0] if ks else 10
+    summaries = {label: summarise(counts, ks) for label, counts in windows.items()}
+    lists = sorted({name for s in summaries.values() for name in s}, key=lambda n: (n.startswith("exp:"), n))
+    lines = [f"live quality (every event against the list last served to its user): HR@{k} / MRR, events scored"]
+    lines.append(f"  {'list':<22}" + "".join(f" {label:>24}" for label in summaries))
+    for name in lists:
+        cells = []
+        for summary in summaries.values():
+            figures = summary.get(name, {}).get("all")
+            cells.append(
+                f"{figures[f'HR@{k}']:.4f} / {figures['MRR']:.4f} ({figures['scored']:,.0f})" if figures else "-"
+            )
+        lines.append(f"  {name:<22}" + "".join(f" {cell:>24}" for cell in cells))
+    return lines
 
 
 def format_status(status: Status, now: float | None = None) -> str:
@@ -209,6 +242,8 @@ def format_status(status: Status, now: float | None = None) -> str:
         )
     else:
         lines.append("freshness: no samples yet")
+    if status.quality:
+        lines.extend(format_quality(status.quality))
     lines.append(f"consumer lag: {status.total_lag:,} messages (group {status.app_id}; c. = committed)")
     header = f"  {'topic':<32} {'part':>4} {'end':>10} {'processed':>10} {'lag':>8} {'committed':>10} {'c. lag':>8}"
     lines.append(header)

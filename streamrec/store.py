@@ -161,6 +161,8 @@ def split_tags(joined: str) -> list[str]:
 
 #: Number of user buckets (hash tags), hence of fallback copies.
 BUCKETS = 64
+#: Seconds a minute's live quality counts are kept (the longest window ``streamrec status`` shows is a day).
+QUALITY_KEEP = 2 * 86_400
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,14 @@ class KeyLayout:
     def stats_key(self) -> str:
         return f"{self.prefix}:stats"
 
+    def quality_key(self, minute: int | None = None) -> str:
+        """Live quality counts: the running totals, or those of one wall-clock minute (``int(time // 60)``)."""
+        return f"{self.prefix}:quality" if minute is None else f"{self.prefix}:quality:{minute}"
+
+    def variant_users_key(self, experiment: str, variant: str) -> str:
+        """The HyperLogLog of the users an experiment's variant served."""
+        return f"{self.prefix}:experiment:{experiment}:users:{variant}"
+
     def meta_key(self) -> str:
         return f"{self.prefix}:meta"
 
@@ -267,6 +277,8 @@ class RecList:
     tags: list[list[str]] | None = None
     #: items a read took from a filler list (the fallback or category lists) to reach ``k``
     filled: int = 0
+    #: the experiment's variant this list serves (:mod:`streamrec.experiments`), on the plain key of a user in one
+    variant: str | None = None
 
     def to_json(self) -> bytes:
         """The document's bytes (orjson: 2x the standard library here; a NaN score is written as ``null``)."""
@@ -285,6 +297,8 @@ class RecList:
             doc["reasons"] = self.reasons
         if self.tags is not None:
             doc["tags"] = [join_tags(t) for t in self.tags]
+        if self.variant is not None:
+            doc["variant"] = self.variant
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
@@ -301,6 +315,7 @@ class RecList:
             reasons=doc.get("reasons"),
             fallback=fallback,
             tags=None if doc.get("tags") is None else [split_tags(t) for t in doc["tags"]],
+            variant=doc.get("variant"),
         )
 
 
@@ -323,10 +338,35 @@ class RecsClient:
         Default number of items a read returns.
     """
 
-    def __init__(self, url: str, prefix: str = "streamrec", k: int = 20, **redis_kwargs: Any) -> None:
+    def __init__(
+        self, url: str, prefix: str = "streamrec", k: int = 20, exposures: Any = None, **redis_kwargs: Any
+    ) -> None:
         self.layout = KeyLayout(prefix)
         self.redis = sync_redis(url, **redis_kwargs)
         self.k = k
+        #: where :meth:`record_exposure` sends (a :class:`producers.exposures.ExposureLog`), if anywhere
+        self.exposures = exposures
+
+    def record_exposure(
+        self,
+        user_id: str,
+        shown: RecList | Sequence[str],
+        variant: str | None = None,
+        first_position: int = 0,
+        exposure_id: str | None = None,
+    ) -> bool:
+        """Record what the application showed ``user_id`` (a read's answer, or the ids in order shown).
+
+        Asynchronous: it never blocks or raises into the read path; ``False`` when no exposure log
+        was given or the record was dropped (a full buffer). A :class:`RecList` brings its variant.
+        """
+        if self.exposures is None:
+            return False
+        if isinstance(shown, RecList):
+            items, variant = shown.items, variant or shown.variant
+        else:
+            items = list(shown)
+        return bool(self.exposures.record(user_id, items, variant, first_position, exposure_id))
 
     def _call(self, call: ReadCall) -> dict[str, Any]:
         try:
@@ -407,6 +447,7 @@ class RecsClient:
             reasons=reply["reasons"] if any(r is not None for r in reply["reasons"]) else None,
             fallback=bool(reply["fallback"]),
             filled=int(reply["filled"]),
+            variant=reply.get("variant"),
         )
 
     def get(
@@ -460,6 +501,30 @@ class RecsClient:
             leave_out=[item_id, *[str(i) for i in exclude]],
         )
         return self._rec_list(self._call(call), "")
+
+    def quality(self, minutes: int | None = None, now: float | None = None) -> dict[str, float]:
+        """Live quality counts of every worker: the running totals, or those of the last ``minutes`` minutes.
+
+        Summarise them with :func:`streamrec.live_quality.summarise`.
+        """
+        if minutes is None:
+            raw = [self.redis.hgetall(self.layout.quality_key())]
+        else:
+            current = int((time.time() if now is None else now) // 60)
+            pipe = self.redis.pipeline(transaction=False)
+            for minute in range(current - minutes + 1, current + 1):
+                pipe.hgetall(self.layout.quality_key(minute))
+            raw = pipe.execute()
+        out: dict[str, float] = {}
+        for counts in raw:
+            for name, value in counts.items():
+                key = name.decode()
+                out[key] = out.get(key, 0.0) + float(value)
+        return out
+
+    def variant_users(self, experiment: str, variants: Sequence[str]) -> dict[str, int]:
+        """Distinct users each variant of ``experiment`` served (HyperLogLog estimates, 0.81% standard error)."""
+        return {v: int(self.redis.pfcount(self.layout.variant_users_key(experiment, v))) for v in variants}
 
     def stats(self) -> dict[str, float]:
         """The worker's counters."""
@@ -623,6 +688,8 @@ class AsyncRecSink:
         forget: Mapping[str, Sequence[str]] | None = None,
         offsets: Mapping[tuple[str, int], int] | None = None,
         controls: ControlWrites | None = None,
+        quality: Mapping[int, Mapping[str, float]] | None = None,
+        experiment: tuple[str, Mapping[str, Sequence[str]]] | None = None,
     ) -> int:
         """Write ``(list, is_default)`` pairs; a default list also goes to the plain key.
 
@@ -633,7 +700,10 @@ class AsyncRecSink:
         partition)``. ``controls`` (hidden items, tags, exclusions, category and
         similar lists) go first: a hide reaches Redis with the lists written
         after it, in the same pipeline. Every write stamps ``updated_at`` in
-        the meta hash.
+        the meta hash. ``quality`` holds live quality counts per wall-clock
+        minute (:mod:`streamrec.live_quality`), added to the minute's hash and
+        to the running totals; ``experiment`` is ``(name, variant -> users)``,
+        added to each variant's HyperLogLog of users.
         """
         client = await self._client()
         if controls is not None and controls.hidden:
@@ -663,6 +733,17 @@ class AsyncRecSink:
         pipe.hset(self.layout.meta_key(), mapping={**(meta or {}), "updated_at": f"{time.time():.3f}"})
         if offsets:
             pipe.hset(self.layout.offsets_key(), mapping={f"{t}:{p}": o for (t, p), o in offsets.items()})
+        for minute, counts in (quality or {}).items():
+            key = self.layout.quality_key(minute)
+            for name, value in counts.items():
+                pipe.hincrbyfloat(key, name, value)
+                pipe.hincrbyfloat(self.layout.quality_key(), name, value)
+            pipe.expire(key, QUALITY_KEEP)
+        if experiment is not None:
+            name, by_variant = experiment
+            for variant, users in by_variant.items():
+                if users:
+                    pipe.pfadd(self.layout.variant_users_key(name, variant), *users)
         if freshness:
             key = self.layout.freshness_key()
             pipe.rpush(key, *[f"{f:.6f}" for f in freshness])
@@ -691,6 +772,29 @@ class AsyncRecSink:
                 if attempt == 2 or not is_missing_function(exc):
                     raise
                 await client.function_load(READ_LIBRARY, replace=True)
+
+    async def read_lists(
+        self, users: Sequence[str], names: Sequence[str]
+    ) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
+        """The items of each user's stored list under each of ``names`` (absent ones left out), and the fallback's.
+
+        One pipeline (the live quality of users whose lists another worker wrote).
+        """
+        client = await self._client()
+        pipe = client.pipeline(transaction=False)
+        for user in users:
+            for name in names:
+                pipe.get(self.layout.user_key(user, name))
+        pipe.get(self.layout.fallback_key())
+        raws = await pipe.execute()
+        out: dict[str, dict[str, list[str]]] = {}
+        for n, user in enumerate(users):
+            for j, name in enumerate(names):
+                raw = raws[n * len(names) + j]
+                if raw is not None:
+                    out.setdefault(user, {})[name] = list(orjson.loads(raw)["items"])
+        fallback = list(orjson.loads(raws[-1])["items"]) if raws[-1] is not None else []
+        return out, fallback
 
     async def set_stat(self, name: str, value: float) -> None:
         await (await self._client()).hset(self.layout.stats_key(), name, value)

@@ -12,7 +12,7 @@ from streamrec.settings import Settings
 
 __all__ = ["STATE_TOPICS", "TOPIC_KINDS", "delete_topics", "ensure_topics", "reset_state", "topic_names"]
 
-TOPIC_KINDS = ("interactions", "ratings", "items", "forget", "exclusions", "deadletter")
+TOPIC_KINDS = ("interactions", "ratings", "items", "forget", "exclusions", "exposures", "deadletter")
 #: Topics of model state (see stream_app.state): kind -> (partitions: "events" = as the event topics, config).
 STATE_TOPICS: dict[str, tuple[str | int, dict[str, str]]] = {
     # compacted often: a new owner reads its partitions from the start, and without compaction that is every

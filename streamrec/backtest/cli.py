@@ -31,6 +31,7 @@ from streamrec.backtest.sources import (
     read_kafka_topic,
 )
 from streamrec.eventlog import FORMATS, ReadReport
+from streamrec.experiments import Experiment
 from streamrec.settings import limit_torch_threads
 
 __all__ = ["add_arguments", "create_models", "load_source", "run"]
@@ -149,6 +150,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="popularity",
         help="serve users without history the popularity list (7-day half-life; default), the adaptive popularity "
         "list (the decay chosen online from its own hits), or score the raw model",
+    )
+    mod.add_argument(
+        "--lists",
+        choices=["current", "as-written"],
+        default="current",
+        help="score each event against the list from the models' state when it comes (default), or against the "
+        "list written after the user's latest batch, as Redis holds it (what live evaluation measures)",
+    )
+    mod.add_argument(
+        "--experiment",
+        default=None,
+        metavar="SPEC",
+        help="the offline twin of an experiment: 'name: variant=model weight, variant=a/b weight' "
+        "(STREAMREC_EXPERIMENT's format); each variant scored on its users' events",
     )
 
     rep = parser.add_argument_group("replay (in event time)")
@@ -399,28 +414,57 @@ def backtest_models(
     params: dict[str, dict[str, Any]],
     fallback: str,
     options: dict[str, Any],
+    lists: str = "current",
+    experiment: Experiment | None = None,
 ) -> tuple[BacktestResult, dict[str, str]]:
     """Create the models (served with a fallback list unless ``fallback == "none"``) and replay ``log``.
 
-    Models that rank every user alike (popularity) are their own fallback and are not wrapped.
+    ``fallback="popularity"``: the 7-day popularity list; ``"adaptive"``: :class:`AdaptivePopularity`'s
+    (the worker's default). Models that rank every user alike are their own fallback.
+
+    ``lists="as-written"`` serves each user the list computed after the batch of their latest event, as
+    the worker writes it to Redis (``"current"``: from the models' state when the event comes). With an
+    ``experiment``, its models are replayed too, with one interleaving per interleaved variant, and the
+    offline twin of its report is in ``result.experiment``.
     """
+    if experiment is not None:
+        names = list(dict.fromkeys([*names, *experiment.models]))
     created, failed = create_models(names, seed, params)
-    if fallback in ("popularity", "adaptive"):
+    cached = lists == "as-written"
+    top_n = max(options.get("ks") or [10])
+
+    def served(model: models.OnlineRecommender) -> models.OnlineRecommender:
+        if fallback == "none" or (not model.personalized and not cached):  # popularity is its own fallback
+            return model
         from models.adaptive_popularity import AdaptivePopularity
         from models.popularity import Popularity
         from streamrec.served import ServedLists
 
-        def wrapped(m: Any) -> Any:
-            if not m.personalized:
-                return m
-            return ServedLists(m, AdaptivePopularity() if fallback == "adaptive" else Popularity())
+        backup = AdaptivePopularity() if fallback == "adaptive" else Popularity()
+        return ServedLists(model, backup, cached=cached, top_n=top_n)
 
-        created = {name: wrapped(m) for name, m in created.items()}
-    result = Prequential(created, **options).run(log)
-    result.config.update(models=names, seed=seed, params=params, fallback=fallback)
+    replayed = {name: served(m) for name, m in created.items()}
+    if experiment is not None:
+        from streamrec.backtest.twin import twin_models
+
+        replayed = {**replayed, **twin_models(experiment, created, served)}
+    result = Prequential(replayed, **options).run(log)
+    result.config.update(models=names, seed=seed, params=params, fallback=fallback, lists=lists)
     for name, error in failed.items():
         result.add_failure(name, error, params.get(name))
-    result.models = {name: result.models[name] for name in names}
+    variants = [v.name for v in experiment.variants if v.interleaved] if experiment is not None else []
+    result.models = {name: result.models[name] for name in [*names, *variants]}
+    if experiment is not None:
+        from streamrec.backtest.twin import twin_counts, variant_users
+        from streamrec.experiment_report import experiment_report
+
+        counts = twin_counts(experiment, result, replayed)
+        ks = options.get("ks") or [10]
+        k = 10 if 10 in ks else min(ks)
+        result.experiment = experiment_report(experiment, counts, variant_users(experiment, result), k=k)
+        result.config["experiment"] = f"{experiment.name}: " + ", ".join(
+            f"{v.name}={'/'.join(v.models)} {v.weight:g}" for v in experiment.variants
+        )
     return result, failed
 
 
@@ -434,7 +478,10 @@ def run(args: argparse.Namespace) -> int:
         return _run_freshness_report(args, names, params, options)
     log = load_source(args)
     limit_torch_threads()
-    result, failed = backtest_models(log, names, args.seed, params, args.fallback, options)
+    experiment = Experiment.parse(args.experiment) if args.experiment else None
+    result, failed = backtest_models(
+        log, names, args.seed, params, args.fallback, options, lists=args.lists, experiment=experiment
+    )
     for name, error in failed.items():
         print(f"backtest: model {name}: {error}", file=sys.stderr)
     result.config["command"] = _command(args)
@@ -447,6 +494,10 @@ def run(args: argparse.Namespace) -> int:
         section=args.readme_section or "backtest",
     )
     print(markdown_table(result))
+    if result.experiment is not None:
+        from streamrec.experiment_report import format_report
+
+        print("\n" + format_report(result.experiment))
     print(f"\nwrote {', '.join(str(p) for p in written.values())}")
     errors = {name: m.error for name, m in result.models.items() if m.error is not None}
     for name, error in errors.items():

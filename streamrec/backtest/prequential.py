@@ -154,6 +154,10 @@ class BacktestResult:
     models: dict[str, ModelResult]
     harness: dict[str, float]
     machine: dict[str, Any] = field(default_factory=machine_info)
+    #: the user of each scored event, in the order of every model's ``ranks`` (not written to JSON)
+    scored_users: np.ndarray | None = field(default=None, repr=False)
+    #: the offline twin of an experiment's report (``streamrec backtest --experiment``)
+    experiment: dict[str, Any] | None = None
 
     @property
     def metric_names(self) -> list[str]:
@@ -189,6 +193,7 @@ class BacktestResult:
                 },
                 "harness": self.harness,
                 "machine": self.machine,
+                **({"experiment": self.experiment} if self.experiment is not None else {}),
             }
         )
 
@@ -807,4 +812,5 @@ class Prequential:
                 "harness_s_per_100k_events": round(harness_s / max(plan.n, 1) * 100_000, 6),
                 "process_peak_rss_bytes": peak_rss(),
             },
+            scored_users=plan.user_ids[plan.user_code[plan.scored_idx]],
         )

@@ -270,3 +270,22 @@ def test_split_quality_tiny(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert one > 0 and three == one  # exchanged once per second of event time: the counts add up exactly
     assert result["stress"][0]["exchanges"] == 4
     assert "3 workers" in split_quality.markdown(result)
+
+
+def test_experiment_separation_tiny() -> None:
+    from bench import experiment_separation
+
+    cfg = dataclasses.replace(experiment_separation.config(quick=True), max_events=1_500, check_every=500)
+    result = experiment_separation.run(cfg)
+    for figures in result["logs"].values():
+        assert figures["events"] == 1_500 and len(figures["checks"]) == 3
+        assert set(figures["report"]["variants"]) == {"d", "p", "k", "dp", "dk"}
+    assert "events to separate" in experiment_separation.markdown(result)
+
+
+def test_live_eval_pipeline_cost_tiny() -> None:
+    from bench import live_eval
+
+    cfg = dataclasses.replace(live_eval.config(quick=True), cpu_events=2_000, n_users=200, n_items=300)
+    cost = live_eval._pipeline_cpu(cfg, ("popularity", "itemknn"), "itemknn", live_eval.EXPERIMENT)
+    assert cost["events"] == 2_000 and cost["off_us_per_event"] > 0 and 0 < cost["ratio"] < 2

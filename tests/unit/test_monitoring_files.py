@@ -20,6 +20,10 @@ def exported_series() -> set[str]:
     metrics.observe_written(1, [0.1])
     metrics.observe_redis_error()
     metrics.observe_checkpoint(0.1)
+    metrics.observe_quality(
+        {"itemknn|5+|scored": 2, "itemknn|5+|hit@10": 1, "itemknn|5+|rr": 0.5, "itemknn|-|unknown": 1,
+         "exp:mix|-|win:itemknn": 1, "shown:a|-|exposures": 2, "shown:a|-|clicked": 1}
+    )  # fmt: skip
     metrics.update(WorkerState(started=True, checkpoint_age=1.0, lag={("t", 0): 1}))
     text = generate_latest(metrics.registry).decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
