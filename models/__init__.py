@@ -26,6 +26,7 @@ __all__ = ["MODEL_PATHS", "Interactions", "OnlineRecommender", "Recommendations"
 #: Registry name -> "module:Class". A new model is one line here.
 MODEL_PATHS: dict[str, str] = {
     "popularity": "models.popularity:Popularity",
+    "adaptive_popularity": "models.adaptive_popularity:AdaptivePopularity",
     "itemknn": "models.itemknn:ItemKNN",
     "isgd": "models.isgd:ISGD",
     "biased_mf": "models.biased_mf:BiasedMF",

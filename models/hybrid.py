@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import models
-from models.base import Interactions, OnlineRecommender
+from models.base import Interactions, OnlineRecommender, Recommendations
 from models.ids import IdIndex
 from models.persistence import read_model_dir, write_model_dir
 from models.popularity import Popularity
@@ -45,14 +45,19 @@ class Hybrid(OnlineRecommender):
     **Serving.** A user's score of an item is:
 
     - **users with no history**: the popularity score (same list for all);
-    - **items with interactions** (warm): with ``temperature=0``, the list of
-      the member with the best hit rate in the user's bucket (ties: the first
-      in ``components``), so the hybrid tracks the best member per bucket;
-      with ``temperature > 0``, a reciprocal-rank fusion
+    - **items with interactions** (warm): a fusion of the members' candidate
+      lists. Each member gives its own top ``candidates`` for the user (at
+      least as many as the list asked for; seen items left out unless the
+      call includes them), through its :meth:`recommend`, so each member pays
+      what its own list costs (an index, its neighbours), never a pass over
+      the catalogue. With ``temperature=0`` the list of the member with the
+      best hit rate in the user's bucket (ties: the first in ``components``),
+      so the hybrid tracks the best member per bucket; with
+      ``temperature > 0``, a reciprocal-rank fusion
       ``sum_m w_m * (rrf_k + 1) / (rrf_k + rank_m)`` with
       ``w = softmax(hit_rates / temperature)``, where ``rank_m`` (1 = best) is
-      the rank among the warm items the user has not seen (seen items are
-      ranked among themselves). A member that has never been scored in a
+      the item's place among the warm items of member ``m``'s list (an item
+      not in it adds nothing). A member that has never been scored in a
       bucket has rate 0 there.
     - **items with no interactions** (cold, e.g. added by :meth:`add_items`):
       ``content_weight`` times the cosine between the item's tag vector and the
@@ -60,9 +65,10 @@ class Hybrid(OnlineRecommender):
       interacted with), so a new item that matches a user's taste can enter
       their list before anyone interacted with it.
 
-    The cost of an event is the sum of the members' costs: every member scores
-    the user once per learned event (reused from the ``recommend`` of that
-    user just before, when there was one and no event came in between).
+    The cost of an event is the sum of the members' costs: every member gives
+    its list for the user once per learned event (reused from the
+    ``recommend`` of that user just before, when there was one and no event
+    came in between) and learns the event.
 
     Reasons come from the first member that gives some (ItemKNN's
     "because you interacted with X").
@@ -93,6 +99,8 @@ class Hybrid(OnlineRecommender):
     rrf_k
         Constant of reciprocal-rank fusion: larger values flatten the weight
         of the top ranks.
+    candidates
+        How many items of each member's list are fused (at least the list's length).
     content_weight
         Scale of the content score of items with no interactions, on the
         fused scale: 1 ties a cold item whose tags match the user's profile
@@ -131,6 +139,7 @@ class Hybrid(OnlineRecommender):
         bucket_edges: tuple[int, ...] = (1, 5),
         half_life: float = 2000.0,
         rrf_k: float = 60.0,
+        candidates: int = 50,
         content_weight: float = 0.75,
         popularity_half_life: float | None = 7 * 24 * 3600.0,
         seed: int = 0,
@@ -154,6 +163,8 @@ class Hybrid(OnlineRecommender):
             raise ValueError(f"half_life must be > 0, got {half_life}")
         if not rrf_k > 0:
             raise ValueError(f"rrf_k must be > 0, got {rrf_k}")
+        if int(candidates) < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
         if content_weight < 0:
             raise ValueError(f"content_weight must be >= 0, got {content_weight}")
         self.components = components
@@ -162,6 +173,7 @@ class Hybrid(OnlineRecommender):
         self.bucket_edges = bucket_edges
         self.half_life = float(half_life)
         self.rrf_k = rrf_k
+        self.candidates = int(candidates)
         self.content_weight = content_weight
         self.popularity_half_life = popularity_half_life
         super().__init__(seed=seed)
@@ -180,8 +192,9 @@ class Hybrid(OnlineRecommender):
         n_buckets = len(self.bucket_edges) + 1
         self._hits = np.zeros((n_buckets, len(self._models)), dtype=np.float64)  # decayed hits
         self._trials = np.zeros((n_buckets, len(self._models)), dtype=np.float64)  # decayed updates
-        self._cache: dict[int, list[np.ndarray]] = {}  # user row -> member score rows (see _score)
+        self._cache: dict[int, list[np.ndarray]] = {}  # user row -> the members' lists (item rows; seen excluded)
         self._cache_at = (-1, -1)
+        self._exclude_seen = True  # of the recommend call in progress
 
     @property
     def component_models(self) -> list[OnlineRecommender]:
@@ -246,42 +259,26 @@ class Hybrid(OnlineRecommender):
         self._cache.clear()
         for model in (*self._models, self._popularity):
             model.learn(batch)
-        self._item_events[: self.n_items] += np.bincount(i, minlength=self.n_items)
+        np.add.at(self._item_events, i, 1)  # the batch's items only: no pass over the catalogue
 
     def _score_members(self, u: np.ndarray, i: np.ndarray) -> None:
         """Update the members' decayed hit rates with the events ``(u, i)``, in order, before they learn them."""
         decay = 0.5 ** (1.0 / self.half_life)
-        warm = self._item_events[: self.n_items] > 0
+        events = self._item_events
         todo: list[tuple[int, int]] = []
         done: set[int] = set()
         for x, j in zip(u.tolist(), i.tolist(), strict=True):
-            if x not in done and self._seen[x] and j < len(warm) and warm[j] and j not in self._seen[x]:
+            if x not in done and self._seen[x] and j < len(events) and events[j] > 0 and j not in self._seen[x]:
                 todo.append((x, j))
             done.add(x)
         if not todo:
             return
-        n_members = len(self._models)
         cached = self._cache if self._cache_at == (self.n_learned, self.n_items) else {}
-        cached = {x: rows for x, rows in cached.items() if len(rows) == n_members}
-        missing = np.array(sorted({x for x, _ in todo if x not in cached}), dtype=np.int64)
-        fresh: dict[int, list[np.ndarray]] = {}
-        if len(missing):
-            blocks = [self._component_scores(model, missing) for model in self._models]
-            fresh = {x: [b[r] for b in blocks] for r, x in enumerate(missing.tolist())}
         for x, j in todo:
-            rows = cached[x] if x in cached else fresh[x]
-            seen = self._seen_array(x)
-            hits = np.zeros(len(self._models), dtype=np.float64)
-            for m, row in enumerate(rows):
-                target = row[j]
-                if not np.isfinite(target) or target <= np.finfo(np.float64).min:
-                    continue
-                above = row > target
-                ahead = int(above.sum()) + int((row[:j] == target).sum())
-                if len(seen):
-                    seen_row = row[seen]
-                    ahead -= int((seen_row > target).sum()) + int(((seen_row == target) & (seen < j)).sum())
-                hits[m] = float(ahead < self.hit_k)
+            lists = cached.get(x)
+            if lists is None:
+                lists = self._member_lists(x, self.hit_k, exclude_seen=True)
+            hits = np.array([float(j in set(rows[: self.hit_k].tolist())) for rows in lists], dtype=np.float64)
             b = self._bucket(len(self._seen[x]))
             self._hits[b] = decay * self._hits[b] + hits
             self._trials[b] = decay * self._trials[b] + 1.0
@@ -333,68 +330,93 @@ class Hybrid(OnlineRecommender):
 
     # -- scoring ----------------------------------------------------------------------
 
-    def _score(self, u: np.ndarray) -> np.ndarray:
-        n = self.n_items
-        scores = np.zeros((len(u), n), dtype=np.float32)
-        has_history = np.array([x >= 0 and bool(self._seen[x]) for x in u.tolist()], dtype=bool)
-        cold_users = ~has_history
-        if cold_users.any():
-            scores[cold_users] = self._popularity.item_scores().astype(np.float32)
-        if not has_history.any():
-            return scores
-        rows = u[has_history]
-        seen = self._seen_matrix(rows)
-        warm = self._item_events[:n] > 0
-        scores[has_history] = self._fuse(rows, seen.toarray().astype(bool), warm)
-        if len(u) > _CACHE_USERS:
-            self._cache.clear()
-        if self.content_weight > 0 and len(self.tag_index) and not warm.all():
-            cold_items = np.flatnonzero(~warm)
-            content = self._content(seen, cold_items)
-            block = scores[has_history]
-            block[:, cold_items] = self.content_weight * content
-            scores[has_history] = block
-        return scores
+    def recommend(
+        self,
+        users: Any,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        exclude: Any = None,
+        with_reasons: bool = True,
+    ) -> Recommendations:
+        """As :meth:`OnlineRecommender.recommend`; the members' lists leave seen items out as this call does."""
+        self._exclude_seen = exclude_seen
+        try:
+            return super().recommend(users, k, exclude_seen=exclude_seen, exclude=exclude, with_reasons=with_reasons)
+        finally:
+            self._exclude_seen = True
 
-    def _component_scores(self, model: OnlineRecommender, rows: np.ndarray) -> np.ndarray:
-        if model.n_items != self.n_items:
-            raise RuntimeError(f"component {model.name} has {model.n_items} items, the hybrid {self.n_items}")
-        comp_u = model.user_index.lookup(self.user_index.ids_of(rows))
-        scores = np.array(model._score(comp_u), dtype=np.float64)
-        scores[~np.isfinite(scores)] = np.finfo(np.float64).min
-        return scores
+    def _member_lists(self, x: int, depth: int, exclude_seen: bool) -> list[np.ndarray]:
+        """Each member's top ``depth`` item rows for user row ``x``, best first."""
+        user = self.user_index.ids[x]
+        out = []
+        for model in self._models:
+            if model.n_items != self.n_items:
+                raise RuntimeError(f"component {model.name} has {model.n_items} items, the hybrid {self.n_items}")
+            items = model.recommend([user], k=depth, exclude_seen=exclude_seen, with_reasons=False).items[0]
+            out.append(self.item_index.lookup(items) if items else np.zeros(0, dtype=np.int64))
+        return out
 
-    def _fuse(self, rows: np.ndarray, seen: np.ndarray, warm: np.ndarray) -> np.ndarray:
-        """Fused score of every item for users ``rows`` (with history); 0 for cold items.
-
-        With few users (the per-event path) every member scores them and the
-        scores are kept for the :meth:`learn` that follows, which needs them
-        all; otherwise only the members with some weight score them.
-        """
-        weights = self._member_weights(rows)
-        fused = np.zeros(seen.shape, dtype=np.float64)
-        if not warm.any():
-            return fused.astype(np.float32)
-        keep = len(rows) <= _CACHE_USERS
+    def _score_sparse(self, u: np.ndarray, want: list[int]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Per user: the fused candidates (warm items), content for cold items, popularity for cold users."""
+        events = self._item_events
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        history = [x >= 0 and bool(self._seen[x]) for x in u.tolist()]
+        users_with_history = u[np.asarray(history, dtype=bool)] if len(u) else u
+        weights = self._member_weights(users_with_history) if len(users_with_history) else None
+        content = None
+        if self.content_weight > 0 and len(self.tag_index) and len(users_with_history):  # items with tags exist
+            cold_items = np.flatnonzero(events[: self.n_items] == 0)
+            if len(cold_items):
+                content = self.content_weight * self._content(self._seen_matrix(users_with_history), cold_items)
+        keep = len(u) <= _CACHE_USERS and self._exclude_seen
         if keep and self._cache_at != (self.n_learned, self.n_items):
             self._cache.clear()
             self._cache_at = (self.n_learned, self.n_items)
-        for m, model in enumerate(self._models):
-            weight = weights[:, m : m + 1]
-            if not keep and not weight.any():
+        if not keep and len(u) > _CACHE_USERS:
+            self._cache.clear()
+        w = 0
+        for r, x in enumerate(u.tolist()):
+            if not history[r]:
+                top = self._popularity.recommend(["*"], k=want[r], exclude_seen=False, with_reasons=False)
+                rows = self.item_index.lookup(top.items[0]) if top.items[0] else np.zeros(0, dtype=np.int64)
+                out.append((rows, np.asarray(top.scores[0], dtype=np.float32)))
                 continue
-            raw = self._component_scores(model, rows)
+            lists = self._member_lists(x, max(self.candidates, want[r], self.hit_k), self._exclude_seen)
             if keep:
-                for r, x in enumerate(rows.tolist()):
-                    self._cache.setdefault(x, [])
-                    if len(self._cache[x]) == m:
-                        self._cache[x].append(raw[r])
-            if not weight.any():
-                continue
-            ranks = _group_ranks(_minmax(raw, warm), seen, warm)
-            fused += weight * (self.rrf_k + 1.0) / (self.rrf_k + ranks)
-        fused[:, ~warm] = 0.0
-        return fused.astype(np.float32)
+                self._cache[x] = lists
+            fused: dict[int, float] = {}
+            assert weights is not None
+            for weight, rows in zip(weights[w].tolist(), lists, strict=True):
+                if weight == 0.0:
+                    continue
+                rows = rows[events[rows] > 0]
+                gains = weight * (self.rrf_k + 1.0) / (self.rrf_k + np.arange(1, len(rows) + 1, dtype=np.float64))
+                for row, gain in zip(rows.tolist(), gains.tolist(), strict=True):
+                    fused[row] = fused.get(row, 0.0) + gain
+            cols = np.fromiter(fused.keys(), dtype=np.int64, count=len(fused))
+            vals = np.fromiter(fused.values(), dtype=np.float64, count=len(fused)).astype(np.float32)
+            if content is not None:
+                c = content[w]
+                positive = c > 0
+                cols = np.concatenate([cols, cold_items[positive]])
+                vals = np.concatenate([vals, c[positive].astype(np.float32)])
+            out.append((cols, vals))
+            w += 1
+        return out
+
+    def _score(self, u: np.ndarray) -> np.ndarray:
+        """The scores :meth:`_score_sparse` gives, as a dense matrix (cold users: every popularity score)."""
+        n = self.n_items
+        scores = np.zeros((len(u), n), dtype=np.float32)
+        want = [max(self.candidates, 1)] * len(u)
+        for r, (cols, vals) in enumerate(self._score_sparse(u, want) or []):
+            x = int(u[r])
+            if x < 0 or not self._seen[x]:
+                scores[r] = self._popularity.item_scores().astype(np.float32)[:n]
+            else:
+                scores[r, cols] = vals
+        return scores
 
     def _seen_matrix(self, rows: np.ndarray) -> sp.csr_array:
         """Users ``rows`` x items, 1 where the user interacted with the item."""
@@ -489,34 +511,7 @@ class Hybrid(OnlineRecommender):
 
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
-        return [{}, {"components": ("itemknn", "isgd"), "temperature": 0.05, "content_weight": 0.5}]
-
-
-def _minmax(scores: np.ndarray, warm: np.ndarray) -> np.ndarray:
-    """Scores scaled per row to [0, 1] over the ``warm`` columns (cold columns clipped)."""
-    part = scores[:, warm]
-    low = part.min(axis=1, keepdims=True)
-    span = part.max(axis=1, keepdims=True) - low
-    out = (scores - low) / np.where(span > 0, span, 1.0)
-    return np.clip(out, 0.0, 1.0)
-
-
-def _group_ranks(normalised: np.ndarray, seen: np.ndarray, warm: np.ndarray) -> np.ndarray:
-    """Rank (1 = best) of each item among the warm unseen items, or among the warm seen ones.
-
-    ``normalised`` holds scores in [0, 1]. Cold items get ranks after both
-    groups; ties (scores within ``2**-30`` of each other) keep the lower index
-    first. The sort key is one distinct integer per item (group, quantised
-    score, index), so the fast unstable sort gives a deterministic order.
-    """
-    n = normalised.shape[1]
-    index_bits = max(int(n - 1).bit_length(), 1)
-    score_bits = min(30, 60 - index_bits)
-    group = seen.astype(np.int64) + np.where(warm, 0, 2)[None, :]
-    quantised = np.rint((1.0 - normalised) * (2**score_bits - 1)).astype(np.int64)
-    key = (((group << score_bits) | quantised) << index_bits) | np.arange(n, dtype=np.int64)
-    order = np.argsort(key, axis=1)
-    ranks = np.empty(order.shape, dtype=np.float64)
-    np.put_along_axis(ranks, order, np.arange(1, n + 1, dtype=np.float64)[None, :], axis=1)
-    unseen_warm = (~seen & warm[None, :]).sum(axis=1, keepdims=True)
-    return np.where(seen, ranks - unseen_warm, ranks)
+        return [
+            {},
+            {"components": ("itemknn", "isgd"), "temperature": 0.05, "content_weight": 0.5, "candidates": 5},
+        ]

@@ -206,7 +206,7 @@ class SharedState:
         async with self.lock:
             for name, records in by_model.items():
                 if records:
-                    self.models[name].import_users(UserStates.from_records(name, records))
+                    self.models[name].import_users(UserStates.from_records(self.models[name].name, records))
             for name, records in parts.items():
                 if records:
                     self.user_parts[name].import_users(records)

@@ -603,5 +603,5 @@ async def rebuild_models(settings: Settings, names: Iterable[str], partitions: i
             if records:
                 from models.sharing import UserStates
 
-                model.import_users(UserStates.from_records(name, records))
+                model.import_users(UserStates.from_records(model.name, records))
     return built

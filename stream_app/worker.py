@@ -122,7 +122,12 @@ class StreamWorker:
         self._ids_expired_at = time.monotonic()
         self._newest_event_ts = float("-inf")
         self.pipeline = self._restore() or RecommendationPipeline.from_names(
-            settings.models, settings.default_model, settings.depth, settings.model_params
+            settings.models,
+            settings.default_model,
+            settings.depth,
+            settings.model_params,
+            settings.fallback,
+            settings.repeats,
         )
         #: hidden items, tags, exclusions, category lists: written with the next flush
         self._controls = ControlWrites()
@@ -204,7 +209,9 @@ class StreamWorker:
         log.info(
             "restored checkpoint %s (%s)", ckpt.path.name, ", ".join(f"{t}:{dict(p)}" for t, p in ckpt.offsets.items())
         )
-        pipeline = RecommendationPipeline.from_saved(ckpt.models, self.settings.default_model, self.settings.depth)
+        pipeline = RecommendationPipeline.from_saved(
+            ckpt.models, self.settings.default_model, self.settings.depth, self.settings.repeats
+        )
         pipeline.user_exclusions.import_users(exclusions)
         return pipeline
 

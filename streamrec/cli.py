@@ -270,7 +270,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.no_offline:
         result.offline = compare_offline(
             events, result.model, args.k, result.publish_times, result.offline_freshness_s, args.warmup,
-            learn_batch=settings.batch_size,
+            learn_batch=settings.batch_size, fallback=settings.fallback, repeats=settings.repeats,
         )  # fmt: skip
         if result.live_quality is not None and result.total_seconds:
             # the worker scores an event against the lists written after the batch before its own: on the

@@ -25,6 +25,7 @@ import numpy as np
 
 import models
 from models import OnlineRecommender, Recommendations
+from models.adaptive_popularity import AdaptivePopularity
 from models.popularity import Popularity
 from streamrec.events import Event, ForgetUser, Interaction, ItemUpdate, Rating, to_interactions
 from streamrec.experiments import Experiment, team_draft
@@ -59,8 +60,14 @@ def _seed(user: str, batch: int) -> int:
     return zlib.crc32(f"{batch}:{user}".encode())
 
 
-FALLBACK_MODEL = "popularity"
-EXTRA_FALLBACK = "_fallback"  # name of the fallback model when popularity is not configured
+#: The model whose list users without history get, unless ``STREAMREC_FALLBACK`` names another:
+#: popularity under the decay (none, an hour, a day, a week, a month) that has hit most lately. On the
+#: cold events of both development logs it beats plain counts and the 7-day decay (README, Models).
+DEFAULT_FALLBACK = "adaptive_popularity"
+#: Models that can serve the fallback list (they rank every user alike).
+FALLBACK_MODELS = ("adaptive_popularity", "popularity")
+FALLBACK_MODEL = "popularity"  # the fallback before the adaptive one (STREAMREC_FALLBACK=popularity)
+EXTRA_FALLBACK = "_fallback"  # name of the fallback model when the configured models do not hold it
 
 
 @dataclass
@@ -156,8 +163,15 @@ class RecommendationPipeline:
     Parameters
     ----------
     models
-        Model name -> model. A popularity model is added for the fallback list
-        when none is configured.
+        Model name -> model.
+    fallback
+        The model of the fallback list (users without history): a name in
+        :data:`FALLBACK_MODELS` (the configured model of that name serves it,
+        else one is added) or a model that ranks every user alike.
+    repeats
+        Let a user's lists hold items they interacted with before (repeat
+        consumption: on click logs a third of the events re-click a seen item).
+        Off by default: seen items are left out, as everywhere else.
     default_model
         The model whose lists the plain per-user key serves.
     top_n
@@ -173,16 +187,18 @@ class RecommendationPipeline:
         models: Mapping[str, OnlineRecommender],
         default_model: str,
         top_n: int = 20,
-        fallback: Popularity | None = None,
+        fallback: OnlineRecommender | str = DEFAULT_FALLBACK,
         live: LiveQuality | None = None,
         experiment: Experiment | None = None,
         exposures: ExposureJoin | None = None,
+        repeats: bool = False,
     ) -> None:
         if default_model not in models:
             raise ValueError(f"default model {default_model!r} is not among the models {sorted(models)}")
         self.models = dict(models)
         self.default_model = default_model
         self.top_n = top_n
+        self.repeats = repeats
         self._learn_time: dict[str, float] = {}
         #: scores every event against the lists served before it, per model (None: live evaluation off)
         self.live = live
@@ -200,12 +216,16 @@ class RecommendationPipeline:
         #: the model whose neighbours are the similar items (the first that gives them), and the items to refresh
         self.similar_model = next((n for n, m in self.models.items() if gives_similar_items(m)), None)
         self._similar_touched: dict[str, None] = {}
-        configured = self.models.get(FALLBACK_MODEL)
-        self._fallback_is_extra = not isinstance(configured, Popularity)
-        if not self._fallback_is_extra:
-            self.fallback_model: Popularity = configured  # type: ignore[assignment]
-        else:
-            self.fallback_model = fallback if fallback is not None else Popularity()
+        if isinstance(fallback, str):
+            if fallback not in FALLBACK_MODELS:
+                raise ValueError(f"the fallback must be one of {', '.join(FALLBACK_MODELS)}, not {fallback!r}")
+            configured = self.models.get(fallback)
+            fallback = configured if configured is not None else models.create(fallback)
+        if fallback.personalized:
+            raise ValueError(f"the fallback model must rank every user alike (popularity), not {fallback.name}")
+        self._fallback_is_extra = not any(m is fallback for m in self.models.values())
+        #: the model whose list users without history get (``item_scores()`` orders the category lists)
+        self.fallback_model: Popularity | AdaptivePopularity = fallback  # type: ignore[assignment]
 
     @classmethod
     def from_names(
@@ -214,10 +234,14 @@ class RecommendationPipeline:
         default_model: str,
         top_n: int = 20,
         params: Mapping[str, Mapping[str, Any]] | None = None,
+        fallback: str = DEFAULT_FALLBACK,
+        repeats: bool = False,
     ) -> RecommendationPipeline:
-        """Create the named models with their default (or given) hyperparameters."""
+        """Create the named models with their default (or given) hyperparameters, and the fallback's."""
         params = params or {}
-        return cls({n: models.create(n, **dict(params.get(n, {}))) for n in names}, default_model, top_n)
+        created = {n: models.create(n, **dict(params.get(n, {}))) for n in names}
+        fallback_model = created.get(fallback) or models.create(fallback, **dict(params.get(fallback, {})))
+        return cls(created, default_model, top_n, fallback_model, repeats=repeats)
 
     def use(
         self,
@@ -241,14 +265,19 @@ class RecommendationPipeline:
 
     @classmethod
     def from_saved(
-        cls, saved: Mapping[str, OnlineRecommender], default_model: str, top_n: int = 20
+        cls, saved: Mapping[str, OnlineRecommender], default_model: str, top_n: int = 20, repeats: bool = False
     ) -> RecommendationPipeline:
         """Rebuild a pipeline from :meth:`all_models` as saved in a checkpoint."""
         saved = dict(saved)
         fallback = saved.pop(EXTRA_FALLBACK, None)
-        if fallback is not None and not isinstance(fallback, Popularity):
-            raise TypeError(f"the saved fallback model is a {type(fallback).__name__}, not Popularity")
-        return cls(saved, default_model, top_n, fallback)
+        if fallback is None:  # a configured model served it (checkpoints before the adaptive fallback: popularity)
+            name = next((n for n in FALLBACK_MODELS if n in saved), DEFAULT_FALLBACK)
+            return cls(saved, default_model, top_n, name, repeats=repeats)
+        if fallback.personalized:
+            raise TypeError(
+                f"the saved fallback model is a {type(fallback).__name__}, which does not rank everyone alike"
+            )
+        return cls(saved, default_model, top_n, fallback, repeats=repeats)
 
     def process(
         self,
@@ -307,7 +336,8 @@ class RecommendationPipeline:
         for name, model in self.models.items():
             started = time.perf_counter()
             if users:
-                lists[name] = _without(model.recommend(users, k=k, exclude=exclude or None), unavailable, self.top_n)
+                recs = model.recommend(users, k=k, exclude_seen=not self.repeats, exclude=exclude or None)
+                lists[name] = _without(recs, unavailable, self.top_n)
             spent[name] = (self._learn_time.get(name, 0.0), time.perf_counter() - started)
         fallback = _without(self.fallback_model.recommend(["*"], k=k, exclude_seen=False), unavailable, self.top_n)
         categories = self.category_lists(now, unavailable) if with_categories else None

@@ -252,6 +252,8 @@ def compare_offline(
     freshness: float,
     warmup: float = 0.0,
     learn_batch: int = 1000,
+    fallback: str = "adaptive_popularity",
+    repeats: bool = False,
 ) -> dict[str, Any]:
     """The offline backtest of the same log, serving what the live system served.
 
@@ -260,7 +262,8 @@ def compare_offline(
     event time is the live run's clock, and replayed at ``freshness`` seconds
     (the live mean): a list reflects the events published at least that long
     before. Lists are cached per user as the worker writes them, after the
-    user's latest learned event; users without one get the fallback.
+    user's latest learned event; users without one get the fallback
+    (``fallback`` and ``repeats``: the worker's ``STREAMREC_FALLBACK`` and ``STREAMREC_REPEATS``).
     """
     import models as model_registry
     from streamrec.backtest.prequential import Prequential
@@ -273,9 +276,18 @@ def compare_offline(
     first = publish_times[0] if publish_times else 0.0
     stamped = [replace(e, timestamp=first - 1.0) for e in catalogue]  # published and processed first
     stamped += [replace(e, timestamp=float(t)) for e, t in zip(acts, publish_times, strict=True)]
-    served = ServedLists(model_registry.create(model), cached=True)  # lists as Redis holds them
+    # lists as Redis holds them
+    served = ServedLists(
+        model_registry.create(model), model_registry.create(fallback), cached=True, exclude_seen=not repeats
+    )
     harness = Prequential(
-        {model: served}, ks=(k,), freshness=max(0.0, freshness), learn_batch=learn_batch, warmup=warmup, memory="off"
+        {model: served},
+        ks=(k,),
+        freshness=max(0.0, freshness),
+        learn_batch=learn_batch,
+        warmup=warmup,
+        memory="off",
+        exclude_seen=not repeats,
     )
     figures = harness.run(EventLog.from_events(stamped)).to_dict()["models"][model]["overall"]
     return {

@@ -1,7 +1,7 @@
 """What the live system serves, as a model: a model's lists, else the global fallback.
 
 The worker writes a list for every user with history; an application reads the
-``{prefix}:fallback`` list (time-decayed popularity) for anyone else.
+``{prefix}:fallback`` list (popularity, adaptively decayed) for anyone else.
 :class:`ServedLists` recommends exactly that, so the offline backtest and the
 live replay score the same lists.
 
@@ -21,16 +21,18 @@ from typing import Any
 import numpy as np
 
 from models import Interactions, OnlineRecommender, Recommendations
-from models.popularity import Popularity
+from models.adaptive_popularity import AdaptivePopularity
 
 __all__ = ["ServedLists"]
 
 
 class ServedLists(OnlineRecommender):
-    """A model plus the popularity fallback, recommending what the live system serves.
+    """A model plus the fallback list, recommending what the live system serves.
 
-    Users with history get ``model``'s list; the others get the popularity
-    list, as they would read ``{prefix}:fallback`` from Redis. Used to run the
+    Users with history get ``model``'s list; the others get the fallback's
+    list (a model that ranks every user alike; by default the worker's default,
+    :class:`~models.adaptive_popularity.AdaptivePopularity`), as they would
+    read ``{prefix}:fallback`` from Redis. Used to run the
     offline backtest with the live system's semantics.
 
     With ``cached=True`` a user's list is the one computed right after the
@@ -44,15 +46,19 @@ class ServedLists(OnlineRecommender):
     def __init__(
         self,
         model: OnlineRecommender,
-        fallback: Popularity | None = None,
+        fallback: OnlineRecommender | None = None,
         seed: int = 0,
         cached: bool = False,
         top_n: int = 20,
+        exclude_seen: bool = True,
     ) -> None:
+        if fallback is not None and fallback.personalized:
+            raise ValueError(f"the fallback must rank every user alike (popularity), not {fallback.name}")
         self.model = model
-        self.fallback = fallback if fallback is not None else Popularity()
+        self.fallback = fallback if fallback is not None else AdaptivePopularity()
         self.cached = cached
         self.top_n = top_n
+        self.exclude_seen = exclude_seen  # the cached lists' setting (the worker's STREAMREC_REPEATS=off)
         self._lists: dict[str, list[str]] = {}
         super().__init__(seed=seed)
 
@@ -61,7 +67,7 @@ class ServedLists(OnlineRecommender):
         self.fallback.learn(batch)
         if self.cached:  # what the worker does after each batch: lists for the users it touched
             touched = list(dict.fromkeys(batch.users.tolist()))
-            self._lists.update(self.model.recommend(touched, self.top_n).as_dict())
+            self._lists.update(self.model.recommend(touched, self.top_n, exclude_seen=self.exclude_seen).as_dict())
 
     def add_items(self, items: Any, tags: Any = None, titles: Any = None) -> None:
         items = list(items)
@@ -100,13 +106,19 @@ class ServedLists(OnlineRecommender):
         return self.model.uses_ratings
 
     def get_params(self) -> dict[str, Any]:
-        return {"model": self.model.name, **self.model.get_params(), "fallback": "popularity"}
+        return {"model": self.model.name, **self.model.get_params(), "fallback": self.fallback.name}
 
     def clone(self) -> ServedLists:
-        return ServedLists(self.model.clone(), self.fallback.clone(), cached=self.cached, top_n=self.top_n)
+        return ServedLists(
+            self.model.clone(),
+            self.fallback.clone(),
+            cached=self.cached,
+            top_n=self.top_n,
+            exclude_seen=self.exclude_seen,
+        )
 
     def save(self, path: Any) -> Any:
-        """Save the wrapped model (the fallback is the worker's own popularity model)."""
+        """Save the wrapped model (the fallback is the worker's own fallback model)."""
         return self.model.save(path)
 
     def predict(self, users: Any, items: Any) -> np.ndarray:

@@ -66,6 +66,8 @@ class Settings:
     topic_partitions: int = 1
     models: tuple[str, ...] = ("popularity", "sasrec", "itemknn")
     default_model: str = "sasrec"
+    fallback: str = "adaptive_popularity"  # the model of the list users without history get
+    repeats: bool = False  # lists may hold items the user interacted with before
     top_n: int = 20
     list_depth: int = 50  # items kept per stored list: reads filter, so a stored list is deeper than a page
     batch_size: int = 1000
@@ -118,6 +120,12 @@ class Settings:
             topic_partitions=int(env.get("STREAMREC_TOPIC_PARTITIONS", "1")),
             models=models,
             default_model=default,
+            fallback=_choice(
+                "STREAMREC_FALLBACK",
+                env.get("STREAMREC_FALLBACK", "adaptive_popularity"),
+                ("adaptive_popularity", "popularity"),
+            ),
+            repeats=_choice("STREAMREC_REPEATS", env.get("STREAMREC_REPEATS", "off"), ("off", "on")) == "on",
             top_n=int(env.get("STREAMREC_TOP_N", "20")),
             list_depth=int(env.get("STREAMREC_LIST_DEPTH", "50")),
             batch_size=int(env.get("STREAMREC_BATCH_SIZE", "1000")),
@@ -185,6 +193,8 @@ class Settings:
             "STREAMREC_TOPIC_PARTITIONS": str(self.topic_partitions),
             "STREAMREC_MODELS": ",".join(self.models),
             "STREAMREC_DEFAULT_MODEL": self.default_model,
+            "STREAMREC_FALLBACK": self.fallback,
+            "STREAMREC_REPEATS": "on" if self.repeats else "off",
             "STREAMREC_TOP_N": str(self.top_n),
             "STREAMREC_LIST_DEPTH": str(self.list_depth),
             "STREAMREC_BATCH_SIZE": str(self.batch_size),

@@ -146,9 +146,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mod.add_argument("--seed", type=int, default=0, help="seed of every model")
     mod.add_argument(
         "--fallback",
-        choices=["popularity", "none"],
+        choices=["popularity", "adaptive", "none"],
         default="popularity",
-        help="serve users without history the popularity list, as the live worker does (default), or score the raw model",
+        help="serve users without history the popularity list (7-day half-life; default), the adaptive popularity "
+        "list (the decay chosen online from its own hits), or score the raw model",
     )
     mod.add_argument(
         "--lists",
@@ -416,7 +417,10 @@ def backtest_models(
     lists: str = "current",
     experiment: Experiment | None = None,
 ) -> tuple[BacktestResult, dict[str, str]]:
-    """Create the models (served with the popularity fallback unless ``fallback == "none"``) and replay ``log``.
+    """Create the models (served with a fallback list unless ``fallback == "none"``) and replay ``log``.
+
+    ``fallback="popularity"``: the 7-day popularity list; ``"adaptive"``: :class:`AdaptivePopularity`'s
+    (the worker's default). Models that rank every user alike are their own fallback.
 
     ``lists="as-written"`` serves each user the list computed after the batch of their latest event, as
     the worker writes it to Redis (``"current"``: from the models' state when the event comes). With an
@@ -430,11 +434,14 @@ def backtest_models(
     top_n = max(options.get("ks") or [10])
 
     def served(model: models.OnlineRecommender) -> models.OnlineRecommender:
-        if fallback != "popularity" or (model.name == "popularity" and not cached):
+        if fallback == "none" or (not model.personalized and not cached):  # popularity is its own fallback
             return model
+        from models.adaptive_popularity import AdaptivePopularity
+        from models.popularity import Popularity
         from streamrec.served import ServedLists
 
-        return ServedLists(model, cached=cached, top_n=top_n)
+        backup = AdaptivePopularity() if fallback == "adaptive" else Popularity()
+        return ServedLists(model, backup, cached=cached, top_n=top_n)
 
     replayed = {name: served(m) for name, m in created.items()}
     if experiment is not None:

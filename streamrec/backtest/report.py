@@ -91,6 +91,8 @@ def _notes(result: BacktestResult, command: str | None) -> list[str]:
         + (
             " Lists as the live system serves them: a user without history gets the popularity list."
             if c.get("fallback") == "popularity"
+            else " Lists as the live system serves them: a user without history gets the adaptive popularity list."
+            if c.get("fallback") == "adaptive"
             else ""
         ),
         "HR@K: the event's item is in the user's top-K; NDCG@K: 1/log2(rank+2) for a hit; MRR: within the "

@@ -26,11 +26,11 @@ def test_the_twin_gives_each_single_model_variant_the_live_figures_exactly() -> 
     exp = Experiment.parse(SPEC)
     options = {"ks": [10, 20], "freshness": 0.0, "memory": "off", "progress": False}
     result, failed = backtest_models(
-        EventLog.from_events(events), ["itemknn"], 0, {}, "popularity", options, lists="as-written", experiment=exp
+        EventLog.from_events(events), ["itemknn"], 0, {}, "adaptive", options, lists="as-written", experiment=exp
     )
     assert not failed and set(result.models) == {"itemknn", "popularity", "mix"}
     offline = result.experiment["variants"]
-    pipe = RecommendationPipeline.from_names(["popularity", "itemknn"], "itemknn", top_n=20)
+    pipe = RecommendationPipeline.from_names(["popularity", "itemknn"], "itemknn", top_n=20)  # adaptive fallback
     pipe.use(LiveQuality(["popularity", "itemknn"], (10, 20), experiment=exp), exp)
     counts: Counter[str] = Counter()
     for event in events:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models import Interactions, OnlineRecommender
-from models.hybrid import Hybrid, _group_ranks, _minmax
+from models.hybrid import Hybrid
 from models.popularity import Popularity
 
 SCIFI = [f"scifi{j}" for j in range(30)]
@@ -97,20 +97,6 @@ def test_single_component_keeps_its_order() -> None:
         assert hybrid.recommend(["f0"], k=60).items == popularity.recommend(["f0"], k=60).items
 
 
-def test_group_ranks_rank_unseen_and_seen_items_apart() -> None:
-    normalised = np.array([[0.9, 0.1, 0.5, 1.0, 0.7]])
-    seen = np.array([[False, False, True, True, False]])
-    warm = np.array([True, True, True, True, False])
-    # unseen warm: 0 (0.9) then 1 (0.1); seen warm: 3 (1.0) then 2 (0.5); cold item 4 last
-    assert _group_ranks(normalised, seen, warm).tolist() == [[1.0, 2.0, 2.0, 1.0, 5.0]]
-
-
-def test_minmax_uses_warm_columns_only() -> None:
-    scores = np.array([[2.0, 4.0, 100.0, 3.0]])
-    warm = np.array([True, True, False, True])
-    assert _minmax(scores, warm).tolist() == [[0.0, 1.0, 1.0, 0.5]]
-
-
 def test_reasons_come_from_itemknn(model: Hybrid) -> None:
     recs = model.recommend(["f0", "stranger"], k=3)
     assert recs.reasons is not None
@@ -145,6 +131,8 @@ def test_invalid_hyperparameters_are_rejected() -> None:
         Hybrid(half_life=0.0)
     with pytest.raises(ValueError, match="content_weight"):
         Hybrid(content_weight=-1.0)
+    with pytest.raises(ValueError, match="candidates"):
+        Hybrid(candidates=0)
 
 
 # -- weights learned from the members' hits ---------------------------------------------------

@@ -219,9 +219,11 @@ def stream_with_a_time_bomb() -> list[Interaction]:
     return [*before, bomb, *after, *hit]
 
 
-def run_pipeline(events: list[Interaction], guard: EventTimeGuard | None) -> tuple[list[list[str]], list[str]]:
+def run_pipeline(
+    events: list[Interaction], guard: EventTimeGuard | None, fallback: str = "adaptive_popularity"
+) -> tuple[list[list[str]], list[str]]:
     """Every batch's fallback list, and the reasons of the events the guard refused."""
-    pipe = RecommendationPipeline.from_names(["popularity"], default_model="popularity", top_n=10)
+    pipe = RecommendationPipeline.from_names(["popularity"], default_model="popularity", top_n=10, fallback=fallback)
     lists, refused = [], []
     arrival = START
     for start in range(0, len(events), 250):
@@ -239,8 +241,11 @@ def run_pipeline(events: list[Interaction], guard: EventTimeGuard | None) -> tup
 
 
 def test_without_the_guard_a_year_2100_event_takes_the_fallback_for_good() -> None:
-    lists, _ = run_pipeline(stream_with_a_time_bomb(), guard=None)
+    lists, _ = run_pipeline(stream_with_a_time_bomb(), guard=None, fallback="popularity")
     assert lists[-1][0] == "bomb"  # a week later, 300 users on new-hit change nothing
+    # the adaptive fallback stops serving the decays the bomb owns: its counts still follow the stream
+    lists, _ = run_pipeline(stream_with_a_time_bomb(), guard=None)
+    assert lists[-1][0] == "new-hit"
 
 
 @pytest.mark.parametrize("future", ["deadletter", "clamp"])

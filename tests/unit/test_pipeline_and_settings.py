@@ -44,7 +44,23 @@ def test_catalogue_updates_reach_every_model_and_fallback_is_added() -> None:
     pipe = RecommendationPipeline.from_names(["popularity"], default_model="popularity", top_n=5)
     pipe.process([ItemUpdate("new", 1.0, "New", ("Drama",))])
     assert "new" in pipe.models["popularity"].item_index
-    assert pipe.fallback_model is pipe.models["popularity"]
+    assert pipe.fallback_model.name == "adaptive_popularity" and "new" in pipe.fallback_model.item_index
+    assert "_fallback" in pipe.all_models()
+    old = RecommendationPipeline.from_names(["popularity"], default_model="popularity", fallback="popularity")
+    assert old.fallback_model is old.models["popularity"] and "_fallback" not in old.all_models()
+
+
+def test_the_fallback_survives_a_checkpoint_and_old_checkpoints_keep_popularity() -> None:
+    pipe = RecommendationPipeline.from_names(["popularity", "itemknn"], default_model="itemknn")
+    pipe.process([Interaction("u1", "a", 1.0), Interaction("u2", "a", 2.0), Interaction("u2", "b", 3.0)])
+    again = RecommendationPipeline.from_saved(pipe.all_models(), "itemknn")
+    assert again.fallback_model is pipe.fallback_model
+    saved = {n: m for n, m in pipe.all_models().items() if n != "_fallback"}  # as saved before the adaptive one
+    assert RecommendationPipeline.from_saved(saved, "itemknn").fallback_model is saved["popularity"]
+    with pytest.raises(ValueError, match="STREAMREC_FALLBACK"):
+        Settings.from_env({"STREAMREC_FALLBACK": "itemknn"})
+    assert Settings.from_env({}).fallback == "adaptive_popularity"
+    assert Settings.from_env({"STREAMREC_FALLBACK": "popularity"}).as_env()["STREAMREC_FALLBACK"] == "popularity"
 
 
 def test_unknown_default_model_is_rejected() -> None:
@@ -66,3 +82,16 @@ def test_settings_round_trip_through_environment() -> None:
     again = Settings.from_env(s.as_env())
     assert again.models == s.models and again.default_model == "isgd" and again.key_ttl == 60
     assert again.kafka_bootstrap_servers == "127.0.0.1:1"
+
+
+def test_repeats_let_lists_hold_seen_items_when_set() -> None:
+    events = [Interaction("u1", "a", 1.0), Interaction("u2", "a", 2.0), Interaction("u2", "b", 3.0)]
+    default = RecommendationPipeline.from_names(["itemknn"], default_model="itemknn", top_n=5)
+    repeats = RecommendationPipeline.from_names(["itemknn"], default_model="itemknn", top_n=5, repeats=True)
+    assert "a" not in default.process(events).lists["itemknn"].as_dict()["u1"]
+    assert "a" in repeats.process(events).lists["itemknn"].as_dict()["u1"]
+    assert Settings.from_env({}).repeats is False
+    on = Settings.from_env({"STREAMREC_REPEATS": "on"})
+    assert on.repeats and Settings.from_env(on.as_env()).repeats
+    with pytest.raises(ValueError, match="STREAMREC_REPEATS"):
+        Settings.from_env({"STREAMREC_REPEATS": "yes please"})

@@ -1,0 +1,358 @@
+"""Popularity that chooses its time decay online, from its own prequential hits: the fallback list."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from models.base import Interactions, OnlineRecommender
+from models.popularity import Popularity
+
+__all__ = ["AdaptivePopularity"]
+
+DAY = 24 * 3600.0
+#: Decays the default model chooses among: half-lives of a week, none (counts), an hour, a day, a month.
+#: A week first: the single decay used before, served until another has hit more.
+DEFAULT_HALF_LIVES: tuple[float | None, ...] = (7 * DAY, None, 3600.0, DAY, 30 * DAY)
+_ARM_ARRAY = re.compile(r"_acc(\d+)")
+
+
+class _Arm(Popularity):
+    """One candidate decay: a :class:`Popularity` that uses its owner's id indices and clock."""
+
+    def __init__(self, owner: AdaptivePopularity, slot: int, half_life: float | None, per_user: str) -> None:
+        self._owner = owner
+        self._slot = slot
+        super().__init__(half_life=half_life, per_user=per_user)  # type: ignore[arg-type]
+
+    # the owner indexes ids, keeps seen items and the clock; the arm keeps its scores only
+    user_index = property(lambda self: self._owner.user_index, lambda self, value: None)  # type: ignore[assignment]
+    item_index = property(lambda self: self._owner.item_index, lambda self, value: None)  # type: ignore[assignment]
+    last_timestamp = property(lambda self: self._owner.last_timestamp, lambda self, value: None)  # type: ignore[assignment]
+
+    @property
+    def _shared_base(self) -> dict[str, np.ndarray] | None:  # type: ignore[override]
+        """The owner's delta base of this arm's scores, so that a rescale moves it too."""
+        base = getattr(self._owner, "_shared_base", None)
+        return None if base is None else {"_acc": base[f"_acc{self._slot}"]}
+
+    def top_rows(self, k: int) -> np.ndarray:
+        """Rows of the ``k`` best-scored items, best first (ties in any order): what this arm would serve."""
+        m = min(k, self._owner.item_index.n_live)
+        if m <= 0:
+            return np.zeros(0, dtype=np.int64)
+        top = self._global_top(m)
+        if top is not None:
+            return top[0]
+        scores = self.item_scores()
+        if self.item_index.n_free:
+            scores[self.item_index.free_rows()] = -np.inf
+        rows = np.arange(len(scores)) if m >= len(scores) else np.argpartition(-scores, m - 1)[:m]
+        return rows[np.argsort(-scores[rows], kind="stable")]
+
+    def in_frame(self, values: np.ndarray, theirs: float | None, absolute: bool) -> np.ndarray:
+        """Another worker's scores for this arm, brought to this arm's anchor (as :class:`Popularity` does)."""
+        if self.half_life is None or theirs is None:
+            return values
+        if self._anchor is None or absolute:
+            self._anchor = theirs
+            return values
+        if theirs > self._anchor:  # move to the newer anchor first: scaling their scores up could overflow
+            self._rescale((theirs - self._anchor) / self.half_life)
+        return values * 2.0 ** ((theirs - self._anchor) / self.half_life)
+
+
+class AdaptivePopularity(OnlineRecommender):
+    """Popularity under several time decays at once, serving the one whose lists hit most.
+
+    Each candidate ("arm") is a :class:`~models.popularity.Popularity` with its
+    own half-life (``None``: plain counts). Before a batch is learned, each of
+    its judged events (by default those of users with little history, like
+    the users the fallback serves) is scored prequentially: a hit for an arm when the event's item
+    is in that arm's top ``k`` (every item eligible, as in the list served to
+    a user without history). Each arm's hits are kept as an exponentially
+    weighted sum (each event multiplies the sums by ``1 - 1 / memory``), and
+    the model serves the arm with the largest sum (the first listed on a tie,
+    so before any hit the first arm). Within a micro-batch every event is
+    judged against the state before the batch, so learning a batch differs
+    from learning its events one by one.
+
+    Which decay wins depends on the log: on a log whose items rise and fade
+    within hours a short half-life; on one whose popular items stay popular,
+    counts. The choice follows the log as it changes; :attr:`chosen` and
+    :meth:`hit_rates` say what it chose and why.
+
+    Several workers: every arm's scores are shared as increments, exactly as
+    :class:`Popularity` shares them; each worker judges its own events and
+    sends the hits it counted since its last delta, which the others add, so
+    the workers see about the same sums (not exactly: a worker's judgement is
+    made against its own view, and sums decay by each worker's own events).
+
+    Parameters
+    ----------
+    half_lives
+        The candidate decays in seconds (``None``: no decay), at least one; the first wins ties.
+    k
+        Length of the list an event is judged against.
+    memory
+        Events over which hits are weighted (the sums' time constant); ``None``: plain sums.
+    judge
+        Only the events of users with fewer than ``judge`` distinct earlier items are judged
+        (``1``: users without history, whom the fallback serves; the default ``3`` adds their
+        next events, which look like them and are more); ``None``: every event.
+    reward
+        ``"hit"``: an event counts 1 for an arm whose list holds its item; ``"ndcg"``:
+        ``1 / log2(rank + 2)``.
+    per_user
+        As :class:`Popularity`: ``"max"`` counts a user once per item, ``"sum"`` every event.
+    seed
+        Unused (deterministic); kept for a uniform signature.
+
+    Examples
+    --------
+    A log whose most popular item changes within hours: judged on lists of one item, the
+    hour-long half-life wins.
+
+    >>> users = [f"u{j}" for j in range(400)]
+    >>> items = ["old"] * 200 + ["new"] * 40 + ["old"] * 10 + ["new"] * 150
+    >>> times = [float(j * 60) for j in range(400)]
+    >>> model = AdaptivePopularity(half_lives=(None, 3600.0), k=1, memory=100, judge=None)
+    >>> for j in range(0, 400, 10):
+    ...     model.learn(Interactions.from_columns(users[j:j + 10], items[j:j + 10], timestamps=times[j:j + 10]))
+    >>> model.chosen, model.recommend(["newcomer"], k=2).items
+    (3600.0, [['new', 'old']])
+    """
+
+    name: ClassVar[str] = "adaptive_popularity"
+    personalized: ClassVar[bool] = False
+    batch_equals_sequential: ClassVar[bool] = False
+    shares_state: ClassVar[bool] = True
+    sharing_is_exact: ClassVar[bool] = False  # the scores are exact; the choice is made from each worker's view
+    item_changes_tracked: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        half_lives: Sequence[float | None] = DEFAULT_HALF_LIVES,
+        k: int = 10,
+        memory: int | None = 2000,
+        judge: int | None = 3,
+        reward: Literal["hit", "ndcg"] = "hit",
+        per_user: Literal["max", "sum"] = "max",
+        seed: int = 0,
+    ) -> None:
+        half_lives = tuple(None if h is None else float(h) for h in half_lives)
+        if not half_lives:
+            raise ValueError("half_lives must name at least one decay (None: plain counts)")
+        if any(h is not None and not h > 0 for h in half_lives):
+            raise ValueError(f"half_lives must be > 0 seconds or None, got {half_lives}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if memory is not None and memory < 1:
+            raise ValueError(f"memory must be >= 1 event or None, got {memory}")
+        if judge is not None and (isinstance(judge, bool) or not isinstance(judge, int) or judge < 1):
+            raise ValueError(
+                f"judge must be a positive int (events of users with fewer earlier items) or None, got {judge!r}"
+            )
+        self.half_lives = half_lives
+        self.k = k
+        self.memory = memory
+        if reward not in ("hit", "ndcg"):
+            raise ValueError(f"reward must be 'hit' or 'ndcg', got {reward!r}")
+        self.judge = judge
+        self.reward = reward
+        self.per_user = per_user
+        self._item_arrays = tuple(f"_acc{j}" for j in range(len(half_lives)))  # type: ignore[misc]
+        super().__init__(seed=seed)
+
+    def _init_state(self) -> None:
+        super()._init_state()
+        self._arms = [_Arm(self, j, h, self.per_user) for j, h in enumerate(self.half_lives)]
+        self._hits = np.zeros(len(self._arms), dtype=np.float64)  # exponentially weighted hits per arm
+        self._unsent = np.zeros(len(self._arms), dtype=np.float64)  # hits counted here since the last delta
+        self._judged = 0  # events judged (here and, through deltas, on other workers)
+        self._unsent_judged = 0
+
+    def __getattr__(self, name: str) -> Any:
+        match = _ARM_ARRAY.fullmatch(name)
+        if match is None or "_arms" not in self.__dict__:
+            raise AttributeError(name)
+        return self._arms[int(match.group(1))]._acc
+
+    # -- what it chose
+
+    @property
+    def chosen_arm(self) -> int:
+        """Index (in ``half_lives``) of the arm served now."""
+        return int(np.argmax(self._hits))  # the first on a tie
+
+    @property
+    def chosen(self) -> float | None:
+        """The half-life served now (``None``: plain counts)."""
+        return self.half_lives[self.chosen_arm]
+
+    def hit_rates(self) -> dict[str, float]:
+        """Each arm's weighted hits per judged event (its recent HR@k on the judged events), by half-life."""
+        weight = self._weight_of(self._judged)
+        return {
+            _label(h): float(x / weight) if weight else 0.0 for h, x in zip(self.half_lives, self._hits, strict=True)
+        }
+
+    def _weight_of(self, n: int) -> float:
+        if self.memory is None:
+            return float(n)
+        keep = 1.0 - 1.0 / self.memory
+        return (1.0 - keep**n) / (1.0 - keep)
+
+    # -- learning: judge, then learn every arm
+
+    def _grow(self, n_users: int, n_items: int) -> None:
+        for arm in self._arms:
+            arm._grow(n_users, n_items)
+
+    def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        self._judge(u, i, batch)
+        for arm in self._arms:
+            arm._learn(u, i, batch)
+
+    def _judge(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        judged = batch.weights > 0
+        if self.judge is not None:
+            seen, cap = self._seen, self.judge
+            judged &= np.fromiter((r >= len(seen) or len(seen[r]) < cap for r in u.tolist()), dtype=bool, count=len(u))
+        n = int(judged.sum())
+        if not n:
+            return
+        items = i[judged]
+        gains = 1.0 / np.log2(np.arange(self.k) + 2.0) if self.reward == "ndcg" else np.ones(self.k)
+        hits = np.zeros(len(self._arms), dtype=np.float64)
+        for a, arm in enumerate(self._arms):
+            at = {row: n for n, row in enumerate(arm.top_rows(self.k).tolist())}
+            r = np.fromiter((at.get(x, -1) for x in items.tolist()), dtype=np.int64, count=len(items))
+            # an item first seen in this batch is indexed already but has no score yet: never a hit
+            hit = (r >= 0) & (arm._acc[items] > 0)
+            hits[a] = gains[r[hit]].sum()
+        if self.memory is not None:
+            self._hits *= (1.0 - 1.0 / self.memory) ** n
+        self._hits += hits
+        self._unsent += hits
+        self._judged += n
+        self._unsent_judged += n
+
+    # -- serving: the chosen arm's scores and kept top list
+
+    def item_scores(self) -> np.ndarray:
+        """Decayed score of every item under the chosen decay, at the newest event time seen."""
+        return self._arms[self.chosen_arm].item_scores()
+
+    def _score(self, u: np.ndarray) -> np.ndarray:
+        return self._arms[self.chosen_arm]._score(u)
+
+    def _global_top(self, m: int) -> tuple[np.ndarray, np.ndarray] | None:
+        return self._arms[self.chosen_arm]._global_top(m)
+
+    # -- forgetting and eviction
+
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        for arm in self._arms:
+            arm._forget_rows(rows)
+
+    def _forget_item_rows(self, rows: np.ndarray) -> None:
+        for arm in self._arms:
+            arm._forget_item_rows(rows)
+
+    # -- save and load
+
+    def _state(self) -> dict[str, np.ndarray]:
+        out = {f"arm{j}.{key}": value for j, arm in enumerate(self._arms) for key, value in arm._state().items()}
+        out["hits"] = self._hits.copy()
+        return out
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        for j, arm in enumerate(self._arms):
+            prefix = f"arm{j}."
+            arm._set_state({k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)})
+        self._hits = np.array(arrays["hits"], dtype=np.float64)
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {"anchors": [arm._anchor for arm in self._arms], "judged": self._judged}
+
+    def _load_extra_meta(self, extra: dict[str, Any]) -> None:
+        for arm, anchor in zip(self._arms, extra.get("anchors") or [None] * len(self._arms), strict=True):
+            arm._anchor = anchor
+        self._judged = int(extra.get("judged", 0))
+
+    # -- sharing across workers: each arm's scores with its anchor, and the hits counted here
+
+    def _begin_sharing_extra(self) -> None:
+        self._unsent[:] = 0.0
+        self._unsent_judged = 0
+
+    def _take_item_delta_extra(self, delta: Any) -> None:
+        delta.extra["anchors"] = [arm._anchor for arm in self._arms]
+        delta.extra["hits"] = self._unsent.tolist()
+        delta.extra["judged"] = self._unsent_judged
+        self._unsent[:] = 0.0
+        self._unsent_judged = 0
+
+    def _export_items_extra(self, delta: Any, rows: np.ndarray) -> None:
+        delta.extra["anchors"] = [arm._anchor for arm in self._arms]
+        delta.extra["hits"] = self._hits.tolist()
+        delta.extra["judged"] = self._judged
+
+    def _prepare_item_delta(self, delta: Any) -> Any:
+        anchors = delta.extra.get("anchors") or [None] * len(self._arms)
+        absolute = bool(delta.extra.get("absolute"))
+        arrays = dict(delta.arrays)
+        for j, (arm, theirs) in enumerate(zip(self._arms, anchors, strict=True)):
+            name = f"_acc{j}"
+            if name in arrays:
+                arrays[name] = arm.in_frame(arrays[name], theirs, absolute)
+        return type(delta)(delta.model, delta.items, arrays, delta.globals, delta.extra, delta.extra_arrays)
+
+    def _apply_item_delta_extra(self, delta: Any, rows: np.ndarray) -> None:
+        hits = np.asarray(delta.extra.get("hits") or np.zeros(len(self._arms)), dtype=np.float64)
+        if delta.extra.get("absolute"):
+            self._hits = hits.copy()
+            self._judged = int(delta.extra.get("judged", 0))
+        else:
+            self._hits += hits
+            self._judged += int(delta.extra.get("judged", 0))
+        for j, arm in enumerate(self._arms):
+            values = delta.arrays.get(f"_acc{j}")
+            if delta.extra.get("absolute") or (values is not None and (np.asarray(values) < 0).any()):
+                arm._top_forget()
+
+    def _after_item_change(self, rows: np.ndarray) -> None:
+        for arm in self._arms:
+            arm._top_raised(rows)
+
+    def _export_user_extra(self, rows: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for j, arm in enumerate(self._arms):
+            for key, value in arm._export_user_extra(rows).items():
+                out[f"{key}{j}"] = value
+        return out
+
+    def _import_user_extra(self, rows: np.ndarray, extra: dict[str, Any]) -> None:
+        for j, arm in enumerate(self._arms):
+            arm._import_user_extra(rows, {"strongest": extra.get(f"strongest{j}")})
+
+    @classmethod
+    def _test_params(cls) -> list[dict[str, Any]]:
+        return [
+            {"half_lives": (None, 3600.0), "memory": 50},
+            {"half_lives": (3600.0, None, 60.0), "memory": None, "judge": None, "reward": "hit", "per_user": "sum"},
+        ]
+
+
+def _label(half_life: float | None) -> str:
+    """``"none"`` or the half-life in the largest whole unit (``"7d"``, ``"1h"``, ``"90s"``)."""
+    if half_life is None:
+        return "none"
+    for unit, seconds in (("d", DAY), ("h", 3600.0), ("min", 60.0)):
+        if half_life >= seconds and half_life % seconds == 0:
+            return f"{int(half_life // seconds)}{unit}"
+    return f"{half_life:g}s"
