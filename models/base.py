@@ -195,6 +195,8 @@ class OnlineRecommender(ABC):
     #: Whether every change to the shared item arrays is to a row of a learned batch's items or a row
     #: the model notes with :meth:`_note_item_rows`: a delta then compares those rows only, not the catalogue.
     item_changes_tracked: ClassVar[bool] = False
+    #: Whether :meth:`learn_negatives` teaches the model anything (explicit "not interested" feedback).
+    learns_negatives: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -263,6 +265,27 @@ class OnlineRecommender(ABC):
         if idx < 0:
             return set()
         return {self.item_index.id_of(i) for i in self._seen[idx]}
+
+    def learn_negatives(self, batch: Interactions) -> None:
+        """Learn explicit negative feedback: the user of each event does not want its item ("not interested").
+
+        Only pairs of a known user and a known item teach anything (there is nothing to push apart
+        otherwise); the items are not recorded as seen (reads leave them out through the user's
+        not-interested set). A model that cannot use negatives (``learns_negatives`` false) ignores them.
+        """
+        if not self.learns_negatives or len(batch) == 0:
+            return
+        u = self.user_index.lookup(batch.users)
+        i = self.item_index.lookup(batch.items)
+        known = (u >= 0) & (i >= 0)
+        if not known.any():
+            return
+        self._learn_negatives(u[known], i[known], batch.select(known))
+        if self.item_changes_tracked:
+            self._note_item_rows(i[known])
+
+    def _learn_negatives(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        """One step away from the pairs ``(u, i)`` (rows of known users and items); see :meth:`learn_negatives`."""
 
     # -- privacy and bounded memory ----------------------------------------------------
 

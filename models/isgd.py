@@ -99,6 +99,7 @@ class ISGD(OnlineRecommender):
     name: ClassVar[str] = "isgd"
     personalized: ClassVar[bool] = True
     batch_equals_sequential: ClassVar[bool] = False
+    learns_negatives: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -208,6 +209,21 @@ class ISGD(OnlineRecommender):
         if len(every) > 1:  # a bias seen many times in one batch: cap its summed step
             _, load = sum_rows(every, np.concatenate(weight) if m else weight[0])
             g_b /= np.maximum(np.float32(1.0), bias_lr * load)
+        b[rows] -= bias_lr * g_b
+
+    def _learn_negatives(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+        """Explicit negatives: the target 0 for ``score(u, i)``, weighted like a positive event of the same weight."""
+        p, q, b = self._p, self._q, self._b
+        reg = np.float32(self.reg)
+        bias_lr = np.float32(self.lr if self.bias_lr is None else self.bias_lr)
+        w = batch.weights.astype(np.float32)
+        pu, qi = p[u], q[i]
+        e = -w * (b[i] + np.einsum("ij,ij->i", pu, qi))  # weighted errors towards 0
+        users, g_p = sum_rows(u, reg * pu - e[:, None] * qi)
+        adagrad_norm_step(p, self._p_acc, users, g_p, self.lr)
+        rows, g_q = sum_rows(i, reg * qi - e[:, None] * pu)
+        adagrad_norm_step(q, self._q_acc, rows, g_q, self.lr)
+        _, g_b = sum_rows(i, reg * b[i] - e)
         b[rows] -= bias_lr * g_b
 
     # -- forgetting -------------------------------------------------------------------

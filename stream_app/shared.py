@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -79,6 +79,8 @@ class SharedState:
         #: per-user state beside the models that moves with the user's partition (name -> an object with
         #: ``export_users``, ``import_users`` and ``drop_users``, e.g. the worker's event-id filter)
         self.user_parts = dict(user_parts or {})
+        #: called with the users of partitions handed off (what the worker keeps of them beside the models)
+        self.on_drop: list[Callable[[list[str]], None]] = []
         self.worker_id = new_worker_id()
         self.writer = StateWriter(settings, self.worker_id, worker_slot(settings))
         self.follower: UpdatesFollower | None = None
@@ -256,6 +258,8 @@ class SharedState:
             model.drop_users(users)
         for part in self.user_parts.values():
             part.drop_users(users)
+        for drop in self.on_drop:
+            drop(users)
         for u in users:
             del self.user_partition[u]
         for p in partitions:

@@ -170,6 +170,7 @@ class StreamWorker:
                 {"ids": self.admission.ids, "exclusions": self.pipeline.user_exclusions},
             )
             self.applied = self.shared.applied
+            self.shared.on_drop.append(self._forget_served)
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
         self._fallback_written = float("-inf")
@@ -354,7 +355,6 @@ class StreamWorker:
         self.pipeline.user_exclusions.add(event.user_id, [event.item_id], kind="not_interested")
         self._controls.user_sets.append((event.user_id, "not-interested", "add", (event.item_id,)))
         self.counters["feedback_not_interested"] += 1
-        self.counters["events_accepted"] += 1
 
     def _exclude(self, event: Exclusion) -> None:
         """An explicit exclusion (not feedback): items left out of, or back in, the user's reads and lists."""
@@ -522,6 +522,9 @@ class StreamWorker:
                 if isinstance(admitted, Interaction) and admitted.is_feedback:  # never learned as a positive
                     self._not_interested(admitted)
                     notes.append((admitted.user_id, msg.partition, False))
+                    good.append(admitted)  # the models that learn negatives learn it (the pipeline)
+                    ingest.append(None)  # no list is written for it: no freshness sample
+                    sources.append(msg)
                     continue
                 good.append(admitted)
                 if isinstance(admitted, Interaction | Rating) and admitted.timestamp > self._newest_event_ts:
@@ -729,6 +732,14 @@ class StreamWorker:
                 self._fallback_written = time.monotonic()
             self._backoff = 0.1
             return True
+
+    def _forget_served(self, users: list[str]) -> None:
+        """Users handed to another worker: their served lists and exposures here are no longer the newest."""
+        for user in users:
+            if self.pipeline.live is not None:
+                self.pipeline.live.forget(user)
+            if self.pipeline.exposures is not None:
+                self.pipeline.exposures.forget(user)
 
     async def _restore_served(self, decoded_events: Sequence[tuple[Any, Any]]) -> None:
         """Live quality: read from Redis the lists last served to users whose lists this worker does not hold.

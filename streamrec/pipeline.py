@@ -55,6 +55,11 @@ def _without(recs: Recommendations, unavailable: set[str], k: int) -> Recommenda
     )
 
 
+def _feedback(event: Event) -> bool:
+    """Whether ``event`` is negative feedback (``not_interested``)."""
+    return isinstance(event, Interaction) and event.is_feedback
+
+
 def _seed(user: str, batch: int) -> int:
     """The coin of an interleaved list: a new one at every batch, the same on every replay of the same batches."""
     return zlib.crc32(f"{batch}:{user}".encode())
@@ -495,7 +500,10 @@ class RecommendationPipeline:
         item_updates = [events[j] for j in positions if isinstance(events[j], ItemUpdate)]
         if item_updates:
             self.add_catalogue(item_updates)  # type: ignore[arg-type]
-        acts = [j for j in positions if isinstance(events[j], Interaction | Rating)]
+        acts = [j for j in positions if isinstance(events[j], Interaction | Rating) and not _feedback(events[j])]
+        negatives = [events[j] for j in positions if _feedback(events[j])]
+        if negatives:  # "not interested": taught to the models that learn negatives, never as a positive
+            self._learn_negatives(negatives)  # type: ignore[arg-type]
         if not acts:
             return
         batch = to_interactions(events[j] for j in acts)  # type: ignore[misc]
@@ -512,6 +520,16 @@ class RecommendationPipeline:
                 event_ts[u] = e.timestamp
             if ingest_ts is not None and ingest_ts[j] is not None:
                 newest_ingest[u] = max(newest_ingest.get(u, 0.0), float(ingest_ts[j]))  # type: ignore[arg-type]
+
+    def _learn_negatives(self, events: Sequence[Interaction]) -> None:
+        batch = models.Interactions.from_columns(
+            [e.user_id for e in events], [e.item_id for e in events], [e.timestamp for e in events]
+        )
+        for name, model in self.all_models().items():
+            if model.learns_negatives:
+                started = time.perf_counter()
+                model.learn_negatives(batch)
+                self._learn_time[name] = self._learn_time.get(name, 0.0) + time.perf_counter() - started
 
     def add_catalogue(self, updates: Sequence[ItemUpdate]) -> None:
         """Add catalogue entries (ids, tags, titles) to every model; follow their availability and tags."""

@@ -187,3 +187,27 @@ def test_exposures_joined_with_later_events_give_the_click_through_the_test_buil
     assert counts["shown:v1|p2|events"] == clicked and counts["shown:v1|p3|events"] == bought
     [(value, reason)] = deadletters(settings, 1)
     assert b'"item_ids": []' in value and "item_ids" in reason
+
+
+def test_an_interleaving_finds_the_model_built_to_be_better(isolated_settings, tmp_path, capsys) -> None:
+    """Users walk along item chains: item-kNN learns the next item, popularity cannot; every user is interleaved."""
+    from tests.unit.test_live_quality import _log
+
+    text = "il: mix=itemknn/popularity 1"
+    settings = scale_settings(isolated_settings, "il", partitions=1, experiment=text)
+    ensure_topics(settings)
+    events = _log(4000, users=200)
+    worker = start_worker(settings, tmp_path, "w")
+    try:
+        with EventPublisher(settings) as publisher:
+            publisher.publish(events, progress=False)
+        worker.wait_processed(len(events), TIMEOUT)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in settings.as_env().items():
+            mp.setenv(name, value)
+        assert main(["experiment", "--json"]) == 0
+    mix = json.loads(capsys.readouterr().out)["variants"]["mix"]
+    assert mix["scored"] == len(events)
+    assert mix["winner"] == "itemknn" and mix["share_ci"][0] > 0.5, mix  # the 95% interval excludes a tie

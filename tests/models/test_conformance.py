@@ -107,6 +107,24 @@ def test_learns_group_preference(name: str, params: dict, fitted_cache: dict) ->
 
 
 @pytest.mark.parametrize(("name", "params"), CASES)
+def test_negative_feedback_pushes_an_item_down_or_changes_nothing(name: str, params: dict, fitted_cache: dict) -> None:
+    """A model that learns negatives ranks a "not interested" item lower for that user; any other ignores it."""
+    model = get_fitted(fitted_cache, name, params)
+    before = model.recommend(["u0"], k=20)
+    target = before.items[0][0]
+    negatives = Interactions.from_columns(["u0"] * 5 + ["nobody"], [target] * 5 + ["a0"])  # an unknown user too
+    for _ in range(3):
+        model.learn_negatives(negatives)
+    after = model.recommend(["u0"], k=20)
+    assert model.seen_items("u0").isdisjoint({target})  # not recorded as seen: reads leave it out themselves
+    if model.learns_negatives:
+        rank_after = after.items[0].index(target) if target in after.items[0] else len(after.items[0])
+        assert rank_after > 0, f"{name}: {target} still first after 15 negatives"
+    else:
+        assert after.items == before.items and after.scores == before.scores
+
+
+@pytest.mark.parametrize(("name", "params"), CASES)
 def test_seen_items_excluded_and_included_on_request(name: str, params: dict, fitted_cache: dict) -> None:
     model = get_fitted(fitted_cache, name, params)
     seen = model.seen_items("u0")

@@ -95,3 +95,20 @@ def test_repeats_let_lists_hold_seen_items_when_set() -> None:
     assert on.repeats and Settings.from_env(on.as_env()).repeats
     with pytest.raises(ValueError, match="STREAMREC_REPEATS"):
         Settings.from_env({"STREAMREC_REPEATS": "yes please"})
+
+
+def test_not_interested_is_taught_as_a_negative_to_the_models_that_learn_negatives_only() -> None:
+    from streamrec.events import Interaction
+    from streamrec.pipeline import RecommendationPipeline
+
+    pipe = RecommendationPipeline.from_names(["popularity", "itemknn", "isgd"], "isgd", top_n=5)
+    events = [Interaction(f"u{n % 7}", f"i{(n * 3) % 97}", float(n)) for n in range(300)]
+    pipe.process(events)
+    isgd, knn = pipe.models["isgd"], pipe.models["itemknn"]
+    target = isgd.recommend(["u0"], k=1).items[0][0]
+    score = float(isgd.predict(["u0"], [target])[0])
+    knn_before = knn.recommend(["u0"], k=5).items
+    out = pipe.process([Interaction("u0", target, 400.0 + n, "not_interested") for n in range(5)])
+    assert float(isgd.predict(["u0"], [target])[0]) < score  # pushed away
+    assert knn.recommend(["u0"], k=5).items == knn_before  # item-kNN cannot use it: unchanged
+    assert target not in isgd.seen_items("u0") and out.n_events == 5 and not out.quality
