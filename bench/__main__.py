@@ -28,6 +28,8 @@ Benchmarks, in order (each a module of this package with ``config(quick)``,
   per-event quality of similar items beside popularity (``--live``);
 - ``experiment_separation``: how many events an A/B split and a team-draft interleaving need to
   separate the default model from popularity and from item-kNN, on the real logs when present;
+- ``workers``: CPU seconds and state bytes per event with 1, 2, 4 and 8 worker processes, and
+  the cost model of today's design projected to 64 and 256 workers (``--live``);
 - ``live_eval``: the worker's drain rate with live quality (and an experiment) on against off,
   alternating, medians (``--live``).
 
@@ -66,6 +68,7 @@ BENCHMARKS: dict[str, str] = {
     "control": "Controlling what is served: filtered reads, hide to gone, similar items",
     "live_eval": "Live evaluation: the worker's throughput with live quality on against off",
     "experiment_separation": "Experiments: events an A/B split and an interleaving need to separate two models",
+    "workers": "Workers: CPU and state bytes per event from 1 to 8 worker processes, and the cost model",
 }
 LIVE_MODULE = "bench.live"
 
@@ -152,7 +155,7 @@ def write_report(out: Path, live_requested: bool = False) -> Path:
     for name in BENCHMARKS:
         if name in docs:
             lines.append(_section(docs[name]))
-        elif name in ("live", "scaleout", "soak", "catalogue_live", "control", "live_eval"):
+        elif name in ("live", "scaleout", "soak", "catalogue_live", "control", "live_eval", "workers"):
             why = (
                 "run `python -m bench --live` (it starts a Kafka broker)"
                 if _live_available()
