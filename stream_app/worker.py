@@ -417,7 +417,6 @@ class StreamWorker:
         self.counters["events_received"] += len(events)
         self.counters["events_accepted"] += catalogue
         refused: list[tuple[Any, str]] = []
-        await self._restore_served(decoded_events)
         # shielded: if the agent is cancelled (the worker stops), the batch still finishes learning and records its
         # offsets; otherwise the lock would be released while a thread still learns, and a commit could write
         # increments whose offsets it does not write
@@ -499,6 +498,8 @@ class StreamWorker:
         """Admit the decoded events and learn the admitted ones, under the model lock (fills the lists given)."""
         out, error = None, None
         async with self._model_lock:  # a commit sees the models, the offsets and the touched users together
+            # under the lock: a revocation's commit cannot come between taking a batch and learning it
+            await self._restore_served(decoded_events)
             # admission under the lock: an event id is remembered in the same commit as the event's offset
             now = time.time()
             for msg, decoded in decoded_events:
