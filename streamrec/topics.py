@@ -6,11 +6,19 @@ import time
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from streamrec.settings import Settings
 
-__all__ = ["STATE_TOPICS", "TOPIC_KINDS", "delete_topics", "ensure_topics", "reset_state", "topic_names"]
+__all__ = [
+    "STATE_TOPICS",
+    "TOPIC_KINDS",
+    "delete_group",
+    "delete_topics",
+    "ensure_topics",
+    "reset_state",
+    "topic_names",
+]
 
 TOPIC_KINDS = ("interactions", "ratings", "items", "forget", "exclusions", "exposures", "deadletter")
 #: Topics of model state (see stream_app.state): kind -> (partitions: "events" = as the event topics, config).
@@ -109,26 +117,54 @@ def delete_topics(settings: Settings, wait: float = 30.0) -> None:
         admin.close()
 
 
+def delete_group(settings: Settings, wait: float = 30.0) -> None:
+    """Delete the consumer group ``settings.app_id`` and wait until it holds no committed offset.
+
+    The broker may refuse while it is still loading its groups (just started on
+    an old log) or while a member has not left; kafka-python 3 reports that in
+    its return value rather than raising. A group that survived would keep its
+    committed offsets, and a worker would start reading recreated topics at
+    them: past every new event (the demo once processed nothing that way).
+    Raises ``RuntimeError`` when the group still holds offsets after ``wait`` seconds.
+    """
+    admin = _admin(settings)
+    # kafka-python 3 calls them delete_groups and list_group_offsets, 2.x *_consumer_groups / *_consumer_group_offsets
+    delete = getattr(admin, "delete_groups", None) or admin.delete_consumer_groups
+    offsets = getattr(admin, "list_group_offsets", None) or admin.list_consumer_group_offsets
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                delete([settings.app_id])
+            except KafkaError:  # no such group, or not now: the offsets below say which
+                pass
+            try:
+                held = offsets(settings.app_id)
+            except KafkaError:
+                held = None  # the coordinator is not ready: try again
+            if isinstance(held, dict) and settings.app_id in held:  # kafka-python 3: one entry per group asked
+                held = held[settings.app_id]
+            if held is not None and not held:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the consumer group {settings.app_id!r} could not be deleted in {wait:.0f} s "
+                    f"(a worker of it still running?); its committed offsets: {held}"
+                )
+            time.sleep(0.5)
+    finally:
+        admin.close()
+
+
 def reset_state(settings: Settings) -> None:
     """Start from nothing: topics, consumer group, the worker's checkpoints, Redis keys of this prefix."""
     import shutil
-
-    from kafka.errors import KafkaError
 
     from streamrec.store import RecsClient
 
     shutil.rmtree(settings.checkpoint_dir, ignore_errors=True)
     delete_topics(settings)
-    admin = _admin(settings)
-    try:
-        # kafka-python 3 calls it delete_groups, 2.x delete_consumer_groups
-        delete_groups = getattr(admin, "delete_groups", None) or admin.delete_consumer_groups
-        try:
-            delete_groups([settings.app_id])
-        except KafkaError:
-            pass  # no such group yet
-    finally:
-        admin.close()
+    delete_group(settings)
     client = RecsClient(settings.redis_url or "", settings.key_prefix, **settings.redis_kwargs())
     try:
         keys = list(client.redis.scan_iter(match=client.layout.pattern(), count=10_000))

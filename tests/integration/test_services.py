@@ -55,3 +55,29 @@ def test_read_commands_find_the_services_left_running(tmp_path, monkeypatch, cap
         services.down()
     assert main(["recs", "u257"]) == 2
     assert "run `streamrec services up` or `streamrec demo` first" in capsys.readouterr().err
+
+
+def test_reset_state_leaves_the_consumer_group_no_committed_offset(isolated_settings) -> None:
+    """A group that survived a reset would start a worker at its old offsets: past every event of the new topics."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from streamrec.topics import ensure_topics, reset_state
+
+    ensure_topics(isolated_settings)
+    topic = TopicPartition(isolated_settings.topic("interactions"), 0)
+    consumer = KafkaConsumer(group_id=isolated_settings.app_id, enable_auto_commit=False,
+                             **isolated_settings.kafka_config())  # fmt: skip
+    try:
+        consumer.commit({topic: OffsetAndMetadata(20_000, "", -1)})  # what the previous run left
+        assert consumer.committed(topic) == 20_000
+    finally:
+        consumer.close()
+    reset_state(isolated_settings)
+    ensure_topics(isolated_settings)
+    consumer = KafkaConsumer(group_id=isolated_settings.app_id, enable_auto_commit=False,
+                             **isolated_settings.kafka_config())  # fmt: skip
+    try:
+        assert consumer.committed(topic) is None
+    finally:
+        consumer.close()
