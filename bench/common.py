@@ -266,6 +266,12 @@ def target(name: str, goal: str, measured: str, ok: bool | None, reference: str 
     return {"target": name, "goal": goal, "measured": measured, "ok": ok, "reference": reference, "note": note}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- memory ----------------------------------------------------------------------------------
 
 

@@ -16,14 +16,12 @@ item-kNN, where a fixed per-event cost weighs most) and the default ones.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from bench.common import md_table, percentiles, target
+from bench.common import cpu_seconds, md_table, percentiles, target
 from bench.live import Config as LiveConfig
 from bench.live import _preload, _settings, _worker_drain, services_for
 from producers.exposures import ExposureLog
@@ -110,7 +108,7 @@ def _reads(settings: Any, users: list[str], cfg: Config) -> dict[str, Any]:
                     recording.append(time.perf_counter() - t1)
                 seconds[mode].append(time.perf_counter() - t0)
         log.flush()
-        sender_cpu = _cpu_seconds(log._proc.pid)
+        sender_cpu = cpu_seconds(log._proc.pid)
     finally:
         for client in clients.values():
             client.close()
@@ -120,12 +118,6 @@ def _reads(settings: Any, users: list[str], cfg: Config) -> dict[str, Any]:
     out["recorded"], out["dropped"], out["failed"] = log.recorded, log.dropped, log.failed
     out["sender_cpu_us_per_record"] = sender_cpu / max(log.recorded, 1) * 1e6
     return out
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cases(cfg: Config) -> list[tuple[str, tuple[str, ...], str, dict[str, Any]]]:

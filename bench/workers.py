@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import md_table, target
+from bench.common import cpu_seconds, md_table, target
 from bench.live import Config as LiveConfig
 from bench.live import _settings, services_for
 from producers.publisher import EventPublisher
@@ -61,11 +61,6 @@ def config(quick: bool = False) -> Config:
     if quick:
         return Config(workers=(1, 2), warmup_events=500, events=3_000, settle_seconds=3.0)
     return Config()
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # clock ticks (USER_HZ is 100 on Linux)
 
 
 def _processed(client: RecsClient) -> float:
@@ -99,14 +94,14 @@ def _measure(base: Any, cfg: Config, n: int, state: Path, tag: str) -> dict[str,
             publisher.publish(events[: cfg.warmup_events], progress=False)
             _wait(client, cfg.warmup_events, workers)
             time.sleep(cfg.settle_seconds)  # every worker joined, the group settled, the first commits made
-            before = {w.pid: _cpu_seconds(w.pid) for w in workers}  # type: ignore[index]
+            before = {w.pid: cpu_seconds(w.pid) for w in workers}  # type: ignore[index]
             bytes_before = client.stats().get("shared_state_bytes_sent", 0.0)
             started = time.perf_counter()
             publisher.publish(events[cfg.warmup_events :], progress=False)
             _wait(client, cfg.warmup_events + cfg.events, workers)
             seconds = time.perf_counter() - started
             time.sleep(2.5)  # the last commits write their increments
-            cpu = {w.pid: _cpu_seconds(w.pid) - before[w.pid] for w in workers}  # type: ignore[index]
+            cpu = {w.pid: cpu_seconds(w.pid) - before[w.pid] for w in workers}  # type: ignore[index]
             stats = client.stats()
     finally:
         client.close()

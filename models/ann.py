@@ -83,18 +83,17 @@ class ANNRecommender:
         self.seed = seed
         self.name = f"{getattr(model, 'name', type(model).__name__)}+ivf"
         self.build_seconds = 0.0
-        self._nprobe = nprobe
+        self._index = ItemVectorIndex(min_items=0, nlist=nlist, nprobe=nprobe, seed=seed)
         self.rebuild()
 
     @property
     def nprobe(self) -> int:
-        """Lists scanned per query (settable)."""
-        return self._nprobe
+        """Lists scanned per query (settable): the index's."""
+        return self._index.nprobe
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        self._nprobe = int(value)
-        self._index.nprobe = self._nprobe
+        self._index.nprobe = value
 
     # -- the index -----------------------------------------------------------------------
 
@@ -109,7 +108,7 @@ class ANNRecommender:
         _, q = self.model.factors()
         q = np.ascontiguousarray(q, dtype=np.float32)
         self.dim = q.shape[1]
-        self._index = ItemVectorIndex(min_items=0, nlist=self.nlist, nprobe=self._nprobe, seed=self.seed)
+        self._index = ItemVectorIndex(min_items=0, nlist=self.nlist, nprobe=self._index.nprobe, seed=self.seed)
         self._vectors = q.copy()
         self._n_rows = len(q)
         if self._n_rows:

@@ -139,8 +139,12 @@ class StreamWorker:
         live = exposures = None
         if settings.live_ks:
             live = LiveQuality(list(self.pipeline.models), settings.live_ks, settings.live_users, self.experiment)
-            exposures = ExposureJoin(settings.exposure_window, settings.live_users)
+            exposures = ExposureJoin(settings.exposure_window, settings.live_users, lazy=True)
         self.pipeline.use(live, self.experiment, exposures)
+        #: the lists written per user: every model's, and each interleaved variant's
+        self._list_names = [*settings.models]
+        if self.experiment is not None:
+            self._list_names += [v.name for v in self.experiment.variants if v.interleaved]
         #: live quality counts not yet in Redis, per wall-clock minute (``{prefix}:quality:<minute>``)
         self._quality: dict[int, Counter[str]] = {}
         #: users seen per variant since the last write (``PFADD`` to the experiment's HyperLogLogs)
@@ -451,7 +455,7 @@ class StreamWorker:
                 self._pending_ingest.extend(t for t in ingest if t is not None)
                 for user in out.forgotten:
                     self._pending_forget.add(user)
-                    for model in self._list_names():
+                    for model in self._list_names:
                         self._pending.pop((model, user), None)
                     self.counters["users_forgotten"] += 1
                 if len(self._pending_ingest) > self.settings.freshness_cap:  # Redis away for long
@@ -662,7 +666,7 @@ class StreamWorker:
                 self._redis_ok = False
                 log.warning("Redis read of item tags failed (%s); catalogue changes pending", type(exc).__name__)
                 return False
-            forget = {user: self._list_names() for user in self._pending_forget}
+            forget = {user: self._list_names for user in self._pending_forget}
             lists = list(self._pending.values())
             counters = dict(self.counters)
             meta = None
@@ -763,13 +767,6 @@ class StreamWorker:
             return
         live.restore(lists, lambda u: len(default.seen_items(u)), fallback)
         self.counters["live_lists_read"] += len(lists)
-
-    def _list_names(self) -> list[str]:
-        """The names of the lists written per user: every model's, and each interleaved variant's."""
-        names = list(self.settings.models)
-        if self.experiment is not None:
-            names += [v.name for v in self.experiment.variants if v.interleaved]
-        return names
 
     def alive(self) -> bool:
         """Whether the background task (Redis retries, idle checkpoints) still runs (liveness)."""

@@ -34,6 +34,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -51,6 +52,10 @@ def hash_position(salt: str, user_id: str) -> float:
     """
     digest = hashlib.sha256(f"{salt}:{user_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+#: The newest users' positions: the worker asks for an active user's at every event and every list written.
+_cached_position = functools.lru_cache(maxsize=1 << 18)(hash_position)
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,7 @@ class Experiment:
 
     def assign(self, user_id: str) -> Variant:
         """The user's variant (see the module's documentation for the rule)."""
-        u = hash_position(self.name, user_id)
+        u = _cached_position(self.name, user_id)
         for variant, bound in zip(self.variants, self._bounds, strict=True):  # type: ignore[attr-defined]
             if u < bound:
                 return variant

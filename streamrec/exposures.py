@@ -14,6 +14,7 @@ item within ``window`` seconds of event time after it:
 - per position (0 = the top; ``10+`` together), shown items and events on them;
 - an event that arrives before its exposure (another topic, another order) is
   kept for a moment (the user's newest 32 events) and joined when the exposure comes;
+  the worker keeps events only once exposures flow (``lazy``);
 - a repeated ``exposure_id`` counts once; exposures of users or items the models
   do not know are counted (``unknown_user``, ``unknown_items``) and joined all the same.
 
@@ -78,14 +79,20 @@ class ExposureJoin:
         Seconds of event time after an exposure in which an event on a shown item counts.
     max_users
         Users remembered; beyond, those first seen earliest are forgotten.
+    lazy
+        Keep no event until a batch brings the first exposure (the worker's choice: where no
+        application records exposures, the join then costs one pass over each batch and no memory;
+        only events in batches before the first exposure ever can then not be joined late).
     """
 
-    def __init__(self, window: float = 1800.0, max_users: int = 200_000) -> None:
+    def __init__(self, window: float = 1800.0, max_users: int = 200_000, lazy: bool = False) -> None:
         self.window = window
         self.max_users = max_users
         self._shown: dict[str, deque[_Shown]] = {}
         self._events: dict[str, deque[tuple[float, str, str]]] = {}
         self._ids: dict[str, deque[str]] = {}
+        #: whether events are kept for exposures to come (with ``lazy``, once the first exposure has come)
+        self._active = not lazy
 
     def observe(
         self,
@@ -99,13 +106,18 @@ class ExposureJoin:
         ``knows_user`` and ``knows_item`` say what the models know (for the ``unknown`` counts);
         ``variant_of(user)`` names the variant of an exposure that names none (the experiment's).
         """
+        events = list(events)
+        if not self._active:  # no application records exposures (yet): nothing to join, nothing to keep
+            if not any(isinstance(e, Exposure) for e in events):
+                return {}
+            self._active = True  # this batch's events are kept too, whatever their order
         counts: Counter[str] = Counter()
         for event in events:
             if isinstance(event, Exposure):
                 self._exposure(event, counts, knows_user, knows_item, variant_of)
             elif isinstance(event, Interaction | Rating) and not (isinstance(event, Interaction) and event.is_feedback):
                 kind = event.event_type if isinstance(event, Interaction) else "rating"
-                self._event(event.user_id, event.item_id, event.timestamp, kind, counts, late=False)
+                self._event(event.user_id, event.item_id, event.timestamp, kind, counts)
                 recent = self._events.setdefault(event.user_id, deque(maxlen=PER_USER))
                 recent.append((event.timestamp, event.item_id, kind))
             elif isinstance(event, ForgetUser):
@@ -149,7 +161,7 @@ class ExposureJoin:
             if joined and self._credit(shown, item, ts, kind, counts):
                 counts["shown:-|-|late"] += 1
 
-    def _event(self, user: str, item: str, ts: float, kind: str, counts: Counter[str], late: bool) -> None:
+    def _event(self, user: str, item: str, ts: float, kind: str, counts: Counter[str]) -> None:
         for shown in reversed(self._shown.get(user, ())):  # the newest exposure that showed the item
             if item in shown.positions and shown.timestamp <= ts <= shown.timestamp + self.window:
                 self._credit(shown, item, ts, kind, counts)

@@ -109,7 +109,6 @@ class LiveQuality:
         #: user -> events of the user learned so far (by this worker)
         self._history: dict[str, int] = {}
         self._fallback: tuple[str, ...] = ()
-        self._variants: dict[str, Any] = {}  # user -> their variant (the hash once per user)
 
     def __len__(self) -> int:
         return len(self._lists)
@@ -129,7 +128,6 @@ class LiveQuality:
         fallback = self._fallback
         unknown: set[str] = set()
         experiment = self.experiment
-        variants = self._variants
         models = self.models
         plain = self._plain
 
@@ -168,11 +166,7 @@ class LiveQuality:
             else:
                 history, lists = entry
             bucket = "none" if history == 0 else "1-4" if history <= 4 else "5+"
-            variant = None
-            if experiment is not None:
-                variant = variants.get(user)
-                if variant is None:
-                    variant = variants[user] = experiment.assign(user)
+            variant = experiment.assign(user) if experiment is not None else None
             ranks = []
             for column, items in enumerate(lists):
                 if column >= plain and variant is not None and variant.name != models[column]:
@@ -227,12 +221,9 @@ class LiveQuality:
             for user in list(self._lists)[:excess]:
                 del self._lists[user]
                 self._history.pop(user, None)
-                self._variants.pop(user, None)
         if len(self._history) > 2 * self.max_users:  # users scored but never served (a failing model)
             for user in [u for u in self._history if u not in self._lists][: len(self._history) - self.max_users]:
                 del self._history[user]
-        if len(self._variants) > 2 * self.max_users:
-            self._variants.clear()
 
     @property
     def has_fallback(self) -> bool:
@@ -272,7 +263,6 @@ class LiveQuality:
         self._lists.pop(user, None)
         self._history.pop(user, None)
         self._teams.pop(user, None)
-        self._variants.pop(user, None)
 
 
 def proportion_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:

@@ -205,12 +205,6 @@ class RecommendationPipeline:
         self.top_n = top_n
         self.repeats = repeats
         self._learn_time: dict[str, float] = {}
-        #: scores every event against the lists served before it, per model (None: live evaluation off)
-        self.live = live
-        #: splits users between variants: their plain key serves their variant's list
-        self.experiment = experiment
-        #: joins exposures with the users' later events (None: exposures are counted nowhere)
-        self.exposures = exposures
         self._batches = 0
         self.use(live, experiment, exposures)
         #: availability and tags of the catalogue's items (followed from catalogue updates)
@@ -254,12 +248,19 @@ class RecommendationPipeline:
         experiment: Experiment | None = None,
         exposures: ExposureJoin | None = None,
     ) -> None:
-        """Turn on live evaluation, an experiment and the exposure join (after a pipeline is restored)."""
+        """Turn on live evaluation, an experiment and the exposure join (also after a pipeline is restored).
+
+        ``live`` scores every event against the lists served before it, per model; ``experiment`` splits
+        users between variants (their plain key serves their variant's list); ``exposures`` joins what
+        applications showed with the users' later events. ``None`` turns each off.
+        """
         if experiment is not None:
             missing = [m for m in experiment.models if m not in self.models]
             if missing:
                 raise ValueError(f"experiment {experiment.name!r} uses models that are not configured: {missing}")
-        self.live, self.experiment, self.exposures = live, experiment, exposures
+        self.live: LiveQuality | None = live
+        self.experiment: Experiment | None = experiment
+        self.exposures: ExposureJoin | None = exposures
 
     def all_models(self) -> dict[str, OnlineRecommender]:
         """Every model that learns, including an extra fallback model."""

@@ -23,10 +23,33 @@ import numpy as np
 from models import Interactions, OnlineRecommender, Recommendations
 from models.adaptive_popularity import AdaptivePopularity
 
-__all__ = ["ServedLists"]
+__all__ = ["ListAdapter", "ServedLists"]
 
 
-class ServedLists(OnlineRecommender):
+class ListAdapter(OnlineRecommender):
+    """Base of the evaluation adapters that serve other models' lists: learning and scoring are theirs.
+
+    Subclasses override ``learn``, ``add_items`` and ``recommend``; the
+    per-row hooks of :class:`~models.base.OnlineRecommender` are never reached.
+    """
+
+    def _grow(self, n_users: int, n_items: int) -> None:  # pragma: no cover - learn is delegated
+        pass
+
+    def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:  # pragma: no cover
+        pass
+
+    def _score(self, u: np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} is an evaluation adapter; save the models it wraps")
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class ServedLists(ListAdapter):
     """A model plus the fallback list, recommending what the live system serves.
 
     Users with history get ``model``'s list; the others get the fallback's
@@ -138,18 +161,3 @@ class ServedLists(OnlineRecommender):
     @item_index.setter
     def item_index(self, value: Any) -> None:  # the base constructor assigns one; the model's is used
         pass
-
-    def _grow(self, n_users: int, n_items: int) -> None:  # pragma: no cover - learn is delegated
-        pass
-
-    def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:  # pragma: no cover
-        pass
-
-    def _score(self, u: np.ndarray) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
-
-    def _state(self) -> dict[str, np.ndarray]:  # pragma: no cover
-        raise NotImplementedError("ServedLists is an evaluation adapter; save the wrapped model")
-
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:  # pragma: no cover
-        raise NotImplementedError

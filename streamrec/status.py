@@ -174,7 +174,7 @@ def collect_status(settings: Settings) -> Status:
         counters = client.stats()
         freshness = percentiles(client.freshness())
         meta = client.meta()
-        quality = {label: client.quality(minutes) for label, minutes in QUALITY_WINDOWS}
+        quality = client.quality_windows(dict(QUALITY_WINDOWS))
     finally:
         client.close()
     partitions = [

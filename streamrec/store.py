@@ -516,19 +516,29 @@ class RecsClient:
 
         Summarise them with :func:`streamrec.live_quality.summarise`.
         """
-        if minutes is None:
-            raw = [self.redis.hgetall(self.layout.quality_key())]
-        else:
-            current = int((time.time() if now is None else now) // 60)
-            pipe = self.redis.pipeline(transaction=False)
-            for minute in range(current - minutes + 1, current + 1):
-                pipe.hgetall(self.layout.quality_key(minute))
-            raw = pipe.execute()
-        out: dict[str, float] = {}
-        for counts in raw:
-            for name, value in counts.items():
-                key = name.decode()
-                out[key] = out.get(key, 0.0) + float(value)
+        return self.quality_windows({"": minutes}, now)[""]
+
+    def quality_windows(
+        self, windows: Mapping[str, int | None], now: float | None = None
+    ) -> dict[str, dict[str, float]]:
+        """:meth:`quality` of several windows (label -> minutes, ``None``: the totals), each minute read once."""
+        longest = max((m for m in windows.values() if m is not None), default=0)
+        current = int((time.time() if now is None else now) // 60)
+        pipe = self.redis.pipeline(transaction=False)
+        for minute in range(current - longest + 1, current + 1):  # the oldest first
+            pipe.hgetall(self.layout.quality_key(minute))
+        if None in windows.values():
+            pipe.hgetall(self.layout.quality_key())
+        raw = pipe.execute()
+        totals = raw.pop() if None in windows.values() else {}
+        out: dict[str, dict[str, float]] = {}
+        for label, minutes in windows.items():
+            summed: dict[str, float] = {}
+            for counts in [totals] if minutes is None else raw[len(raw) - minutes :] if minutes else []:
+                for name, value in counts.items():
+                    key = name.decode()
+                    summed[key] = summed.get(key, 0.0) + float(value)
+            out[label] = summed
         return out
 
     def variant_users(self, experiment: str, variants: Sequence[str]) -> dict[str, int]:

@@ -17,7 +17,7 @@ Examples
 >>> from streamrec.experiments import Experiment
 >>> exp = Experiment.parse("e: knn=itemknn 1, mix=itemknn/popularity 1")
 >>> models = twin_models(exp, {"itemknn": create("itemknn"), "popularity": create("popularity")},
-...                      lambda m: m, lambda: create("popularity"))
+...                      lambda m: m)
 >>> sorted(models)
 ['itemknn', 'mix', 'popularity']
 >>> events = [Interaction(f"u{j % 9}", f"i{(j * 7) % 11}", float(j)) for j in range(300)]
@@ -38,11 +38,12 @@ import numpy as np
 from models import Interactions, OnlineRecommender, Recommendations
 from streamrec.backtest.prequential import BacktestResult
 from streamrec.experiments import Experiment, team_draft
+from streamrec.served import ListAdapter
 
 __all__ = ["InterleavedLists", "twin_counts", "twin_models"]
 
 
-class InterleavedLists(OnlineRecommender):
+class InterleavedLists(ListAdapter):
     """Team-draft interleaving of two models' lists, crediting each event on a listed item to its team.
 
     ``include(user)`` says which users count (the variant's users); the wins are in :attr:`wins`.
@@ -102,28 +103,11 @@ class InterleavedLists(OnlineRecommender):
     def n_items(self) -> int:  # type: ignore[override]
         return max(self.first.n_items, self.second.n_items)
 
-    # an evaluation adapter: learning and scoring are the two models'
-    def _grow(self, n_users: int, n_items: int) -> None:  # pragma: no cover
-        pass
-
-    def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:  # pragma: no cover
-        pass
-
-    def _score(self, u: np.ndarray) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
-
-    def _state(self) -> dict[str, np.ndarray]:  # pragma: no cover
-        raise NotImplementedError("InterleavedLists is an evaluation adapter; save the two models")
-
-    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:  # pragma: no cover
-        raise NotImplementedError
-
 
 def twin_models(
     experiment: Experiment,
     created: Mapping[str, OnlineRecommender],
     served: Callable[[OnlineRecommender], OnlineRecommender],
-    fresh: Callable[[], OnlineRecommender] | None = None,
 ) -> dict[str, OnlineRecommender]:
     """The models to replay: each single-model variant's model, and one interleaving per interleaved variant.
 

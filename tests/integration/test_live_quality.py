@@ -18,18 +18,15 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from models import create
 from producers.publisher import EventPublisher
-from streamrec.backtest.prequential import Prequential
-from streamrec.backtest.sources import EventLog
 from streamrec.cli import main
 from streamrec.experiments import Experiment
 from streamrec.live_quality import summarise
-from streamrec.served import ServedLists
 from streamrec.status import collect_status, format_status
 from streamrec.store import RecsClient
 from streamrec.topics import ensure_topics
 from tests.integration.test_scale_out import TIMEOUT, ratings_of, scale_settings, start_worker
+from tests.unit.test_live_quality import as_written_backtest
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +56,7 @@ def test_one_event_per_batch_gives_the_backtest_figures_exactly(
     finally:
         assert worker.stop() == 0, worker.log_tail()
     live = summarise(_quality(settings), KS)
-    offline = Prequential(
-        {m: ServedLists(create(m), cached=True, top_n=max(KS)) for m in MODELS},
-        ks=KS,
-        freshness=0.0,
-        memory="off",
-        progress=False,
-    ).run(EventLog.from_events(ratings))
+    offline = as_written_backtest(ratings)
     for model in MODELS:
         figures = offline.models[model].overall
         assert live[model]["all"]["scored"] == figures["scored"] == len(ratings)
@@ -211,3 +202,20 @@ def test_an_interleaving_finds_the_model_built_to_be_better(isolated_settings, t
     mix = json.loads(capsys.readouterr().out)["variants"]["mix"]
     assert mix["scored"] == len(events)
     assert mix["winner"] == "itemknn" and mix["share_ci"][0] > 0.5, mix  # the 95% interval excludes a tie
+
+
+def test_quality_windows_sum_the_minutes_each_covers_and_the_totals(isolated_settings) -> None:
+    client = RecsClient(isolated_settings.redis_url, isolated_settings.key_prefix)
+    try:
+        now = 1_800_000_000.0
+        minute = int(now // 60)
+        for ago, scored in ((0, 1.0), (3, 2.0), (100, 4.0), (2000, 8.0)):
+            client.redis.hset(client.layout.quality_key(minute - ago), "m|5+|scored", scored)
+        client.redis.hset(client.layout.quality_key(), "m|5+|scored", 99.0)
+        windows = client.quality_windows({"5m": 5, "1h": 60, "1d": 1440, "all": None}, now=now)
+        assert {label: counts.get("m|5+|scored", 0.0) for label, counts in windows.items()} == {
+            "5m": 3.0, "1h": 3.0, "1d": 7.0, "all": 99.0
+        }  # fmt: skip
+        assert client.quality(5, now=now) == windows["5m"] and client.quality() == windows["all"]
+    finally:
+        client.close()

@@ -122,3 +122,10 @@ def test_recs_client_records_a_read_with_its_variant(monkeypatch: pytest.MonkeyP
     assert client.record_exposure("u", RecList("u", "itemknn", ["a", "b"], [2.0, 1.0], variant="knn"))
     assert calls == [("u", ["a", "b"], "knn", 0, None)]
     assert not RecsClient("redis://127.0.0.1:1/0").record_exposure("u", ["a"])
+
+
+def test_a_lazy_join_keeps_nothing_until_exposures_flow() -> None:
+    join = ExposureJoin(lazy=True)
+    assert join.observe([Interaction("u", "b", 10.0, "click")]) == {} and not join._events
+    counts = join.observe([Interaction("u", "b", 10.0, "click"), _exposure("u", "abc", 9.0)])  # same batch: joined
+    assert counts["shown:a|-|clicked"] == 1 and counts["shown:-|-|late"] == 1

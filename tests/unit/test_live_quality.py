@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from models import create
-from streamrec.backtest.prequential import Prequential
+from streamrec.backtest.prequential import BacktestResult, Prequential
 from streamrec.backtest.sources import EventLog
 from streamrec.events import ForgetUser, Interaction
 from streamrec.experiment_report import experiment_report
@@ -38,6 +38,12 @@ def _log(n: int = 3000, users: int = 150, items: int = 120, seed: int = 3) -> li
     return events
 
 
+def as_written_backtest(events: list) -> BacktestResult:
+    """``streamrec backtest --lists as-written`` at freshness 0 of ``MODELS``: what live evaluation must equal."""
+    models = {m: ServedLists(create(m), cached=True, top_n=max(KS)) for m in MODELS}
+    return Prequential(models, ks=KS, freshness=0.0, memory="off", progress=False).run(EventLog.from_events(events))
+
+
 def _live(events: list[Interaction], batch: int, experiment: Experiment | None = None) -> dict[str, float]:
     pipe = RecommendationPipeline.from_names(MODELS, "itemknn", top_n=max(KS))
     pipe.use(LiveQuality(MODELS, KS, experiment=experiment), experiment)
@@ -50,13 +56,7 @@ def _live(events: list[Interaction], batch: int, experiment: Experiment | None =
 def test_live_figures_equal_the_backtest_at_freshness_zero_with_one_event_per_batch() -> None:
     events = _log()
     live = summarise(_live(events, batch=1), KS)
-    offline = Prequential(
-        {m: ServedLists(create(m), cached=True, top_n=max(KS)) for m in MODELS},
-        ks=KS,
-        freshness=0.0,
-        memory="off",
-        progress=False,
-    ).run(EventLog.from_events(events))
+    offline = as_written_backtest(events)
     for model in MODELS:
         figures = offline.models[model]
         assert live[model]["all"]["scored"] == figures.overall["scored"] == len(events)
