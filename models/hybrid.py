@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,11 +16,14 @@ from models.base import Interactions, OnlineRecommender, Recommendations
 from models.ids import IdIndex
 from models.persistence import read_model_dir, write_model_dir
 from models.popularity import Popularity
+from models.sharing import ItemDelta, UserStates
 
 __all__ = ["Hybrid"]
 
 #: At most this many users per ``recommend`` call keep their member scores for the next ``learn``.
 _CACHE_USERS = 8
+#: The prefix of an owned model's part of a shared payload (``m<j>.``, ``j`` its place in ``Hybrid._owned()``).
+_MEMBER_KEY = re.compile(r"m\d+\.")
 
 
 class Hybrid(OnlineRecommender):
@@ -72,6 +76,37 @@ class Hybrid(OnlineRecommender):
 
     Reasons come from the first member that gives some (ItemKNN's
     "because you interacted with X").
+
+    **Several workers** (:mod:`models.sharing`), when every member shares
+    (the default members do; a hybrid with one that cannot, such as
+    ``isgd``, says so and runs on one worker). Each owned model shares as it
+    does alone, and the hybrid carries their payloads inside its own:
+
+    - item deltas and snapshots hold each owned model's
+      :meth:`take_item_delta` / :meth:`export_items` (arrays under
+      ``m<j>.``, ``j`` the member's place in ``components``, the popularity
+      model last), with the hybrid's event count per item (exact: counts add
+      up) and, in snapshots, the items' tags;
+    - user states hold each owned model's :meth:`export_users` (arrays and
+      extras under ``m<j>.``, item references into one list of ids; the seen
+      items once, the hybrid's, which every owned model shares);
+    - the decayed hit rates: each worker scores the events it learns and
+      sends, per bucket, its hits and updates since its last delta, decayed
+      within its own sequence, with how many updates they span; a receiver
+      first decays its own sums by that many updates, then adds them, as if
+      the other worker's events came after its own. With members that share
+      exactly, the hits are those one worker counts, and the sums differ
+      from one worker's (which interleaves the events) only by the order
+      within one exchange: with ``n`` updates of a bucket between exchanges,
+      each event's weight by at most a factor ``2 ** (n / half_life)``
+      (tested), so a rate by at most its square (1% for ``n = 14`` at the
+      default half-life of 2,000). Members that share approximately add
+      their own departure to the hits.
+
+    Handing users off (:meth:`drop_users`) hands them off in every owned
+    model (session kNN keeps their sessions, SASRec their waiting examples),
+    which :meth:`forget_user` would erase. Sharing is as exact as the least
+    exact member (``sharing_is_exact`` is false).
 
     :meth:`save` writes one model directory as every model does: each owned
     model is saved with its own :meth:`save` and its arrays and metadata are
@@ -130,6 +165,13 @@ class Hybrid(OnlineRecommender):
     name: ClassVar[str] = "hybrid"
     personalized: ClassVar[bool] = True
     batch_equals_sequential: ClassVar[bool] = False
+    #: With the default members; an instance with a member that cannot share has it false (see ``__init__``).
+    shares_state: ClassVar[bool] = True
+    #: Asynchronous SGD (sasrec, two_tower), session kNN's rings and hit rates judged on each worker's events.
+    sharing_is_exact: ClassVar[bool] = False
+    #: ``_item_events`` changes on learned items only (and freed rows): deltas compare those rows.
+    item_changes_tracked: ClassVar[bool] = True
+    _item_arrays: ClassVar[tuple[str, ...]] = ("_item_events",)
 
     def __init__(
         self,
@@ -176,6 +218,10 @@ class Hybrid(OnlineRecommender):
         self.candidates = int(candidates)
         self.content_weight = content_weight
         self.popularity_half_life = popularity_half_life
+        #: The members that cannot share state across workers (then neither can the hybrid).
+        self.unsharing_components = tuple(c for c in components if not models.model_class(c).shares_state)
+        if self.unsharing_components:
+            self.shares_state = False  # type: ignore[misc]  # this instance only
         super().__init__(seed=seed)
 
     # -- state ------------------------------------------------------------------------
@@ -192,6 +238,11 @@ class Hybrid(OnlineRecommender):
         n_buckets = len(self.bucket_edges) + 1
         self._hits = np.zeros((n_buckets, len(self._models)), dtype=np.float64)  # decayed hits
         self._trials = np.zeros((n_buckets, len(self._models)), dtype=np.float64)  # decayed updates
+        # the same sums over the updates made here since the last delta, and how many updates per bucket
+        self._unsent_hits = np.zeros_like(self._hits)
+        self._unsent_trials = np.zeros_like(self._trials)
+        self._unsent_updates = np.zeros(n_buckets, dtype=np.int64)
+        self._handing_off = False  # drop_users in progress: owned models hand the users off themselves
         self._cache: dict[int, list[np.ndarray]] = {}  # user row -> the members' lists (item rows; seen excluded)
         self._cache_at = (-1, -1)
         self._exclude_seen = True  # of the recommend call in progress
@@ -282,8 +333,17 @@ class Hybrid(OnlineRecommender):
             b = self._bucket(len(self._seen[x]))
             self._hits[b] = decay * self._hits[b] + hits
             self._trials[b] = decay * self._trials[b] + 1.0
+            self._unsent_hits[b] = decay * self._unsent_hits[b] + hits
+            self._unsent_trials[b] = decay * self._unsent_trials[b] + 1.0
+            self._unsent_updates[b] += 1
 
     def _set_item_tags(self, items: np.ndarray, tags: list[tuple[str, ...]]) -> None:
+        self._set_own_tags(items, tags)
+        for model in self._models:
+            model._set_item_tags(items, tags)
+
+    def _set_own_tags(self, items: np.ndarray | list[str], tags: list[tuple[str, ...]]) -> None:
+        """Replace the tags of ``items`` (known ids) in the hybrid's own item x tag matrix."""
         idx = self.item_index.lookup(items)
         keep = ~np.isin(self._tag_items, idx)
         sizes = [len(t) for t in tags]
@@ -293,12 +353,12 @@ class Hybrid(OnlineRecommender):
         self._tag_ids = np.concatenate([self._tag_ids[keep], new_tags])
         self._tags_cache = None
         self._cache.clear()
-        for model in self._models:
-            model._set_item_tags(items, tags)
 
     def _forget_rows(self, rows: np.ndarray) -> None:
         """Forget the users in every owned model (they index users by id, not by the hybrid's rows)."""
         self._cache.clear()
+        if self._handing_off:  # drop_users: the owned models dropped the users already
+            return
         users = self.user_index.ids_of(rows)
         for model in (*self._models, self._popularity):
             for user in users:
@@ -482,6 +542,9 @@ class Hybrid(OnlineRecommender):
         self._tags_cache = None
         self._hits = arrays["hits"].astype(np.float64)
         self._trials = arrays["trials"].astype(np.float64)
+        # a loaded model that shares without begin_sharing sends what it holds, as its owned models do
+        self._unsent_hits, self._unsent_trials = self._hits.copy(), self._trials.copy()
+        self._unsent_updates = np.zeros(len(self._hits), dtype=np.int64)
         self._cache.clear()
         self._loaded_arrays = arrays
         self._restore_models()
@@ -509,9 +572,193 @@ class Hybrid(OnlineRecommender):
         self._popularity = popularity
         del self._loaded_arrays, self._loaded_metas
 
+    # -- sharing across workers (see "Several workers" above) -------------------------
+
+    def _owned(self) -> tuple[OnlineRecommender, ...]:
+        """The owned models in the order their payloads are numbered (``m<j>.``): members, then popularity."""
+        return (*self._models, self._popularity)
+
+    def _require_sharing(self) -> None:
+        if self.unsharing_components:
+            raise NotImplementedError(
+                f"hybrid cannot share its state across workers: its member(s) {', '.join(self.unsharing_components)} "
+                "cannot; run it with one worker (STREAMREC_TOPIC_PARTITIONS=1), or choose members that can"
+            )
+        super()._require_sharing()
+
+    def _catch_up_items(self, model: OnlineRecommender) -> None:
+        """Index, in the hybrid and every owned model, the items ``model`` indexed on its own (applying a payload).
+
+        Owned models index items in the hybrid's rows, and every index fills
+        its smallest free row first, so adding the new ids in row order gives
+        them the rows ``model`` gave them.
+        """
+        mine, theirs = self.item_index, model.item_index
+        rows = [r for r in mine.free_rows().tolist() if r < len(theirs) and theirs.ids[r] is not None]
+        rows += range(len(mine), len(theirs))
+        if not rows:
+            return
+        got = mine.add_many(theirs.ids_of(rows))  # type: ignore[arg-type]
+        if not np.array_equal(got, rows):
+            raise RuntimeError(f"owned model {model.name} is out of step with the hybrid's item rows")
+        self._grow_base_state()
+        self._grow(self.n_users, self.n_items)  # the other owned models index them in the same rows
+
+    def _begin_sharing_extra(self) -> None:
+        for model in self._owned():
+            model.begin_sharing()
+        self._unsent_hits[:] = 0.0
+        self._unsent_trials[:] = 0.0
+        self._unsent_updates[:] = 0
+
+    def _pack_members(self, delta: ItemDelta, parts: list[ItemDelta]) -> None:
+        """Put the owned models' deltas ``parts`` into ``delta`` (``m<j>.`` names; item ids listed once)."""
+        at = {item: n for n, item in enumerate(delta.items)}
+        more: list[str] = []
+        metas: dict[str, dict[str, Any]] = {}
+        for j, part in enumerate(parts):
+            if part.is_empty():
+                continue
+            positions = []
+            for item in part.items:
+                n = at.get(item)
+                if n is None:
+                    n = at[item] = len(at)
+                    more.append(item)
+                positions.append(n)
+            metas[str(j)] = part.extra
+            delta.extra_arrays[f"m{j}.rows"] = np.asarray(positions, dtype=np.int64)
+            for kind, arrays in (("a", part.arrays), ("g", part.globals), ("x", part.extra_arrays)):
+                for name, values in arrays.items():
+                    delta.extra_arrays[f"m{j}.{kind}.{name}"] = values
+        if metas:
+            delta.extra["members"] = metas
+        if more:
+            delta.extra["member_items"] = more
+
+    def _unpack_member(self, delta: ItemDelta, j: int) -> ItemDelta | None:
+        """Owned model ``j``'s delta inside ``delta`` (``None`` when it holds none)."""
+        meta = (delta.extra.get("members") or {}).get(str(j))
+        if meta is None:
+            return None
+        ids = [*delta.items, *delta.extra.get("member_items", [])]
+        prefix = f"m{j}."
+        parts: dict[str, dict[str, np.ndarray]] = {"a": {}, "g": {}, "x": {}}
+        for key, values in delta.extra_arrays.items():
+            if key.startswith(prefix) and key != f"{prefix}rows":
+                kind, _, name = key.removeprefix(prefix).partition(".")
+                parts[kind][name] = values
+        items = [ids[n] for n in delta.extra_arrays[f"{prefix}rows"].tolist()]
+        return ItemDelta(self._owned()[j].name, items, parts["a"], parts["g"], meta, parts["x"])
+
+    def _take_item_delta_extra(self, delta: ItemDelta) -> None:
+        self._pack_members(delta, [model.take_item_delta() for model in self._owned()])
+        if self._unsent_updates.any():
+            delta.extra["hybrid_hits"] = self._unsent_hits.tolist()
+            delta.extra["hybrid_trials"] = self._unsent_trials.tolist()
+            delta.extra["hybrid_updates"] = self._unsent_updates.tolist()
+            self._unsent_hits[:] = 0.0
+            self._unsent_trials[:] = 0.0
+            self._unsent_updates[:] = 0
+
+    def _export_items_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
+        self._pack_members(delta, [model.export_items() for model in self._owned()])
+        delta.extra["hybrid_hits"] = self._hits.tolist()
+        delta.extra["hybrid_trials"] = self._trials.tolist()
+        tags = self.tag_index.ids
+        tagged = np.isin(rows, self._tag_items)
+        if tagged.any():
+            of_item: dict[int, list[str]] = {}
+            for item, tag in zip(self._tag_items.tolist(), self._tag_ids.tolist(), strict=True):
+                of_item.setdefault(item, []).append(tags[tag])  # type: ignore[arg-type]
+            delta.extra["hybrid_tags"] = {delta.items[n]: of_item[r] for n, r in enumerate(rows.tolist()) if tagged[n]}
+
+    def _apply_item_delta_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
+        absolute = bool(delta.extra.get("absolute"))
+        more = delta.extra.get("member_items")
+        if more:
+            self._rows_for_items(more)  # indexed here first: the owned models find them in the hybrid's rows
+        for j, model in enumerate(self._owned()):
+            part = self._unpack_member(delta, j)
+            if part is not None:
+                model.apply_item_delta(part)
+                self._catch_up_items(model)  # items an owned model's own payload names (session appends, pairs)
+        hits, trials = delta.extra.get("hybrid_hits"), delta.extra.get("hybrid_trials")
+        if hits is not None and trials is not None:
+            hits, trials = np.asarray(hits, dtype=np.float64), np.asarray(trials, dtype=np.float64)
+            if absolute:
+                self._hits, self._trials = hits.copy(), trials.copy()
+            else:  # their updates after ours: ours decay by as many updates as theirs span
+                updates = np.asarray(delta.extra.get("hybrid_updates", np.zeros(len(hits))), dtype=np.float64)
+                keep = (0.5 ** (1.0 / self.half_life)) ** updates[:, None]
+                self._hits = keep * self._hits + hits
+                self._trials = keep * self._trials + trials
+        if absolute and delta.extra.get("hybrid_tags"):
+            tagged = delta.extra["hybrid_tags"]
+            self._set_own_tags(list(tagged), [tuple(t) for t in tagged.values()])
+        self._cache.clear()
+
+    def _after_item_change(self, rows: np.ndarray) -> None:
+        self._cache.clear()
+
+    def export_users(self, users: Any) -> UserStates:
+        """The users' state in every owned model, in one payload (see "Several workers" above)."""
+        states = super().export_users(users)
+        refs: dict[str, int] = {}
+        for j, model in enumerate(self._owned()):
+            part = model.export_users(states.users)
+            if part.users != states.users:
+                raise RuntimeError(f"owned model {model.name} is out of step with the hybrid's users")
+            lookup = np.asarray([refs.setdefault(item, len(refs)) for item in part.items] or [0], dtype=np.int64)
+            for name, values in part.arrays.items():
+                if name in part.item_refs:
+                    values = np.where(values >= 0, lookup[np.maximum(values, 0)], -1)
+                    states.item_refs = (*states.item_refs, f"m{j}.{name}")
+                states.arrays[f"m{j}.{name}"] = values
+            states.extra.update({f"m{j}.{key}": value for key, value in part.extra.items()})
+        states.items = list(refs)
+        return states
+
+    def import_users(self, states: UserStates) -> None:
+        """Take over users exported by :meth:`export_users` in the hybrid and in every owned model."""
+        self._require_sharing()
+        if states.model != self.name:
+            raise ValueError(f"user states of a {states.model} model cannot go into a {self.name} model")
+        if not states.users:
+            return
+        own = {k: v for k, v in states.extra.items() if not _MEMBER_KEY.match(k)}
+        # the hybrid indexes every item the payload names first; the owned models then find them in its rows
+        super().import_users(UserStates(self.name, states.users, {}, states.seen, states.items, (), own))
+        for j, model in enumerate(self._owned()):
+            prefix = f"m{j}."
+            part = UserStates(
+                model.name,
+                states.users,
+                {k.removeprefix(prefix): v for k, v in states.arrays.items() if k.startswith(prefix)},
+                states.seen,
+                states.items,
+                tuple(k.removeprefix(prefix) for k in states.item_refs if k.startswith(prefix)),
+                {k.removeprefix(prefix): v for k, v in states.extra.items() if k.startswith(prefix)},
+            )
+            model.import_users(part)
+            self._catch_up_items(model)
+        self._cache.clear()
+
+    def drop_users(self, users: Any) -> int:
+        """Hand ``users`` off in the hybrid and in every owned model (their own hand-off, not a forget)."""
+        users = [str(u) for u in users]
+        for model in self._owned():
+            model.drop_users(users)
+        self._handing_off = True
+        try:
+            return super().drop_users(users)
+        finally:
+            self._handing_off = False
+
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
         return [
             {},
-            {"components": ("itemknn", "isgd"), "temperature": 0.05, "content_weight": 0.5, "candidates": 5},
+            {"components": ("itemknn", "sknn"), "temperature": 0.05, "content_weight": 0.5, "candidates": 5},
+            {"components": ("itemknn", "isgd"), "temperature": 0.0},  # a member that cannot share
         ]

@@ -12,11 +12,17 @@ import models
 from models import Interactions, OnlineRecommender, Recommendations
 from models.sharing import ItemDelta, UserStates
 
+
+def shares(name: str, params: dict) -> bool:
+    """Whether model ``name`` with ``params`` shares state (a hybrid shares only when all its members do)."""
+    return models.model_class(name).shares_state and models.create(name, **params).shares_state
+
+
 SHARING = [
     pytest.param(name, params, id=f"{name}-{j}")
     for name in models.available()
-    if models.model_class(name).shares_state
     for j, params in enumerate(models.model_class(name)._test_params())
+    if shares(name, params)
 ]
 
 
@@ -138,7 +144,8 @@ def cluster_stream(n_events: int = 3000, n_users: int = 300, n_clusters: int = 2
 #: Models whose sharing is not exact, their parameters for the quality test, and how much HR@10
 #: two workers exchanging deltas every 50 events may lose against one model of all events. Two-tower
 #: and SASRec: asynchronous SGD; session kNN: capped rings filled in another order; adaptive popularity:
-#: exact scores, the decay chosen from hits each worker judged against its own view.
+#: exact scores, the decay chosen from hits each worker judged against its own view; hybrid: its members'
+#: sharing, and hit rates each worker judged on its own events.
 INEXACT: dict[str, tuple[dict, float]] = {
     "adaptive_popularity": ({"half_lives": (None, 600.0), "memory": 200}, 0.03),
     "two_tower": (
@@ -146,6 +153,7 @@ INEXACT: dict[str, tuple[dict, float]] = {
         0.03,
     ),
     "sknn": ({}, 0.03),
+    "hybrid": ({"components": ("itemknn", "sknn")}, 0.03),
     "sasrec": ({"n_factors": 16, "max_len": 6, "batch_size": 32, "n_negatives": 16, "device": "cpu"}, 0.03),
 }
 
