@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import zlib
+
 import numpy as np
 import pytest
 
 from models import Interactions, OnlineRecommender
 from models.hybrid import Hybrid
 from models.popularity import Popularity
+from models.sharing import ItemDelta, UserStates
 
 SCIFI = [f"scifi{j}" for j in range(30)]
 ROMANCE = [f"romance{j}" for j in range(30)]
@@ -188,3 +192,144 @@ def test_scores_kept_from_recommend_give_the_same_rates() -> None:
     assert plain._trials.sum() > 100
     np.testing.assert_array_equal(plain._hits, cached._hits)
     np.testing.assert_array_equal(plain._trials, cached._trials)
+
+
+# -- several workers --------------------------------------------------------------------------
+
+
+def relay(delta: ItemDelta) -> ItemDelta:
+    return ItemDelta.from_bytes(delta.to_bytes())  # through bytes, as Kafka carries it
+
+
+def owner(user: str) -> int:
+    return zlib.crc32(user.encode()) % 2
+
+
+def by_id(delta: ItemDelta) -> dict[str, dict[str, np.ndarray]]:
+    """A whole item state (export_items) as item id -> array name -> row."""
+    return {item: {name: values[n] for name, values in delta.arrays.items()} for n, item in enumerate(delta.items)}
+
+
+def pairs(delta: ItemDelta) -> dict[tuple[str, str], float]:
+    """Item-kNN's co-occurrence counts in a whole item state (export_items), by pair of item ids."""
+    ids, cells = delta.extra["cell_items"], delta.extra_arrays["cells"]
+    return {
+        (ids[a], ids[b]): float(c)
+        for a, b, c in zip(
+            cells[0].tolist(), cells[1].tolist(), delta.extra_arrays["cell_counts"].tolist(), strict=True
+        )
+    }
+
+
+def shared_run(
+    half_life: float, every: int = 25, receiver_decays: bool = True
+) -> tuple[Hybrid, list[Hybrid], Interactions, int]:
+    """One hybrid fed every event, two fed their users' events and exchanging deltas after each micro-batch.
+
+    Also returns the most updates one bucket got within one micro-batch on one worker.
+    ``receiver_decays=False`` strips the update counts from the deltas (what a scheme that only adds
+    the other worker's hits, as adaptive popularity's undecayed counts, would do).
+    """
+    events = taste_events(seed=3)
+    params = {"components": ("itemknn", "sknn"), "half_life": half_life, "temperature": 0.05}
+    whole, workers = Hybrid(**params), [Hybrid(**params), Hybrid(**params)]
+    tags = [("scifi",)] * 30 + [("romance",)] * 30
+    for model in (whole, *workers):
+        model.add_items(SCIFI + ROMANCE, tags=tags)  # every worker reads the whole catalogue
+    for worker in workers:
+        worker.begin_sharing()
+    side = np.array([owner(u) for u in events.users.tolist()])
+    most = 0
+    for epoch in range(3):
+        shifted = Interactions.from_columns(events.users, events.items, timestamps=events.timestamps + 1000.0 * epoch)
+        for start in range(0, len(events), every):
+            part = np.arange(start, min(start + every, len(events)))
+            whole.learn(shifted.select(part))
+            for w, worker in enumerate(workers):
+                mine = part[side[part] == w]
+                if len(mine):
+                    worker.learn(shifted.select(mine))
+            deltas = [worker.take_item_delta() for worker in workers]
+            most = max([most, *(max(d.extra.get("hybrid_updates", [0])) for d in deltas)])
+            if not receiver_decays:
+                for d in deltas:
+                    d.extra.pop("hybrid_updates", None)
+            workers[0].apply_item_delta(relay(deltas[1]))
+            workers[1].apply_item_delta(relay(deltas[0]))
+    return whole, workers, events, most
+
+
+@pytest.mark.parametrize("half_life", [2000.0, 50.0])
+def test_workers_exchanging_deltas_hold_one_models_item_state(half_life: float) -> None:
+    whole, workers, events, most = shared_run(half_life)
+    assert whole._trials.sum() > 100 and most > 0
+    want = whole.export_items()
+    users = set(events.users.tolist())
+    for worker in workers:
+        # the hybrid's own event counts per item: exact
+        got = by_id(worker.export_items())
+        assert got.keys() == by_id(want).keys()
+        assert all(got[item]["_item_events"] == row["_item_events"] for item, row in by_id(want).items())
+        itemknn, sknn, popularity = worker._owned()
+        one_itemknn, one_sknn, one_popularity = whole._owned()
+        # item-kNN: the same counts and co-occurrences; session kNN: every user's session (no ring overflowed)
+        assert by_id(itemknn.export_items()).keys() == by_id(one_itemknn.export_items()).keys()
+        for item, row in by_id(one_itemknn.export_items()).items():
+            assert by_id(itemknn.export_items())[item]["_counts"] == row["_counts"]
+        assert pairs(itemknn.export_items()) == pairs(one_itemknn.export_items())
+        assert all(sknn.session(u) == one_sknn.session(u) for u in users)
+        # popularity: the same decayed scores, up to float rounding (anchors moved in another order)
+        for item, row in by_id(one_popularity.export_items()).items():
+            np.testing.assert_allclose(by_id(popularity.export_items())[item]["_acc"], row["_acc"], rtol=1e-5)
+        # hit sums: each event weighs what it weighs in one model up to the order within one exchange,
+        # so each sum is within a factor 2 ** (most / half_life) of one model's, and each rate within its square
+        bound = 2.0 ** (most / half_life)
+        for mine_sum, one_sum in ((worker._hits, whole._hits), (worker._trials, whole._trials)):
+            positive = one_sum > 0
+            assert (mine_sum[~positive] == 0).all()
+            ratio = mine_sum[positive] / one_sum[positive]
+            assert (ratio <= bound * (1 + 1e-9)).all() and (ratio >= (1 - 1e-9) / bound).all(), (ratio, bound)
+        for mine_rates, one_rates in zip(worker.hit_rates(), whole.hit_rates(), strict=True):
+            for name, rate in one_rates.items():
+                assert rate / bound**2 - 1e-12 <= mine_rates[name] <= rate * bound**2 + 1e-12
+
+
+def test_the_bound_is_tight_enough_to_catch_a_receiver_that_does_not_decay() -> None:
+    whole, workers, _, most = shared_run(50.0, receiver_decays=False)
+    positive = whole._trials > 0
+    ratio = workers[0]._trials[positive] / whole._trials[positive]
+    assert ratio.max() > 2.0 ** (most / 50.0)
+
+
+def test_users_move_between_hybrids_with_their_lists() -> None:
+    _, workers, events, _ = shared_run(2000.0)
+    source, target = workers
+    users = sorted({u for u in events.users.tolist() if owner(u) == 0})
+    before = source.recommend(users, k=10)
+    target.import_users(UserStates.from_bytes(source.export_users([*users, "never-seen"]).to_bytes()))
+    got = target.recommend(users, k=10)
+    assert got.items == before.items
+    np.testing.assert_allclose(np.array(got.scores), np.array(before.scores), rtol=1e-6)
+    assert all(target.seen_items(u) == source.seen_items(u) for u in users)
+    assert all(m.seen_items(u) == target.seen_items(u) for m in target._owned() for u in users)
+    # per-user JSON records (the changelog) carry the same
+    records = json.loads(json.dumps(source.export_users(users).records()))
+    fresh = Hybrid(components=("itemknn", "sknn"), temperature=0.05)
+    fresh.import_items(relay(source.export_items()))
+    fresh.import_users(UserStates.from_records("hybrid", records))
+    assert fresh.recommend(users, k=10).items == before.items
+    assert fresh.hit_rates() == source.hit_rates()
+    # the source hands them off: not a forget, so session kNN keeps their sessions for its neighbours
+    assert source.drop_users(users) == len(users)
+    assert not any(source.has_history(u) for u in users)
+    sknn = source.component_models[1]
+    assert all(sknn.session(u) for u in users) and not any(sknn.has_history(u) for u in users)
+    assert "sknn_removed" not in (source.take_item_delta().extra.get("members") or {}).get("1", {})
+
+
+def test_a_hybrid_with_a_member_that_cannot_share_says_which() -> None:
+    model = Hybrid(components=("itemknn", "isgd"))
+    assert not model.shares_state and Hybrid.shares_state
+    with pytest.raises(NotImplementedError, match="isgd cannot"):
+        model.begin_sharing()
+    assert Hybrid().shares_state  # the default members all share
