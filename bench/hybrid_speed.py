@@ -1,5 +1,7 @@
 """Per-event cost of a model on one core: ``python -m bench.hybrid_speed {movielens,yoochoose,synthetic} [--model M]``.
 
+``--params`` sets hyperparameters as JSON, e.g. ``'{"components": ["sasrec", "sknn", "itemknn"]}'``.
+
 Learns the first ``--warm`` events of a development log in batches of 1,000, then
 times, event by event, what the per-event backtest does for each of the next
 ``--events``: the user's top 10 (``recommend``), then ``learn`` of the event.
@@ -39,10 +41,15 @@ def synthetic(n_events: int, n_items: int, n_users: int = 5_000, seed: int = 0) 
 
 
 def run(
-    log: str, model_name: str = "hybrid", warm: int = 20_000, events: int = 2_000, n_items: int = 60_000
+    log: str,
+    model_name: str = "hybrid",
+    warm: int = 20_000,
+    events: int = 2_000,
+    n_items: int = 60_000,
+    params: dict[str, object] | None = None,
 ) -> dict[str, object]:
     limit_torch_threads()
-    model = models.create(model_name, seed=0)
+    model = models.create(model_name, **{"seed": 0, **(params or {})})
     if log == "synthetic":
         users, items, ts = synthetic(warm + events, n_items)
         model.add_items([f"i{j}" for j in range(n_items)])
@@ -64,6 +71,7 @@ def run(
     return {
         "log": log,
         "model": model_name,
+        "params": params or {},
         "warm_events": warm,
         "timed_events": events,
         "items": model.n_items,
@@ -82,8 +90,9 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=20_000)
     parser.add_argument("--events", type=int, default=2_000)
     parser.add_argument("--items", type=int, default=60_000, help="catalogue of the synthetic stream")
+    parser.add_argument("--params", type=json.loads, default=None, help="hyperparameters of the model, as JSON")
     args = parser.parse_args()
-    print(json.dumps(run(args.log, args.model, args.warm, args.events, args.items)))
+    print(json.dumps(run(args.log, args.model, args.warm, args.events, args.items, args.params)))
 
 
 if __name__ == "__main__":
