@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -153,6 +154,7 @@ class Settings:
             live_users=int(env.get("STREAMREC_LIVE_USERS", "200000")),
             experiment=env.get("STREAMREC_EXPERIMENT") or None,
             exposure_window=float(env.get("STREAMREC_EXPOSURE_WINDOW", "1800")),
+            model_params=_model_params(env.get("STREAMREC_MODEL_PARAMS", "")),
         )
 
     def with_services(self, kafka_bootstrap_servers: str, redis_url: str) -> Settings:
@@ -179,7 +181,11 @@ class Settings:
             return self.state
         import models
 
-        return "kafka" if all(models.model_class(name).shares_state for name in self.models) else "local"
+        def shares(name: str) -> bool:  # a class that may share; its instance decides (a hybrid's members)
+            params = self.model_params.get(name)
+            return models.model_class(name).shares_state and (not params or models.create(name, **params).shares_state)
+
+        return "kafka" if all(shares(name) for name in self.models) else "local"
 
     def state_topic(self, kind: str) -> str:
         """Topic name of model state: ``user-state`` (changelog), ``model-updates``, ``item-state`` (snapshots)."""
@@ -231,6 +237,8 @@ class Settings:
         env["STREAMREC_EXPOSURE_WINDOW"] = str(self.exposure_window)
         if self.experiment:
             env["STREAMREC_EXPERIMENT"] = self.experiment
+        if self.model_params:
+            env["STREAMREC_MODEL_PARAMS"] = json.dumps({k: dict(v) for k, v in self.model_params.items()})
         if self.metrics_port is not None:
             env["STREAMREC_METRICS_PORT"] = str(self.metrics_port)
             env["STREAMREC_METRICS_HOST"] = self.metrics_host
@@ -308,3 +316,20 @@ def limit_torch_threads(env: Mapping[str, str] | None = None) -> None:
 
     env = os.environ if env is None else env
     torch.set_num_threads(int(env.get("STREAMREC_TORCH_THREADS", "1")))
+
+
+def _model_params(text: str) -> dict[str, dict[str, object]]:
+    """``STREAMREC_MODEL_PARAMS``: JSON mapping model names to hyperparameters (empty: the defaults).
+
+    >>> _model_params('{"hybrid": {"components": ["itemknn", "sknn"]}}')
+    {'hybrid': {'components': ['itemknn', 'sknn']}}
+    """
+    if not text.strip():
+        return {}
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"STREAMREC_MODEL_PARAMS is not JSON: {exc}") from None
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise ValueError('STREAMREC_MODEL_PARAMS must map model names to objects, e.g. {"itemknn": {"window": 50}}')
+    return params

@@ -112,3 +112,11 @@ def test_not_interested_is_taught_as_a_negative_to_the_models_that_learn_negativ
     assert float(isgd.predict(["u0"], [target])[0]) < score  # pushed away
     assert knn.recommend(["u0"], k=5).items == knn_before  # item-kNN cannot use it: unchanged
     assert target not in isgd.seen_items("u0") and out.n_events == 5 and not out.quality
+
+
+def test_automatic_state_mode_asks_the_configured_instance_whether_it_shares() -> None:
+    assert Settings(models=("popularity", "hybrid"), state="auto").state_mode() == "kafka"
+    # a hybrid whose members include one that cannot share runs on one worker, with local state
+    one_worker = {"hybrid": {"components": ["itemknn", "isgd"]}}
+    assert Settings(models=("hybrid",), model_params=one_worker, state="auto").state_mode() == "local"
+    assert Settings(models=("isgd",), state="auto").state_mode() == "local"
