@@ -30,6 +30,8 @@ Benchmarks, in order (each a module of this package with ``config(quick)``,
   separate the default model from popularity and from item-kNN, on the real logs when present;
 - ``workers``: CPU seconds and state bytes per event with 1, 2, 4 and 8 worker processes, and
   the cost model of today's design projected to 64 and 256 workers (``--live``);
+- ``sharing_cost``: per model, what sharing one event's item increments costs the worker that
+  learned it and each other worker (in one process: no Kafka, no fixed per-process cost);
 - ``live_eval``: the worker's drain rate with live quality (and an experiment) on against off,
   alternating, medians (``--live``).
 
@@ -69,6 +71,7 @@ BENCHMARKS: dict[str, str] = {
     "live_eval": "Live evaluation: the worker's throughput with live quality on against off",
     "experiment_separation": "Experiments: events an A/B split and an interleaving need to separate two models",
     "workers": "Workers: CPU and state bytes per event from 1 to 8 worker processes, and the cost model",
+    "sharing_cost": "Sharing cost per model: one event's increments for its worker and for every other worker",
 }
 LIVE_MODULE = "bench.live"
 
@@ -191,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "catalogue_live",
         "control",
         "live_eval",
+        "workers",
     )  # they start a broker: only with --live
     everything = [n for n in BENCHMARKS if n not in with_services] + (list(with_services) if args.live else [])
     names = [args.only] if args.only else everything

@@ -20,6 +20,18 @@ worker's CPU per event of its own partitions is ``a + b (n - 1)``: ``a`` its own
 ``b`` are fitted (least squares) to the measured points; the projection to 64 and 256
 workers gives the efficiency ``a / (a + b (n - 1))`` and the cluster's ceiling
 ``n / (a + b (n - 1))`` events per CPU-second of each worker.
+
+That fit also charges to ``b`` what a worker process costs per second whatever the
+events (heartbeats, fetch loops, commit transactions), which grows with the number of
+processes on these two cores, not with the events. So two more measurements:
+
+- **idle**: before the stream, each worker's CPU over ``idle_seconds`` with nothing to
+  do; ``net_us_per_event`` subtracts that rate times the run's duration;
+- **apply only**: with ``n`` workers, a stream whose users all hash to partition 0, so
+  one worker learns every event and the ``n - 1`` others only apply its increments; their
+  CPU over the run, net of their idle rate, per event and per worker, is ``b`` measured
+  directly in the live system (``apply_only``), and ``a`` is the single worker's net
+  figure. The projection is repeated with these two.
 """
 
 from __future__ import annotations
@@ -54,12 +66,18 @@ class Config:
     models: tuple[str, ...] = ("popularity", "itemknn")
     default_model: str = "itemknn"
     settle_seconds: float = 8.0
+    idle_seconds: float = 10.0
+    apply_only: tuple[int, ...] = (2, 4, 8)
+    apply_only_events: int = 20_000
     projected: tuple[int, ...] = (64, 256)
 
 
 def config(quick: bool = False) -> Config:
     if quick:
-        return Config(workers=(1, 2), warmup_events=500, events=3_000, settle_seconds=3.0)
+        return Config(
+            workers=(1, 2), warmup_events=500, events=3_000, settle_seconds=3.0, idle_seconds=2.0,
+            apply_only=(2,), apply_only_events=1_000,
+        )  # fmt: skip
     return Config()
 
 
@@ -76,16 +94,38 @@ def _wait(client: RecsClient, n: float, workers: list[WorkerProcess], timeout: f
         time.sleep(0.2)
 
 
-def _measure(base: Any, cfg: Config, n: int, state: Path, tag: str) -> dict[str, Any]:
+def partition_of(user: str, partitions: int) -> int:
+    """The partition the producer (kafka-python's default partitioner, murmur2 of the key) sends a user to."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(user.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _idle_rate(workers: list[WorkerProcess], seconds: float) -> dict[int, float]:
+    """Each worker's CPU seconds per second while no event comes."""
+    before = {w.pid: cpu_seconds(w.pid) for w in workers}  # type: ignore[index]
+    time.sleep(seconds)
+    return {w.pid: (cpu_seconds(w.pid) - before[w.pid]) / seconds for w in workers}  # type: ignore[index]
+
+
+def _measure(base: Any, cfg: Config, n: int, state: Path, tag: str, apply_only: bool = False) -> dict[str, Any]:
+    kind = "a" if apply_only else "w"
     settings = replace(
-        _settings(base, f"w{n}-{tag}", LiveConfig(models=cfg.models, default_model=cfg.default_model), state),
+        _settings(base, f"{kind}{n}-{tag}", LiveConfig(models=cfg.models, default_model=cfg.default_model), state),
         topic_partitions=cfg.partitions,
     )
     ensure_topics(settings)
     stream = SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=5)
-    events = list(stream.events(cfg.warmup_events + cfg.events))
+    if apply_only:  # warm-up over every partition (every worker joins and has users), then partition 0 only
+        warm = list(stream.events(cfg.warmup_events))
+        rest = (e for e in stream.events(cfg.apply_only_events * cfg.partitions * 4)
+                if partition_of(e.user_id, cfg.partitions) == 0)  # fmt: skip
+        events = warm + [e for _, e in zip(range(cfg.apply_only_events), rest, strict=False)]
+    else:
+        events = list(stream.events(cfg.warmup_events + cfg.events))
+    n_events = len(events) - cfg.warmup_events
     workers = [
-        WorkerProcess(replace(settings, state_dir=state / f"w{n}-{j}"), state / f"w{n}-{j}.log").start()
+        WorkerProcess(replace(settings, state_dir=state / f"{kind}{n}-{j}"), state / f"{kind}{n}-{j}.log").start()
         for j in range(n)
     ]
     client = RecsClient(settings.redis_url or "", settings.key_prefix)
@@ -94,13 +134,14 @@ def _measure(base: Any, cfg: Config, n: int, state: Path, tag: str) -> dict[str,
             publisher.publish(events[: cfg.warmup_events], progress=False)
             _wait(client, cfg.warmup_events, workers)
             time.sleep(cfg.settle_seconds)  # every worker joined, the group settled, the first commits made
+            idle = _idle_rate(workers, cfg.idle_seconds)
             before = {w.pid: cpu_seconds(w.pid) for w in workers}  # type: ignore[index]
             bytes_before = client.stats().get("shared_state_bytes_sent", 0.0)
             started = time.perf_counter()
             publisher.publish(events[cfg.warmup_events :], progress=False)
-            _wait(client, cfg.warmup_events + cfg.events, workers)
+            _wait(client, cfg.warmup_events + n_events, workers)
+            time.sleep(2.5)  # the last commits write their increments, the others apply them
             seconds = time.perf_counter() - started
-            time.sleep(2.5)  # the last commits write their increments
             cpu = {w.pid: cpu_seconds(w.pid) - before[w.pid] for w in workers}  # type: ignore[index]
             stats = client.stats()
     finally:
@@ -108,18 +149,27 @@ def _measure(base: Any, cfg: Config, n: int, state: Path, tag: str) -> dict[str,
         for w in workers:
             w.stop()
     total_cpu = sum(cpu.values())
+    net = {pid: c - idle[pid] * seconds for pid, c in cpu.items()}
     state_bytes = stats.get("shared_state_bytes_sent", 0.0) - bytes_before
-    return {
+    out = {
         "workers": n,
-        "events": cfg.events,
+        "events": n_events,
         "seconds": seconds,
-        "events_per_s": cfg.events / seconds,
+        "events_per_s": n_events / seconds,
         "cpu_seconds_per_worker": sorted(cpu.values()),
-        "cpu_us_per_event": total_cpu / cfg.events * 1e6,
-        "per_worker_us_per_own_event": total_cpu / n / (cfg.events / n) * 1e6,
-        "state_bytes_per_event": state_bytes / cfg.events,
+        "idle_cpu_per_worker_s": sorted(round(r, 4) for r in idle.values()),
+        "cpu_us_per_event": total_cpu / n_events * 1e6,
+        "per_worker_us_per_own_event": total_cpu / n_events * 1e6,
+        "net_us_per_event": sum(net.values()) / n_events * 1e6,
+        "state_bytes_per_event": state_bytes / n_events,
         "apply_seconds": stats.get("shared_apply_seconds", 0.0),
     }
+    if apply_only:  # the worker that learned the events spent the most; the others only applied
+        owner = max(net, key=net.__getitem__)
+        others = [c for pid, c in net.items() if pid != owner]
+        out["owner_net_us_per_event"] = net[owner] / n_events * 1e6
+        out["apply_us_per_event_per_other_worker"] = sum(others) / len(others) / n_events * 1e6
+    return out
 
 
 def fit(points: list[dict[str, Any]]) -> tuple[float, float]:
@@ -140,7 +190,15 @@ def run(cfg: Config) -> dict[str, Any]:
     with services_for("bench-workers-") as (base, state):
         tag = f"{int(time.time())}"
         points = [_measure(base, cfg, n, state, tag) for n in cfg.workers]
+        applying = [_measure(base, cfg, n, state, tag, apply_only=True) for n in cfg.apply_only]
     a, b = fit(points)
+    a_net = points[0]["net_us_per_event"]
+    b_live = float(np.median([p["apply_us_per_event_per_other_worker"] for p in applying])) if applying else 0.0
+    projected_net = [
+        {"workers": n, "per_worker_us_per_own_event": a_net + b_live * (n - 1),
+         "efficiency": a_net / (a_net + b_live * (n - 1))}
+        for n in (*cfg.workers, *cfg.projected)
+    ]  # fmt: skip
     one = points[0]["per_worker_us_per_own_event"]
     projected = [
         {"workers": n, "per_worker_us_per_own_event": a + b * (n - 1), "efficiency": a / (a + b * (n - 1))}
@@ -155,7 +213,14 @@ def run(cfg: Config) -> dict[str, Any]:
         target("projected efficiency at 64 workers (today's design)", ">= 0.8", f"{at_64['efficiency']:.2f}",
                at_64["efficiency"] >= 0.8, f"fitted a = {a:.0f} us own work, b = {b:.1f} us per other worker"),
     ]  # fmt: skip
-    return {"config": cfg.__dict__, "measured": points, "model": {"a_us": a, "b_us": b}, "projected": projected,
+    at_64_net = next(p for p in projected_net if p["workers"] == 64)
+    targets.append(
+        target("projected efficiency at 64 workers (today's design, net of idle; b measured applying only)", ">= 0.8",
+               f"{at_64_net['efficiency']:.2f}", at_64_net["efficiency"] >= 0.8,
+               f"a = {a_net:.0f} us (one worker, net of idle), b = {b_live:.1f} us per other worker")
+    )  # fmt: skip
+    return {"config": cfg.__dict__, "measured": points, "apply_only": applying, "model": {"a_us": a, "b_us": b},
+            "projected": projected, "model_net": {"a_us": a_net, "b_us": b_live}, "projected_net": projected_net,
             "targets": targets}  # fmt: skip
 
 
@@ -185,6 +250,41 @@ def markdown(result: dict[str, Any]) -> str:
         )
         + f"\n\nToday's design (every worker applies every other worker's increments), fitted: a = {model['a_us']:.0f} us "
         f"of own work per event, b = {model['b_us']:.1f} us per other worker:\n\n"
+        + md_table(["workers", "per worker, us per own event", "efficiency"], projected)
+        + "\n"
+        + _net_markdown(result)
+    )
+
+
+def _net_markdown(result: dict[str, Any]) -> str:
+    if "model_net" not in result:  # a result from before the idle and apply-only measurements
+        return ""
+    idle = [
+        [
+            p["workers"],
+            " / ".join(f"{r * 100:.1f}%" for r in p["idle_cpu_per_worker_s"]),
+            f"{p['net_us_per_event']:.0f}",
+        ]
+        for p in result["measured"]
+    ]
+    applying = [
+        [p["workers"], f"{p['events']:,}", f"{p['owner_net_us_per_event']:.0f}",
+         f"{p['apply_us_per_event_per_other_worker']:.1f}"]
+        for p in result["apply_only"]
+    ]  # fmt: skip
+    model = result["model_net"]
+    projected = [
+        [p["workers"], f"{p['per_worker_us_per_own_event']:.0f}", f"{p['efficiency']:.2f}"]
+        for p in result["projected_net"]
+    ]
+    return (
+        "\nIdle CPU of each worker (share of a core, nothing to do) and the CPU per event net of it:\n\n"
+        + md_table(["workers", "idle CPU of each worker", "net CPU us per event (all workers)"], idle)
+        + "\n\nApply only (every event to partition 0: one worker learns, the others apply its increments), "
+        "net of idle:\n\n"
+        + md_table(["workers", "events", "learning worker, us per event", "each other worker, us per event"], applying)
+        + f"\n\nToday's design with a = {model['a_us']:.0f} us (one worker, net of idle) and b = {model['b_us']:.1f} us "
+        "(measured applying only, median):\n\n"
         + md_table(["workers", "per worker, us per own event", "efficiency"], projected)
         + "\n"
     )

@@ -289,3 +289,14 @@ def test_live_eval_pipeline_cost_tiny() -> None:
     cfg = dataclasses.replace(live_eval.config(quick=True), cpu_events=2_000, n_users=200, n_items=300)
     cost = live_eval._pipeline_cpu(cfg, ("popularity", "itemknn"), "itemknn", live_eval.EXPERIMENT)
     assert cost["events"] == 2_000 and cost["off_us_per_event"] > 0 and 0 < cost["ratio"] < 2
+
+
+def test_sharing_cost_measures_what_an_event_costs_its_worker_and_the_others() -> None:
+    from bench import sharing_cost
+
+    cfg = dataclasses.replace(sharing_cost.config(quick=True), warmup_events=300, batch=100, batches=2)
+    result = sharing_cost.run(cfg)
+    rows = {r["model"]: r for r in result["models"]}
+    assert set(rows) == {"popularity", "itemknn"}
+    assert all(r["bytes"] > 0 and r["receive_us"] > 0 and 0 < r["efficiency"]["64"] <= 1 for r in rows.values())
+    assert "b: receive (us)" in sharing_cost.markdown(result)
