@@ -6,7 +6,7 @@ fixed cost per process and per second (heartbeats, commits, fetch loops; eight
 processes on two cores) mixes with the cost of the increments. This one isolates
 the increments, in one process, per model: two copies of a model learn the same
 warm-up; one learns batches of ``batch`` synthetic events and sends what changed
-(``take_item_delta``, then ``ItemDelta.to_bytes`` as the worker does); the other
+(``take_item_delta``, then ``ItemDelta.to_bytes(compress=False)`` as the worker does); the other
 decodes and applies each delta, as every other worker would. Per event (medians over
 the batches):
 
@@ -89,7 +89,7 @@ def measure(name: str, cfg: Config) -> dict[str, Any]:
         sender.learn(batch)
         sender.recommend(users, k=20, with_reasons=False)
         t1 = time.perf_counter()
-        data = sender.take_item_delta().to_bytes()
+        data = sender.take_item_delta().to_bytes(compress=False)  # as the worker sends them
         t2 = time.perf_counter()
         receiver.apply_item_delta(ItemDelta.from_bytes(data))
         t3 = time.perf_counter()
