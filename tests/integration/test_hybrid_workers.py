@@ -18,9 +18,9 @@ import models
 from producers.publisher import EventPublisher
 from streamrec.events import to_interactions
 from streamrec.status import wait_committed
-from streamrec.store import RecsClient
 from streamrec.topics import ensure_topics
 from tests.integration.kafka_state import rebuilt
+from tests.integration.served import seen_by_user, served_lists
 from tests.integration.test_scale_out import TIMEOUT, end_offsets, owned_partitions, ratings_of, start_worker
 
 pytestmark = pytest.mark.integration
@@ -60,14 +60,8 @@ def test_two_hybrid_workers_and_a_kill_hold_what_one_hybrid_holds(
         publisher.publish(second, rate=800, progress=False)
     topic = settings.topic("ratings")
     wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
-    seen: dict[str, set[str]] = {}
-    for r in ratings:
-        seen.setdefault(r.user_id, set()).add(r.item_id)
-    client = RecsClient(settings.redis_url, settings.key_prefix)
-    try:
-        lists = client.get_many(sorted(seen))
-    finally:
-        client.close()
+    seen = seen_by_user(ratings)
+    lists = served_lists(settings, seen)
     assert all(rec is not None and rec.items for rec in lists.values())
     assert not {u: rec.items for u, rec in lists.items() if rec is not None and set(rec.items) & seen[u]}
     assert {rec.model for rec in lists.values() if rec is not None} == {"hybrid"}

@@ -18,9 +18,9 @@ from producers.publisher import EventPublisher
 from streamrec.eventlog import read_movielens_ratings
 from streamrec.services import KAFKA_VERSION, LocalServices, resolve_kafka_version
 from streamrec.settings import Settings
-from streamrec.store import RecsClient
 from streamrec.topics import ensure_topics
 from streamrec.workerproc import WorkerProcess
+from tests.integration.served import seen_by_user, served_lists
 
 pytestmark = pytest.mark.integration
 
@@ -80,14 +80,8 @@ def test_kafka_3_end_to_end(kafka_3, movielens_format_dir: Path, tmp_path: Path)
         publisher.publish(ratings, progress=False)
     stats = worker.wait_processed(len(ratings), TIMEOUT)
     assert stats["events_accepted"] == len(ratings)
-    seen: dict[str, set[str]] = {}
-    for r in ratings:
-        seen.setdefault(r.user_id, set()).add(r.item_id)
-    client = RecsClient(settings.redis_url, settings.key_prefix)
-    try:
-        lists = client.get_many(sorted(seen))
-    finally:
-        client.close()
+    seen = seen_by_user(ratings)
+    lists = served_lists(settings, seen)
     code = worker.stop()
     assert code in (0, None, -15), f"worker exited with {code}:\n{worker.log_tail()}"
     assert all(lists.values()), f"users without a list: {[u for u, v in lists.items() if v is None][:10]}"
