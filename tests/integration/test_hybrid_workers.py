@@ -1,9 +1,10 @@
 """The hybrid across worker processes on a real broker and Redis: it shares through its members.
 
-Two workers over four partitions serve a hybrid of item-kNN and session kNN
-(``STREAMREC_MODEL_PARAMS``), one of them is killed (``kill -9``) halfway, and
-what Kafka then holds must be what one hybrid learning every event holds: the
-item-kNN member's counts and co-occurrences exactly, every user's history.
+Two workers over four partitions serve a hybrid (of item-kNN and session kNN
+through ``STREAMREC_MODEL_PARAMS``, and the default four members with the torch
+ones), one of them is killed (``kill -9``) halfway, and what Kafka then holds
+must be what one hybrid learning every event holds: the item-kNN member's counts
+and co-occurrences exactly, every user's history.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from tests.integration.test_scale_out import TIMEOUT, end_offsets, owned_partiti
 
 pytestmark = pytest.mark.integration
 
-PARAMS = {"hybrid": {"components": ["itemknn", "sknn"]}}
 
-
+@pytest.mark.parametrize("params", [{"components": ["itemknn", "sknn"]}, {}], ids=["itemknn+sknn", "default"])
 def test_two_hybrid_workers_and_a_kill_hold_what_one_hybrid_holds(
-    isolated_settings, movielens_format_dir, tmp_path
+    isolated_settings, movielens_format_dir, tmp_path, params
 ) -> None:
     settings = replace(
         isolated_settings,
@@ -39,7 +39,7 @@ def test_two_hybrid_workers_and_a_kill_hold_what_one_hybrid_holds(
         topic_partitions=4,
         models=("popularity", "hybrid"),
         default_model="hybrid",
-        model_params=PARAMS,
+        model_params={"hybrid": params} if params else {},
         checkpoint_interval=0.5,
         batch_size=200,
     )
@@ -68,9 +68,9 @@ def test_two_hybrid_workers_and_a_kill_hold_what_one_hybrid_holds(
     assert workers[0].stop() == 0, workers[0].log_tail()
 
     hybrid = rebuilt(settings)["hybrid"]
-    reference = models.create("hybrid", **PARAMS["hybrid"])
+    reference = models.create("hybrid", **params)
     reference.learn(to_interactions(ratings))
-    knn, knn_ref = hybrid.component_models[0], reference.component_models[0]
+    knn, knn_ref = (next(m for m in h.component_models if m.name == "itemknn") for h in (hybrid, reference))
     ids = knn_ref.item_index.ids
     mine = knn.item_index.lookup(ids)
     assert (mine >= 0).all()
