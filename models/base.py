@@ -801,10 +801,7 @@ class OnlineRecommender(ABC):
 
     def import_users(self, states: UserStates) -> None:
         """Take over the users of ``states`` (from :meth:`export_users` of a model with the same parameters)."""
-        self._require_sharing()
-        if states.model != self.name:
-            raise ValueError(f"user states of a {states.model} model cannot go into a {self.name} model")
-        if not states.users:
+        if not self._has_users_to_import(states):
             return
         rows = self.user_index.add_many(states.users)
         item_rows = self.item_index.add_many(states.items) if states.items else np.zeros(0, dtype=np.int64)
@@ -823,6 +820,13 @@ class OnlineRecommender(ABC):
             self._seen_arrays.pop(r, None)
         self._user_active[rows] = self.n_learned
         self._import_user_extra(rows, states.extra)
+
+    def _has_users_to_import(self, states: UserStates) -> bool:
+        """Whether ``states`` holds users for this model (another model's states raise)."""
+        self._require_sharing()
+        if states.model != self.name:
+            raise ValueError(f"user states of a {states.model} model cannot go into a {self.name} model")
+        return bool(states.users)
 
     def drop_users(self, users: Iterable[Any]) -> int:
         """Erase ``users`` as :meth:`forget_user` does (a partition moved away); return how many were known."""
@@ -941,6 +945,14 @@ class OnlineRecommender(ABC):
         if not delta.extra.get("absolute"):
             raise ValueError("import_items takes a whole item state (export_items), not an increment")
         self.apply_item_delta(delta)
+
+    @classmethod
+    def shares_state_with(cls, params: Mapping[str, Any]) -> bool:
+        """Whether a model built with hyperparameters ``params`` can share its state (without building it).
+
+        The class's ``shares_state`` unless its parameters decide (a hybrid's members).
+        """
+        return cls.shares_state
 
     def _require_sharing(self) -> None:
         if not self.shares_state:

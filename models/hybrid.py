@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -219,7 +221,7 @@ class Hybrid(OnlineRecommender):
         self.content_weight = content_weight
         self.popularity_half_life = popularity_half_life
         #: The members that cannot share state across workers (then neither can the hybrid).
-        self.unsharing_components = tuple(c for c in components if not models.model_class(c).shares_state)
+        self.unsharing_components = self._unsharing(components)
         if self.unsharing_components:
             self.shares_state = False  # type: ignore[misc]  # this instance only
         super().__init__(seed=seed)
@@ -578,6 +580,16 @@ class Hybrid(OnlineRecommender):
         """The owned models in the order their payloads are numbered (``m<j>.``): members, then popularity."""
         return (*self._models, self._popularity)
 
+    @staticmethod
+    def _unsharing(components: Any) -> tuple[str, ...]:
+        """The members among ``components`` that cannot share state across workers."""
+        return tuple(str(c) for c in components if not models.model_class(str(c)).shares_state)
+
+    @classmethod
+    def shares_state_with(cls, params: Mapping[str, Any]) -> bool:
+        default = inspect.signature(cls.__init__).parameters["components"].default
+        return not cls._unsharing(params.get("components", default))
+
     def _require_sharing(self) -> None:
         if self.unsharing_components:
             raise NotImplementedError(
@@ -721,10 +733,7 @@ class Hybrid(OnlineRecommender):
 
     def import_users(self, states: UserStates) -> None:
         """Take over users exported by :meth:`export_users` in the hybrid and in every owned model."""
-        self._require_sharing()
-        if states.model != self.name:
-            raise ValueError(f"user states of a {states.model} model cannot go into a {self.name} model")
-        if not states.users:
+        if not self._has_users_to_import(states):
             return
         own = {k: v for k, v in states.extra.items() if not _MEMBER_KEY.match(k)}
         # the hybrid indexes every item the payload names first; the owned models then find them in its rows

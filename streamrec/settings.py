@@ -181,11 +181,8 @@ class Settings:
             return self.state
         import models
 
-        def shares(name: str) -> bool:  # a class that may share; its instance decides (a hybrid's members)
-            params = self.model_params.get(name)
-            return models.model_class(name).shares_state and (not params or models.create(name, **params).shares_state)
-
-        return "kafka" if all(shares(name) for name in self.models) else "local"
+        shares = (models.model_class(name).shares_state_with(self.model_params.get(name, {})) for name in self.models)
+        return "kafka" if all(shares) else "local"
 
     def state_topic(self, kind: str) -> str:
         """Topic name of model state: ``user-state`` (changelog), ``model-updates``, ``item-state`` (snapshots)."""

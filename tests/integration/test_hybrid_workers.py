@@ -9,7 +9,6 @@ and co-occurrences exactly, every user's history.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -22,7 +21,14 @@ from streamrec.status import wait_committed
 from streamrec.topics import ensure_topics
 from tests.integration.kafka_state import rebuilt
 from tests.integration.served import seen_by_user, served_lists
-from tests.integration.test_scale_out import TIMEOUT, end_offsets, owned_partitions, ratings_of, start_worker
+from tests.integration.test_scale_out import (
+    TIMEOUT,
+    end_offsets,
+    owned_partitions,
+    ratings_of,
+    start_worker,
+    wait_each_owns_partitions,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +57,7 @@ def test_two_hybrid_workers_and_a_kill_hold_what_one_hybrid_holds(
     with EventPublisher(settings) as publisher:
         publisher.publish(first, rate=800, progress=False)
     workers[0].wait_processed(len(first), TIMEOUT)
-    deadline = time.monotonic() + 60
-    while not all(owned_partitions(tmp_path / f"h{j}.log") for j in range(2)) and time.monotonic() < deadline:
-        time.sleep(0.2)  # both own partitions, so the kill moves some
+    wait_each_owns_partitions(tmp_path, ["h0", "h1"])  # so the kill moves some
     assert owned_partitions(tmp_path / "h1.log"), workers[1].log_tail()
     workers[1].kill()
     with EventPublisher(settings) as publisher:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import orjson
 import pytest
@@ -22,6 +23,7 @@ from producers.publisher import EventPublisher
 from streamrec.cli import main
 from streamrec.experiments import Experiment
 from streamrec.live_quality import summarise
+from streamrec.settings import Settings
 from streamrec.status import collect_status, format_status
 from streamrec.store import RecsClient
 from streamrec.topics import ensure_topics
@@ -42,19 +44,24 @@ def _quality(settings) -> dict[str, float]:  # type: ignore[no-untyped-def]
         client.close()
 
 
+def _one_worker_processes(settings: Settings, events: list, folder: Path) -> None:
+    """One worker takes ``events`` from fresh topics and stops cleanly."""
+    ensure_topics(settings)
+    worker = start_worker(settings, folder, "w")
+    try:
+        with EventPublisher(settings) as publisher:
+            publisher.publish(events, progress=False)
+        worker.wait_processed(len(events), TIMEOUT)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+
 def test_one_event_per_batch_gives_the_backtest_figures_exactly(
     isolated_settings, movielens_format_dir, tmp_path
 ) -> None:
     settings = replace(scale_settings(isolated_settings, "live1", partitions=1, list_depth=20, top_n=20), batch_size=1)
-    ensure_topics(settings)
     ratings = ratings_of(movielens_format_dir, 1500)
-    worker = start_worker(settings, tmp_path, "w")
-    try:
-        with EventPublisher(settings) as publisher:
-            publisher.publish(ratings, progress=False)
-        worker.wait_processed(len(ratings), TIMEOUT)
-    finally:
-        assert worker.stop() == 0, worker.log_tail()
+    _one_worker_processes(settings, ratings, tmp_path)
     live = summarise(_quality(settings), KS)
     offline = as_written_backtest(ratings)
     for model in MODELS:
@@ -186,15 +193,8 @@ def test_an_interleaving_finds_the_model_built_to_be_better(isolated_settings, t
 
     text = "il: mix=itemknn/popularity 1"
     settings = scale_settings(isolated_settings, "il", partitions=1, experiment=text)
-    ensure_topics(settings)
     events = _log(4000, users=200)
-    worker = start_worker(settings, tmp_path, "w")
-    try:
-        with EventPublisher(settings) as publisher:
-            publisher.publish(events, progress=False)
-        worker.wait_processed(len(events), TIMEOUT)
-    finally:
-        assert worker.stop() == 0, worker.log_tail()
+    _one_worker_processes(settings, events, tmp_path)
     with pytest.MonkeyPatch.context() as mp:
         for name, value in settings.as_env().items():
             mp.setenv(name, value)

@@ -80,6 +80,13 @@ def owned_partitions(log: Path) -> set[int]:
     return owned
 
 
+def wait_each_owns_partitions(folder: Path, names: list[str], timeout: float = 60.0) -> None:
+    """Wait until every named worker holds partitions (by its log), so that stopping one moves some."""
+    deadline = time.monotonic() + timeout
+    while not all(owned_partitions(folder / f"{n}.log") for n in names) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def partition_of(settings: Settings, user: str) -> int:
     """The partition the producer (kafka-python's default partitioner, murmur2 of the key) sends a user to."""
     from kafka.partitioner.default import murmur2
@@ -143,9 +150,7 @@ def test_kill_9_of_one_of_two_workers_moves_its_partitions_without_loss(
     with EventPublisher(settings) as publisher:
         publisher.publish(first, rate=600, progress=False)
     workers[0].wait_processed(len(first), TIMEOUT)
-    deadline = time.monotonic() + 60
-    while not all(owned_partitions(tmp_path / f"w{j}.log") for j in range(2)) and time.monotonic() < deadline:
-        time.sleep(0.2)  # both own partitions
+    wait_each_owns_partitions(tmp_path, ["w0", "w1"])
     moved = owned_partitions(tmp_path / "w1.log")
     assert moved and moved != set(range(4)), moved
     workers[1].kill()
