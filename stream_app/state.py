@@ -181,8 +181,10 @@ class PartitionState:
     offsets: dict[str, int]  # event topic -> next offset not in the state
 
 
-#: How long a restore waits for a transaction on the changelog to be settled before reading it.
-SETTLE_SECONDS = 3.0
+#: How long a restore waits for a transaction on the changelog to be settled before reading it: longer than
+#: the broker takes to abort the open transaction of a worker that died mid-commit (the transaction timeout,
+#: then the broker's sweep for timed-out transactions, every 10 s by default; 1 s on the local broker).
+SETTLE_SECONDS = TRANSACTION_TIMEOUT_MS / 1000 + 20.0
 
 
 async def _settled_ends(consumer: Any, everything: Any, tps: list[Any], wait: float) -> dict[Any, int]:
@@ -196,8 +198,13 @@ async def _settled_ends(consumer: Any, everything: Any, tps: list[Any], wait: fl
     handed over) while the group's offsets or the item increments of the same
     transaction may already show. So the reader waits (at most ``wait``
     seconds) until the stable end reaches the log end: the markers are
-    written. What stays open longer is the transaction of a worker that died
-    mid-commit; it is aborted by the broker and must not be read anyway.
+    written. A worker that died mid-commit leaves its transaction open until
+    the broker aborts it (or the worker's restart fences it), and until then
+    the stable end stays at that transaction's first record: every commit
+    after it, by the workers that owned the partition since, is invisible
+    too. Reading then would restore the users as they were before the dead
+    worker's commit and lose what the later owners learned (a soak run lost
+    315 user events so), so the reader waits for the abort as well.
     """
     deadline = time.monotonic() + wait
     while True:
@@ -205,10 +212,11 @@ async def _settled_ends(consumer: Any, everything: Any, tps: list[Any], wait: fl
         high = await everything.end_offsets(tps)
         if all(stable[tp] >= high[tp] for tp in tps) or time.monotonic() >= deadline:
             if not all(stable[tp] >= high[tp] for tp in tps):
-                log.info(
-                    "changelog partitions %s hold an open transaction (a worker that died mid-commit): read "
-                    "up to its start",
+                log.warning(
+                    "changelog partitions %s still hold an open transaction after %.0f s: read up to its start "
+                    "(commits after it are not restored)",
                     sorted(tp.partition for tp in tps if stable[tp] < high[tp]),
+                    wait,
                 )
             return stable
         await asyncio.sleep(0.05)
