@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -96,6 +96,9 @@ class SharedState:
         self._commit_lock = asyncio.Lock()  # one transaction at a time
         self._inflight: set[asyncio.Future[int]] = set()  # commits that outlive a cancelled caller
         self.handed_over = False  # a rebalance took the partitions during a stop: no commit after it
+        #: awaited after a commit's state is taken and before it is sent (``strict``: a periodic commit): the
+        #: worker writes the lists of the events the commit includes to Redis, or raises to hold the commit back
+        self.before_send: Callable[[bool], Awaitable[None]] | None = None
         self._last_snapshot = time.monotonic()
         #: what sharing cost this worker so far (the stream app adds them to its counters)
         self.counters: dict[str, float] = {
@@ -238,7 +241,7 @@ class SharedState:
             if task is not None:
                 task.cancel()
                 self.owned.discard(p)  # never restored: nothing to keep or commit
-        await self.commit()
+        await self.commit(strict=False)
         self._suspended |= gone & self.owned
 
     async def hand_over(self, partitions: Iterable[int]) -> None:
@@ -248,7 +251,7 @@ class SharedState:
         partitions' next owner from the offsets committed here.
         """
         if set(partitions) & self.owned:
-            await self.commit()
+            await self.commit(strict=False)
         self.handed_over = True
 
     def _drop(self, partitions: set[int]) -> None:
@@ -289,7 +292,7 @@ class SharedState:
 
     # -- commits --------------------------------------------------------------------------
 
-    async def commit(self) -> int:
+    async def commit(self, strict: bool = True) -> int:
         """One transaction: increments, touched users' states, markers and offsets (see the module docstring).
 
         The commit runs to its end even when its caller is cancelled (Faust
@@ -299,16 +302,16 @@ class SharedState:
         offsets of their events. The soak found exactly that: 663 events whose
         users' states were in Kafka but whose item increments were not.
         """
-        task = asyncio.ensure_future(self._serial_commit())
+        task = asyncio.ensure_future(self._serial_commit(strict))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         return await asyncio.shield(task)
 
-    async def _serial_commit(self) -> int:
+    async def _serial_commit(self, strict: bool) -> int:
         async with self._commit_lock:
-            return await self._commit()
+            return await self._commit(strict)
 
-    async def _commit(self) -> int:
+    async def _commit(self, strict: bool = True) -> int:
         if self.handed_over:
             return 0  # the partitions went to other workers during a stop: they replay what came after
         snapshot_due = 0 in self.owned and time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval
@@ -317,7 +320,9 @@ class SharedState:
             deltas, users = await asyncio.to_thread(self._collect)
             self.counters["collect_seconds"] += time.perf_counter() - started
             self.counters["users_written"] += sum(len(us) for us in users.values())
-            markers = {p: {t: parts[p] for t, parts in self.applied.items() if p in parts} for p in self.owned}
+            # no marker for a partition still being restored: it would replace the one the restore is reading with {}
+            ready = [p for p in self.owned if p not in self._restoring]
+            markers = {p: {t: parts[p] for t, parts in self.applied.items() if p in parts} for p in ready}
             offsets = {(t, p): o for t, parts in self.applied.items() for p, o in parts.items() if p in self.owned}
             touched, forgotten = self.touched, self.forgotten
             self.touched, self.forgotten = {}, {}
@@ -326,6 +331,8 @@ class SharedState:
             position = self.follower.position if self.follower is not None else 0
         batches = [*self._unsent, deltas]
         try:
+            if self.before_send is not None:
+                await self.before_send(strict)
             sequence = await self.writer.commit(batches, users, markers, offsets)
         except BaseException:
             # nothing was committed: the next commit carries these increments and users again

@@ -154,6 +154,48 @@ def test_redis_stopped_mid_stream_then_every_active_list_is_fresh(own_services, 
     assert worker.stop() == 0
 
 
+def test_offsets_wait_for_their_lists_so_a_kill_with_redis_away_loses_no_list(own_services, tmp_path) -> None:
+    """A commit makes its events' offsets durable only once their lists are in Redis.
+
+    With Redis stopped the worker keeps learning but commits nothing; killed
+    then, the next worker replays those events and writes their lists. Before,
+    the offsets moved on while the lists waited for Redis, and the kill lost
+    them for good (the chaos soak found 3 stale lists that way).
+    """
+    services, base = own_services
+    settings = settings_for(base, tmp_path, "lists-first", checkpoint_interval=0.5, topic_partitions=1)
+    ensure_topics(settings)
+    topic = settings.topic("interactions")
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    events = [Interaction(f"u{n % 200}", f"i{(n * 7) % 300}", 1000.0 + n, "click") for n in range(4000)]
+    with EventPublisher(settings) as publisher:
+        publisher.publish(events[:2000], progress=False)
+        worker.wait_processed(2000, TIMEOUT)
+        wait_committed(settings, topic, {0: 2000}, TIMEOUT)
+        redis.Redis.from_url(settings.redis_url).save()  # this Redis has no persistence of its own
+        services.stop_redis()
+        publisher.publish(events[2000:], progress=False)
+    time.sleep(6)  # the worker learns them and a commit comes due every 0.5 s
+    held_back = committed_offset(settings, topic)
+    worker.kill()
+    services.start_redis()
+    assert held_back == 2000, "offsets were committed while their events' lists could not be written"
+    assert "the commit waits for them" in (tmp_path / "worker.log").read_text()
+    again = WorkerProcess(settings, tmp_path / "worker-again.log").start()
+    again.wait_processed(len(events), TIMEOUT)
+    wait_committed(settings, topic, {0: len(events)}, TIMEOUT)
+    newest = {e.user_id: e.timestamp for e in events}
+    client = RecsClient(settings.redis_url, settings.key_prefix)
+    try:
+        lists = client.get_many(sorted(newest))
+    finally:
+        client.close()
+    stale = [u for u, rec in lists.items() if rec is None or rec.event_ts != newest[u]]
+    assert not stale, f"{len(stale)} users without the list of their newest event, e.g. {stale[:5]}"
+    assert again.stop() == 0
+    assert_equals_an_uninterrupted_run(rebuilt(settings), events)
+
+
 def test_broker_restart_mid_stream_resumes_and_loses_nothing(own_services, tmp_path) -> None:
     services, base = own_services
     settings = settings_for(base, tmp_path, "broker", checkpoint_interval=1.0)
