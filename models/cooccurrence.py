@@ -141,6 +141,12 @@ class DenseCooccurrence:
         cols = np.flatnonzero(summed)
         return cols, summed[cols]
 
+    def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``r``: the columns with a count (ascending) and their counts."""
+        values = self._m[r, : self.n_items]
+        cols = np.flatnonzero(values)
+        return cols, values[cols]
+
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``C[rows][:, cols]`` as a dense array."""
         return self._m[np.ix_(np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))]
@@ -328,6 +334,14 @@ class SparseCooccurrence:
         if not cols:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         return np.concatenate(cols), np.concatenate(vals)
+
+    def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``r``: the columns with a count (ascending) and their counts (the CSR slice when none is pending)."""
+        if self._pending.get(r):
+            return self.weighted_candidates(np.array([r], dtype=np.int64), np.ones(1, dtype=np.float32))
+        csr = self._csr
+        a, b = csr.indptr[r], csr.indptr[r + 1]
+        return csr.indices[a:b].astype(np.int64), csr.data[a:b]
 
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``C[rows][:, cols]`` as a dense array."""

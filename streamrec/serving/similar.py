@@ -45,8 +45,11 @@ def similar_items(
     """Each known item's ``k`` most similar other items with their similarities, best first.
 
     Items the model does not know are left out; ``unavailable`` items are
-    never neighbours. Costs one copy of the co-occurrence counts (``O(nnz)``)
-    plus one row per item.
+    never neighbours. Reads one row of the counts per item
+    (``cooccurrence_row``) where the model has it, else one copy of the whole
+    matrix (``O(nnz)``): every worker refreshes the lists of the items it
+    touched every second, so a copy per refresh cost each worker a pass over
+    every co-occurrence, a cost that grew with the workers.
     """
     wanted = [str(i) for i in items]
     rows = model.item_index.lookup(wanted) if wanted else np.zeros(0, dtype=np.int64)
@@ -55,28 +58,46 @@ def similar_items(
     counts = model.item_counts().astype(np.float64)
     inv = np.zeros_like(counts)
     np.power(counts, -float(model.alpha), out=inv, where=counts > 0)
-    matrix = model.cooccurrence().tocsr()
+    row_of = getattr(model, "cooccurrence_row", None)
+    matrix = model.cooccurrence().tocsr() if row_of is None else None
     ids = model.item_index.ids
     unavailable = unavailable or set()
     out: dict[str, tuple[list[str], list[float]]] = {}
     for item, row in zip(wanted, rows.tolist(), strict=True):
-        if row < 0 or row >= matrix.shape[0]:
+        if row < 0 or row >= len(counts):
             continue
-        start, end = matrix.indptr[row], matrix.indptr[row + 1]
-        cols = matrix.indices[start:end]
-        sims = matrix.data[start:end] * inv[row] * inv[cols]
+        if matrix is None:
+            cols, data = row_of(row)
+        else:
+            start, end = matrix.indptr[row], matrix.indptr[row + 1]
+            cols, data = matrix.indices[start:end], matrix.data[start:end]
+        sims = data * inv[row] * inv[cols]
         keep = (cols != row) & (sims > 0)
         cols, sims = cols[keep], sims[keep]
-        order = np.argsort(-sims, kind="stable")
-        neighbours: list[str] = []
-        scores: list[float] = []
-        for j in order.tolist():
-            other = ids[int(cols[j])]
-            if other is None or other in unavailable:
+        head = 4 * k + len(unavailable)  # enough that the unavailable and unknown rarely exhaust it
+        if len(sims) > 2 * head:  # a long row: sort only what can make the list (ties at the cut included)
+            cut = np.partition(sims, len(sims) - head)[len(sims) - head]
+            top = np.flatnonzero(sims >= cut)
+            lists = _ranked(top[np.argsort(-sims[top], kind="stable")], cols, sims, ids, unavailable, k)
+            if len(lists[0]) == k or len(top) == len(sims):
+                out[item] = lists
                 continue
-            neighbours.append(other)
-            scores.append(float(sims[j]))
-            if len(neighbours) == k:
-                break
-        out[item] = (neighbours, scores)
+        out[item] = _ranked(np.argsort(-sims, kind="stable"), cols, sims, ids, unavailable, k)
     return out
+
+
+def _ranked(
+    order: np.ndarray, cols: np.ndarray, sims: np.ndarray, ids: Any, unavailable: set[str], k: int
+) -> tuple[list[str], list[float]]:
+    """The first ``k`` known, available items of ``cols`` in ``order``, with their similarities."""
+    neighbours: list[str] = []
+    scores: list[float] = []
+    for j in order.tolist():
+        other = ids[int(cols[j])]
+        if other is None or other in unavailable:
+            continue
+        neighbours.append(other)
+        scores.append(float(sims[j]))
+        if len(neighbours) == k:
+            break
+    return neighbours, scores
