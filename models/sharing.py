@@ -50,20 +50,57 @@ import numpy as np
 __all__ = ["ItemDelta", "UserStates", "id_rows"]
 
 _META = "__meta__"
+#: The start of an uncompressed payload (a JSON header, then the arrays' raw bytes); compressed ones are ``.npz``.
+_RAW = b"SRDELTA1"
 
 
 def _pack(meta: dict[str, Any], arrays: dict[str, np.ndarray], compress: bool = True) -> bytes:
-    buffer = io.BytesIO()
-    header = np.frombuffer(json.dumps(meta, separators=(",", ":")).encode("utf-8"), dtype=np.uint8)
-    (np.savez_compressed if compress else np.savez)(buffer, **{_META: header}, **arrays)
-    return buffer.getvalue()
+    """``meta`` and ``arrays`` as bytes: ``.npz`` (zlib) when ``compress``, else the raw layout below.
+
+    Raw: ``_RAW``, the header's length (8 bytes, little-endian), the JSON
+    header (``meta`` and each array's name, dtype, shape and byte range), then
+    the arrays' bytes. Reading it is a few ``frombuffer`` calls, where an
+    ``.npz`` goes through ``zipfile`` per array (the increments every worker
+    reads from every other: 39% of applying them in the 8-worker profile).
+    Object arrays are refused either way (nothing runs code on load).
+    """
+    if compress:
+        buffer = io.BytesIO()
+        header = np.frombuffer(json.dumps(meta, separators=(",", ":")).encode("utf-8"), dtype=np.uint8)
+        np.savez_compressed(buffer, **{_META: header}, **arrays)
+        return buffer.getvalue()
+    layout, blobs, at = [], [], 0
+    for name, value in arrays.items():
+        value = np.ascontiguousarray(value)
+        if value.dtype.hasobject:
+            raise ValueError(f"array {name!r} holds Python objects: not a payload")
+        blobs.append(value.tobytes())
+        layout.append([name, value.dtype.str, list(value.shape), at, value.nbytes])
+        at += value.nbytes
+    head = json.dumps({"meta": meta, "arrays": layout}, separators=(",", ":")).encode("utf-8")
+    return b"".join([_RAW, len(head).to_bytes(8, "little"), head, *blobs])
 
 
 def _unpack(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
-    return meta, arrays
+    if data[: len(_RAW)] != _RAW:  # .npz (compressed, or written before the raw layout)
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
+        return meta, arrays
+    start = len(_RAW) + 8
+    if len(data) < start:
+        raise ValueError("a truncated payload")
+    size = int.from_bytes(data[len(_RAW) : start], "little")
+    head = json.loads(data[start : start + size].decode("utf-8"))
+    body = start + size
+    arrays = {}
+    for name, dtype, shape, at, nbytes in head["arrays"]:
+        kind = np.dtype(dtype)
+        if kind.hasobject or body + at + nbytes > len(data):
+            raise ValueError(f"array {name!r} of the payload is invalid or truncated")
+        count = nbytes // kind.itemsize if kind.itemsize else 0
+        arrays[name] = np.frombuffer(data, dtype=kind, count=count, offset=body + at).reshape(shape).copy()
+    return head["meta"], arrays
 
 
 @dataclass

@@ -292,3 +292,30 @@ def test_popularity_deltas_from_far_apart_times_do_not_overflow() -> None:
     for model in (old, new):  # x's score decayed to nothing: only y counts
         assert model.recommend(["c"], k=2).items[0][0] == "y"
         assert np.isfinite(model.item_scores()).all()
+
+
+def test_raw_payloads_round_trip_and_npz_ones_still_read() -> None:
+    """Increments travel in the raw layout; compressed (and older, ``.npz``) payloads still read; objects refused."""
+    from models.sharing import _pack, _unpack
+
+    arrays = {
+        "f": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "i": np.array([3, -1], dtype=np.int64),
+        "empty": np.zeros((0, 4), dtype=np.float32),
+        "u": np.array(["tea", "jam"]),
+        "last_empty": np.zeros(0, dtype=np.int32),
+    }
+    meta = {"kind": "items", "items": ["a", "b"], "t": 1.5}
+    for compress in (False, True):
+        got_meta, got = _unpack(_pack(meta, arrays, compress))
+        assert got_meta == meta
+        assert set(got) == set(arrays)
+        for name, value in arrays.items():
+            assert got[name].dtype == value.dtype and got[name].shape == value.shape
+            assert np.array_equal(got[name], value)
+            assert got[name].flags.writeable
+    raw = _pack(meta, arrays, compress=False)
+    with pytest.raises(ValueError, match="truncated"):
+        _unpack(raw[:-3])
+    with pytest.raises(ValueError, match="Python objects"):
+        _pack(meta, {"o": np.array([{"x": 1}], dtype=object)}, compress=False)
