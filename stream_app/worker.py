@@ -59,6 +59,9 @@ log = logging.getLogger("streamrec.worker")
 
 #: Seconds between writes of the fallback list (64 bucket copies and the global key).
 FALLBACK_EVERY = 0.5
+#: Seconds between writes of the counters and live quality counts (a command per counter: written with every
+#: batch's lists, they were most of a small batch's Redis commands, and batches shrink as workers are added).
+COUNTERS_EVERY = 0.25
 #: Seconds between sweeps of the event ids past their window (users who stopped sending).
 IDS_EXPIRE_EVERY = 60.0
 #: Seconds between recomputations of the category lists (64 bucket copies of each changed one) and of the
@@ -183,6 +186,7 @@ class StreamWorker:
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
         self._fallback_written = float("-inf")
+        self._counters_written = float("-inf")
         self._sharing_reported: dict[str, float] = {}
         self._commit_task: asyncio.Task[None] | None = None
         self._meta_written = False
@@ -683,14 +687,15 @@ class StreamWorker:
     async def flush(self, final: bool = False) -> bool:
         """Write pending lists and counters in one pipeline; keep them if Redis is away."""
         async with self._flush_lock:
+            counting = self._counters_due(final)
             if (
                 not self._pending
                 and self._pending_fallback is None
-                and not self.counters
+                and not (counting and self.counters)
                 and not self._pending_forget
                 and not self._controls
                 and not self._tag_updates
-                and not self._quality
+                and not (counting and self._quality)
             ):
                 return True
             controls, self._controls = self._controls, ControlWrites()
@@ -705,7 +710,7 @@ class StreamWorker:
                 return False
             forget = {user: self._list_names for user in self._pending_forget}
             lists = list(self._pending.values())
-            counters = dict(self.counters)
+            counters = dict(self.counters) if counting else {}
             meta = None
             if not self._meta_written:
                 meta = {
@@ -719,7 +724,7 @@ class StreamWorker:
             fallback = self._pending_fallback
             if fallback is not None and time.monotonic() - self._fallback_written < FALLBACK_EVERY and not final:
                 fallback = None
-            quality, self._quality = self._quality, {}  # merged back if the write fails
+            quality, self._quality = (self._quality, {}) if counting else ({}, self._quality)  # merged back if it fails
             variant_users, self._variant_users = self._variant_users, {}
             experiment = None
             if self.experiment is not None and variant_users:
@@ -757,6 +762,8 @@ class StreamWorker:
                 return False
             self._meta_written = True
             self._redis_ok = True
+            if counting:
+                self._counters_written = time.monotonic()
             self.metrics.observe_written(len(lists), freshness)
             del self._pending_ingest[: len(ingest)]
             self._pending_forget.difference_update(forget)
@@ -774,6 +781,10 @@ class StreamWorker:
                 self._fallback_written = time.monotonic()
             self._backoff = 0.1
             return True
+
+    def _counters_due(self, final: bool = False) -> bool:
+        """Whether the counters go with this write (every :data:`COUNTERS_EVERY` seconds, and on the last one)."""
+        return final or time.monotonic() - self._counters_written >= COUNTERS_EVERY
 
     def _forget_served(self, users: list[str]) -> None:
         """Users handed to another worker: their served lists and exposures here are no longer the newest."""
@@ -850,12 +861,16 @@ class StreamWorker:
                     await self._refresh_global_lists()
                 except Exception:
                     log.exception("recomputing the fallback and category lists failed; the next batch does")
-            if self._pending or self._pending_fallback is not None or self._controls or self._tag_updates:
+            counts = (self.counters or self._quality) and self._counters_due()
+            if self._pending or self._pending_fallback is not None or self._controls or self._tag_updates or counts:
                 ok = await self.flush()
                 self._backoff = 0.1 if ok else min(self._backoff * 2, 5.0)
             if self._checkpoint_due():
                 try:
                     await self.checkpoint()
+                except RedisAway as exc:
+                    log.warning("%s; retried at the next interval", exc)
+                    self._last_checkpoint = time.monotonic()
                 except Exception:
                     log.exception("checkpoint failed; retrying at the next interval")
                     self._last_checkpoint = time.monotonic()
