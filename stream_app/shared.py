@@ -39,6 +39,7 @@ from models.sharing import ItemDelta, UserStates
 from stream_app.state import (
     StateWriter,
     UpdatesFollower,
+    WorkerFenced,
     new_worker_id,
     read_partitions_state,
     read_snapshot,
@@ -99,6 +100,8 @@ class SharedState:
         #: awaited after a commit's state is taken and before it is sent (``strict``: a periodic commit): the
         #: worker writes the lists of the events the commit includes to Redis, or raises to hold the commit back
         self.before_send: Callable[[bool], Awaitable[None]] | None = None
+        #: called when another worker fenced this one's transactions (the worker stops: see WorkerFenced)
+        self.on_fenced: Callable[[WorkerFenced], None] | None = None
         self._last_snapshot = time.monotonic()
         #: what sharing cost this worker so far (the stream app adds them to its counters)
         self.counters: dict[str, float] = {
@@ -334,13 +337,15 @@ class SharedState:
             if self.before_send is not None:
                 await self.before_send(strict)
             sequence = await self.writer.commit(batches, users, markers, offsets)
-        except BaseException:
+        except BaseException as exc:
             # nothing was committed: the next commit carries these increments and users again
             self._unsent = batches
             for p, us in touched.items():
                 self.touched.setdefault(p, set()).update(us)
             for p, us in forgotten.items():
                 self.forgotten.setdefault(p, set()).update(us)
+            if isinstance(exc, WorkerFenced) and self.on_fenced is not None:
+                self.on_fenced(exc)  # no next commit: another worker owns what this one had not committed
             raise
         self._unsent = []
         self.counters["commits"] += 1

@@ -50,6 +50,7 @@ __all__ = [
     "Reassembler",
     "StateWriter",
     "UpdatesFollower",
+    "WorkerFenced",
     "pack_deltas",
     "read_partition_state",
     "read_partitions_state",
@@ -66,6 +67,11 @@ log = logging.getLogger("streamrec.state")
 OFFSETS_KEY = b"__offsets__"
 #: A transaction left open by a worker that died (and does not come back) is aborted after this.
 TRANSACTION_TIMEOUT_MS = 15_000
+#: Header naming the transactional id that wrote a changelog record (a new owner fences it when it stays open).
+TXN_HEADER = "streamrec-txn"
+#: Seconds a restore waits for an open transaction on the changelog before it fences its writer: a commit
+#: takes well under a second, so one open this long belongs to a worker that died mid-commit (or hangs).
+FENCE_AFTER = 5.0
 _CHUNK = 512 * 1024
 
 
@@ -187,7 +193,9 @@ class PartitionState:
 SETTLE_SECONDS = TRANSACTION_TIMEOUT_MS / 1000 + 20.0
 
 
-async def _settled_ends(consumer: Any, everything: Any, tps: list[Any], wait: float) -> dict[Any, int]:
+async def _settled_ends(
+    consumer: Any, everything: Any, tps: list[Any], wait: float, settings: Settings | None = None
+) -> dict[Any, int]:
     """The ``read_committed`` end of each partition, once no transaction on it is still being settled.
 
     A commit's transaction is acknowledged to the worker that wrote it before
@@ -205,11 +213,25 @@ async def _settled_ends(consumer: Any, everything: Any, tps: list[Any], wait: fl
     too. Reading then would restore the users as they were before the dead
     worker's commit and lose what the later owners learned (a soak run lost
     315 user events so), so the reader waits for the abort as well.
+
+    The broker aborts such a transaction only after the transaction timeout
+    (and its next sweep: 10 s apart by default), during which the partition's
+    users get no new lists. So after :data:`FENCE_AFTER` seconds the reader
+    fences the transaction's writer, named by the header of the record at the
+    stable end (``settings`` given): starting a producer with that
+    transactional id aborts it at once. A live worker fenced so (a commit that
+    hung that long) gets ``ProducerFenced`` at its next commit and stops
+    (:meth:`StateWriter.commit`).
     """
     deadline = time.monotonic() + wait
+    fence_at = time.monotonic() + FENCE_AFTER
     while True:
         stable = await consumer.end_offsets(tps)
         high = await everything.end_offsets(tps)
+        open_tps = [tp for tp in tps if stable[tp] < high[tp]]
+        if open_tps and settings is not None and time.monotonic() >= fence_at:
+            await _fence_open(settings, everything, {tp: stable[tp] for tp in open_tps})
+            fence_at = time.monotonic() + FENCE_AFTER
         if all(stable[tp] >= high[tp] for tp in tps) or time.monotonic() >= deadline:
             if not all(stable[tp] >= high[tp] for tp in tps):
                 log.warning(
@@ -220,6 +242,28 @@ async def _settled_ends(consumer: Any, everything: Any, tps: list[Any], wait: fl
                 )
             return stable
         await asyncio.sleep(0.05)
+
+
+async def _fence_open(settings: Settings, reader: Any, starts: Mapping[Any, int]) -> None:
+    """Fence the writers of the transactions open at ``starts`` (the first record of each, read uncommitted)."""
+    from aiokafka import AIOKafkaProducer
+
+    writers: set[str] = set()
+    reader.assign(list(starts))
+    for tp, offset in starts.items():
+        reader.seek(tp, offset)
+    batch = await reader.getmany(*starts, timeout_ms=2000, max_records=len(starts) * 50)
+    for tp, messages in batch.items():
+        first = next((m for m in messages if m.offset == starts[tp]), None)
+        if first is not None:
+            writers.update(v.decode() for k, v in (first.headers or ()) if k == TXN_HEADER)
+    for writer in sorted(writers):
+        producer = AIOKafkaProducer(transactional_id=writer, **_client_kwargs(settings))
+        try:
+            await producer.start()  # InitProducerId: the broker aborts the writer's open transaction
+        finally:
+            await producer.stop()
+        log.warning("fenced %s: its transaction stayed open on the changelog for %.0f s", writer, FENCE_AFTER)
 
 
 async def read_partitions_state(
@@ -244,7 +288,7 @@ async def read_partitions_state(
     markers: dict[int, bytes] = {}
     try:
         consumer.assign(tps)
-        end = await _settled_ends(consumer, everything, tps, settle)
+        end = await _settled_ends(consumer, everything, tps, settle, settings)
         await _seek_start(consumer, *tps)
         deadline = time.monotonic() + timeout
         todo = [tp for tp in tps if end[tp] > 0]
@@ -275,6 +319,29 @@ async def read_partition_state(settings: Settings, partition: int, timeout: floa
     return (await read_partitions_state(settings, [partition], timeout))[partition]
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` or an exception it was raised from or during is a ``kind``."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        if isinstance(e, kind):
+            return True
+        seen.add(id(e))
+        todo += [e.__cause__, e.__context__]
+    return False
+
+
+class WorkerFenced(RuntimeError):
+    """This worker's transactions were fenced: what it learned since its last commit belongs to other workers now.
+
+    It must not write state (or lists) again; the worker stops at once and its
+    partitions' owners replay what it had not committed.
+    """
+
+
 class StateWriter:
     """A transactional producer: increments, user states and event offsets committed together.
 
@@ -283,13 +350,17 @@ class StateWriter:
     worker restarted on the same folder fences the transaction its killed
     predecessor left open at once, instead of after the transaction timeout
     (during which ``read_committed`` readers of the changelog and the updates
-    topic wait).
+    topic wait). Every changelog record names that id in a header, so that
+    a partition's next owner can fence a transaction left open by a worker
+    that never comes back (see :func:`_settled_ends`).
     """
 
     def __init__(self, settings: Settings, worker_id: str, slot: str | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id
         self.slot = slot or worker_id
+        self.transactional_id = f"{settings.app_id}-{self.slot}"
+        self._headers = [(TXN_HEADER, self.transactional_id.encode())]
         self.sequence = 0
         self.bytes_sent = 0  # increments, user states and markers written so far
         self._producer: Any = None
@@ -298,7 +369,7 @@ class StateWriter:
         from aiokafka import AIOKafkaProducer
 
         self._producer = AIOKafkaProducer(
-            transactional_id=f"{self.settings.app_id}-{self.slot}",
+            transactional_id=self.transactional_id,
             transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
             enable_idempotence=True,
             linger_ms=5,
@@ -324,15 +395,38 @@ class StateWriter:
         ``deltas`` is a list of per-model increments (those of earlier commits
         that failed, then this one's); each non-empty one is a record.
         Returns the commit's sequence number (0 when there was nothing to write).
+        Raises :class:`WorkerFenced` when another worker fenced this one.
         """
-        from aiokafka import TopicPartition
+        from aiokafka.errors import ProducerFenced
 
         batches = [{n: d for n, d in b.items() if not d.is_empty()} for b in deltas]
         batches = [b for b in batches if b]
         if not batches and not any(users.values()) and not offsets:
             return 0
         self.sequence += 1
-        producer, settings = self._producer, self.settings
+        producer, settings, headers = self._producer, self.settings, self._headers
+        try:
+            return await self._transaction(producer, settings, headers, batches, users, markers, offsets)
+        except Exception as exc:
+            if not _caused_by(exc, ProducerFenced):
+                raise
+            raise WorkerFenced(
+                f"transactional id {self.transactional_id} was fenced: another worker took partitions of this one "
+                "while its commit was open"
+            ) from exc
+
+    async def _transaction(
+        self,
+        producer: Any,
+        settings: Settings,
+        headers: list[tuple[str, bytes]],
+        batches: list[dict[str, ItemDelta]],
+        users: Mapping[int, Mapping[str, bytes | None]],
+        markers: Mapping[int, Mapping[str, int]],
+        offsets: Mapping[tuple[str, int], int],
+    ) -> int:
+        from aiokafka import TopicPartition
+
         changelog = settings.state_topic("user-state")
         async with producer.transaction():
             for batch in batches:
@@ -346,14 +440,16 @@ class StateWriter:
                 for user, value in records.items():
                     self.bytes_sent += len(value or b"")
                     key = user.encode()
-                    if batch.append(key=key, value=value, timestamp=None) is None:  # full: send, start another
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full: send it
                         await producer.send_batch(batch, changelog, partition=partition)
                         batch = producer.create_batch()
-                        batch.append(key=key, value=value, timestamp=None)
+                        batch.append(key=key, value=value, timestamp=None, headers=headers)
                 if batch.record_count():
                     await producer.send_batch(batch, changelog, partition=partition)
             for partition, marker in markers.items():
-                await producer.send(changelog, key=OFFSETS_KEY, value=orjson.dumps(dict(marker)), partition=partition)
+                await producer.send(
+                    changelog, key=OFFSETS_KEY, value=orjson.dumps(dict(marker)), partition=partition, headers=headers
+                )
             if offsets:
                 await producer.send_offsets_to_transaction(
                     {TopicPartition(t, p): o for (t, p), o in offsets.items()}, settings.app_id

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -85,6 +86,23 @@ except ImportError:  # pragma: no cover
 
 class RedisAway(RuntimeError):
     """Lists could not be written to Redis, so the offsets of their events are not committed yet."""
+
+
+#: Exit status of a worker that another worker fenced (EX_TEMPFAIL: restart it and it rejoins).
+FENCED_EXIT = 75
+
+
+def _stop_fenced(exc: Exception) -> None:
+    """Another worker fenced this one's transactions: exit at once, writing nothing more.
+
+    What it learned since its last commit is replayed by the owners of its
+    partitions; a clean stop would write lists (and try commits) of events that
+    are theirs now. A worker is fenced only when its commit stayed open past
+    the fencing delay of a partition's new owner: it died, or it hung.
+    """
+    log.critical("%s: stopping at once (exit %d); restarted, the worker rejoins and restores", exc, FENCED_EXIT)
+    logging.shutdown()
+    os._exit(FENCED_EXIT)
 
 
 def _brings_back(updates: Sequence[Any]) -> bool:
@@ -183,6 +201,7 @@ class StreamWorker:
             self.applied = self.shared.applied
             self.shared.on_drop.append(self._forget_served)
             self.shared.before_send = self._lists_written
+            self.shared.on_fenced = _stop_fenced
         self._retry_task: asyncio.Task[None] | None = None
         self._backoff = 0.1
         self._fallback_written = float("-inf")

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 
 from models.sharing import ItemDelta
-from stream_app.state import UPDATES_CHUNK, StateWriter, read_updates
+from stream_app.state import (
+    FENCE_AFTER,
+    TXN_HEADER,
+    UPDATES_CHUNK,
+    PartitionState,
+    StateWriter,
+    read_partitions_state,
+    read_updates,
+)
 from streamrec.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -37,3 +46,56 @@ def test_an_increment_larger_than_a_record_is_written_in_chunks_and_read_whole(i
     assert [header["sequence"] for header, _ in records] == [1, 2]
     assert np.array_equal(records[0][1]["two_tower"].arrays["rows"], big)
     assert np.array_equal(records[1][1]["popularity"].arrays["_acc"], small)
+
+
+def test_a_restore_fences_a_transaction_a_dead_worker_left_open_and_reads_the_commits_behind_it(
+    isolated_settings,
+) -> None:
+    """A worker killed mid-commit leaves its transaction open: the next owner fences it instead of waiting.
+
+    Until it is aborted, a ``read_committed`` reader stops at its first record and
+    misses every later owner's commit; the broker would abort it only after the
+    transaction timeout (a minute here). The restore reads the open transaction's
+    writer from its records' header, fences it, and restores the later commit.
+    """
+    from aiokafka import AIOKafkaProducer
+
+    settings = isolated_settings
+    ensure_topics(settings)
+    changelog = settings.state_topic("user-state")
+    topic = settings.topic("interactions")
+    dead_id = f"{settings.app_id}-dead"
+
+    async def scenario() -> tuple[PartitionState, float, bool]:
+        dead = AIOKafkaProducer(
+            transactional_id=dead_id,
+            transaction_timeout_ms=60_000,
+            enable_idempotence=True,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+        )
+        await dead.start()
+        await dead.begin_transaction()
+        await dead.send_and_wait(changelog, key=b"ann", value=b'{"models": {}}', partition=0,
+                                 headers=[(TXN_HEADER, dead_id.encode())])  # fmt: skip
+        live = StateWriter(settings, "w-live", slot="live")  # a later owner of partition 0 commits after it
+        await live.start()
+        try:
+            await live.commit([], {0: {"bob": b'{"models": {}}'}}, {0: {topic: 7}}, {})
+        finally:
+            await live.stop()
+        started = time.monotonic()
+        state = (await read_partitions_state(settings, [0]))[0]
+        took = time.monotonic() - started
+        try:  # the dead worker's producer is fenced: ending its transaction fails
+            await dead.commit_transaction()
+            fenced = False
+        except Exception:
+            fenced = True
+        await dead.stop()
+        return state, took, fenced
+
+    state, took, fenced = asyncio.run(scenario())
+    assert fenced
+    assert set(state.users) == {"bob"}  # the later commit, not the aborted record
+    assert state.offsets == {topic: 7}
+    assert took < FENCE_AFTER + 10, f"the restore took {took:.1f} s"
