@@ -323,7 +323,7 @@ class ItemKNN(OnlineRecommender):
     def _after_item_change(self, rows: np.ndarray) -> None:
         # only the delta's items have new counts: a pass over the whole catalogue per delta cost every worker
         # O(items) for each other worker's commit (a second per delta at a million items)
-        self._set_counts(np.unique(rows[rows >= 0]) if len(rows) else rows)
+        self._set_counts(np.unique(rows[rows >= 0]))
 
     # -- inspection -------------------------------------------------------------------
 

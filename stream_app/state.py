@@ -229,18 +229,19 @@ async def _settled_ends(
         stable = await consumer.end_offsets(tps)
         high = await everything.end_offsets(tps)
         open_tps = [tp for tp in tps if stable[tp] < high[tp]]
-        if open_tps and settings is not None and time.monotonic() >= fence_at:
+        if not open_tps:
+            return stable
+        if time.monotonic() >= deadline:
+            log.warning(
+                "changelog partitions %s still hold an open transaction after %.0f s: read up to its start "
+                "(commits after it are not restored)",
+                sorted(tp.partition for tp in open_tps),
+                wait,
+            )
+            return stable
+        if settings is not None and time.monotonic() >= fence_at:
             await _fence_open(settings, everything, {tp: stable[tp] for tp in open_tps})
             fence_at = time.monotonic() + FENCE_AFTER
-        if all(stable[tp] >= high[tp] for tp in tps) or time.monotonic() >= deadline:
-            if not all(stable[tp] >= high[tp] for tp in tps):
-                log.warning(
-                    "changelog partitions %s still hold an open transaction after %.0f s: read up to its start "
-                    "(commits after it are not restored)",
-                    sorted(tp.partition for tp in tps if stable[tp] < high[tp]),
-                    wait,
-                )
-            return stable
         await asyncio.sleep(0.05)
 
 
@@ -404,9 +405,8 @@ class StateWriter:
         if not batches and not any(users.values()) and not offsets:
             return 0
         self.sequence += 1
-        producer, settings, headers = self._producer, self.settings, self._headers
         try:
-            return await self._transaction(producer, settings, headers, batches, users, markers, offsets)
+            await self._transaction(batches, users, markers, offsets)
         except Exception as exc:
             if not _caused_by(exc, ProducerFenced):
                 raise
@@ -414,19 +414,18 @@ class StateWriter:
                 f"transactional id {self.transactional_id} was fenced: another worker took partitions of this one "
                 "while its commit was open"
             ) from exc
+        return self.sequence
 
     async def _transaction(
         self,
-        producer: Any,
-        settings: Settings,
-        headers: list[tuple[str, bytes]],
         batches: list[dict[str, ItemDelta]],
         users: Mapping[int, Mapping[str, bytes | None]],
         markers: Mapping[int, Mapping[str, int]],
         offsets: Mapping[tuple[str, int], int],
-    ) -> int:
+    ) -> None:
         from aiokafka import TopicPartition
 
+        producer, settings, headers = self._producer, self.settings, self._headers
         changelog = settings.state_topic("user-state")
         async with producer.transaction():
             for batch in batches:
@@ -454,7 +453,6 @@ class StateWriter:
                 await producer.send_offsets_to_transaction(
                     {TopicPartition(t, p): o for (t, p), o in offsets.items()}, settings.app_id
                 )
-        return self.sequence
 
     async def send_snapshot(self, chunks: list[bytes], manifest: dict[str, Any]) -> None:
         """Write a whole item-state snapshot (chunks, then the manifest) in one transaction."""

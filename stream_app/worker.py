@@ -489,9 +489,10 @@ class StreamWorker:
                 await self.checkpoint()
             elif self._commit_task is None or self._commit_task.done():
                 # the transaction's I/O runs beside the next batches (the model lock is held only to collect)
-                self._commit_task = asyncio.create_task(self._commit_in_background())
+                self._commit_task = asyncio.create_task(self._checkpoint_or_retry())
 
-    async def _commit_in_background(self) -> None:
+    async def _checkpoint_or_retry(self) -> None:
+        """A checkpoint (a commit) that, when it fails, is retried at the next interval instead of raising."""
         try:
             await self.checkpoint()
         except RedisAway as exc:
@@ -885,11 +886,4 @@ class StreamWorker:
                 ok = await self.flush()
                 self._backoff = 0.1 if ok else min(self._backoff * 2, 5.0)
             if self._checkpoint_due():
-                try:
-                    await self.checkpoint()
-                except RedisAway as exc:
-                    log.warning("%s; retried at the next interval", exc)
-                    self._last_checkpoint = time.monotonic()
-                except Exception:
-                    log.exception("checkpoint failed; retrying at the next interval")
-                    self._last_checkpoint = time.monotonic()
+                await self._checkpoint_or_retry()

@@ -3,7 +3,7 @@
 :func:`similar_items` ranks, for each given item, the other items by the
 item-kNN similarity ``C[a, b] / (n_a n_b) ** alpha`` of
 :class:`models.itemknn.ItemKNN` (the same number as ``ItemKNN.similarity``),
-read through the model's public ``cooccurrence()`` and ``item_counts()``. The
+read through the model's public ``cooccurrence_row()`` and ``item_counts()``. The
 worker writes the lists of the items a batch touched (at most once a second)
 to ``{prefix}:similar:{NN}:{item}``; reads filter them like every list.
 
@@ -36,7 +36,7 @@ __all__ = ["gives_similar_items", "similar_items"]
 
 def gives_similar_items(model: Any) -> bool:
     """Whether ``model`` exposes the co-occurrence state :func:`similar_items` reads."""
-    return all(hasattr(model, name) for name in ("cooccurrence", "item_counts", "alpha"))
+    return all(hasattr(model, name) for name in ("cooccurrence_row", "item_counts", "alpha"))
 
 
 def similar_items(
@@ -46,10 +46,10 @@ def similar_items(
 
     Items the model does not know are left out; ``unavailable`` items are
     never neighbours. Reads one row of the counts per item
-    (``cooccurrence_row``) where the model has it, else one copy of the whole
-    matrix (``O(nnz)``): every worker refreshes the lists of the items it
-    touched every second, so a copy per refresh cost each worker a pass over
-    every co-occurrence, a cost that grew with the workers.
+    (``cooccurrence_row``), not a copy of the whole matrix: every worker
+    refreshes the lists of the items it touched every second, and a copy per
+    refresh cost each worker a pass over every co-occurrence, a cost that grew
+    with the workers.
     """
     wanted = [str(i) for i in items]
     rows = model.item_index.lookup(wanted) if wanted else np.zeros(0, dtype=np.int64)
@@ -58,19 +58,13 @@ def similar_items(
     counts = model.item_counts().astype(np.float64)
     inv = np.zeros_like(counts)
     np.power(counts, -float(model.alpha), out=inv, where=counts > 0)
-    row_of = getattr(model, "cooccurrence_row", None)
-    matrix = model.cooccurrence().tocsr() if row_of is None else None
     ids = model.item_index.ids
     unavailable = unavailable or set()
     out: dict[str, tuple[list[str], list[float]]] = {}
     for item, row in zip(wanted, rows.tolist(), strict=True):
         if row < 0 or row >= len(counts):
             continue
-        if matrix is None:
-            cols, data = row_of(row)
-        else:
-            start, end = matrix.indptr[row], matrix.indptr[row + 1]
-            cols, data = matrix.indices[start:end], matrix.data[start:end]
+        cols, data = model.cooccurrence_row(row)
         sims = data * inv[row] * inv[cols]
         keep = (cols != row) & (sims > 0)
         cols, sims = cols[keep], sims[keep]

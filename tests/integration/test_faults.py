@@ -73,6 +73,17 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def stale_lists(settings: Settings, events: list[Interaction]) -> list[str]:
+    """The users of ``events`` whose list in Redis is missing or not that of their newest event among them."""
+    newest = {e.user_id: e.timestamp for e in events}
+    client = RecsClient(settings.redis_url, settings.key_prefix)
+    try:
+        lists = client.get_many(sorted(newest))
+    finally:
+        client.close()
+    return [u for u, rec in lists.items() if rec is None or rec.event_ts != newest[u]]
+
+
 def wait_checkpoint_covers(store: CheckpointStore, topic: str, wanted: dict[int, int], timeout: float) -> None:
     """Wait until the newest local checkpoint holds every offset up to ``wanted`` (``STREAMREC_STATE=local``)."""
     deadline = time.monotonic() + timeout
@@ -141,15 +152,7 @@ def test_redis_stopped_mid_stream_then_every_active_list_is_fresh(own_services, 
         publisher.publish(events[6000:], progress=False)
     stats = worker.wait_processed(len(events), TIMEOUT)
     assert stats["redis_errors"] >= 1
-    newest: dict[str, float] = {}
-    for e in events[3000:]:
-        newest[e.user_id] = e.timestamp
-    client = RecsClient(settings.redis_url, settings.key_prefix)
-    try:
-        lists = client.get_many(sorted(newest))
-    finally:
-        client.close()
-    stale = [u for u, rec in lists.items() if rec is None or rec.event_ts != newest[u]]
+    stale = stale_lists(settings, events[3000:])
     assert not stale, f"{len(stale)} active users without a fresh list, e.g. {stale[:5]}"
     assert worker.stop() == 0
 
@@ -184,13 +187,7 @@ def test_offsets_wait_for_their_lists_so_a_kill_with_redis_away_loses_no_list(ow
     again = WorkerProcess(settings, tmp_path / "worker-again.log").start()
     again.wait_processed(len(events), TIMEOUT)
     wait_committed(settings, topic, {0: len(events)}, TIMEOUT)
-    newest = {e.user_id: e.timestamp for e in events}
-    client = RecsClient(settings.redis_url, settings.key_prefix)
-    try:
-        lists = client.get_many(sorted(newest))
-    finally:
-        client.close()
-    stale = [u for u, rec in lists.items() if rec is None or rec.event_ts != newest[u]]
+    stale = stale_lists(settings, events)
     assert not stale, f"{len(stale)} users without the list of their newest event, e.g. {stale[:5]}"
     assert again.stop() == 0
     assert_equals_an_uninterrupted_run(rebuilt(settings), events)
