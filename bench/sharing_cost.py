@@ -29,7 +29,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -52,11 +52,16 @@ class Config:
     batches: int = 8
     projected: tuple[int, ...] = (8, 64, 256)
     seed: int = 0
+    #: (items, warm-up events, batches) for the catalogue-scale rows, ``catalogue_models`` only: enough
+    #: batches that the receiver's folds of others' cells into its matrix are in the mean
+    catalogues: tuple[tuple[int, int, int], ...] = ((100_000, 400_000, 60), (1_000_000, 2_000_000, 120))
+    catalogue_models: tuple[str, ...] = ("itemknn",)
 
 
 def config(quick: bool = False) -> Config:
     if quick:
-        return Config(models=("popularity", "itemknn"), warmup_events=2_000, batch=200, batches=3)
+        return Config(models=("popularity", "itemknn"), warmup_events=2_000, batch=200, batches=3,
+                      catalogues=((50_000, 20_000, 5),))  # fmt: skip
     return Config()
 
 
@@ -81,6 +86,7 @@ def measure(name: str, cfg: Config) -> dict[str, Any]:
     receiver.learn(warm)
     sender.begin_sharing()
     receiver.begin_sharing()
+    sender.take_item_delta()  # the first holds everything learned so far (the receiver learned the same warm-up)
     learn, send, size, receive = [], [], [], []
     for b in range(cfg.batches):
         batch = _events(cfg, cfg.batch, cfg.seed + 1 + b, float(cfg.warmup_events + b * cfg.batch))
@@ -104,6 +110,7 @@ def measure(name: str, cfg: Config) -> dict[str, Any]:
         "send_us": round(float(np.median(send)), 1),
         "bytes": round(float(np.median(size)), 1),
         "receive_us": round(b, 2),
+        "receive_mean_us": round(float(np.mean(receive)), 2),
         "efficiency": {str(n): round(a / (a + b * (n - 1)), 3) for n in cfg.projected},
     }
 
@@ -115,7 +122,14 @@ def run(cfg: Config) -> dict[str, Any]:
             rows.append(measure(name, cfg))
         except Exception as exc:  # a model that cannot share says why, the others are still measured
             rows.append({"model": name, "error": f"{type(exc).__name__}: {exc}"})
-    return {"config": {k: v for k, v in cfg.__dict__.items()}, "models": rows}
+    scale = []
+    for n_items, warmup, batches in cfg.catalogues:
+        at = replace(
+            cfg, n_items=n_items, warmup_events=warmup, batches=batches, n_users=max(cfg.n_users, warmup // 40)
+        )
+        for name in cfg.catalogue_models:
+            scale.append({"items": n_items, "warmup_events": warmup, "batches": batches, **measure(name, at)})
+    return {"config": {k: v for k, v in cfg.__dict__.items()}, "models": rows, "catalogues": scale}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -136,7 +150,23 @@ def markdown(result: dict[str, Any]) -> str:
         "a = learn + the user's top 20; b = decode + apply another worker's increments for one of its events; "
         "efficiency a / (a + b (n - 1)) if nothing but the increments were shared.\n\n"
     )
-    return head + md_table(
+    table = md_table(
         ["model", "a: learn + top 20 (us)", "send (us)", "bytes", "b: receive (us)", *[f"eff. {n}" for n in projected]],
         rows,
+    )
+    scale = result.get("catalogues") or []
+    if not scale:
+        return head + table
+    scale_rows = [
+        [f"`{r['model']}`", f"{r['items']:,}", f"{r['warmup_events']:,}", str(r["batches"]), f"{r['learn_us']:,.1f}",
+         f"{r['bytes']:,.0f}", f"{r['receive_us']:,.2f}", f"{r['receive_mean_us']:,.2f}",
+         *[f"{r['learn_us'] / (r['learn_us'] + r['receive_mean_us'] * (int(n) - 1)):.2f}" for n in projected]]
+        for r in scale
+    ]  # fmt: skip
+    scale_head = ["model", "catalogue items", "warm-up events", "batches", "a (us)", "bytes", "b median (us)",
+                  "b mean (us)", *[f"eff. {n}" for n in projected]]  # fmt: skip
+    return (
+        head + table + "\n\nAt catalogue scale (batches of "
+        f"{cfg['batch']:,} events after the warm-up; the mean includes the receiver's folds of others' cells into its "
+        "matrix, which the median misses; efficiencies from the mean):\n\n" + md_table(scale_head, scale_rows)
     )

@@ -62,3 +62,31 @@ def test_store_choice_and_conversion_keep_the_counts() -> None:
     again = cooccurrence_store(matrix=sparse.csr())
     assert isinstance(again, DenseCooccurrence)
     np.testing.assert_array_equal(again.csr().toarray(), truth)
+
+
+@pytest.mark.parametrize("side_min_entries", [0, 10**9])  # the side matrix folded after every increment, or never
+def test_other_workers_cells_read_the_same_before_and_after_folding(side_min_entries: int) -> None:
+    rng = np.random.default_rng(3)
+    store, truth = _filled(SparseCooccurrence, seed=3)
+    store.side_min_entries = side_min_entries
+    n = truth.shape[0]
+    for _ in range(20):  # another worker's increments: distinct cells with counts, between local events
+        cells = rng.choice(n * n, size=30, replace=False)
+        rows, cols = cells // n, cells % n
+        counts = rng.integers(1, 4, 30).astype(np.float32)
+        store.add_cells(rows, cols, counts)
+        truth[rows, cols] += counts
+        item, partners = int(rows[0]), np.setdiff1d(cols[1:3], rows[0])  # and a local event
+        store.add_event(item, partners)
+        truth[item, partners] += 1.0
+        truth[partners, item] += 1.0
+        r = int(rows[3])
+        got_cols, got_counts = store.row(r)
+        np.testing.assert_array_equal(got_cols, np.flatnonzero(truth[r]))
+        np.testing.assert_array_equal(got_counts, truth[r, got_cols])
+        some = np.array([r, int(rows[4])])
+        np.testing.assert_array_equal(store.block(some, np.arange(n)), truth[some])
+        weights = np.array([1.0, 0.5], dtype=np.float32)
+        np.testing.assert_allclose(store.weighted_rows(some, weights), weights @ truth[some], rtol=1e-6)
+    assert store.nnz == np.count_nonzero(truth)
+    np.testing.assert_array_equal(store.csr().toarray(), truth)
