@@ -1,4 +1,4 @@
-"""Scale-out benchmark: 1 and 2 workers over the partitions of the event topics, against bare Faust.
+"""Scale-out benchmark: 1 to 8 workers over the partitions of the event topics, against bare Faust.
 
 For each number of workers ``n`` (all processes on this machine, with the
 broker, Redis and the publisher):
@@ -46,8 +46,8 @@ __all__ = ["Config", "config", "markdown", "run"]
 @dataclass(frozen=True)
 class Config:
     drain_events: int = 100_000
-    workers: tuple[int, ...] = (1, 2)
-    partitions: int = 4
+    workers: tuple[int, ...] = (1, 2, 4, 8)
+    partitions: int = 8
     n_users: int = 10_000
     n_items: int = 5_000
     models: tuple[str, ...] = ("popularity", "itemknn")
