@@ -173,7 +173,7 @@ def markdown(result: dict[str, Any]) -> str:
     return (
         head + table + "\n\nAt catalogue scale (batches of "
         f"{cfg['batch']:,} events after the warm-up; the mean includes the receiver's folds of others' cells into its "
-        "matrix, which the median misses). No efficiency here: ``a`` is the top 20 of users whose history holds the "
+        "matrix, which the median misses). No efficiency here: `a` is the top 20 of users whose history holds the "
         "head items of a Zipf(1.2) draw (the first item is 18% of the events and co-occurs with most others), "
         "timed on 10 users per batch; it says what such a head costs item-kNN's scoring, not a typical shop:\n\n"
         + md_table(scale_head, scale_rows)

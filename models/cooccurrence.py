@@ -15,12 +15,13 @@ Two stores behind one interface:
   items (4,096 items take 64 MiB).
 - :class:`SparseCooccurrence`: a canonical CSR matrix plus, per row, a list of
   pending increments that is merged into the CSR matrix once it holds a
-  quarter as many entries (amortised linear cost), and a second, smaller CSR
-  matrix that takes other workers' counted cells (:meth:`add_cells`) and is
-  folded into the first once it outgrows ``sqrt(2 nnz cells)``: a foreign
-  increment of ``cells`` cells then costs ``O(sqrt(nnz cells))``, not a pass
-  over all ``nnz`` counts. Row sums gather the slices of both matrices and the
-  pending lists. Right for large catalogues.
+  quarter as many entries (amortised linear cost), and a side store (sorted
+  cell keys and their counts) that takes other workers' counted cells
+  (:meth:`add_cells`) and is folded into the matrix once it outgrows
+  ``sqrt(2 nnz cells)``: a foreign increment of ``cells`` cells then costs
+  about ``sqrt(nnz cells)``, not a pass over all ``nnz`` counts. Row sums
+  gather the matrix's slices, the side store's and the pending lists. Right
+  for large catalogues.
 
 :func:`cooccurrence_store` picks one by catalogue size; a dense store turns
 itself into a sparse one when the catalogue outgrows ``dense_max_items``
@@ -184,7 +185,7 @@ class DenseCooccurrence:
 class SparseCooccurrence:
     """Co-occurrence counts in a CSR matrix plus per-row pending increments (see the module docstring)."""
 
-    #: Entries the side matrix may hold whatever the size of the main one.
+    #: Cells the side store may hold whatever the size of the matrix.
     side_min_entries = 50_000
 
     def __init__(self, n_items: int = 0) -> None:
@@ -204,7 +205,7 @@ class SparseCooccurrence:
         return store
 
     def _settle(self) -> None:
-        """Fold the pending increments and the side matrix into the CSR matrix."""
+        """Fold the pending increments and the side store into the CSR matrix."""
         self._merge()
         self._fold_side()
 
@@ -338,7 +339,7 @@ class SparseCooccurrence:
         return unique[nonzero].astype(np.int64), sums[nonzero]
 
     def _gathered(self, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every stored entry of ``C[rows]`` (both matrices and pending) with its weighted value, in row order."""
+        """Every stored entry of ``C[rows]`` (matrix, side store and pending) with its weighted value, in row order."""
         csr, side, pending = self._csr, self._side, self._pending
         indptr, indices, data = csr.indptr, csr.indices, csr.data
         rows = np.asarray(rows, dtype=np.int64)

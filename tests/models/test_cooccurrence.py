@@ -64,7 +64,7 @@ def test_store_choice_and_conversion_keep_the_counts() -> None:
     np.testing.assert_array_equal(again.csr().toarray(), truth)
 
 
-@pytest.mark.parametrize("side_min_entries", [0, 10**9])  # the side matrix folded after every increment, or never
+@pytest.mark.parametrize("side_min_entries", [0, 10**9])  # the side store folded after every increment, or never
 def test_other_workers_cells_read_the_same_before_and_after_folding(side_min_entries: int) -> None:
     rng = np.random.default_rng(3)
     store, truth = _filled(SparseCooccurrence, seed=3)
