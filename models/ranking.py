@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["top_k", "top_k_row"]
 
 _BLOCK_ELEMENTS = 4_000_000
 _FEW_ROWS = 8
+
+
+#: Rows at least this long find their k-th value from a sample first (see :func:`_kth_largest`).
+_SAMPLED_FROM = 65_536
+
+
+def _kth_largest(row: np.ndarray, k: int) -> Any:
+    """The ``k``-th largest value of ``row`` (``0 < k < len(row)``), exactly.
+
+    A selection over the whole row slows down twenty-fold when most values
+    tie, as most items of a large catalogue score 0 (150 ms against 7 ms at
+    a million items). A strided sample gives a value ``s`` with, all being
+    well, a little more than ``k`` values at or above it; the selection then
+    runs over the values strictly above ``s`` only, or ``s`` itself is the
+    answer when fewer than ``k`` lie above it.
+
+    >>> _kth_largest(np.array([0.0, 3.0, 0.0, 1.0, 2.0, 0.0]), 3), _kth_largest(np.zeros(5), 2)
+    (np.float64(1.0), np.float64(0.0))
+    """
+    n = len(row)
+    sample = np.sort(row[:: max(1, n // max(4096, 16 * k))])  # sorted, not selected: ties cost a sort nothing
+    s = sample[len(sample) - min(len(sample), int(2 * k * len(sample) / n) + 2)]
+    if np.count_nonzero(row >= s) < k:  # an unlucky sample: every value is a candidate
+        s = row.min()
+    above = row[row > s]
+    if len(above) < k:
+        return s
+    return np.partition(above, len(above) - k)[len(above) - k]
 
 
 def top_k_row(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -20,7 +50,12 @@ def top_k_row(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ([1, 0], [0.9, 0.5])
     """
     n = row.shape[0]
-    if k < n:
+    if k < n and n >= _SAMPLED_FROM:
+        t = _kth_largest(row, k)
+        above = np.flatnonzero(row > t)
+        part = np.concatenate([above, np.flatnonzero(row == t)[: k - len(above)]])
+        vals = row[part]
+    elif k < n:
         part = np.argpartition(row, n - k)[n - k :]
         vals = row[part]
         t = vals.min()
