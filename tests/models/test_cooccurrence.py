@@ -90,3 +90,19 @@ def test_other_workers_cells_read_the_same_before_and_after_folding(side_min_ent
         np.testing.assert_allclose(store.weighted_rows(some, weights), weights @ truth[some], rtol=1e-6)
     assert store.nnz == np.count_nonzero(truth)
     np.testing.assert_array_equal(store.csr().toarray(), truth)
+
+
+def test_candidates_summed_by_sorting_and_over_the_items_are_the_same() -> None:
+    """Few entries are sorted, many are summed into a vector over the items: the same columns and values."""
+    rng = np.random.default_rng(7)
+    store = SparseCooccurrence(2_000)
+    store.add_pairs(rng.integers(0, 40, 3_000), rng.integers(40, 2_000, 3_000))
+    rows = np.arange(40)
+    weights = rng.random(40).astype(np.float32)
+    long_cols, long_vals = store.weighted_candidates(rows, weights)  # about 3,000 entries: past a tenth of 2,000
+    store.n_items = 10**6  # the same entries, now under a tenth of the catalogue: the sorting path
+    short_cols, short_vals = store.weighted_candidates(rows, weights)
+    np.testing.assert_array_equal(long_cols, short_cols)
+    np.testing.assert_array_equal(long_vals, short_vals)
+    dense = store.weighted_rows(rows, weights)
+    np.testing.assert_array_equal(dense[long_cols], long_vals)
