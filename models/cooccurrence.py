@@ -392,8 +392,10 @@ class SparseCooccurrence:
         a, b = csr.indptr[r], csr.indptr[r + 1]
         return csr.indices[a:b].astype(np.int64), csr.data[a:b]
 
-    def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """``C[rows][:, cols]`` as a dense array."""
+    def block(
+        self, rows: np.ndarray, cols: np.ndarray, replaced: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+    ) -> np.ndarray:
+        """``C[rows][:, cols]`` as a dense array (``replaced``: stand-ins as in :meth:`weighted_candidates`)."""
         csr, side, pending = self._csr, self._side, self._pending
         rows = np.asarray(rows, dtype=np.int64)
         cols = np.asarray(cols, dtype=np.int64)
@@ -401,6 +403,13 @@ class SparseCooccurrence:
         out = np.zeros((len(rows), len(cols)), dtype=np.float32)
         wanted, slot = np.unique(cols, return_inverse=True)  # the few columns asked for, sorted
         for n, r in enumerate(rows.tolist()):
+            if replaced and r in replaced:  # columns ascending, as a row of the matrix
+                row_cols, row_counts = replaced[r]
+                if len(row_cols):
+                    pos = np.minimum(np.searchsorted(row_cols, cols), len(row_cols) - 1)
+                    hit = row_cols[pos] == cols
+                    out[n, hit] += row_counts[pos[hit]]
+                continue
             a, b = csr.indptr[r], csr.indptr[r + 1]
             parts = [(csr.indices[a:b], csr.data[a:b])] if b > a else []
             if ends[n] > starts[n]:

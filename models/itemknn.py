@@ -69,6 +69,17 @@ class ItemKNN(OnlineRecommender):
     dense_max_items
         Largest catalogue kept in a dense co-occurrence array (4,096 items:
         64 MiB); a larger one moves to the sparse store.
+    max_neighbours
+        In the sparse store (catalogues past ``dense_max_items``), a history
+        item whose row holds more counts than this is scored through its
+        ``max_neighbours`` most similar items only, ties at the last place
+        kept (``None``: every row whole). The short list is drawn up when the
+        item is first scored and again once its count has grown by a twentieth
+        and 8 events, so its cost is spread over the item's events. After a
+        million events the rows of popular items hold much of the catalogue:
+        see ``bench/results/results.md`` ("after a long stream") for the cost
+        and ``docs/tuning/itemknn.md`` for the cap's effect on quality (none at
+        500 on either development log).
     seed
         Unused (the model is deterministic); kept for a uniform signature.
 
@@ -102,6 +113,7 @@ class ItemKNN(OnlineRecommender):
         decay: float = 0.8,
         alpha: float = 0.35,
         dense_max_items: int = DENSE_MAX_ITEMS,
+        max_neighbours: int | None = 500,
         seed: int = 0,
     ) -> None:
         if window < 1:
@@ -112,11 +124,14 @@ class ItemKNN(OnlineRecommender):
             raise ValueError(f"decay must be in (0, 1], got {decay}")
         if alpha < 0.0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
+        if max_neighbours is not None and max_neighbours < 1:
+            raise ValueError(f"max_neighbours must be >= 1 or None, got {max_neighbours}")
         self.window = window
         self.history_for_scoring = history_for_scoring
         self.decay = decay
         self.alpha = alpha
         self.dense_max_items = dense_max_items
+        self.max_neighbours = max_neighbours
         self._recency = (decay ** np.arange(min(history_for_scoring, window))).astype(np.float32)
         super().__init__(seed=seed)
 
@@ -130,6 +145,9 @@ class ItemKNN(OnlineRecommender):
         # per-user window of item indices, newest first, padded with -1
         self._hist = np.full((0, self.window), -1, dtype=np.int32)
         self._hist_len = np.zeros(0, dtype=np.int32)
+        # capped neighbour lists of long rows: row -> (columns, counts, the row item's count when drawn up);
+        # (None, None, count) for a row that was not past the cap at that count (read whole, live)
+        self._neighbours: dict[int, tuple[np.ndarray | None, np.ndarray | None, int]] = {}
 
     def _grow(self, n_users: int, n_items: int) -> None:
         self._counts = self._grown(self._counts, n_items)
@@ -224,6 +242,7 @@ class ItemKNN(OnlineRecommender):
         self._counts[rows] = 0
         self._inv[rows] = 0.0
         self._cooc.forget(rows)
+        self._neighbours.clear()  # a forgotten item may be in any list
         hist = self._hist[: self.n_users]
         hit = (hist >= 0) & dead[np.maximum(hist, 0)]
         users = np.flatnonzero(hit.any(axis=1))
@@ -265,8 +284,43 @@ class ItemKNN(OnlineRecommender):
                 out.append(empty)
                 continue
             hist, weights = self._history(user)
-            cols, sums = self._cooc.weighted_candidates(hist, weights)
+            cols, sums = self._cooc.weighted_candidates(hist, weights, self._capped_rows(hist))
             out.append((cols, sums * self._inv[cols]))
+        return out
+
+    #: Growth of an item's count, as a share of its count plus a number of events, after which its capped
+    #: neighbour list is drawn up anew (and a row read whole is looked at again).
+    neighbours_refresh = 0.05
+    neighbours_refresh_events = 8
+
+    def _capped_rows(self, hist: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]] | None:
+        """The capped neighbour lists that stand in for the long rows of ``hist`` (sparse store only)."""
+        cap = self.max_neighbours
+        if cap is None or not isinstance(self._cooc, SparseCooccurrence):
+            return None
+        # a row may hold more than the cap once the item has been counted cap / (2 window) times (each counted
+        # event adds at most a window of partners, and the item stays in at most a window of later events' windows):
+        # decided from the counts, so the same state gives the same lists whether or not increments are folded in
+        long_rows = hist[self._counts[hist] * (2 * self.window) > cap]
+        if not len(long_rows):
+            return None
+        lists = self._neighbours
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for h in long_rows.tolist():
+            count = int(self._counts[h])
+            kept = lists.get(h)
+            if kept is None or count > kept[2] * (1.0 + self.neighbours_refresh) + self.neighbours_refresh_events:
+                cols, counts = self._cooc.row(h)
+                if len(cols) > cap:  # the cap most similar, C[h, j] n_j^-alpha (h's own factor is common), and
+                    # every item tied with the last: the same list however a worker numbers its items
+                    similar = counts * self._inv[cols]
+                    keep = similar >= np.partition(similar, len(similar) - cap)[len(similar) - cap]
+                    kept = (cols[keep], counts[keep], count)
+                else:  # not past the cap yet: the row is read whole, live, until the count has grown again
+                    kept = (None, None, count)
+                lists[h] = kept
+            if kept[0] is not None:
+                out[h] = (kept[0], kept[1])
         return out
 
     def _reasons(self, u: np.ndarray, idx: np.ndarray, lengths: list[int]) -> list[list[str | None]] | None:
@@ -277,8 +331,11 @@ class ItemKNN(OnlineRecommender):
                 continue
             hist, weights = self._history(user)
             recs = idx[r, : lengths[r]]
-            # contribution of history item h to recommended item j is weight_h * C[h, j]
-            contribution = self._cooc.block(hist, recs) * weights[:, None]
+            # contribution of history item h to recommended item j is weight_h * C[h, j], as it was scored
+            # (a capped row through its short list)
+            capped = self._capped_rows(hist)
+            block = self._cooc.block(hist, recs, capped) if capped else self._cooc.block(hist, recs)
+            contribution = block * weights[:, None]
             best = contribution.argmax(axis=0)
             positive = contribution[best, np.arange(len(recs))] > 0
             reasons[r] = [ids[h] if ok else None for h, ok in zip(hist[best].tolist(), positive.tolist(), strict=True)]
@@ -314,6 +371,7 @@ class ItemKNN(OnlineRecommender):
     def _apply_item_delta_extra(self, delta: Any, rows: np.ndarray) -> None:
         if delta.extra.get("absolute"):
             self._cooc.clear()
+            self._neighbours.clear()
         if "cells" not in delta.extra_arrays:
             return
         local = self._rows_for_items(delta.extra["cell_items"])
@@ -383,6 +441,7 @@ class ItemKNN(OnlineRecommender):
             (arrays["cooc_data"].astype(np.float32), arrays["cooc_indices"], arrays["cooc_indptr"]), shape=(n, n)
         )
         self._cooc = cooccurrence_store(matrix=matrix, dense_max_items=self.dense_max_items)
+        self._neighbours = {}
         self._counts = self._grown(arrays["counts"].astype(np.int64), n)
         self._inv = np.zeros(len(self._counts), dtype=np.float32)
         self._set_counts(np.arange(n))
@@ -394,4 +453,9 @@ class ItemKNN(OnlineRecommender):
 
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
-        return [{}, {"window": 3, "history_for_scoring": 2, "alpha": 0.0}, {"dense_max_items": 1}]
+        return [
+            {},
+            {"window": 3, "history_for_scoring": 2, "alpha": 0.0},
+            {"dense_max_items": 1},
+            {"dense_max_items": 1, "max_neighbours": 3},
+        ]

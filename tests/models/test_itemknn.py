@@ -165,6 +165,63 @@ def test_dense_and_sparse_stores_give_the_same_lists() -> None:
     np.testing.assert_allclose(np.concatenate(a.scores), np.concatenate(b.scores), rtol=1e-6)
 
 
+def _zipf_stream(seed: int, n: int = 4000, users: int = 200, items: int = 300) -> Interactions:
+    rng = np.random.default_rng(seed)
+    picked = np.minimum(rng.zipf(1.3, n), items) - 1
+    return events([(f"u{u}", f"i{i}") for u, i in zip(rng.integers(0, users, n), picked, strict=True)])
+
+
+def test_capped_rows_score_through_their_most_similar_items() -> None:
+    """Rows that may hold more than the cap stand in by their most similar items (ties kept), the rest whole."""
+    cap = 12
+    model = ItemKNN(dense_max_items=0, max_neighbours=cap)
+    model.learn(_zipf_stream(5))
+    cooc = model.cooccurrence().toarray().astype(np.float64)
+    counts = model.item_counts()
+    inv = np.where(counts > 0, np.maximum(counts, 1) ** -model.alpha, 0.0)
+    capped = 0
+    for user in [f"u{u}" for u in range(0, 200, 7)]:
+        row = model.user_index.get(user)
+        hist = model._hist[row, : min(model._hist_len[row], model.history_for_scoring)]
+        want = np.zeros(model.n_items)
+        for rank, h in enumerate(hist.tolist()):
+            line = cooc[h].copy()
+            if counts[h] * 2 * model.window > cap and np.count_nonzero(line) > cap:
+                similar = line * inv
+                line[similar < np.sort(similar)[-cap]] = 0.0
+                capped += 1
+            want += model.decay**rank * inv[h] * line
+        want *= inv
+        got = model.recommend([user], k=5)
+        ids = [model.item_index.get(i) for i in got.items[0]]
+        np.testing.assert_allclose(got.scores[0], want[ids], rtol=1e-5)
+        assert got.scores[0][0] == pytest.approx(np.delete(want, hist).max(), rel=1e-5)
+    assert capped  # the stream does reach the cap
+
+
+def test_a_cap_past_every_row_changes_nothing_and_capped_lists_follow_growth() -> None:
+    stream = _zipf_stream(6)
+    whole, capped = ItemKNN(dense_max_items=0, max_neighbours=None), ItemKNN(dense_max_items=0, max_neighbours=10_000)
+    whole.learn(stream)
+    capped.learn(stream)
+    users = [f"u{u}" for u in range(0, 200, 5)]
+    a, b = whole.recommend(users, k=10), capped.recommend(users, k=10)
+    assert a.items == b.items and a.scores == b.scores
+    # a head item's short list is drawn up once, then again after its count grew by a twentieth and 8 events
+    model = ItemKNN(dense_max_items=0, max_neighbours=5)
+    model.learn(stream)
+    model.recommend(["u1"], k=5)
+    head = model.item_index.get("i0")
+    model.recommend([u for u in users if head in model._hist[model.user_index.get(u)].tolist()][:1], k=5)
+    drawn_at = model._neighbours[head][2]
+    new_items = [f"new{n}" for n in range(int(drawn_at * 0.06) + model.neighbours_refresh_events + 2)]
+    model.learn(events([(f"fan{n}", item) for n, item in enumerate(new_items)]))
+    model.learn(events([(f"fan{n}", "i0") for n in range(len(new_items))]))  # i0 now co-occurs with the new items
+    model.learn(events([("fan0", "new1")]))
+    model.recommend(["fan0"], k=5)
+    assert model._neighbours[head][2] == model.item_counts()[head] > drawn_at
+
+
 def test_invalid_hyperparameters_are_rejected() -> None:
     with pytest.raises(ValueError, match="window"):
         ItemKNN(window=0)
@@ -172,3 +229,5 @@ def test_invalid_hyperparameters_are_rejected() -> None:
         ItemKNN(decay=0.0)
     with pytest.raises(ValueError, match="alpha"):
         ItemKNN(alpha=-1.0)
+    with pytest.raises(ValueError, match="max_neighbours"):
+        ItemKNN(max_neighbours=0)
