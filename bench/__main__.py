@@ -11,6 +11,8 @@ Benchmarks, in order (each a module of this package with ``config(quick)``,
 - ``catalogue``: per-event cost (learn, the user's top-20, the fallback's top-20) of each
   model over catalogues of 10,000 to 1,000,000 items, popularity's kept top list against a
   full pass in the same run;
+- ``long_stream``: the same per-event cost once a million events are in (long item-kNN rows), item-kNN with
+  its rows capped against whole rows in the same run;
 - ``gpu``: torch BPR on CUDA versus CPU (CPU figures only without CUDA);
 - ``split_quality``: per-event HR@10 with the users split over 1 and 3
   workers that exchange their item increments as the updates topic does;
@@ -61,6 +63,7 @@ BENCHMARKS: dict[str, str] = {
     "reads": "Read latency from Redis",
     "scale": "Scale: exact versus ANN top-100, model state size",
     "catalogue": "Catalogue scale: per-event cost from 10,000 to 1,000,000 items",
+    "long_stream": "Catalogue scale after a long stream: the neighbourhood models once a million events are in",
     "gpu": "GPU: torch BPR on CUDA versus CPU",
     "split_quality": "Quality with the users split over workers",
     "live": "Live pipeline: Kafka → worker → Redis",

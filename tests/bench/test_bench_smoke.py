@@ -130,6 +130,17 @@ def test_catalogue_tiny() -> None:
     assert result["targets"] and "events/s" in catalogue.markdown(result)
 
 
+def test_long_stream_tiny() -> None:
+    from bench import long_stream
+
+    cfg = dataclasses.replace(long_stream.config(quick=True), sizes=(6_000,), warm_events=20_000, events=40)
+    result = long_stream.run(cfg)
+    labels = [r["label"] for r in result["rows"]]
+    assert "itemknn, whole rows (reference)" in labels and "itemknn (default cap)" in labels  # both in one run
+    assert all(r["warm_seconds"] > 0 and r["events_per_second"] > 0 for r in result["rows"])
+    assert len(result["targets"]) == 1 and "HR@10" in long_stream.markdown(result)
+
+
 def test_gpu_tiny() -> None:
     cfg = gpu.Config(
         n_users=500, n_items=300, batch_sizes=(200,), learn_events=600, topn_items=(400,),
