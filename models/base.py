@@ -663,8 +663,6 @@ class OnlineRecommender(ABC):
         cols = np.asarray(cols, dtype=np.int64)
         vals = np.asarray(vals, dtype=np.float32)
         keep = vals > 0
-        if len(banned) and len(cols):
-            keep &= ~np.isin(cols, banned)
         cols, vals = cols[keep], vals[keep]
         if self.item_index.n_free and len(cols):
             live = np.isin(cols, self._live_item_rows(cols))
@@ -673,8 +671,14 @@ class OnlineRecommender(ABC):
             order = np.argsort(cols, kind="stable")
             cols, vals = cols[order], vals[order]
         if len(cols):
-            pos, top = top_k_row(vals, min(k, len(cols)))
-            chosen, values = cols[pos], top.tolist()
+            # the banned rows can take at most len(banned) places: rank k + len(banned), then drop them
+            # (the same top k as dropping them from every candidate first, without a lookup per candidate)
+            pos, top = top_k_row(vals, min(k + len(banned), len(cols)))
+            chosen = cols[pos]
+            if len(banned):
+                allowed = ~np.isin(chosen, banned)
+                chosen, top = chosen[allowed], top[allowed]
+            chosen, values = chosen[:k], top[:k].tolist()
         else:
             chosen, values = cols, []
         if len(chosen) < k:  # items scoring 0 follow, in row order, as in a dense row
