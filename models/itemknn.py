@@ -75,7 +75,10 @@ class ItemKNN(OnlineRecommender):
         ``max_neighbours`` most similar items only, ties at the last place
         kept (``None``: every row whole). The short list is drawn up when the
         item is first scored and again once its count has grown by a twentieth
-        and 8 events, so its cost is spread over the item's events. After a
+        and 8 events, so its cost is spread over the item's events; the
+        lists take 8 bytes per neighbour kept, at most what the counts they are
+        drawn from take (11 MiB beside 76 MiB of counts at 100,000 items after
+        a million events). After a
         million events the rows of popular items hold much of the catalogue:
         see ``bench/results/results.md`` ("after a long stream") for the cost
         and ``docs/tuning/itemknn.md`` for the cap's effect on quality (none at
@@ -315,7 +318,7 @@ class ItemKNN(OnlineRecommender):
                     # every item tied with the last: the same list however a worker numbers its items
                     similar = counts * self._inv[cols]
                     keep = similar >= np.partition(similar, len(similar) - cap)[len(similar) - cap]
-                    kept = (cols[keep], counts[keep], count)
+                    kept = (cols[keep].astype(np.int32), counts[keep], count)  # 8 bytes per neighbour kept
                 else:  # not past the cap yet: the row is read whole, live, until the count has grown again
                     kept = (None, None, count)
                 lists[h] = kept
