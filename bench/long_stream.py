@@ -73,7 +73,7 @@ def run(cfg: Config) -> dict[str, Any]:
     targets = []
     for n_items in cfg.sizes:
         capped = next(r for r in rows if r["items"] == n_items and r["label"] == "itemknn (default cap)")
-        whole = next(r for r in rows if r["items"] == n_items and r["label"].startswith("itemknn, whole"))
+        whole = next(r for r in rows if r["items"] == n_items and r["label"] == "itemknn, whole rows (reference)")
         ratio = capped["events_per_second"] / whole["events_per_second"]
         gap = (capped["hr_at_10"] - whole["hr_at_10"]) / max(whole["hr_at_10"], 1e-9)
         targets.append(

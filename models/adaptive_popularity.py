@@ -10,6 +10,7 @@ import numpy as np
 
 from models.base import Interactions, OnlineRecommender
 from models.popularity import Popularity
+from models.ranking import top_k_row
 
 __all__ = ["AdaptivePopularity"]
 
@@ -50,8 +51,7 @@ class _Arm(Popularity):
         scores = self.item_scores()
         if self.item_index.n_free:
             scores[self.item_index.free_rows()] = -np.inf
-        rows = np.arange(len(scores)) if m >= len(scores) else np.argpartition(-scores, m - 1)[:m]
-        return rows[np.argsort(-scores[rows], kind="stable")]
+        return top_k_row(scores, min(m, len(scores)))[0]
 
     def in_frame(self, values: np.ndarray, theirs: float | None, absolute: bool) -> np.ndarray:
         """Another worker's scores for this arm, brought to this arm's anchor (as :class:`Popularity` does)."""

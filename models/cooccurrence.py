@@ -345,7 +345,7 @@ class SparseCooccurrence:
         if len(cols) > self.n_items // 10:
             summed = np.bincount(cols, vals, minlength=self.n_items).astype(np.float32)
             nonzero_cols = np.flatnonzero(summed)
-            return nonzero_cols.astype(np.int64), summed[nonzero_cols]
+            return nonzero_cols, summed[nonzero_cols]
         unique, inverse = np.unique(cols, return_inverse=True)
         sums = np.bincount(inverse, vals, minlength=len(unique)).astype(np.float32)
         nonzero = sums != 0
@@ -403,22 +403,17 @@ class SparseCooccurrence:
         out = np.zeros((len(rows), len(cols)), dtype=np.float32)
         wanted, slot = np.unique(cols, return_inverse=True)  # the few columns asked for, sorted
         for n, r in enumerate(rows.tolist()):
-            if replaced and r in replaced:  # columns ascending, as a row of the matrix
-                row_cols, row_counts = replaced[r]
+            stand_in = replaced.get(r) if replaced else None  # columns ascending, as a row of the matrix
+            a, b = csr.indptr[r], csr.indptr[r + 1]
+            parts = [stand_in] if stand_in is not None else [(csr.indices[a:b], csr.data[a:b])]
+            if stand_in is None and ends[n] > starts[n]:
+                parts.append(side.entries(starts[n], ends[n]))
+            for row_cols, row_counts in parts:
                 if len(row_cols):
                     pos = np.minimum(np.searchsorted(row_cols, cols), len(row_cols) - 1)
                     hit = row_cols[pos] == cols
                     out[n, hit] += row_counts[pos[hit]]
-                continue
-            a, b = csr.indptr[r], csr.indptr[r + 1]
-            parts = [(csr.indices[a:b], csr.data[a:b])] if b > a else []
-            if ends[n] > starts[n]:
-                parts.append(side.entries(starts[n], ends[n]))
-            for row_cols, row_counts in parts:
-                pos = np.minimum(np.searchsorted(row_cols, cols), len(row_cols) - 1)
-                hit = row_cols[pos] == cols
-                out[n, hit] += row_counts[pos[hit]]
-            extra = pending.get(r)
+            extra = pending.get(r) if stand_in is None else None
             if extra:  # count the pending increments of the columns asked for: each looked up among those few
                 # (no sort of the row's increments, which for a popular item run to many thousands)
                 values = np.asarray(extra, dtype=np.int64)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from models.base import Interactions, OnlineRecommender
+from models.ranking import top_k_row
 
 __all__ = ["Popularity"]
 
@@ -311,7 +312,7 @@ class Popularity(OnlineRecommender):
         acc = self._acc[:n].copy()
         if self.item_index.n_free:
             acc[self.item_index.free_rows()] = -np.inf
-        top = np.argpartition(acc, n - TOP_KEPT)[n - TOP_KEPT :]
+        top = top_k_row(acc, TOP_KEPT)[0]  # not argpartition: most of a large catalogue ties at 0
         self._top_floor = float(acc[top].min()) if len(top) else 0.0
         top = top[np.isfinite(acc[top])]
         self._top_buf = np.empty(2 * TOP_KEPT, dtype=np.int64)

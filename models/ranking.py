@@ -94,7 +94,9 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if n_rows == 1:
         idx_row, vals_row = top_k_row(scores[0], k)
         return idx_row[None, :].astype(np.int64, copy=False), vals_row[None, :]
-    if n_rows <= _FEW_ROWS:  # the per-event path: 1-D operations, no index grids
+    if n_rows <= _FEW_ROWS or n_cols >= _SAMPLED_FROM:  # the per-event path, and rows long enough to sample first
+        # (on 200 rows of 100,000 scores a row costs 0.21 ms against 1.2 ms batched, 0.17 against 16 ms when most
+        # scores tie at 0)
         idx = np.empty((n_rows, k), dtype=np.int64)
         vals = np.empty((n_rows, k), dtype=scores.dtype)
         for r in range(n_rows):
