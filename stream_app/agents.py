@@ -60,6 +60,13 @@ async def _revoked_while_stopping(revoked: Any) -> None:
 app._on_partitions_revoked = _revoked_while_stopping  # type: ignore[method-assign]  # the consumer is made later
 
 
+@app.on_before_shutdown.connect
+async def on_before_shutdown(sender: Any, **kwargs: Any) -> None:
+    """The final commit, while the partitions are still this worker's (see ``StreamWorker.drain``)."""
+    for worker in list(_workers):
+        await worker.drain()
+
+
 @app.on_partitions_assigned.connect
 async def on_partitions_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
     """Restore the users of partitions new to this worker before their events are processed."""

@@ -254,7 +254,9 @@ class SharedState:
         partitions' next owner from the offsets committed here.
         """
         if set(partitions) & self.owned:
-            await self.commit(strict=False)
+            log.info("partitions %s leave while stopping: committing what is learned", sorted(partitions))
+            sequence = await self.commit(strict=False)
+            log.info("hand-over commit %d written", sequence)
         self.handed_over = True
 
     def _drop(self, partitions: set[int]) -> None:
