@@ -544,55 +544,58 @@ class OnlineRecommender(ABC):
 
     def _recommend_one(self, user_id: str, k: int, exclude_seen: bool, with_reasons: bool) -> Recommendations:
         """:meth:`recommend` for one user: the same list, without the batch machinery (the per-event path)."""
+        u, rows, values = self._top_rows_one(user_id, k, exclude_seen)
+        ids = self.item_index.ids
+        items = [ids[j] for j in rows.tolist()]
+        reasons = self._reasons(u, rows[None, :].astype(np.int64), [len(items)]) if with_reasons else None
+        return Recommendations([user_id], [items], [values], reasons)  # type: ignore[list-item]
+
+    def _top_rows_one(self, user_id: str, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray, list[float]]:
+        """One user's list as item rows, best first, with scores: what :meth:`recommend` names, before the ids.
+
+        Returns the user's row (as a one-element array), the item rows and
+        their scores. A model that holds another's item rows (the hybrid's
+        members) reads its members' lists through it without the ids.
+        """
         row = self.user_index.get(user_id)
         u = np.array([row], dtype=np.int64)
         n = len(self.item_index)
+        if n == 0 or k == 0:
+            return u, np.zeros(0, dtype=np.int64), []
+        seen = self._seen_array(row) if exclude_seen and row >= 0 else np.zeros(0, dtype=np.intp)
         if not self.personalized:
-            fast = self._recommend_one_from_top(row, u, k, exclude_seen, with_reasons, user_id)
-            if fast is not None:
-                return fast
+            top = self._global_top(min(k + len(seen), n))
+            if top is not None:  # the model's kept top list
+                columns, values = top
+                if len(seen):
+                    keep = ~np.isin(columns, seen)
+                    columns, values = columns[keep], values[keep]
+                return u, np.asarray(columns[:k], dtype=np.int64), values[:k].tolist()
         else:
-            seen = self._seen_array(row) if exclude_seen and row >= 0 else np.zeros(0, dtype=np.intp)
             sparse = self._score_sparse(u, [k + len(seen)])
             if sparse is not None:
-                return self._recommend_sparse([user_id], u, sparse, k, [seen], with_reasons)
+                cols, vals = sparse[0]
+                if self.sparse_rest_zero:
+                    idx, scores = self._rank_sparse(cols, vals, k, seen)
+                else:
+                    idx, scores = self._rank_candidates(u, cols, vals, k, seen)
+                return u, np.asarray(idx, dtype=np.int64), scores
         raw = self._score(u)
         if raw.shape != (1, n):
             raise RuntimeError(f"{self.name}._score returned {raw.shape}, expected {(1, n)}")
-        scores = np.array(raw[0], dtype=np.float32, copy=True)
-        if not np.isfinite(scores).all():
-            np.nan_to_num(scores, copy=False, nan=-3.0e38, posinf=3.0e38, neginf=-3.0e38)
+        scores_row = np.array(raw[0], dtype=np.float32, copy=True)
+        if not np.isfinite(scores_row).all():
+            np.nan_to_num(scores_row, copy=False, nan=-3.0e38, posinf=3.0e38, neginf=-3.0e38)
         if self.item_index.n_free:  # tombstones hold no item: never recommend them
-            scores[self.item_index.free_rows()] = -np.inf
-        if exclude_seen and row >= 0:
-            scores[self._seen_array(row)] = -np.inf
-        idx, vals = top_k_row(scores, min(k, n))
-        values = vals.tolist()
+            scores_row[self.item_index.free_rows()] = -np.inf
+        if len(seen):
+            scores_row[seen] = -np.inf
+        idx, top = top_k_row(scores_row, min(k, n))
+        values = top.tolist()
         c = len(values)
         while c and values[c - 1] == -np.inf:  # masked items sort last
             c -= 1
-        ids = self.item_index.ids
-        items = [ids[j] for j in idx[:c].tolist()]
-        reasons = self._reasons(u, idx[None, :].astype(np.int64), [c]) if with_reasons else None
-        return Recommendations([user_id], [items], [values[:c]], reasons)  # type: ignore[list-item]
-
-    def _recommend_one_from_top(
-        self, row: int, u: np.ndarray, k: int, exclude_seen: bool, with_reasons: bool, user_id: str
-    ) -> Recommendations | None:
-        """:meth:`_recommend_one` from the model's kept top list (:meth:`_global_top`), or ``None``."""
-        seen = self._seen_array(row) if exclude_seen and row >= 0 else np.zeros(0, dtype=np.intp)
-        top = self._global_top(min(k + len(seen), len(self.item_index)))
-        if top is None:
-            return None
-        columns, values = top
-        if len(seen):
-            keep = ~np.isin(columns, seen)
-            columns, values = columns[keep], values[keep]
-        columns, values = columns[:k], values[:k]
-        ids = self.item_index.ids
-        items = [ids[j] for j in columns.tolist()]
-        reasons = self._reasons(u, columns[None, :].astype(np.int64), [len(items)]) if with_reasons else None
-        return Recommendations([user_id], [items], [values.tolist()], reasons)  # type: ignore[list-item]
+        return u, np.asarray(idx[:c], dtype=np.int64), values[:c]
 
     def _recommend_sparse(
         self,

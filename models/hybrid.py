@@ -415,6 +415,9 @@ class Hybrid(OnlineRecommender):
         for model in self._models:
             if model.n_items != self.n_items:
                 raise RuntimeError(f"component {model.name} has {model.n_items} items, the hybrid {self.n_items}")
+            if type(model).recommend is OnlineRecommender.recommend:  # its rows are the hybrid's (_sync_items)
+                out.append(model._top_rows_one(user, depth, exclude_seen)[1])
+                continue
             items = model.recommend([user], k=depth, exclude_seen=exclude_seen, with_reasons=False).items[0]
             out.append(self.item_index.lookup(items) if items else np.zeros(0, dtype=np.int64))
         return out
@@ -447,17 +450,21 @@ class Hybrid(OnlineRecommender):
             lists = self._member_lists(x, max(self.candidates, want[r], self.hit_k), self._exclude_seen)
             if keep:
                 self._cache[x] = lists
-            fused: dict[int, float] = {}
             assert weights is not None
+            members_rows, members_gains = [], []
             for weight, rows in zip(weights[w].tolist(), lists, strict=True):
                 if weight == 0.0:
                     continue
                 rows = rows[events[rows] > 0]
-                gains = weight * (self.rrf_k + 1.0) / (self.rrf_k + np.arange(1, len(rows) + 1, dtype=np.float64))
-                for row, gain in zip(rows.tolist(), gains.tolist(), strict=True):
-                    fused[row] = fused.get(row, 0.0) + gain
-            cols = np.fromiter(fused.keys(), dtype=np.int64, count=len(fused))
-            vals = np.fromiter(fused.values(), dtype=np.float64, count=len(fused)).astype(np.float32)
+                members_rows.append(rows)
+                members_gains.append(
+                    weight * (self.rrf_k + 1.0) / (self.rrf_k + np.arange(1, len(rows) + 1, dtype=np.float64))
+                )
+            # each item's gains summed in member order (bincount adds in input order)
+            cols, where = np.unique(np.concatenate(members_rows or [np.zeros(0, dtype=np.int64)]), return_inverse=True)
+            gains = np.concatenate(members_gains or [np.zeros(0)])
+            vals = np.bincount(where, weights=gains, minlength=len(cols)).astype(np.float32)
+            cols = cols.astype(np.int64, copy=False)
             if content is not None:
                 c = content[w]
                 positive = c > 0
