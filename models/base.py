@@ -670,16 +670,17 @@ class OnlineRecommender(ABC):
         if self.item_index.n_free and len(cols):
             live = np.isin(cols, self._live_item_rows(cols))
             cols, vals = cols[live], vals[live]
-        if len(cols) > 1 and (np.diff(cols) <= 0).any():  # ties go to the lower row: order by row first
-            order = np.argsort(cols, kind="stable")
-            cols, vals = cols[order], vals[order]
         if len(cols):
             # the banned rows can take at most len(banned) places: rank k + len(banned), then drop them
             # (the same top k as dropping them from every candidate first, without a lookup per candidate)
-            pos, top = top_k_row(vals, min(k + len(banned), len(cols)))
+            want = min(k + len(banned), len(cols))
+            pos, top = top_k_row(vals, want)  # ties to the lower position
+            if len(cols) > 1 and (np.diff(cols) <= 0).any():  # columns out of order: ties go to the lower row
+                pos = _ties_by_row(cols, vals, top[-1], want)
+                top = vals[pos]
             chosen = cols[pos]
             if len(banned):
-                allowed = ~np.isin(chosen, banned)
+                allowed = ~np.isin(chosen, banned, kind="sort")  # "table" would allocate the range of rows
                 chosen, top = chosen[allowed], top[allowed]
             chosen, values = chosen[:k], top[:k].tolist()
         else:
@@ -1299,6 +1300,24 @@ class OnlineRecommender(ABC):
     def _test_params(cls) -> list[dict[str, Any]]:
         """Hyperparameters the conformance suite runs this model with."""
         return [{}]
+
+
+def _ties_by_row(cols: np.ndarray, vals: np.ndarray, t: Any, want: int) -> np.ndarray:
+    """Positions of the ``want`` best of ``vals`` (``t`` the ``want``-th value), ordered by value, ties by ``cols``.
+
+    What sorting the candidates by column before a selection gives, with a
+    sort of the winners only (the candidates tied at ``t`` when they cross
+    the cut).
+
+    >>> _ties_by_row(np.array([9, 4, 7, 1]), np.array([2.0, 1.0, 1.0, 1.0]), 1.0, 2).tolist()
+    [0, 3]
+    """
+    above = np.flatnonzero(vals > t)
+    tied = np.flatnonzero(vals == t)
+    if len(above) + len(tied) > want:
+        tied = tied[np.argsort(cols[tied], kind="stable")[: want - len(above)]]
+    pos = np.concatenate([above, tied])
+    return pos[np.lexsort((cols[pos], -vals[pos]))]
 
 
 def _rows_to_evict(index: IdIndex, active: np.ndarray, cap: int, incoming: Iterable[str]) -> np.ndarray:

@@ -287,7 +287,7 @@ class ItemKNN(OnlineRecommender):
                 out.append(empty)
                 continue
             hist, weights = self._history(user)
-            cols, sums = self._cooc.weighted_candidates(hist, weights, self._capped_rows(hist))
+            cols, sums = self._cooc.weighted_candidates(hist, weights, self._capped_rows(hist), ordered=False)
             out.append((cols, sums * self._inv[cols]))
         return out
 
