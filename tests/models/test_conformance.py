@@ -168,6 +168,23 @@ def test_a_list_does_not_depend_on_the_other_users_in_the_call(name: str, params
         assert alone.scores[0] == together.scores[n], f"{name}: {user}"
 
 
+@pytest.mark.parametrize(
+    ("name", "params"), [c for c in CASES if models.model_class(c.values[0]).recommend is OnlineRecommender.recommend]
+)
+def test_a_list_read_as_item_rows_is_the_list_recommend_names(name: str, params: dict, fitted_cache: dict) -> None:
+    """The hybrid reads its members' lists as item rows (``_top_rows_one``): the items and scores of ``recommend``.
+
+    Models with a ``recommend`` of their own are read by id and are left out here.
+    """
+    model = get_fitted(fitted_cache, name, params)
+    for user in [f"u{j}" for j in range(0, 40, 7)] + ["nobody"]:
+        for exclude_seen in (True, False):
+            _, rows, scores = model._top_rows_one(user, 10, exclude_seen)
+            listed = model.recommend([user], k=10, exclude_seen=exclude_seen, with_reasons=False)
+            assert [model.item_index.ids[r] for r in rows.tolist()] == listed.items[0], f"{name}: {user}"
+            assert scores == listed.scores[0], f"{name}: {user}"
+
+
 @pytest.mark.parametrize(("name", "params"), CASES)
 def test_new_items_are_recommendable_after_catalogue_update(name: str, params: dict, fitted_cache: dict) -> None:
     model = get_fitted(fitted_cache, name, params)
