@@ -403,32 +403,47 @@ class SparseCooccurrence:
     def block(
         self, rows: np.ndarray, cols: np.ndarray, replaced: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
     ) -> np.ndarray:
-        """``C[rows][:, cols]`` as a dense array (``replaced``: stand-ins as in :meth:`weighted_candidates`)."""
+        """``C[rows][:, cols]`` as a dense array (``replaced``: stand-ins as in :meth:`weighted_candidates`).
+
+        Every stored entry of the rows is looked up among the few columns
+        asked for at once (a scratch array over the items marks them), not
+        each row searched for the columns: a list's reasons read 20 rows that
+        after a long stream hold thousands of entries each.
+        """
         csr, side, pending = self._csr, self._side, self._pending
         rows = np.asarray(rows, dtype=np.int64)
-        cols = np.asarray(cols, dtype=np.int64)
+        wanted, slot = np.unique(np.asarray(cols, dtype=np.int64), return_inverse=True)  # the columns asked for
+        if not len(rows) or not len(wanted):
+            return np.zeros((len(rows), len(slot)), dtype=np.float32)
         starts, ends = side.bounds(rows)
-        out = np.zeros((len(rows), len(cols)), dtype=np.float32)
-        wanted, slot = np.unique(cols, return_inverse=True)  # the few columns asked for, sorted
+        parts_cols: list[np.ndarray] = []
+        parts_counts: list[np.ndarray] = []
+        sizes: list[int] = []  # entries of each row
         for n, r in enumerate(rows.tolist()):
-            stand_in = replaced.get(r) if replaced else None  # columns ascending, as a row of the matrix
-            a, b = csr.indptr[r], csr.indptr[r + 1]
-            parts = [stand_in] if stand_in is not None else [(csr.indices[a:b], csr.data[a:b])]
-            if stand_in is None and ends[n] > starts[n]:
-                parts.append(side.entries(starts[n], ends[n]))
-            for row_cols, row_counts in parts:
-                if len(row_cols):
-                    pos = np.minimum(np.searchsorted(row_cols, cols), len(row_cols) - 1)
-                    hit = row_cols[pos] == cols
-                    out[n, hit] += row_counts[pos[hit]]
-            extra = pending.get(r) if stand_in is None else None
-            if extra:  # count the pending increments of the columns asked for: each looked up among those few
-                # (no sort of the row's increments, which for a popular item run to many thousands)
-                values = np.asarray(extra, dtype=np.int64)
-                pos = np.minimum(np.searchsorted(wanted, values), len(wanted) - 1)
-                hit = wanted[pos] == values
-                out[n] += np.bincount(pos[hit], minlength=len(wanted)).astype(np.float32)[slot]
-        return out
+            stand_in = replaced.get(r) if replaced else None
+            if stand_in is not None:
+                found = [stand_in]
+            else:
+                found = [(csr.indices[csr.indptr[r] : csr.indptr[r + 1]], csr.data[csr.indptr[r] : csr.indptr[r + 1]])]
+                if ends[n] > starts[n]:
+                    found.append(side.entries(starts[n], ends[n]))
+                extra = pending.get(r)
+                if extra:  # each pending increment counts 1
+                    found.append((np.asarray(extra, dtype=np.int64), np.ones(len(extra), dtype=np.float32)))
+            for entry_cols, entry_counts in found:
+                parts_cols.append(entry_cols)
+                parts_counts.append(entry_counts)
+            sizes.append(sum(len(c) for c, _ in found))
+        entry_cols = np.concatenate(parts_cols).astype(np.int64, copy=False)
+        owner = np.repeat(np.arange(len(rows)), sizes)
+        span = max(self.n_items, int(entry_cols.max(initial=0)) + 1, int(wanted[-1]) + 1)
+        marks = np.empty(span, dtype=np.int32)  # only the marked positions are read back as marks
+        marks[wanted] = np.arange(len(wanted), dtype=np.int32)
+        at = np.clip(marks[entry_cols], 0, len(wanted) - 1)
+        hit = wanted[at] == entry_cols
+        counts = np.concatenate(parts_counts)[hit].astype(np.float64)
+        out = np.bincount(owner[hit] * len(wanted) + at[hit], counts, minlength=len(rows) * len(wanted))
+        return out.reshape(len(rows), len(wanted)).astype(np.float32)[:, slot]
 
     def forget(self, rows: np.ndarray) -> None:
         """Zero the rows and columns of items ``rows``."""
