@@ -41,7 +41,7 @@ import numpy as np
 
 from models.ids import IdIndex
 from models.persistence import read_model_dir, write_model_dir
-from models.ranking import top_k, top_k_row
+from models.ranking import top_k, top_k_row, top_k_row_by
 from models.sharing import ItemDelta, UserStates
 
 __all__ = ["Interactions", "OnlineRecommender", "Recommendations"]
@@ -574,11 +574,7 @@ class OnlineRecommender(ABC):
         else:
             sparse = self._score_sparse(u, [k + len(seen)])
             if sparse is not None:
-                cols, vals = sparse[0]
-                if self.sparse_rest_zero:
-                    idx, scores = self._rank_sparse(cols, vals, k, seen)
-                else:
-                    idx, scores = self._rank_candidates(u, cols, vals, k, seen)
+                idx, scores = self._rank_scored(u, *sparse[0], k, seen)
                 return u, np.asarray(idx, dtype=np.int64), scores
         raw = self._score(u)
         if raw.shape != (1, n):
@@ -611,10 +607,7 @@ class OnlineRecommender(ABC):
         rows: list[np.ndarray] = []
         out_scores: list[list[float]] = []
         for r, ((cols, vals), banned) in enumerate(zip(sparse, excluded, strict=True)):
-            if self.sparse_rest_zero:
-                idx, values = self._rank_sparse(cols, vals, k, banned)
-            else:
-                idx, values = self._rank_candidates(u[r : r + 1], cols, vals, k, banned)
+            idx, values = self._rank_scored(u[r : r + 1], cols, vals, k, banned)
             rows.append(idx)
             out_scores.append(values)
         width = max((len(r) for r in rows), default=0)
@@ -624,6 +617,14 @@ class OnlineRecommender(ABC):
         items = [[ids[j] for j in row.tolist()] for row in rows]
         reasons = self._reasons(u, idx, [len(r) for r in rows]) if with_reasons else None
         return Recommendations(user_ids, items, out_scores, reasons)  # type: ignore[arg-type]
+
+    def _rank_scored(
+        self, u: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int, banned: np.ndarray
+    ) -> tuple[np.ndarray, list[float]]:
+        """The top ``k`` of one user's sparse scores (:meth:`_score_sparse`), as the model ranks them."""
+        if self.sparse_rest_zero:
+            return self._rank_sparse(cols, vals, k, banned)
+        return self._rank_candidates(u, cols, vals, k, banned)
 
     def _rank_candidates(
         self, u: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int, banned: np.ndarray
@@ -673,11 +674,7 @@ class OnlineRecommender(ABC):
         if len(cols):
             # the banned rows can take at most len(banned) places: rank k + len(banned), then drop them
             # (the same top k as dropping them from every candidate first, without a lookup per candidate)
-            want = min(k + len(banned), len(cols))
-            pos, top = top_k_row(vals, want)  # ties to the lower position
-            if len(cols) > 1 and (np.diff(cols) <= 0).any():  # columns out of order: ties go to the lower row
-                pos = _ties_by_row(cols, vals, top[-1], want)
-                top = vals[pos]
+            pos, top = top_k_row_by(vals, cols, min(k + len(banned), len(cols)))  # ties go to the lower row
             chosen = cols[pos]
             if len(banned):
                 allowed = ~np.isin(chosen, banned, kind="sort")  # "table" would allocate the range of rows
@@ -1300,24 +1297,6 @@ class OnlineRecommender(ABC):
     def _test_params(cls) -> list[dict[str, Any]]:
         """Hyperparameters the conformance suite runs this model with."""
         return [{}]
-
-
-def _ties_by_row(cols: np.ndarray, vals: np.ndarray, t: Any, want: int) -> np.ndarray:
-    """Positions of the ``want`` best of ``vals`` (``t`` the ``want``-th value), ordered by value, ties by ``cols``.
-
-    What sorting the candidates by column before a selection gives, with a
-    sort of the winners only (the candidates tied at ``t`` when they cross
-    the cut).
-
-    >>> _ties_by_row(np.array([9, 4, 7, 1]), np.array([2.0, 1.0, 1.0, 1.0]), 1.0, 2).tolist()
-    [0, 3]
-    """
-    above = np.flatnonzero(vals > t)
-    tied = np.flatnonzero(vals == t)
-    if len(above) + len(tied) > want:
-        tied = tied[np.argsort(cols[tied], kind="stable")[: want - len(above)]]
-    pos = np.concatenate([above, tied])
-    return pos[np.lexsort((cols[pos], -vals[pos]))]
 
 
 def _rows_to_evict(index: IdIndex, active: np.ndarray, cap: int, incoming: Iterable[str]) -> np.ndarray:

@@ -406,9 +406,9 @@ class SparseCooccurrence:
         """``C[rows][:, cols]`` as a dense array (``replaced``: stand-ins as in :meth:`weighted_candidates`).
 
         Every stored entry of the rows is looked up among the few columns
-        asked for at once (a scratch array over the items marks them), not
-        each row searched for the columns: a list's reasons read 20 rows that
-        after a long stream hold thousands of entries each.
+        asked for at once, not each row searched for the columns: a list's
+        reasons read 20 rows that after a long stream hold thousands of
+        entries each.
         """
         csr, side, pending = self._csr, self._side, self._pending
         rows = np.asarray(rows, dtype=np.int64)
@@ -436,10 +436,7 @@ class SparseCooccurrence:
             sizes.append(sum(len(c) for c, _ in found))
         entry_cols = np.concatenate(parts_cols).astype(np.int64, copy=False)
         owner = np.repeat(np.arange(len(rows)), sizes)
-        span = max(self.n_items, int(entry_cols.max(initial=0)) + 1, int(wanted[-1]) + 1)
-        marks = np.empty(span, dtype=np.int32)  # only the marked positions are read back as marks
-        marks[wanted] = np.arange(len(wanted), dtype=np.int32)
-        at = np.clip(marks[entry_cols], 0, len(wanted) - 1)
+        at = np.minimum(np.searchsorted(wanted, entry_cols), len(wanted) - 1)
         hit = wanted[at] == entry_cols
         counts = np.concatenate(parts_counts)[hit].astype(np.float64)
         out = np.bincount(owner[hit] * len(wanted) + at[hit], counts, minlength=len(rows) * len(wanted))

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["top_k", "top_k_row"]
+__all__ = ["top_k", "top_k_row", "top_k_row_by"]
 
 _BLOCK_ELEMENTS = 4_000_000
 _FEW_ROWS = 8
@@ -73,6 +73,33 @@ def top_k_row(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         vals = row
     order = np.lexsort((part, -vals))  # by value, ties by ascending index
     return part[order], vals[order]
+
+
+def top_k_row_by(row: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k_row` with ties broken by ``keys`` ascending instead of by position (``0 < k <= len(row)``).
+
+    For candidates in no particular order that stand for the rows ``keys``
+    of a longer score row: the top ``k`` that ranking the longer row gives,
+    with only the values tied at the ``k``-th place sorted by key.
+
+    Examples
+    --------
+    >>> pos, val = top_k_row_by(np.array([2.0, 1.0, 1.0, 1.0]), np.array([9, 4, 7, 1]), 2)
+    >>> pos.tolist(), val.tolist()
+    ([0, 3], [2.0, 1.0])
+    """
+    n = row.shape[0]
+    if k < n:
+        t = _kth_largest(row, k)
+        above = np.flatnonzero(row > t)
+        tied = np.flatnonzero(row == t)
+        if len(above) + len(tied) > k:
+            tied = tied[np.argsort(keys[tied], kind="stable")[: k - len(above)]]
+        part = np.concatenate([above, tied])
+    else:
+        part = np.arange(n)
+    order = np.lexsort((keys[part], -row[part]))
+    return part[order], row[part[order]]
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.ranking import top_k, top_k_row
+from models.ranking import top_k, top_k_row, top_k_row_by
 
 
 def _reference(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,3 +43,18 @@ def test_long_rows_give_the_order_of_a_full_sort(kind: str) -> None:
         np.testing.assert_array_equal(got[1], want[1])
         batch = top_k(np.stack([row, row[::-1].copy()]), k)
         np.testing.assert_array_equal(batch[0][0], want[0])
+
+
+@pytest.mark.parametrize("n", [5, 600, 70_000])
+def test_ranking_by_keys_gives_the_order_of_the_rows_they_stand_for(n: int) -> None:
+    """Shuffled candidates standing for rows: the top k of the rows, ties to the lower row."""
+    rng = np.random.default_rng(n)
+    row = np.zeros(3 * n, dtype=np.float32)
+    row[rng.integers(0, 3 * n, n)] = rng.integers(1, 4, n)  # many ties, at every place
+    keys = rng.permutation(3 * n)[:n]
+    vals = row[keys]
+    for k in (1, min(3, n), n // 2 or 1, n):
+        pos, top = top_k_row_by(vals, keys, k)
+        order = np.lexsort((keys, -vals))[:k]  # every candidate sorted by (value, row)
+        np.testing.assert_array_equal(keys[pos], keys[order])
+        np.testing.assert_array_equal(top, vals[order])
