@@ -17,11 +17,12 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from models import Interactions
-from models.adaptive_popularity import AdaptivePopularity, _label
+from models.adaptive_popularity import AdaptivePopularity
 
 #: ``$STREAMREC_DATA_DIR`` when set, else ``../shared/data`` beside the project.
 DATA = Path(os.environ.get("STREAMREC_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -45,11 +46,11 @@ def load(name: str, data: Path = DATA) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return users[order], items[order], ts[order]
 
 
-def run(name: str, fraction: float = 1.0, k: int = 10) -> dict[str, object]:
+def run(name: str, fraction: float = 1.0, k: int = 10, params: dict[str, Any] | None = None) -> dict[str, object]:
     users, items, ts = load(name)
     n = int(len(users) * fraction)
-    model = AdaptivePopularity()
-    arm_hits = np.zeros(len(model.half_lives))
+    model = AdaptivePopularity(**(params or {}))
+    arm_hits = np.zeros(len(model._arms))
     served_hits = cold = 0
     chosen: dict[str, int] = {}
     started = time.perf_counter()
@@ -61,17 +62,17 @@ def run(name: str, fraction: float = 1.0, k: int = 10) -> dict[str, object]:
                 for a, arm in enumerate(model._arms):
                     arm_hits[a] += bool(arm._acc[row] > 0 and row in set(arm.top_rows(k).tolist()))
             served_hits += items[j] in model.recommend(["*"], k=k, exclude_seen=False).items[0]
-            label = _label(model.chosen)
-            chosen[label] = chosen.get(label, 0) + 1
+            chosen[model.chosen_label] = chosen.get(model.chosen_label, 0) + 1
         model.learn(Interactions.from_columns([users[j]], [items[j]], timestamps=[ts[j]]))
     return {
         "log": name,
         "events": n,
         "cold_events": cold,
-        f"cold_HR@{k}_by_arm": {_label(h): round(x / cold, 4) for h, x in zip(model.half_lives, arm_hits, strict=True)},
+        "params": params or {},
+        f"cold_HR@{k}_by_arm": {arm.label: round(x / cold, 4) for arm, x in zip(model._arms, arm_hits, strict=True)},
         f"cold_HR@{k}_served": round(served_hits / cold, 4),
         "cold_events_by_chosen_arm": chosen,
-        "chosen_at_end": _label(model.chosen),
+        "chosen_at_end": model.chosen_label,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -80,8 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("log", choices=["movielens", "yoochoose"])
     parser.add_argument("--fraction", type=float, default=1.0, help="replay the first F of the log (0.6: tuning part)")
+    parser.add_argument("--params", type=json.loads, default=None, help="AdaptivePopularity parameters, as JSON")
     args = parser.parse_args()
-    print(json.dumps(run(args.log, args.fraction)))
+    print(json.dumps(run(args.log, args.fraction, params=args.params)))
 
 
 if __name__ == "__main__":

@@ -18,16 +18,26 @@ DAY = 24 * 3600.0
 #: Decays the default model chooses among: half-lives of a week, none (counts), an hour, a day, a month.
 #: A week first: the single decay used before, served until another has hit more.
 DEFAULT_HALF_LIVES: tuple[float | None, ...] = (7 * DAY, None, 3600.0, DAY, 30 * DAY)
+#: Decays of the arms that count only newcomers' events (what people take first differs from what regulars take).
+DEFAULT_NEWCOMER_HALF_LIVES: tuple[float | None, ...] = (7 * DAY, None, DAY, 3600.0)
 _ARM_ARRAY = re.compile(r"_acc(\d+)")
 
 
 class _Arm(Popularity):
     """One candidate decay: a :class:`Popularity` that uses its owner's id indices and clock."""
 
-    def __init__(self, owner: AdaptivePopularity, slot: int, half_life: float | None, per_user: str) -> None:
+    def __init__(
+        self, owner: AdaptivePopularity, slot: int, half_life: float | None, per_user: str, newcomers_only: bool = False
+    ) -> None:
         self._owner = owner
         self._slot = slot
+        self.newcomers_only = newcomers_only
         super().__init__(half_life=half_life, per_user=per_user)  # type: ignore[arg-type]
+
+    @property
+    def label(self) -> str:
+        """The arm's name in :meth:`AdaptivePopularity.hit_rates`: ``"7d"``, or ``"new 7d"`` for a newcomers' arm."""
+        return f"new {_label(self.half_life)}" if self.newcomers_only else _label(self.half_life)
 
     # the owner indexes ids, keeps seen items and the clock; the arm keeps its scores only
     user_index = property(lambda self: self._owner.user_index, lambda self, value: None)  # type: ignore[assignment]
@@ -52,6 +62,59 @@ class _Arm(Popularity):
         if self.item_index.n_free:
             scores[self.item_index.free_rows()] = -np.inf
         return top_k_row(scores, min(m, len(scores)))[0]
+
+    def judged_rows(self, k: int) -> list[int]:
+        """The rows of this arm's top ``k``, best first, ties to the lower row; kept between events.
+
+        Judging asks for it at every event, so it is kept and mended as scores grow (only the rows
+        an event raised can enter, and an arm's order does not change as its scores decay alike);
+        anything that may lower a score clears it. Rows of items without a score may fill it.
+        """
+        if self._judged_top is None or self._judged_k != k:
+            acc = self._acc
+            scores = acc[: self.n_items].copy()
+            if self.item_index.n_free:
+                scores[self.item_index.free_rows()] = -np.inf
+            m = min(k, self._owner.item_index.n_live)
+            rows: list[int] = []
+            if m > 0:
+                t = scores[top_k_row(scores, m)[0]].min()
+                above = np.flatnonzero(scores > t)
+                rows = [*above.tolist(), *np.flatnonzero(scores == t)[: m - len(above)].tolist()]
+            self._judged_top = sorted(rows, key=lambda r: (-acc[r], r))
+            self._judged_k = k
+        return self._judged_top
+
+    def _mend_judged(self, rows: np.ndarray) -> None:
+        top = self._judged_top
+        if top is None:
+            return
+        acc = self._acc
+        if len(top) < self._judged_k:  # fewer live items than k until now: rebuilt from the whole catalogue
+            self._judged_top = None
+            return
+        # the members' scores may have risen too: a row enters only ahead of the worst member now
+        floor = max((-acc[r], r) for r in top)
+        raised = [r for r in set(rows.tolist()) if r in top or (-acc[r], r) < floor]
+        if raised:
+            self._judged_top = sorted(set(top).union(raised), key=lambda r: (-acc[r], r))[: self._judged_k]
+
+    def _top_raised(self, rows: np.ndarray) -> None:
+        super()._top_raised(rows)
+        self._mend_judged(rows)
+
+    def _top_forget(self) -> None:
+        super()._top_forget()
+        self._judged_top = None
+
+    def _rescale(self, shift: float) -> None:
+        super()._rescale(shift)
+        self._judged_top = None  # the order stays, but rounding may make ties
+
+    def _init_state(self) -> None:
+        super()._init_state()
+        self._judged_top: list[int] | None = None
+        self._judged_k = 0
 
     def in_frame(self, values: np.ndarray, theirs: float | None, absolute: bool) -> np.ndarray:
         """Another worker's scores for this arm, brought to this arm's anchor (as :class:`Popularity` does)."""
@@ -108,6 +171,13 @@ class AdaptivePopularity(OnlineRecommender):
         ``1 / log2(rank + 2)``.
     per_user
         As :class:`Popularity`: ``"max"`` counts a user once per item, ``"sum"`` every event.
+    newcomer_half_lives
+        Decays of further arms that count only the events of newcomers (users with fewer than
+        ``newcomers`` distinct earlier items): what people take first often differs from what
+        regulars take (a shop's landing pages, a sign-up page's films). Judged like the others;
+        ``()``: none.
+    newcomers
+        The history below which a user's events count in the newcomers' arms.
     seed
         Unused (deterministic); kept for a uniform signature.
 
@@ -141,13 +211,19 @@ class AdaptivePopularity(OnlineRecommender):
         judge: int | None = 3,
         reward: Literal["hit", "ndcg"] = "hit",
         per_user: Literal["max", "sum"] = "max",
+        newcomer_half_lives: Sequence[float | None] = DEFAULT_NEWCOMER_HALF_LIVES,
+        newcomers: int = 3,
         seed: int = 0,
     ) -> None:
         half_lives = tuple(None if h is None else float(h) for h in half_lives)
+        newcomer_half_lives = tuple(None if h is None else float(h) for h in newcomer_half_lives)
         if not half_lives:
             raise ValueError("half_lives must name at least one decay (None: plain counts)")
-        if any(h is not None and not h > 0 for h in half_lives):
-            raise ValueError(f"half_lives must be > 0 seconds or None, got {half_lives}")
+        for name, values in (("half_lives", half_lives), ("newcomer_half_lives", newcomer_half_lives)):
+            if any(h is not None and not h > 0 for h in values):
+                raise ValueError(f"{name} must be > 0 seconds or None, got {values}")
+        if isinstance(newcomers, bool) or not isinstance(newcomers, int) or newcomers < 1:
+            raise ValueError(f"newcomers must be a positive int (fewer earlier items), got {newcomers!r}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if memory is not None and memory < 1:
@@ -164,12 +240,16 @@ class AdaptivePopularity(OnlineRecommender):
         self.judge = judge
         self.reward = reward
         self.per_user = per_user
-        self._item_arrays = tuple(f"_acc{j}" for j in range(len(half_lives)))  # type: ignore[misc]
+        self.newcomer_half_lives = newcomer_half_lives
+        self.newcomers = newcomers
+        n_arms = len(half_lives) + len(newcomer_half_lives)
+        self._item_arrays = tuple(f"_acc{j}" for j in range(n_arms))  # type: ignore[misc]
         super().__init__(seed=seed)
 
     def _init_state(self) -> None:
         super()._init_state()
-        self._arms = [_Arm(self, j, h, self.per_user) for j, h in enumerate(self.half_lives)]
+        decays = [(h, False) for h in self.half_lives] + [(h, True) for h in self.newcomer_half_lives]
+        self._arms = [_Arm(self, j, h, self.per_user, new) for j, (h, new) in enumerate(decays)]
         self._hits = np.zeros(len(self._arms), dtype=np.float64)  # exponentially weighted hits per arm
         self._unsent = np.zeros(len(self._arms), dtype=np.float64)  # hits counted here since the last delta
         self._judged = 0  # events judged (here and, through deltas, on other workers)
@@ -190,15 +270,18 @@ class AdaptivePopularity(OnlineRecommender):
 
     @property
     def chosen(self) -> float | None:
-        """The half-life served now (``None``: plain counts)."""
-        return self.half_lives[self.chosen_arm]
+        """The half-life of the arm served now (``None``: plain counts); :attr:`chosen_label` says which arm."""
+        return self._arms[self.chosen_arm].half_life
+
+    @property
+    def chosen_label(self) -> str:
+        """The arm served now, as :meth:`hit_rates` names it (``"7d"``, ``"none"``, ``"new 1d"``)."""
+        return self._arms[self.chosen_arm].label
 
     def hit_rates(self) -> dict[str, float]:
-        """Each arm's weighted hits per judged event (its recent HR@k on the judged events), by half-life."""
+        """Each arm's weighted hits per judged event (its recent HR@k on the judged events), by arm label."""
         weight = self._weight_of(self._judged)
-        return {
-            _label(h): float(x / weight) if weight else 0.0 for h, x in zip(self.half_lives, self._hits, strict=True)
-        }
+        return {arm.label: float(x / weight) if weight else 0.0 for arm, x in zip(self._arms, self._hits, strict=True)}
 
     def _weight_of(self, n: int) -> float:
         if self.memory is None:
@@ -213,15 +296,42 @@ class AdaptivePopularity(OnlineRecommender):
             arm._grow(n_users, n_items)
 
     def _learn(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
-        self._judge(u, i, batch)
+        earlier = self._earlier_items(u, i) if self.judge is not None or self.newcomer_half_lives else None
+        self._judge(i, batch, earlier)
+        newcomers = None
         for arm in self._arms:
-            arm._learn(u, i, batch)
+            if not arm.newcomers_only:
+                arm._learn(u, i, batch)
+                continue
+            if newcomers is None:
+                assert earlier is not None
+                newcomers = np.flatnonzero(earlier < self.newcomers)
+            if len(newcomers) == len(u):
+                arm._learn(u, i, batch)
+            elif len(newcomers):
+                arm._learn(u[newcomers], i[newcomers], batch.select(newcomers))
 
-    def _judge(self, u: np.ndarray, i: np.ndarray, batch: Interactions) -> None:
+    def _earlier_items(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """For each event, how many distinct items its user had before it (earlier events of the batch included)."""
+        seen, n_seen = self._seen, len(self._seen)
+        if len(u) == 1:
+            r = int(u[0])
+            return np.array([len(seen[r]) if r < n_seen else 0], dtype=np.int64)
+        out = np.empty(len(u), dtype=np.int64)
+        added: dict[int, set[int]] = {}
+        for j, (r, x) in enumerate(zip(u.tolist(), i.tolist(), strict=True)):
+            before = seen[r] if r < n_seen else set()
+            mine = added.setdefault(r, set())
+            out[j] = len(before) + len(mine)
+            if x not in before:
+                mine.add(x)
+        return out
+
+    def _judge(self, i: np.ndarray, batch: Interactions, earlier: np.ndarray | None) -> None:
         judged = batch.weights > 0
         if self.judge is not None:
-            seen, cap = self._seen, self.judge
-            judged &= np.fromiter((r >= len(seen) or len(seen[r]) < cap for r in u.tolist()), dtype=bool, count=len(u))
+            assert earlier is not None
+            judged &= earlier < self.judge
         n = int(judged.sum())
         if not n:
             return
@@ -229,7 +339,7 @@ class AdaptivePopularity(OnlineRecommender):
         gains = 1.0 / np.log2(np.arange(self.k) + 2.0) if self.reward == "ndcg" else np.ones(self.k)
         hits = np.zeros(len(self._arms), dtype=np.float64)
         for a, arm in enumerate(self._arms):
-            at = {row: n for n, row in enumerate(arm.top_rows(self.k).tolist())}
+            at = {row: n for n, row in enumerate(arm.judged_rows(self.k))}
             r = np.fromiter((at.get(x, -1) for x in items.tolist()), dtype=np.int64, count=len(items))
             # an item first seen in this batch is indexed already but has no score yet: never a hit
             hit = (r >= 0) & (arm._acc[items] > 0)
@@ -273,14 +383,19 @@ class AdaptivePopularity(OnlineRecommender):
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         for j, arm in enumerate(self._arms):
             prefix = f"arm{j}."
-            arm._set_state({k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)})
-        self._hits = np.array(arrays["hits"], dtype=np.float64)
+            saved = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+            if saved:  # state saved before this arm existed: it starts empty
+                arm._set_state(saved)
+        hits = np.array(arrays["hits"], dtype=np.float64)
+        self._hits = np.zeros(len(self._arms), dtype=np.float64)
+        self._hits[: len(hits)] = hits[: len(self._arms)]
 
     def _extra_meta(self) -> dict[str, Any]:
         return {"anchors": [arm._anchor for arm in self._arms], "judged": self._judged}
 
     def _load_extra_meta(self, extra: dict[str, Any]) -> None:
-        for arm, anchor in zip(self._arms, extra.get("anchors") or [None] * len(self._arms), strict=True):
+        anchors = list(extra.get("anchors") or [])
+        for arm, anchor in zip(self._arms, anchors + [None] * (len(self._arms) - len(anchors)), strict=False):
             arm._anchor = anchor
         self._judged = int(extra.get("judged", 0))
 
@@ -343,8 +458,9 @@ class AdaptivePopularity(OnlineRecommender):
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
         return [
-            {"half_lives": (None, 3600.0), "memory": 50},
+            {"half_lives": (None, 3600.0), "memory": 50, "newcomer_half_lives": ()},
             {"half_lives": (3600.0, None, 60.0), "memory": None, "judge": None, "reward": "hit", "per_user": "sum"},
+            {"half_lives": (None,), "newcomer_half_lives": (None, 3600.0), "newcomers": 2, "memory": 50},
         ]
 
 
