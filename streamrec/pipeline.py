@@ -33,6 +33,7 @@ from streamrec.exposures import ExposureJoin
 from streamrec.live_quality import LiveQuality
 from streamrec.serving.availability import CatalogueControl, UserExclusions
 from streamrec.serving.similar import gives_similar_items, similar_items
+from streamrec.settings import repeats_mode
 from streamrec.store import RecList
 
 __all__ = ["BatchOutput", "RecommendationPipeline"]
@@ -174,9 +175,14 @@ class RecommendationPipeline:
         :data:`FALLBACK_MODELS` (the configured model of that name serves it,
         else one is added) or a model that ranks every user alike.
     repeats
-        Let a user's lists hold items they interacted with before (repeat
-        consumption: on click logs a third of the events re-click a seen item).
-        Off by default: seen items are left out, as everywhere else.
+        Whether a user's lists may hold items they interacted with before
+        (repeat consumption: on click logs a third of the events re-click a
+        seen item): ``"off"`` (the default: seen items are left out, as
+        everywhere else), ``"on"``, or ``"unbought"``: seen items may come
+        back unless the user bought them (a ``purchase`` event; a shop's
+        "recently viewed"). Bought items are kept with the user's other
+        exclusions (:attr:`user_exclusions`), so they move with the user.
+        ``True`` / ``False`` mean ``"on"`` / ``"off"``.
     default_model
         The model whose lists the plain per-user key serves.
     top_n
@@ -196,14 +202,14 @@ class RecommendationPipeline:
         live: LiveQuality | None = None,
         experiment: Experiment | None = None,
         exposures: ExposureJoin | None = None,
-        repeats: bool = False,
+        repeats: bool | str = "off",
     ) -> None:
         if default_model not in models:
             raise ValueError(f"default model {default_model!r} is not among the models {sorted(models)}")
         self.models = dict(models)
         self.default_model = default_model
         self.top_n = top_n
-        self.repeats = repeats
+        self.repeats = repeats_mode(repeats)
         self._learn_time: dict[str, float] = {}
         self._batches = 0
         self.use(live, experiment, exposures)
@@ -234,7 +240,7 @@ class RecommendationPipeline:
         top_n: int = 20,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         fallback: str = DEFAULT_FALLBACK,
-        repeats: bool = False,
+        repeats: bool | str = "off",
     ) -> RecommendationPipeline:
         """Create the named models with their default (or given) hyperparameters, and the fallback's."""
         params = params or {}
@@ -271,7 +277,11 @@ class RecommendationPipeline:
 
     @classmethod
     def from_saved(
-        cls, saved: Mapping[str, OnlineRecommender], default_model: str, top_n: int = 20, repeats: bool = False
+        cls,
+        saved: Mapping[str, OnlineRecommender],
+        default_model: str,
+        top_n: int = 20,
+        repeats: bool | str = "off",
     ) -> RecommendationPipeline:
         """Rebuild a pipeline from :meth:`all_models` as saved in a checkpoint."""
         saved = dict(saved)
@@ -342,7 +352,7 @@ class RecommendationPipeline:
         for name, model in self.models.items():
             started = time.perf_counter()
             if users:
-                recs = model.recommend(users, k=k, exclude_seen=not self.repeats, exclude=exclude or None)
+                recs = model.recommend(users, k=k, exclude_seen=self.repeats == "off", exclude=exclude or None)
                 lists[name] = _without(recs, unavailable, self.top_n)
             spent[name] = (self._learn_time.get(name, 0.0), time.perf_counter() - started)
         fallback = _without(self.fallback_model.recommend(["*"], k=k, exclude_seen=False), unavailable, self.top_n)
@@ -508,6 +518,11 @@ class RecommendationPipeline:
         if not acts:
             return
         batch = to_interactions(events[j] for j in acts)  # type: ignore[misc]
+        if self.repeats == "unbought":
+            for j in acts:
+                e = events[j]
+                if isinstance(e, Interaction) and e.event_type == "purchase":
+                    self.user_exclusions.add(e.user_id, [e.item_id], kind="bought")
         if self.similar_model is not None:
             self._similar_touched.update(dict.fromkeys(batch.items.tolist()))
         for name, model in self.all_models().items():

@@ -29,7 +29,7 @@ from producers.publisher import EventPublisher
 from streamrec.events import Event, Interaction, ItemUpdate, Rating
 from streamrec.live_quality import summarise
 from streamrec.served import ServedLists
-from streamrec.settings import Settings
+from streamrec.settings import Settings, repeats_mode
 from streamrec.store import RecsClient
 from streamrec.topics import ensure_topics, reset_state
 from streamrec.workerproc import WorkerProcess
@@ -253,7 +253,7 @@ def compare_offline(
     warmup: float = 0.0,
     learn_batch: int = 1000,
     fallback: str = "adaptive_popularity",
-    repeats: bool = False,
+    repeats: bool | str = "off",
 ) -> dict[str, Any]:
     """The offline backtest of the same log, serving what the live system served.
 
@@ -263,12 +263,14 @@ def compare_offline(
     (the live mean): a list reflects the events published at least that long
     before. Lists are cached per user as the worker writes them, after the
     user's latest learned event; users without one get the fallback
-    (``fallback`` and ``repeats``: the worker's ``STREAMREC_FALLBACK`` and ``STREAMREC_REPEATS``).
+    (``fallback`` and ``repeats``: the worker's ``STREAMREC_FALLBACK`` and ``STREAMREC_REPEATS``; the
+    offline lists do not know what was bought, so ``"unbought"`` is replayed as ``"on"``).
     """
     import models as model_registry
     from streamrec.backtest.prequential import Prequential
     from streamrec.backtest.sources import EventLog
 
+    exclude_seen = repeats_mode(repeats) == "off"
     catalogue = [e for e in events if isinstance(e, ItemUpdate)]
     acts = [e for e in events if isinstance(e, Interaction | Rating)]
     if len(acts) != len(publish_times):
@@ -278,7 +280,7 @@ def compare_offline(
     stamped += [replace(e, timestamp=float(t)) for e, t in zip(acts, publish_times, strict=True)]
     # lists as Redis holds them
     served = ServedLists(
-        model_registry.create(model), model_registry.create(fallback), cached=True, exclude_seen=not repeats
+        model_registry.create(model), model_registry.create(fallback), cached=True, exclude_seen=exclude_seen
     )
     harness = Prequential(
         {model: served},
@@ -287,7 +289,7 @@ def compare_offline(
         learn_batch=learn_batch,
         warmup=warmup,
         memory="off",
-        exclude_seen=not repeats,
+        exclude_seen=exclude_seen,
     )
     figures = harness.run(EventLog.from_events(stamped)).to_dict()["models"][model]["overall"]
     return {

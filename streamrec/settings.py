@@ -56,6 +56,26 @@ def _live_ks(value: str) -> tuple[int, ...]:
 DEFAULT_MODELS = "popularity,sasrec,itemknn"
 
 
+#: What a user's lists may hold of the items they interacted with before (``STREAMREC_REPEATS``):
+#: ``off`` none, ``on`` any, ``unbought`` any they have not bought (a shop's "viewed but not bought").
+REPEATS = ("off", "on", "unbought")
+
+
+def repeats_mode(value: bool | str) -> str:
+    """``value`` as one of :data:`REPEATS` (``True`` / ``False``: ``"on"`` / ``"off"``).
+
+    Examples
+    --------
+    >>> repeats_mode(False), repeats_mode(True), repeats_mode("unbought")
+    ('off', 'on', 'unbought')
+    """
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in REPEATS:
+        raise ValueError(f"repeats must be one of {', '.join(REPEATS)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the worker, the producers and the CLI need to know."""
@@ -68,7 +88,7 @@ class Settings:
     models: tuple[str, ...] = ("popularity", "sasrec", "itemknn")
     default_model: str = "sasrec"
     fallback: str = "adaptive_popularity"  # the model of the list users without history get
-    repeats: bool = False  # lists may hold items the user interacted with before
+    repeats: str = "off"  # lists may hold items the user interacted with before: "on", or "unbought" (not bought ones)
     top_n: int = 20
     list_depth: int = 50  # items kept per stored list: reads filter, so a stored list is deeper than a page
     batch_size: int = 1000
@@ -126,7 +146,7 @@ class Settings:
                 env.get("STREAMREC_FALLBACK", "adaptive_popularity"),
                 ("adaptive_popularity", "popularity"),
             ),
-            repeats=_choice("STREAMREC_REPEATS", env.get("STREAMREC_REPEATS", "off"), ("off", "on")) == "on",
+            repeats=_choice("STREAMREC_REPEATS", env.get("STREAMREC_REPEATS", "off"), REPEATS),
             top_n=int(env.get("STREAMREC_TOP_N", "20")),
             list_depth=int(env.get("STREAMREC_LIST_DEPTH", "50")),
             batch_size=int(env.get("STREAMREC_BATCH_SIZE", "1000")),
@@ -197,7 +217,7 @@ class Settings:
             "STREAMREC_MODELS": ",".join(self.models),
             "STREAMREC_DEFAULT_MODEL": self.default_model,
             "STREAMREC_FALLBACK": self.fallback,
-            "STREAMREC_REPEATS": "on" if self.repeats else "off",
+            "STREAMREC_REPEATS": repeats_mode(self.repeats),
             "STREAMREC_TOP_N": str(self.top_n),
             "STREAMREC_LIST_DEPTH": str(self.list_depth),
             "STREAMREC_BATCH_SIZE": str(self.batch_size),

@@ -206,7 +206,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     rep.add_argument("--min-rating", type=float, default=None, help="ratings below this are not positives")
     rep.add_argument("--window", type=int, default=5000, help="scored events per window of the figures over time")
-    rep.add_argument("--include-seen", action="store_true", help="let lists contain items the user already had")
+    rep.add_argument(
+        "--include-seen",
+        nargs="?",
+        const="all",
+        default=None,
+        choices=("all", "unbought"),
+        help="let lists contain items the user already had ('unbought': unless they bought them; STREAMREC_REPEATS)",
+    )
 
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="backtest-results", metavar="DIR", help="folder for results.json/.md and plots")
@@ -363,7 +370,7 @@ def _command(args: argparse.Namespace) -> str:
         if value is not None:
             parts += [flag, str(value)]
     if args.include_seen:
-        parts.append("--include-seen")
+        parts += ["--include-seen"] + (["unbought"] if args.include_seen == "unbought" else [])
     if getattr(args, "freshness_report", False):
         parts += ["--freshness-report", "--settings", args.settings, "--jobs", str(args.jobs)]
     if args.out:
@@ -391,6 +398,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "min_rating": args.min_rating,
         "window": args.window,
         "exclude_seen": not args.include_seen,
+        "exclude_bought": args.include_seen == "unbought",
         "memory": args.memory,
         "memory_events": args.memory_events or None,
         "progress": not args.quiet,

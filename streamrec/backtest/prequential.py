@@ -371,6 +371,10 @@ class Prequential:
         Scored events per window of the figures over time.
     exclude_seen
         Leave the user's seen items out of the lists (as the live worker does).
+    exclude_bought
+        With ``exclude_seen=False``: leave out the items the user bought (``purchase`` events
+        learned so far), as the worker's ``STREAMREC_REPEATS=unbought``. Applies where lists are
+        computed at the scored event (not to lists cached as written).
     memory
         ``"trace"``: measure the saved state size and a traced peak (see the module
         docstring); ``"state"``: the saved state size only; ``"off"``.
@@ -395,6 +399,7 @@ class Prequential:
         min_rating: float | None = None,
         window: int = 5000,
         exclude_seen: bool = True,
+        exclude_bought: bool = False,
         memory: str = "state",
         memory_events: int | None = 20_000,
         progress: bool = False,
@@ -438,6 +443,7 @@ class Prequential:
         self.min_rating = min_rating
         self.window = window
         self.exclude_seen = exclude_seen
+        self.exclude_bought = exclude_bought and not exclude_seen  # seen items, bought ones among them, are out anyway
         self.memory = memory
         self.memory_events = memory_events
         self.progress = progress
@@ -457,6 +463,7 @@ class Prequential:
             "window": self.window,
             "window_unit": "scored events",
             "exclude_seen": self.exclude_seen,
+            "exclude_bought": self.exclude_bought,
             "memory": self.memory,
             "memory_events": self.memory_events,
         }
@@ -562,6 +569,7 @@ class Prequential:
         perf = time.perf_counter
         bar = tqdm(total=n_events, desc=desc, unit="ev", unit_scale=True, disable=not self.progress, leave=False)
         state = {"learned": 0, "cat": 0}
+        bought: dict[str, set[str]] | None = {} if self.exclude_bought else None  # user -> items bought so far
 
         def run_models(phase: str, at: int, call: Any, timer: str, after: Any = None) -> None:
             """``call(model, tracker)`` for every model still running, timed; ``after(result, tracker)`` untimed."""
@@ -602,6 +610,9 @@ class Prequential:
                     stop = min(stop, max(int(cat_positions[state["cat"]]), learned + 1))
                 batch = log.interactions(learned, stop)
                 run_models("learn", learned, lambda m, _t, batch=batch: m.learn(batch), "learn_s")
+                if bought is not None:
+                    for j in (learned + np.flatnonzero(log.event_types[learned:stop] == "purchase")).tolist():
+                        bought.setdefault(str(log.users[j]), set()).add(str(log.items[j]))
                 bar.update(stop - learned)
                 learned = stop
             state["learned"] = learned
@@ -622,7 +633,13 @@ class Prequential:
                     uniq, rows = np.unique(codes, return_inverse=True)
                     users, rows = user_ids[uniq].tolist(), rows.ravel()
 
-                def recommend(model: Any, _t: _Tracker, users: list[str] = users) -> Any:
+                leave_out = {u: bought[u] for u in users if u in bought} if bought else None
+
+                def recommend(model: Any, _t: _Tracker, users: list[str] = users, leave_out: Any = leave_out) -> Any:
+                    if leave_out:
+                        return model.recommend(
+                            users, k=kmax, exclude_seen=exclude_seen, exclude=leave_out, with_reasons=False
+                        )
                     return model.recommend(users, k=kmax, exclude_seen=exclude_seen, with_reasons=False)
 
                 def record(recs: Any, tracker: _Tracker, rows: np.ndarray = rows, at: int = s_lo) -> None:

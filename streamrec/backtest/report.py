@@ -126,7 +126,7 @@ def _replay_note(c: dict[str, Any]) -> str:
     return (
         f"Replay in event time: {when}; models learn in chunks of at most {c.get('learn_batch', '–')} events; "
         f"warm-up {c['warmup']:.0%}, every {c['every']} event(s) evaluated, seed {c.get('seed', '–')}, seen items "
-        f"{'excluded' if c['exclude_seen'] else 'kept'}."
+        f"{'excluded' if c['exclude_seen'] else 'kept, bought ones excluded' if c.get('exclude_bought') else 'kept'}."
     )
 
 

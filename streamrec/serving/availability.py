@@ -150,7 +150,8 @@ class CatalogueControl:
 
 
 class UserExclusions:
-    """Per user, the items never to put in their lists: "not interested" feedback and explicit exclusions.
+    """Per user, the items never to put in their lists: "not interested" feedback, explicit exclusions, and
+    (with ``STREAMREC_REPEATS=unbought``) the items they bought.
 
     The pipeline passes them to the models (``recommend(..., exclude=...)``)
     so that new lists do not waste slots on them; reads filter them anyway.
@@ -167,7 +168,7 @@ class UserExclusions:
     ['cake', 'tea']
     """
 
-    KINDS = ("not_interested", "excluded")
+    KINDS = ("not_interested", "excluded", "bought")
 
     def __init__(self) -> None:
         self._sets: dict[str, dict[str, set[str]]] = {}
@@ -178,7 +179,7 @@ class UserExclusions:
         self._sets.setdefault(user, {}).setdefault(kind, set()).update(items)
 
     def remove(self, user: str, items: Iterable[str]) -> None:
-        """Serve ``items`` to ``user`` again, unless they said they are not interested in them."""
+        """Serve ``items`` to ``user`` again, unless they said they are not interested in them (or bought them)."""
         sets = self._sets.get(user)
         if sets is not None and "excluded" in sets:
             sets["excluded"].difference_update(items)

@@ -341,3 +341,26 @@ def test_events_and_timings_are_reported() -> None:
 def test_bad_options_say_what_is_wrong(option: str, value: Any) -> None:
     with pytest.raises(ValueError, match=option):
         Prequential({}, **{option: value})
+
+
+def test_unbought_keeps_seen_items_but_leaves_out_what_the_user_bought() -> None:
+    """``exclude_bought`` (the worker's ``STREAMREC_REPEATS=unbought``): only the re-view of a bought item is lost."""
+    events = [Interaction(f"o{j}", item, float(j), "view") for j in range(20) for item in ("a",) * 3 + ("b",) * 2]
+    events += [Interaction(f"p{j}", "b", 30.0 + j, "view") for j in range(10)]  # a: 20 people, b: 30
+    events += [
+        Interaction("u", "b", 100.0, "view"),
+        Interaction("u", "b", 101.0, "purchase"),  # b bought
+        Interaction("u", "b", 102.0, "view"),  # a re-view of a bought item: not a hit when bought ones are left out
+        Interaction("u", "c", 103.0, "view"),
+    ]
+    log = EventLog.from_events(events)
+
+    def hits(**options: Any) -> float:
+        result = Prequential({"pop": models.create("popularity", half_life=None)}, ks=(1,), **options).run(log)
+        return result.models["pop"].overall["HR@1"] * len(log)
+
+    kept, unbought = hits(exclude_seen=False), hits(exclude_seen=False, exclude_bought=True)
+    assert kept - unbought == pytest.approx(1.0)
+    assert hits(exclude_bought=True) == pytest.approx(hits())  # seen items (bought ones among them) are out anyway
+    config = Prequential({}, exclude_seen=False, exclude_bought=True).config()
+    assert config["exclude_bought"] is True and config["exclude_seen"] is False

@@ -243,3 +243,30 @@ def test_controls_through_the_live_path_on_a_redis_cluster(isolated_settings: Se
             isolated_settings, models=("popularity", "itemknn"), default_model="itemknn", redis_url=cluster.url
         )
         _check_controls(settings, tmp_path)
+
+
+def test_unbought_serves_viewed_items_again_but_never_a_bought_one(isolated_settings: Settings, tmp_path: Path) -> None:
+    """``STREAMREC_REPEATS=unbought`` through the live path: a shop's "recently viewed", without what was bought."""
+    settings = replace(isolated_settings, models=("popularity", "itemknn"), default_model="itemknn", repeats="unbought")
+    now = time.time()
+    with _served(settings, tmp_path) as (worker, client, publisher):
+        warm = _clicks(2000, seed=3, start=now - 3600)
+        publisher.publish(warm, progress=False)
+        worker.wait_processed(len(warm), TIMEOUT)
+        user, viewed, bought = "buyer", ["i1", "i2", "i3"], "i2"
+        mine = [Interaction(user, item, now - 60 + n, "view") for n, item in enumerate(viewed)]
+        mine.append(Interaction(user, bought, now - 50, "purchase"))
+        publisher.publish(mine, progress=False)
+        worker.wait_processed(len(warm) + len(mine), TIMEOUT)
+
+        def written() -> bool:
+            rec = _stored(client, user)
+            return rec is not None and rec.event_ts is not None and rec.event_ts >= now - 50
+
+        _wait(written, 30, "the list after the purchase is written")
+        stored = _stored(client, user)
+        assert stored is not None and bought not in stored.items, stored.items
+        assert {"i1", "i3"} & set(stored.items), f"no viewed item came back: {stored.items}"
+        read = client.read(user, k=50)
+        assert read is not None and bought not in read.items
+        assert worker.alive(), worker.log_tail()

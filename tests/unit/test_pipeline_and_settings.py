@@ -90,11 +90,35 @@ def test_repeats_let_lists_hold_seen_items_when_set() -> None:
     repeats = RecommendationPipeline.from_names(["itemknn"], default_model="itemknn", top_n=5, repeats=True)
     assert "a" not in default.process(events).lists["itemknn"].as_dict()["u1"]
     assert "a" in repeats.process(events).lists["itemknn"].as_dict()["u1"]
-    assert Settings.from_env({}).repeats is False
-    on = Settings.from_env({"STREAMREC_REPEATS": "on"})
-    assert on.repeats and Settings.from_env(on.as_env()).repeats
+    assert Settings.from_env({}).repeats == "off"
+    for mode in ("on", "unbought"):
+        chosen = Settings.from_env({"STREAMREC_REPEATS": mode})
+        assert chosen.repeats == mode and Settings.from_env(chosen.as_env()).repeats == mode
     with pytest.raises(ValueError, match="STREAMREC_REPEATS"):
         Settings.from_env({"STREAMREC_REPEATS": "yes please"})
+
+
+def test_unbought_lets_viewed_items_back_but_never_a_bought_one() -> None:
+    """A shop's "recently viewed": seen items may come back, bought ones never, and that moves with the user."""
+    warm = [Interaction(f"w{n}", item, float(n), "view") for n in range(30) for item in ("a", "b", "c")]
+    mine = [Interaction("u", "a", 100.0, "view"), Interaction("u", "b", 101.0, "view")]
+    mine += [Interaction("u", "b", 102.0, "purchase")]
+    lists = {}
+    for mode in ("off", "on", "unbought"):
+        pipeline = RecommendationPipeline.from_names(["itemknn"], default_model="itemknn", top_n=5, repeats=mode)
+        lists[mode] = pipeline.process([*warm, *mine]).lists["itemknn"].as_dict()["u"]
+        if mode == "unbought":
+            assert pipeline.user_exclusions.export_users(["u"]) == {"u": {"bought": ["b"]}}
+            later = pipeline.process([Interaction("u", "c", 103.0, "view")]).lists["itemknn"].as_dict()["u"]
+            assert "b" not in later and "a" in later
+            moved = RecommendationPipeline.from_names(["itemknn"], default_model="itemknn", top_n=5, repeats=mode)
+            moved.user_exclusions.import_users(pipeline.user_exclusions.export_users(["u"]))
+            assert moved.user_exclusions.of("u") == {"b"}
+    assert not {"a", "b"} & set(lists["off"])
+    assert {"a", "b"} <= set(lists["on"])
+    assert "a" in lists["unbought"] and "b" not in lists["unbought"]
+    with pytest.raises(ValueError, match="repeats"):
+        RecommendationPipeline.from_names(["itemknn"], default_model="itemknn", repeats="sometimes")
 
 
 def test_not_interested_is_taught_as_a_negative_to_the_models_that_learn_negatives_only() -> None:
