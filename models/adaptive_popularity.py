@@ -94,10 +94,20 @@ class _Arm(Popularity):
             self._judged_top = None
             return
         # the members' scores may have risen too: a row enters only ahead of the worst member now
-        floor = max((-acc[r], r) for r in top)
-        raised = [r for r in set(rows.tolist()) if r in top or (-acc[r], r) < floor]
-        if raised:
-            self._judged_top = sorted(set(top).union(raised), key=lambda r: (-acc[r], r))[: self._judged_k]
+        worst_key, worst = max((-acc[r], r) for r in top)
+        worst_value = -worst_key
+        if len(rows) == 1:
+            r = int(rows[0])
+            if r not in top and (acc[r] < worst_value or (acc[r] == worst_value and r > worst)):
+                return
+            raised = [r]
+        else:
+            values = acc[rows]
+            ahead = (values > worst_value) | ((values == worst_value) & (rows < worst))
+            raised = np.unique(rows[ahead]).tolist()
+            if not raised and not np.isin(rows, top).any():
+                return
+        self._judged_top = sorted(set(top).union(raised), key=lambda r: (-acc[r], r))[: self._judged_k]
 
     def _top_raised(self, rows: np.ndarray) -> None:
         super()._top_raised(rows)
