@@ -175,7 +175,8 @@ class AdaptivePopularity(OnlineRecommender):
     judge
         Only the events of users with fewer than ``judge`` distinct earlier items are judged
         (``1``: users without history, whom the fallback serves; the default ``3`` adds their
-        next events, which look like them and are more); ``None``: every event.
+        next events, which look like them and are more); ``None``: every event. Earlier
+        events of the same micro-batch count, as in ``newcomers``.
     reward
         ``"hit"``: an event counts 1 for an arm whose list holds its item; ``"ndcg"``:
         ``1 / log2(rank + 2)``.
