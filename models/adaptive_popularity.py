@@ -368,6 +368,16 @@ class AdaptivePopularity(OnlineRecommender):
         """Decayed score of every item under the chosen decay, at the newest event time seen."""
         return self._arms[self.chosen_arm].item_scores()
 
+    def browse_scores(self) -> np.ndarray:
+        """Scores that order a catalogue page (a category list) for anyone: the best-hitting arm over all events.
+
+        A newcomers' arm ranks what people take first and leaves most of a category at 0,
+        so pages browsed by everyone are ordered by the arm chosen among those counting every event.
+        """
+        overall = [a for a, arm in enumerate(self._arms) if not arm.newcomers_only]
+        best = overall[int(np.argmax(self._hits[overall]))]  # the first on a tie
+        return self._arms[best].item_scores()
+
     def _score(self, u: np.ndarray) -> np.ndarray:
         return self._arms[self.chosen_arm]._score(u)
 

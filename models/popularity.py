@@ -359,6 +359,10 @@ class Popularity(OnlineRecommender):
             return acc.copy()
         return acc * 2.0 ** (-(self.last_timestamp - self._anchor) / self.half_life)
 
+    def browse_scores(self) -> np.ndarray:
+        """Scores that order a catalogue page (a category list) for anyone: :meth:`item_scores` here."""
+        return self.item_scores()
+
     def _score(self, u: np.ndarray) -> np.ndarray:
         row = self.item_scores().astype(np.float32)
         return np.broadcast_to(row, (len(u), row.shape[0]))

@@ -229,7 +229,7 @@ class RecommendationPipeline:
         if fallback.personalized:
             raise ValueError(f"the fallback model must rank every user alike (popularity), not {fallback.name}")
         self._fallback_is_extra = not any(m is fallback for m in self.models.values())
-        #: the model whose list users without history get (``item_scores()`` orders the category lists)
+        #: the model whose list users without history get (``browse_scores()`` orders the category lists)
         self.fallback_model: Popularity | AdaptivePopularity = fallback  # type: ignore[assignment]
 
     @classmethod
@@ -465,7 +465,7 @@ class RecommendationPipeline:
     def category_lists(
         self, now: float | None = None, unavailable: set[str] | None = None
     ) -> dict[str, Recommendations]:
-        """Per category (tag), its available items by the fallback model's score, ``top_n`` deep.
+        """Per category (tag), its available items by the fallback model's ``browse_scores()``, ``top_n`` deep.
 
         One list per category, never per user and category; the rows of each
         category are rebuilt only when some item's tags changed.
@@ -481,7 +481,7 @@ class RecommendationPipeline:
                 found = model.item_index.lookup(items)
                 rows[tag] = np.sort(found[found >= 0])
             cached = self._category_rows = (self.control.tags_version, n, rows)
-        scores = model.item_scores()
+        scores = model.browse_scores()
         ids = model.item_index.ids
         k = self.top_n + min(len(unavailable), self.top_n)
         out: dict[str, Recommendations] = {}

@@ -88,6 +88,9 @@ def test_what_newcomers_take_first_is_served_when_it_hits_more() -> None:
     learn(model, events)
     assert model.chosen_label == "new none", model.hit_rates()
     assert model.recommend(["someone-new"], k=1).items == [["b"]]
+    # a category page is for everyone: ordered by the arm over all events, where a (100 people) leads b (60)
+    browse = model.browse_scores()
+    assert model.item_index.id_of(int(np.argmax(browse))) == "a" and browse[model.item_index.get("b")] == 60
     rates = model.hit_rates()
     assert rates["new none"] > 0.2 > rates["none"] == 0.0, rates
 
