@@ -10,7 +10,7 @@ import numpy as np
 
 from models.base import Interactions, OnlineRecommender
 from models.popularity import Popularity
-from models.ranking import top_k_row
+from models.ranking import top_k_row, top_k_row_by
 
 __all__ = ["AdaptivePopularity"]
 
@@ -71,43 +71,42 @@ class _Arm(Popularity):
         anything that may lower a score clears it. Rows of items without a score may fill it.
         """
         if self._judged_top is None or self._judged_k != k:
-            acc = self._acc
-            scores = acc[: self.n_items].copy()
+            scores = self._acc[: self.n_items].copy()
             if self.item_index.n_free:
                 scores[self.item_index.free_rows()] = -np.inf
             m = min(k, self._owner.item_index.n_live)
-            rows: list[int] = []
-            if m > 0:
-                t = scores[top_k_row(scores, m)[0]].min()
-                above = np.flatnonzero(scores > t)
-                rows = [*above.tolist(), *np.flatnonzero(scores == t)[: m - len(above)].tolist()]
-            self._judged_top = sorted(rows, key=lambda r: (-acc[r], r))
-            self._judged_k = k
-        return self._judged_top
+            top = top_k_row_by(scores, np.arange(len(scores)), m)[0].tolist() if m > 0 else []
+            self._keep_judged(top, k)
+        return self._judged_top  # type: ignore[return-value]
+
+    def _keep_judged(self, top: list[int], k: int) -> None:
+        """Keep ``top`` (ordered) and its last member's score and row: no row below them can enter it."""
+        self._judged_top, self._judged_k = top, k
+        self._judged_floor = (float(self._acc[top[-1]]), top[-1]) if len(top) == k else None
 
     def _mend_judged(self, rows: np.ndarray) -> None:
-        top = self._judged_top
+        top, floor = self._judged_top, self._judged_floor
         if top is None:
             return
-        acc = self._acc
-        if len(top) < self._judged_k:  # fewer live items than k until now: rebuilt from the whole catalogue
+        if floor is None:  # fewer live items than k until now: rebuilt from the whole catalogue
             self._judged_top = None
             return
-        # the members' scores may have risen too: a row enters only ahead of the worst member now
-        worst_key, worst = max((-acc[r], r) for r in top)
-        worst_value = -worst_key
+        # scores only grow, so every member is still at least at the floor kept when the list was
+        # ordered: a row below it cannot enter, and only the rows an event raised may have moved
+        acc, (value, row) = self._acc, floor
         if len(rows) == 1:
             r = int(rows[0])
-            if r not in top and (acc[r] < worst_value or (acc[r] == worst_value and r > worst)):
+            if r not in top and (acc[r] < value or (acc[r] == value and r > row)):
                 return
             raised = [r]
         else:
             values = acc[rows]
-            ahead = (values > worst_value) | ((values == worst_value) & (rows < worst))
-            raised = np.unique(rows[ahead]).tolist()
+            raised = np.unique(rows[(values > value) | ((values == value) & (rows < row))]).tolist()
             if not raised and not np.isin(rows, top).any():
                 return
-        self._judged_top = sorted(set(top).union(raised), key=lambda r: (-acc[r], r))[: self._judged_k]
+        candidates = np.array(sorted(set(top).union(raised)), dtype=np.int64)
+        order = np.lexsort((candidates, -acc[candidates]))[: self._judged_k]
+        self._keep_judged(candidates[order].tolist(), self._judged_k)
 
     def _top_raised(self, rows: np.ndarray) -> None:
         super()._top_raised(rows)
@@ -125,6 +124,7 @@ class _Arm(Popularity):
         super()._init_state()
         self._judged_top: list[int] | None = None
         self._judged_k = 0
+        self._judged_floor: tuple[float, int] | None = None
 
     def in_frame(self, values: np.ndarray, theirs: float | None, absolute: bool) -> np.ndarray:
         """Another worker's scores for this arm, brought to this arm's anchor (as :class:`Popularity` does)."""

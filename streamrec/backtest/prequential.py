@@ -636,11 +636,9 @@ class Prequential:
                 leave_out = {u: bought[u] for u in users if u in bought} if bought else None
 
                 def recommend(model: Any, _t: _Tracker, users: list[str] = users, leave_out: Any = leave_out) -> Any:
-                    if leave_out:
-                        return model.recommend(
-                            users, k=kmax, exclude_seen=exclude_seen, exclude=leave_out, with_reasons=False
-                        )
-                    return model.recommend(users, k=kmax, exclude_seen=exclude_seen, with_reasons=False)
+                    return model.recommend(
+                        users, k=kmax, exclude_seen=exclude_seen, exclude=leave_out, with_reasons=False
+                    )
 
                 def record(recs: Any, tracker: _Tracker, rows: np.ndarray = rows, at: int = s_lo) -> None:
                     tracker.record(recs.items, rows, at)
