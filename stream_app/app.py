@@ -54,6 +54,7 @@ app = faust.App(
     settings.app_id,
     broker=_broker_url(settings.kafka_bootstrap_servers or ""),
     store="memory://",
+    datadir=str(settings.state_dir / "faust" / "{conf.name}-data"),  # not "{appid}-data" in the working folder
     key_serializer="raw",
     value_serializer="raw",
     topic_partitions=settings.topic_partitions,
