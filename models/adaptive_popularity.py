@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from models.base import Interactions, OnlineRecommender
-from models.popularity import Popularity
+from models.popularity import Popularity, _one_anchor
 from models.ranking import top_k_row, top_k_row_by
 
 __all__ = ["AdaptivePopularity"]
@@ -213,6 +213,9 @@ class AdaptivePopularity(OnlineRecommender):
     shares_state: ClassVar[bool] = True
     sharing_is_exact: ClassVar[bool] = False  # the scores are exact; the choice is made from each worker's view
     item_changes_tracked: ClassVar[bool] = True
+    merges_item_deltas: ClassVar[bool] = True
+    _frame_keys: ClassVar[tuple[str, ...]] = ("last_timestamp", "anchors")
+    _nonnegative_item_arrays: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -437,6 +440,33 @@ class AdaptivePopularity(OnlineRecommender):
         delta.extra["anchors"] = [arm._anchor for arm in self._arms]
         delta.extra["hits"] = self._hits.tolist()
         delta.extra["judged"] = self._judged
+
+    def _in_one_frame(self, deltas: list[Any]) -> list[Any]:
+        """Each arm's scores relative to the newest anchor of that arm among ``deltas``."""
+        n = len(self._arms)
+        anchors = [list(d.extra.get("anchors") or [None] * n) for d in deltas]
+        for j, arm in enumerate(self._arms):
+            moved = _one_anchor(
+                deltas, f"_acc{j}", arm.half_life, lambda d, j=j: (d.extra.get("anchors") or [None] * n)[j]
+            )
+            deltas = [type(d)(d.model, d.items, arrays, d.globals, d.extra, d.extra_arrays) for d, arrays, _ in moved]
+            for row, (_, _, anchor) in zip(anchors, moved, strict=True):
+                row[j] = anchor
+        return [type(d)(d.model, d.items, d.arrays, d.globals, {**d.extra, "anchors": a}, d.extra_arrays)
+                for d, a in zip(deltas, anchors, strict=True)]  # fmt: skip
+
+    def _merge_item_deltas_extra(self, deltas: list[Any], merged: Any) -> None:
+        counted = [d for d in deltas if "hits" in d.extra]
+        if counted:
+            merged.extra["hits"] = np.sum(
+                [np.asarray(d.extra["hits"], dtype=np.float64) for d in counted], axis=0
+            ).tolist()
+            merged.extra["judged"] = int(sum(int(d.extra.get("judged", 0)) for d in counted))
+
+    def _negate_item_delta_extra(self, delta: Any) -> None:
+        if "hits" in delta.extra:
+            delta.extra["hits"] = [-h for h in delta.extra["hits"]]
+            delta.extra["judged"] = -int(delta.extra.get("judged", 0))
 
     def _prepare_item_delta(self, delta: Any) -> Any:
         anchors = delta.extra.get("anchors") or [None] * len(self._arms)

@@ -42,7 +42,7 @@ import numpy as np
 from models.ids import IdIndex
 from models.persistence import read_model_dir, write_model_dir
 from models.ranking import top_k, top_k_row, top_k_row_by
-from models.sharing import ItemDelta, UserStates
+from models.sharing import ItemDelta, UserStates, item_parts, sum_item_rows
 
 __all__ = ["Interactions", "OnlineRecommender", "Recommendations"]
 
@@ -950,6 +950,125 @@ class OnlineRecommender(ABC):
         if not delta.extra.get("absolute"):
             raise ValueError("import_items takes a whole item state (export_items), not an increment")
         self.apply_item_delta(delta)
+
+    # -- item state owned by item: a worker's delta cut by the item's owner, owners' merges, own parts taken back
+
+    def split_item_delta(self, delta: ItemDelta, parts: int) -> dict[int, ItemDelta]:
+        """``delta`` cut by the part that owns each item (:func:`~models.sharing.item_parts`), parts without items left out.
+
+        What belongs to no item (global arrays, counters) goes to part 0. The
+        owner of a part merges every worker's piece of it (:meth:`merge_item_deltas`)
+        and every worker applies the merge less its own piece (:meth:`negate_item_delta`).
+
+        Examples
+        --------
+        >>> import models
+        >>> model = models.create("popularity")
+        >>> model.begin_sharing()
+        >>> model.learn(Interactions.from_columns(["u", "u", "v"], ["a", "b", "c"], timestamps=[1.0, 2.0, 3.0]))
+        >>> pieces = model.split_item_delta(model.take_item_delta(), 4)
+        >>> sorted(i for piece in pieces.values() for i in piece.items)
+        ['a', 'b', 'c']
+        """
+        self._require_merging(delta)
+        owner = item_parts(delta.items, parts)
+        frame = {k: v for k, v in delta.extra.items() if k in self._frame_keys}
+        out: dict[int, ItemDelta] = {}
+        for p in np.unique(owner).tolist():
+            rows = np.flatnonzero(owner == p)
+            items = [delta.items[r] for r in rows.tolist()]
+            out[p] = ItemDelta(delta.model, items, {k: v[rows] for k, v in delta.arrays.items()}, {}, dict(frame))
+        rest = ItemDelta(
+            delta.model,
+            [],
+            {},
+            dict(delta.globals),
+            {k: v for k, v in delta.extra.items() if k not in self._frame_keys},
+            dict(delta.extra_arrays),
+        )
+        self._split_item_delta_extra(rest, parts, out, frame)
+        return out
+
+    def merge_item_deltas(self, deltas: Sequence[ItemDelta]) -> ItemDelta:
+        """One delta that adds what ``deltas`` add (every worker's piece of one part); this model is not changed.
+
+        Examples
+        --------
+        >>> import models
+        >>> model = models.create("popularity")
+        >>> a = ItemDelta("popularity", ["x"], {"_acc": np.array([1.0], dtype=np.float32)})
+        >>> b = ItemDelta("popularity", ["x", "y"], {"_acc": np.array([2.0, 1.0], dtype=np.float32)})
+        >>> merged = model.merge_item_deltas([a, b])
+        >>> merged.items, merged.arrays["_acc"].tolist()
+        (['x', 'y'], [3.0, 1.0])
+        >>> model.merge_item_deltas([merged, model.negate_item_delta(a)]).arrays["_acc"].tolist()
+        [2.0, 1.0]
+        """
+        deltas = self._in_one_frame([self._require_merging(d) for d in deltas])
+        model = deltas[0].model if deltas else self.name
+        ids, arrays, globals_ = sum_item_rows(deltas, self._nonnegative_item_arrays)
+        extra: dict[str, Any] = {}
+        for delta in deltas:
+            for key, value in delta.extra.items():
+                if key in self._frame_keys:
+                    extra[key] = value
+        times = [float(d.extra["last_timestamp"]) for d in deltas if d.extra.get("last_timestamp") is not None]
+        if times:
+            extra["last_timestamp"] = max(times)
+        merged = ItemDelta(model, ids, arrays, globals_, extra)
+        self._merge_item_deltas_extra(deltas, merged)
+        return merged
+
+    def negate_item_delta(self, delta: ItemDelta) -> ItemDelta:
+        """A delta that takes back what ``delta`` adds (a worker's own piece, which it learned already)."""
+        self._require_merging(delta)
+        negated = ItemDelta(
+            delta.model,
+            list(delta.items),
+            {k: -v for k, v in delta.arrays.items()},
+            {k: -v for k, v in delta.globals.items()},
+            dict(delta.extra),
+            dict(delta.extra_arrays),
+        )
+        self._negate_item_delta_extra(negated)
+        return negated
+
+    def _require_merging(self, delta: ItemDelta) -> ItemDelta:
+        if not self.merges_item_deltas:
+            raise NotImplementedError(
+                f"{self.name} cannot split, merge or negate its item deltas: it shares by broadcast only "
+                "(STREAMREC_ITEM_STATE=broadcast)"
+            )
+        if delta.extra.get("absolute"):
+            raise ValueError("a whole item state (export_items) is not an increment: it cannot be split or merged")
+        return delta
+
+    #: Whether the model cuts, merges and negates its item deltas (:meth:`split_item_delta`).
+    merges_item_deltas: ClassVar[bool] = False
+    #: ``extra`` keys of an item delta that say in which frame its arrays are (copied into every piece).
+    _frame_keys: ClassVar[tuple[str, ...]] = ("last_timestamp",)
+    #: Whether merged item arrays are clipped at 0 (counts: a piece taken back never leaves less than 0).
+    _nonnegative_item_arrays: ClassVar[bool] = False
+
+    def _in_one_frame(self, deltas: list[ItemDelta]) -> list[ItemDelta]:
+        """``deltas`` brought into one frame before they are summed (decayed scores: one anchor)."""
+        return deltas
+
+    def _split_item_delta_extra(
+        self, rest: ItemDelta, parts: int, out: dict[int, ItemDelta], frame: dict[str, Any]
+    ) -> None:
+        """Place what belongs to no item (``rest``: globals, extra, extra arrays) in ``out``: part 0 by default."""
+        if rest.globals or rest.extra or rest.extra_arrays:
+            first = out.setdefault(0, ItemDelta(rest.model, [], {}, {}, dict(frame)))
+            first.globals.update(rest.globals)
+            first.extra.update(rest.extra)
+            first.extra_arrays.update(rest.extra_arrays)
+
+    def _merge_item_deltas_extra(self, deltas: list[ItemDelta], merged: ItemDelta) -> None:
+        """Merge what the deltas carry beyond item and global arrays (counters, cells) into ``merged``."""
+
+    def _negate_item_delta_extra(self, delta: ItemDelta) -> None:
+        """Negate, in place, what ``delta`` carries beyond item and global arrays."""
 
     @classmethod
     def shares_state_with(cls, params: Mapping[str, Any]) -> bool:

@@ -9,6 +9,7 @@ import scipy.sparse as sp
 
 from models.base import Interactions, OnlineRecommender
 from models.cooccurrence import DENSE_MAX_ITEMS, DenseCooccurrence, SparseCooccurrence, cooccurrence_store
+from models.sharing import item_parts
 
 __all__ = ["ItemKNN"]
 
@@ -108,6 +109,8 @@ class ItemKNN(OnlineRecommender):
     _user_item_refs: ClassVar[tuple[str, ...]] = ("_hist",)
     item_changes_tracked: ClassVar[bool] = True  # its item arrays change at the rows of learned items only
     _item_arrays: ClassVar[tuple[str, ...]] = ("_counts",)
+    merges_item_deltas: ClassVar[bool] = True
+    _nonnegative_item_arrays: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -364,10 +367,55 @@ class ItemKNN(OnlineRecommender):
         self._put_cells(delta, cell_rows, matrix.indices.astype(np.int64), matrix.data)
 
     def _put_cells(self, delta: Any, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray) -> None:
+        self._put_cell_ids(delta, self.item_index.ids_of, rows, cols, counts)
+
+    def _split_item_delta_extra(self, rest: Any, parts: int, out: dict[int, Any], frame: dict[str, Any]) -> None:
+        """Co-occurrence cells go to the owner of their row's item (a row is what a list of neighbours reads)."""
+        if "cells" not in rest.extra_arrays:
+            return
+        ids, cells, counts = rest.extra["cell_items"], rest.extra_arrays["cells"], rest.extra_arrays["cell_counts"]
+        owner = item_parts(ids, parts)[cells[0]]
+        for p in np.unique(owner).tolist():
+            keep = np.flatnonzero(owner == p)
+            piece = out.setdefault(p, type(rest)(rest.model, [], {}, {}, dict(frame)))
+            used, inverse = np.unique(cells[:, keep], return_inverse=True)
+            piece.extra["cell_items"] = [ids[n] for n in used.tolist()]
+            piece.extra_arrays["cells"] = inverse.reshape(2, -1).astype(np.int32)
+            piece.extra_arrays["cell_counts"] = counts[keep]
+
+    def _merge_item_deltas_extra(self, deltas: list[Any], merged: Any) -> None:
+        """Cells summed by (row item, column item); cells that sum to 0 (a piece taken back) dropped."""
+        at: dict[str, int] = {}
+        rows, cols, counts = [], [], []
+        for delta in deltas:
+            if "cells" not in delta.extra_arrays:
+                continue
+            local = np.fromiter((at.setdefault(i, len(at)) for i in delta.extra["cell_items"]), dtype=np.int64)
+            cells = delta.extra_arrays["cells"]
+            rows.append(local[cells[0]])
+            cols.append(local[cells[1]])
+            counts.append(delta.extra_arrays["cell_counts"].astype(np.float64))
+        if not rows:
+            return
+        n = len(at)
+        keys, inverse = np.unique(np.concatenate(rows) * n + np.concatenate(cols), return_inverse=True)
+        sums = np.bincount(inverse.ravel(), weights=np.concatenate(counts), minlength=len(keys))
+        keep = sums > 1e-6
+        ids = list(at)
+        rows_, cols_ = np.divmod(keys[keep], n)
+        self._put_cell_ids(merged, lambda used: [ids[j] for j in used.tolist()], rows_, cols_, sums[keep])
+
+    def _negate_item_delta_extra(self, delta: Any) -> None:
+        if "cell_counts" in delta.extra_arrays:
+            delta.extra_arrays["cell_counts"] = -delta.extra_arrays["cell_counts"]
+
+    @staticmethod
+    def _put_cell_ids(delta: Any, ids_of: Any, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray) -> None:
+        """Cells ``(rows, cols, counts)`` into ``delta``, rows named by ``ids_of(numbers)``."""
         if not len(rows):
             return
         used, inverse = np.unique(np.concatenate([rows, cols]), return_inverse=True)
-        delta.extra["cell_items"] = self.item_index.ids_of(used)
+        delta.extra["cell_items"] = ids_of(used)
         delta.extra_arrays["cells"] = inverse.reshape(2, -1).astype(np.int32)
         delta.extra_arrays["cell_counts"] = np.asarray(counts, dtype=np.float32)
 

@@ -85,6 +85,9 @@ class Popularity(OnlineRecommender):
     sharing_is_exact: ClassVar[bool] = True
     item_changes_tracked: ClassVar[bool] = True  # its item arrays change at the rows of learned items only
     _item_arrays: ClassVar[tuple[str, ...]] = ("_acc",)
+    merges_item_deltas: ClassVar[bool] = True
+    _frame_keys: ClassVar[tuple[str, ...]] = ("last_timestamp", "anchor")
+    _nonnegative_item_arrays: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -253,6 +256,11 @@ class Popularity(OnlineRecommender):
 
     def _export_items_extra(self, delta: Any, rows: np.ndarray) -> None:
         delta.extra["anchor"] = self._anchor
+
+    def _in_one_frame(self, deltas: list[Any]) -> list[Any]:
+        """Scores relative to the newest anchor among ``deltas`` (older ones scaled down: no overflow)."""
+        return [type(d)(d.model, d.items, arrays, d.globals, {**d.extra, "anchor": anchor}, d.extra_arrays)
+                for d, arrays, anchor in _one_anchor(deltas, "_acc", self.half_life)]  # fmt: skip
 
     def _prepare_item_delta(self, delta: Any) -> Any:
         theirs = delta.extra.get("anchor")
@@ -436,3 +444,24 @@ class Popularity(OnlineRecommender):
     @classmethod
     def _test_params(cls) -> list[dict[str, Any]]:
         return [{"half_life": 3600.0}, {"half_life": None}, {"half_life": 3600.0, "per_user": "sum"}]
+
+
+def _one_anchor(
+    deltas: list[Any], name: str, half_life: float | None, anchor_of: Any = None
+) -> list[tuple[Any, dict[str, np.ndarray], float | None]]:
+    """Each delta's arrays with array ``name`` moved to the newest anchor among ``deltas``, and that anchor.
+
+    ``anchor_of(delta)`` reads a delta's anchor (default: ``extra["anchor"]``).
+    Scores decay as ``2 ** (-(t - anchor) / half_life)``, so a score kept
+    relative to an older anchor is scaled by ``2 ** ((theirs - newest) / half_life)``.
+    """
+    read = anchor_of or (lambda d: d.extra.get("anchor"))
+    known = [read(d) for d in deltas if read(d) is not None]
+    newest = max(known) if known else None
+    out = []
+    for delta in deltas:
+        theirs, arrays = read(delta), dict(delta.arrays)
+        if half_life is not None and theirs is not None and newest is not None and theirs != newest and name in arrays:
+            arrays[name] = arrays[name] * 2.0 ** ((theirs - newest) / half_life)
+        out.append((delta, arrays, newest if half_life is not None else read(delta)))
+    return out

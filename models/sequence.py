@@ -251,6 +251,7 @@ class SASRec(OnlineRecommender):
     _user_item_refs: ClassVar[tuple[str, ...]] = ("_win",)
     item_changes_tracked: ClassVar[bool] = True  # learned items, and the rows each step trains (noted)
     _item_arrays: ClassVar[tuple[str, ...]] = ("_e", "_e_acc", "_counts")
+    merges_item_deltas: ClassVar[bool] = True
     _global_arrays: ClassVar[tuple[str, ...]] = ("_w", "_w_acc")
 
     def __init__(

@@ -41,13 +41,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ItemDelta", "UserStates", "id_rows"]
+__all__ = ["ItemDelta", "UserStates", "id_rows", "item_parts", "sum_item_rows"]
 
 _META = "__meta__"
 #: The start of an uncompressed payload (a JSON header, then the arrays' raw bytes); compressed ones are ``.npz``.
@@ -284,6 +285,62 @@ class ItemDelta:
             prefix, _, key = name.partition(".")
             parts[prefix][key] = value
         return cls(meta["model"], meta["items"], parts["a"], parts["g"], meta["extra"], parts["x"])
+
+
+def item_parts(ids: Sequence[str], parts: int) -> np.ndarray:
+    """The part (``0 .. parts - 1``) that owns each item id: CRC-32 of the id, the same in every process.
+
+    Item state owned by item: the increments of item ``i`` go to the owner of
+    part ``item_parts([i], n)[0]``, which merges every worker's (see
+    :meth:`~models.base.OnlineRecommender.split_item_delta`).
+
+    Examples
+    --------
+    >>> item_parts(["a", "b", "c"], 4).tolist() == item_parts(["a", "b", "c"], 4).tolist()
+    True
+    >>> set(item_parts([f"i{n}" for n in range(1000)], 4).tolist())
+    {0, 1, 2, 3}
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be at least 1, not {parts}")
+    return np.fromiter((zlib.crc32(i.encode()) % parts for i in ids), dtype=np.int64, count=len(ids))
+
+
+def sum_item_rows(
+    deltas: Sequence[ItemDelta], nonnegative: bool = False
+) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The item ids of ``deltas`` (first-seen order), each item array summed by id, each global array summed.
+
+    Each delta holds an item at most once (as :meth:`~models.base.OnlineRecommender.take_item_delta`
+    writes them). An array a delta lacks adds nothing to its items. ``nonnegative`` clips sums
+    at 0 (counts, where a negated increment is subtracted from a sum that holds it).
+
+    Examples
+    --------
+    >>> a = ItemDelta("m", ["x", "y"], {"n": np.array([1.0, 2.0])})
+    >>> b = ItemDelta("m", ["y", "z"], {"n": np.array([3.0, 4.0])})
+    >>> ids, arrays, _ = sum_item_rows([a, b])
+    >>> ids, arrays["n"].tolist()
+    (['x', 'y', 'z'], [1.0, 5.0, 4.0])
+    """
+    at: dict[str, int] = {}
+    rows = [
+        np.fromiter((at.setdefault(i, len(at)) for i in d.items), dtype=np.int64, count=len(d.items)) for d in deltas
+    ]
+    ids = list(at)
+    arrays: dict[str, np.ndarray] = {}
+    globals_: dict[str, np.ndarray] = {}
+    for delta, where in zip(deltas, rows, strict=True):
+        for name, values in delta.arrays.items():
+            if name not in arrays:
+                arrays[name] = np.zeros((len(ids), *values.shape[1:]), dtype=values.dtype)
+            arrays[name][where] += values  # no id twice in one delta: no lost update
+        for name, values in delta.globals.items():
+            globals_[name] = globals_[name] + values if name in globals_ else np.array(values, copy=True)
+    if nonnegative:
+        for values in arrays.values():
+            np.maximum(values, 0, out=values)
+    return ids, arrays, globals_
 
 
 def id_rows(ids: Sequence[str], dim: int, seed: int, std: float, salt: str = "") -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import models
+import models.sharing
 from models import Interactions, OnlineRecommender, Recommendations
 from models.sharing import ItemDelta, UserStates
 
@@ -319,3 +320,107 @@ def test_raw_payloads_round_trip_and_npz_ones_still_read() -> None:
         _unpack(raw[:-3])
     with pytest.raises(ValueError, match="Python objects"):
         _pack(meta, {"o": np.array([{"x": 1}], dtype=object)}, compress=False)
+
+
+# -- item state owned by item: pieces of every worker's delta merged by the piece's owner --------
+
+OWNED = [p for p in SHARING if models.model_class(p.values[0]).merges_item_deltas]
+
+
+def owned_learning(
+    name: str, params: dict, events: Interactions, n_workers: int = 3, parts: int = 4, every: int = 25
+) -> tuple[OnlineRecommender, list[OnlineRecommender], int]:
+    """One model of all events, and workers whose item state comes through the owners of item parts.
+
+    After each block every worker cuts its delta by item part; the owner of a
+    part (the worker ``part % n_workers``) merges every worker's piece of it;
+    every worker applies each merge less its own piece. Returns the whole
+    model, the workers, and how many merged item rows the workers applied.
+    """
+    whole = models.create(name, **params)
+    workers = [models.create(name, **params) for _ in range(n_workers)]
+    for worker in workers:
+        worker.begin_sharing()
+    owner = np.array([partition(u, n_workers) for u in events.users.tolist()])
+    applied = 0
+    for start in range(0, len(events), every):
+        block = np.arange(start, min(start + every, len(events)))
+        whole.learn(events.select(block))
+        for w, worker in enumerate(workers):
+            mine = block[owner[block] == w]
+            if len(mine):
+                worker.learn(events.select(mine))
+        pieces = [worker.split_item_delta(relay(worker.take_item_delta()), parts) for worker in workers]
+        for part in range(parts):
+            held = [relay(p[part]) for p in pieces if part in p]
+            if not held:
+                continue
+            merged = relay(workers[part % n_workers].merge_item_deltas(held))
+            for w, worker in enumerate(workers):
+                own = pieces[w].get(part)
+                net = merged if own is None else worker.merge_item_deltas([merged, worker.negate_item_delta(own)])
+                worker.apply_item_delta(relay(net))
+                applied += len(net.items)
+    return whole, workers, applied
+
+
+def test_the_models_that_merge_item_deltas_are_tested() -> None:
+    assert {"popularity", "itemknn", "adaptive_popularity", "sasrec"} <= {p.values[0] for p in OWNED}
+
+
+@pytest.mark.parametrize(("name", "params"), OWNED)
+def test_every_item_of_a_delta_lands_in_exactly_one_piece(name: str, params: dict) -> None:
+    model = models.create(name, **params)
+    model.begin_sharing()
+    model.learn(stream(n=300))
+    delta = model.take_item_delta()
+    pieces = model.split_item_delta(relay(delta), 4)
+    held = [i for piece in pieces.values() for i in piece.items]
+    assert sorted(held) == sorted(delta.items)
+    for part, piece in pieces.items():
+        assert all(p == part for p in models.sharing.item_parts(piece.items, 4).tolist())
+        if "cells" in piece.extra_arrays:  # a co-occurrence cell goes with the item of its row
+            rows = [piece.extra["cell_items"][n] for n in piece.extra_arrays["cells"][0].tolist()]
+            assert set(models.sharing.item_parts(rows, 4).tolist()) == {part}
+
+
+@pytest.mark.parametrize(("name", "params"), OWNED)
+def test_workers_fed_by_item_owners_equal_one_model(name: str, params: dict) -> None:
+    """What the owners merge, less each worker's own piece, gives each worker one model's item state."""
+    events = stream()
+    whole, workers, applied = owned_learning(name, params, events)
+    assert applied > 0
+    users = sorted(set(events.users.tolist()))
+    for w, worker in enumerate(workers):
+        mine = [u for u in users if partition(u, len(workers)) == w]
+        got, want = worker.recommend(mine, k=10), whole.recommend(mine, k=10)
+        if whole.sharing_is_exact:
+            assert_same_lists(got, want, name)
+        else:
+            floor = _ASYNC_FLOOR.get((name, params.get("hidden", 0)), 0.5)
+            assert overlap(got, want) >= floor, f"{name}: lists overlap {overlap(got, want):.2f}"
+
+
+@pytest.mark.parametrize(("name", "params"), OWNED)
+def test_merging_leaves_the_owner_unchanged(name: str, params: dict) -> None:
+    events = stream(n=400)
+    a, b = models.create(name, **params), models.create(name, **params)
+    for m in (a, b):
+        m.begin_sharing()
+        m.learn(events)
+    users = sorted(set(events.users.tolist()))[:10]
+    before = a.recommend(users, k=10)
+    other = models.create(name, **params)
+    other.begin_sharing()
+    other.learn(stream(n=200, seed=9))
+    merged = a.merge_item_deltas([other.take_item_delta(), b.take_item_delta()])
+    a.negate_item_delta(merged)
+    after = a.recommend(users, k=10)
+    assert after.items == before.items and after.scores == before.scores
+
+
+def test_a_model_that_cannot_merge_says_so() -> None:
+    model = models.create("sknn")
+    model.begin_sharing()
+    with pytest.raises(NotImplementedError, match="broadcast"):
+        model.split_item_delta(model.take_item_delta(), 2)
