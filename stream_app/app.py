@@ -50,6 +50,7 @@ def _broker_url(servers: str) -> str:
 
 shorten_fetch_wait()  # Faust's 1.5 s fetch wait held a busy worker 1.5 s behind (see stream_app.fetching)
 
+(settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes the last folder of datadir only
 app = faust.App(
     settings.app_id,
     broker=_broker_url(settings.kafka_bootstrap_servers or ""),

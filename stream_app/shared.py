@@ -36,6 +36,7 @@ import orjson
 
 from models import OnlineRecommender
 from models.sharing import ItemDelta, UserStates
+from stream_app.owners import HeldPieces, ItemOwners
 from stream_app.state import (
     StateWriter,
     UpdatesFollower,
@@ -71,6 +72,13 @@ class SharedState:
                 f"model(s) {', '.join(unsharing)} cannot share state across workers; "
                 "run them with local checkpoints (STREAMREC_STATE=local, one worker)"
             )
+        self.item_owned = settings.item_state == "owned"
+        unmerging = [name for name, m in models.items() if not m.merges_item_deltas]
+        if self.item_owned and unmerging:
+            raise ValueError(
+                f"model(s) {', '.join(unmerging)} cannot cut and merge their item increments by item; "
+                "run them with STREAMREC_ITEM_STATE=broadcast"
+            )
         self.settings = settings
         self.models = dict(models)
         for model in self.models.values():
@@ -103,6 +111,11 @@ class SharedState:
         #: called when another worker fenced this one's transactions (the worker stops: see WorkerFenced)
         self.on_fenced: Callable[[WorkerFenced], None] | None = None
         self._last_snapshot = time.monotonic()
+        #: item state owned by item (STREAMREC_ITEM_STATE=owned): the parts this worker merges, and the pieces of
+        #: increments the local item state holds that merged records will hold too (origin -> part -> [(sequence,
+        #: pieces)]): this worker's own, and those a snapshot it started from held
+        self.owners = ItemOwners(settings, self.models) if self.item_owned else None
+        self._held = HeldPieces()
         #: what sharing cost this worker so far (the stream app adds them to its counters)
         self.counters: dict[str, float] = {
             "restored_users": 0,
@@ -122,19 +135,28 @@ class SharedState:
         snapshot = await read_snapshot(self.settings)
         if snapshot is not None:
             manifest, deltas = snapshot
+            mode = manifest.get("item_state", "broadcast")
+            if mode != self.settings.item_state:
+                raise ValueError(
+                    f"the item state in Kafka was written with STREAMREC_ITEM_STATE={mode}; keep that setting, "
+                    "or start from empty state topics (streamrec reset)"
+                )
             async with self.lock:
                 for name, delta in deltas.items():
-                    if name in self.models:
+                    if not self._held.load(name, delta) and name in self.models:
                         self.models[name].import_items(delta)
             start_offset = int(manifest["updates_offset"])
             self._snapshot_skip = (manifest["origin"], int(manifest["sequence"]))
             log.info("item state from snapshot %s (updates from offset %d)", manifest["snapshot_id"], start_offset)
-        self.follower = UpdatesFollower(self.settings, self._apply, self._skip, start_offset)
+        kind = "item-merged" if self.item_owned else "model-updates"
+        self.follower = UpdatesFollower(self.settings, self._apply, self._skip, start_offset, kind)
         await self.follower.start()
         await self.follower.caught_up.wait()
         log.info("item state caught up with the updates topic at offset %d", self.follower.position)
 
     async def stop(self) -> None:
+        if self.owners is not None:
+            await self.owners.stop()
         if self._inflight:  # a commit whose caller was cancelled finishes before its producer closes
             await asyncio.gather(*self._inflight, return_exceptions=True)
         if self.follower is not None:
@@ -142,19 +164,23 @@ class SharedState:
         await self.writer.stop()
 
     def _skip(self, header: Mapping[str, Any]) -> bool:
+        if self.item_owned:
+            return False  # a merge holds every worker's pieces: _apply_now takes the held ones back
         if header.get("origin") == self.worker_id:
             return True  # our own increments are in the local models already
         if self._snapshot_skip is not None and header.get("origin") == self._snapshot_skip[0]:
             return int(header.get("sequence", 0)) <= self._snapshot_skip[1]
         return False
 
-    async def _apply(self, deltas: Mapping[str, ItemDelta], next_offset: int) -> None:
+    async def _apply(self, deltas: Mapping[str, ItemDelta], next_offset: int, header: Mapping[str, Any]) -> None:
         # shielded: a cancelled follower must not leave a thread adding increments after the lock is released
-        await asyncio.shield(self._apply_locked(deltas, next_offset))
+        await asyncio.shield(self._apply_locked(deltas, next_offset, header))
 
-    async def _apply_locked(self, deltas: Mapping[str, ItemDelta], next_offset: int) -> None:
+    async def _apply_locked(self, deltas: Mapping[str, ItemDelta], next_offset: int, header: Mapping[str, Any]) -> None:
         async with self.lock:
             started = time.perf_counter()
+            if self.item_owned:
+                deltas = self._held.less(self.models, deltas, header)
             await asyncio.to_thread(self._apply_now, deltas)
             self.counters["apply_seconds"] += time.perf_counter() - started
             assert self.follower is not None
@@ -182,6 +208,8 @@ class SharedState:
         if gone:
             async with self.lock:
                 self._drop(gone)
+        if self.owners is not None:
+            await self.owners.assign(wanted)  # item part p goes with partition p of the events
         new = sorted(wanted - self.owned)
         if new:
             self.owned.update(new)
@@ -331,16 +359,27 @@ class SharedState:
             offsets = {(t, p): o for t, parts in self.applied.items() for p, o in parts.items() if p in self.owned}
             touched, forgotten = self.touched, self.forgotten
             self.touched, self.forgotten = {}, {}
+            batches = [*self._unsent, deltas]
+            pieces, sequence_next = None, self.writer.sequence + 1
+            if self.item_owned:  # cut by item part, and held until the parts' merges come back
+                pieces = await asyncio.to_thread(self._cut, batches)
+                self._held.hold(self.worker_id, pieces, sequence_next)
             # a snapshot holds exactly what this commit publishes: taken in the same hold of the lock
             whole = {name: model.export_items() for name, model in self.models.items()} if snapshot_due else None
+            if whole is not None and self.item_owned:
+                whole.update(self._held.entries())
             position = self.follower.position if self.follower is not None else 0
-        batches = [*self._unsent, deltas]
         try:
             if self.before_send is not None:
                 await self.before_send(strict)
-            sequence = await self.writer.commit(batches, users, markers, offsets)
+            if pieces is not None:
+                sequence = await self.writer.commit([], users, markers, offsets, pieces)
+            else:
+                sequence = await self.writer.commit(batches, users, markers, offsets)
         except BaseException as exc:
             # nothing was committed: the next commit carries these increments and users again
+            if pieces is not None:
+                self._held.unhold(self.worker_id, sequence_next)
             self._unsent = batches
             for p, us in touched.items():
                 self.touched.setdefault(p, set()).update(us)
@@ -354,6 +393,26 @@ class SharedState:
         if whole is not None and sequence:
             await self._send_snapshot(whole, position, sequence)
         return sequence
+
+    def _cut(self, batches: list[dict[str, ItemDelta]]) -> dict[int, dict[str, ItemDelta]]:
+        """Every model's increments of ``batches`` cut by item part, one merged piece per part and model."""
+        by_part: dict[int, dict[str, list[ItemDelta]]] = {}
+        for batch in batches:
+            for name, delta in batch.items():
+                if delta.is_empty():
+                    continue
+                for part, piece in self.models[name].split_item_delta(delta, self.settings.topic_partitions).items():
+                    by_part.setdefault(part, {}).setdefault(name, []).append(piece)
+        return {
+            part: {
+                name: ds[0] if len(ds) == 1 else self.models[name].merge_item_deltas(ds) for name, ds in named.items()
+            }
+            for part, named in by_part.items()
+        }
+
+    def owner_counters(self) -> dict[str, float]:
+        """What owning item parts cost this worker (zeros when item state is broadcast)."""
+        return self.owners.counters() if self.owners is not None else {}
 
     def _collect(self) -> tuple[dict[str, ItemDelta], dict[int, dict[str, bytes | None]]]:
         deltas = {name: model.take_item_delta() for name, model in self.models.items()}
@@ -385,6 +444,7 @@ class SharedState:
             "updates_offset": position,
             "chunks": len(chunks),
             "at": time.time(),
+            "item_state": self.settings.item_state,
         }
         await self.writer.send_snapshot(chunks, manifest)
         self._last_snapshot = time.monotonic()

@@ -390,11 +390,15 @@ class StateWriter:
         users: Mapping[int, Mapping[str, bytes | None]],
         markers: Mapping[int, Mapping[str, int]],
         offsets: Mapping[tuple[str, int], int],
+        pieces: Mapping[int, Mapping[str, ItemDelta]] | None = None,
     ) -> int:
         """In one transaction: the deltas, the user records per changelog partition, the markers, the offsets.
 
         ``deltas`` is a list of per-model increments (those of earlier commits
         that failed, then this one's); each non-empty one is a record.
+        ``pieces`` (item state owned by item) maps an item part to every
+        model's increments of that part's items: a record on that partition
+        of the increments topic, for the part's owner to merge.
         Returns the commit's sequence number (0 when there was nothing to write).
         Raises :class:`WorkerFenced` when another worker fenced this one.
         """
@@ -402,11 +406,13 @@ class StateWriter:
 
         batches = [{n: d for n, d in b.items() if not d.is_empty()} for b in deltas]
         batches = [b for b in batches if b]
-        if not batches and not any(users.values()) and not offsets:
+        parts = {p: {n: d for n, d in b.items() if not d.is_empty()} for p, b in (pieces or {}).items()}
+        parts = {p: b for p, b in parts.items() if b}
+        if not batches and not parts and not any(users.values()) and not offsets:
             return 0
         self.sequence += 1
         try:
-            await self._transaction(batches, users, markers, offsets)
+            await self._transaction(batches, users, markers, offsets, parts)
         except Exception as exc:
             if not _caused_by(exc, ProducerFenced):
                 raise
@@ -422,18 +428,22 @@ class StateWriter:
         users: Mapping[int, Mapping[str, bytes | None]],
         markers: Mapping[int, Mapping[str, int]],
         offsets: Mapping[tuple[str, int], int],
+        pieces: Mapping[int, Mapping[str, ItemDelta]] | None = None,
     ) -> None:
         from aiokafka import TopicPartition
 
         producer, settings, headers = self._producer, self.settings, self._headers
         changelog = settings.state_topic("user-state")
+        records = [("model-updates", 0, batch) for batch in batches]
+        records += [("item-increments", p, piece) for p, piece in sorted((pieces or {}).items())]
         async with producer.transaction():
-            for batch in batches:
-                value = await asyncio.to_thread(pack_deltas, self.worker_id, self.sequence, batch, {"at": time.time()})
+            for kind, partition, batch in records:
+                meta = {"at": time.time(), "part": partition}
+                value = await asyncio.to_thread(pack_deltas, self.worker_id, self.sequence, batch, meta)
                 self.bytes_sent += len(value)
-                for part in split_record(value, f"{self.worker_id}-{self.sequence}-{len(value)}"):
-                    await producer.send(settings.state_topic("model-updates"), value=part, key=self.worker_id.encode(),
-                                        partition=0)  # fmt: skip
+                for part in split_record(value, f"{self.worker_id}-{self.sequence}-{partition}-{len(value)}"):
+                    await producer.send(settings.state_topic(kind), value=part, key=self.worker_id.encode(),
+                                        partition=partition)  # fmt: skip
             for partition, records in users.items():  # record batches: far cheaper than a send per user
                 batch = producer.create_batch()
                 for user, value in records.items():
@@ -509,9 +519,11 @@ async def read_snapshot(settings: Settings) -> tuple[dict[str, Any], dict[str, I
 class UpdatesFollower:
     """Reads the updates topic whole and hands the other workers' increments to ``apply``.
 
+    ``kind`` names the topic: ``model-updates`` (every worker's increments), or
+    ``item-merged`` (the item owners' merges, see :mod:`stream_app.owners`).
     ``skip(header)`` says which records the local item state already holds
     (the worker's own, and those a snapshot included). ``apply(deltas,
-    next_offset)`` must set :attr:`position` to ``next_offset`` once the
+    next_offset, header)`` must set :attr:`position` to ``next_offset`` once the
     deltas are in the models (under the same lock), so that a snapshot never
     claims a record it does not hold.
     """
@@ -519,11 +531,13 @@ class UpdatesFollower:
     def __init__(
         self,
         settings: Settings,
-        apply: Callable[[dict[str, ItemDelta], int], Any],
+        apply: Callable[[dict[str, ItemDelta], int, dict[str, Any]], Any],
         skip: Callable[[dict[str, Any]], bool],
         start_offset: int | None = None,
+        kind: str = "model-updates",
     ) -> None:
         self.settings = settings
+        self.kind = kind
         self.apply = apply
         self.skip = skip
         self.start_offset = start_offset
@@ -538,7 +552,7 @@ class UpdatesFollower:
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        self._tp = TopicPartition(self.settings.state_topic("model-updates"), 0)
+        self._tp = TopicPartition(self.settings.state_topic(self.kind), 0)
         self._consumer = AIOKafkaConsumer(
             group_id=None, enable_auto_commit=False, isolation_level="read_committed", **_client_kwargs(self.settings)
         )
@@ -577,7 +591,7 @@ class UpdatesFollower:
                 if self.skip(header):
                     self.position = message.offset + 1
                     continue
-                await self.apply(deltas, message.offset + 1)
+                await self.apply(deltas, message.offset + 1, header)
                 self.applied += 1
                 self.lag_seconds = max(0.0, time.time() - float(header.get("at", time.time())))
             if not self.caught_up.is_set() and await consumer.position(tp) >= self._end_at_start:
@@ -624,11 +638,13 @@ def users_by_partition(user_partition: Mapping[str, int], users: Iterable[str]) 
     return out
 
 
-async def read_updates(settings: Settings, start_offset: int = 0) -> list[tuple[dict[str, Any], dict[str, ItemDelta]]]:
-    """Every committed record of the updates topic from ``start_offset`` to its current end."""
+async def read_updates(
+    settings: Settings, start_offset: int = 0, kind: str = "model-updates"
+) -> list[tuple[dict[str, Any], dict[str, ItemDelta]]]:
+    """Every committed record of the updates topic (or ``kind``) from ``start_offset`` to its current end."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    tp = TopicPartition(settings.state_topic("model-updates"), 0)
+    tp = TopicPartition(settings.state_topic(kind), 0)
     consumer = AIOKafkaConsumer(
         group_id=None, enable_auto_commit=False, isolation_level="read_committed", **_client_kwargs(settings)
     )
@@ -659,7 +675,9 @@ async def wait_stable(settings: Settings, timeout: float = 60.0) -> None:
     await everything.start()
     try:
         tps = [TopicPartition(settings.state_topic("model-updates"), 0)]
-        tps += [TopicPartition(settings.state_topic("user-state"), p) for p in range(settings.topic_partitions)]
+        tps += [TopicPartition(settings.state_topic("item-merged"), 0)]
+        for kind in ("user-state", "item-increments"):
+            tps += [TopicPartition(settings.state_topic(kind), p) for p in range(settings.topic_partitions)]
         deadline = time.monotonic() + timeout
         while True:
             stable, high = await committed.end_offsets(tps), await everything.end_offsets(tps)
@@ -682,23 +700,36 @@ async def rebuild_models(settings: Settings, names: Iterable[str], partitions: i
     tools use it to check that several workers together hold one model.
     """
     import models as registry
+    from stream_app.owners import HeldPieces, read_unmerged
 
     await wait_stable(settings)
     built = {name: registry.create(name, **settings.model_params.get(name, {})) for name in names}
+    owned = settings.item_state == "owned"
+    held = HeldPieces()
     start, skip = 0, None
     snapshot = await read_snapshot(settings)
     if snapshot is not None:
         manifest, deltas = snapshot
         for name, delta in deltas.items():
-            if name in built:
+            if not held.load(name, delta) and name in built:
                 built[name].import_items(delta)
         start, skip = int(manifest["updates_offset"]), (manifest["origin"], int(manifest["sequence"]))
-    for header, deltas in await read_updates(settings, start):
-        if skip is not None and header.get("origin") == skip[0] and int(header.get("sequence", 0)) <= skip[1]:
+    kind = "item-merged" if owned else "model-updates"
+    for header, deltas in await read_updates(settings, start, kind):
+        if owned:
+            deltas = held.less(built, deltas, header)
+        elif skip is not None and header.get("origin") == skip[0] and int(header.get("sequence", 0)) <= skip[1]:
             continue
         for name, delta in deltas.items():
             if name in built:
                 built[name].apply_item_delta(delta)
+    if owned:  # increments no owner has merged yet (and the snapshot does not hold)
+        for header, deltas in await read_unmerged(settings):
+            if held.take(str(header.get("origin")), int(header.get("part", -1)), int(header.get("sequence", 0))):
+                continue
+            for name, delta in deltas.items():
+                if name in built:
+                    built[name].apply_item_delta(delta)
     for state in (await read_partitions_state(settings, range(partitions))).values():
         for name, model in built.items():
             records = {u: doc["models"][name] for u, doc in state.users.items() if name in doc.get("models", {})}

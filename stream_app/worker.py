@@ -633,7 +633,11 @@ class StreamWorker:
         """Move what sharing cost since the last report into the counters (``streamrec:stats``)."""
         if self.shared is None:
             return
-        totals = {**self.shared.counters, "state_bytes_sent": float(self.shared.writer.bytes_sent)}
+        totals = {
+            **self.shared.counters,
+            **self.shared.owner_counters(),
+            "state_bytes_sent": float(self.shared.writer.bytes_sent),
+        }
         for name, value in totals.items():
             change = value - self._sharing_reported.get(name, 0.0)
             if change:

@@ -99,6 +99,9 @@ class Settings:
     checkpoint_interval: float = 1.0
     state: str = "auto"  # where model state lives: "kafka" (changelog + updates topics), "local" (checkpoint folder)
     snapshot_interval: float = 60.0
+    #: how workers share item state: "broadcast" (every worker adds every other's increments) or "owned"
+    #: (the worker owning partition p of the events merges every worker's increments of the items of part p)
+    item_state: str = "broadcast"
     max_users: int | None = None
     max_items: int | None = None
     state_dir: Path = field(default_factory=lambda: cache_dir() / "worker")
@@ -157,6 +160,9 @@ class Settings:
             checkpoint_interval=float(env.get("STREAMREC_CHECKPOINT_INTERVAL", "1")),
             state=_state_mode(env.get("STREAMREC_STATE", "auto")),
             snapshot_interval=float(env.get("STREAMREC_SNAPSHOT_INTERVAL", "60")),
+            item_state=_choice(
+                "STREAMREC_ITEM_STATE", env.get("STREAMREC_ITEM_STATE", "broadcast"), ("broadcast", "owned")
+            ),
             max_users=int(env["STREAMREC_MAX_USERS"]) if env.get("STREAMREC_MAX_USERS") else None,
             max_items=int(env["STREAMREC_MAX_ITEMS"]) if env.get("STREAMREC_MAX_ITEMS") else None,
             state_dir=Path(env["STREAMREC_STATE_DIR"]) if env.get("STREAMREC_STATE_DIR") else cache_dir(env) / "worker",
@@ -205,7 +211,8 @@ class Settings:
         return "kafka" if all(shares) else "local"
 
     def state_topic(self, kind: str) -> str:
-        """Topic name of model state: ``user-state`` (changelog), ``model-updates``, ``item-state`` (snapshots)."""
+        """Topic name of model state: ``user-state`` (changelog), ``model-updates``, ``item-state`` (snapshots),
+        ``item-increments`` and ``item-merged`` (item state owned by item, see :mod:`stream_app.owners`)."""
         return f"{self.topic_prefix}.{kind}"
 
     def as_env(self) -> dict[str, str]:
@@ -227,6 +234,7 @@ class Settings:
             "STREAMREC_CHECKPOINT_INTERVAL": str(self.checkpoint_interval),
             "STREAMREC_STATE": self.state,
             "STREAMREC_SNAPSHOT_INTERVAL": str(self.snapshot_interval),
+            "STREAMREC_ITEM_STATE": self.item_state,
             "STREAMREC_STATE_DIR": str(self.state_dir),
             "STREAMREC_MIN_RATING": str(self.limits.min_rating),
             "STREAMREC_MAX_RATING": str(self.limits.max_rating),

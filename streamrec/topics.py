@@ -39,6 +39,15 @@ STATE_TOPICS: dict[str, tuple[str | int, dict[str, str]]] = {
         1,
         {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000), "max.message.bytes": "16777216"},
     ),
+    # STREAMREC_ITEM_STATE=owned: every worker's increments cut by item part, and the part owners' merges
+    "item-increments": (
+        "events",
+        {"cleanup.policy": "delete", "retention.ms": str(24 * 3600 * 1000), "max.message.bytes": "16777216"},
+    ),
+    "item-merged": (
+        1,
+        {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000), "max.message.bytes": "16777216"},
+    ),
     "item-state": (1, {"cleanup.policy": "compact", "segment.ms": "600000", "max.message.bytes": "8388608"}),
 }
 

@@ -98,13 +98,18 @@ def ratings_of(folder: Path, n: int) -> list[Rating]:
     return sorted(read_movielens_ratings(folder / "u.data"), key=lambda e: e.timestamp)[:n]
 
 
+#: How workers share item state: every worker adds every other's increments, or item parts' owners merge them.
+ITEM_STATES = ["broadcast", "owned"]
+
+
+@pytest.mark.parametrize("item_state", ITEM_STATES)
 def test_three_workers_over_six_partitions_hold_what_one_worker_holds(
-    isolated_settings, movielens_format_dir, tmp_path
+    isolated_settings, movielens_format_dir, tmp_path, item_state
 ) -> None:
     ratings = ratings_of(movielens_format_dir, 6000)
     held = {}
     for n in (1, 3):
-        settings = scale_settings(isolated_settings, f"{n}w", partitions=6)
+        settings = scale_settings(isolated_settings, f"{n}w-{item_state}", partitions=6, item_state=item_state)
         ensure_topics(settings)
         workers = [start_worker(settings, tmp_path, f"{n}w-{j}") for j in range(n)]
         with EventPublisher(settings) as publisher:
@@ -139,10 +144,11 @@ def test_three_workers_over_six_partitions_hold_what_one_worker_holds(
     assert_same_state(held[3], held[1], sorted({r.user_id for r in ratings}))
 
 
+@pytest.mark.parametrize("item_state", ITEM_STATES)
 def test_kill_9_of_one_of_two_workers_moves_its_partitions_without_loss(
-    isolated_settings, movielens_format_dir, tmp_path
+    isolated_settings, movielens_format_dir, tmp_path, item_state
 ) -> None:
-    settings = scale_settings(isolated_settings, "failover", partitions=4)
+    settings = scale_settings(isolated_settings, f"failover-{item_state}", partitions=4, item_state=item_state)
     ensure_topics(settings)
     ratings = ratings_of(movielens_format_dir, 6000)
     first, second = ratings[:3000], ratings[3000:]
@@ -204,7 +210,10 @@ def test_kill_9_of_one_of_two_workers_moves_its_partitions_without_loss(
     assert_equals_an_uninterrupted_run(rebuilt(settings), ratings + probe)
 
 
-def test_workers_join_and_leave_while_events_flow(isolated_settings, movielens_format_dir, tmp_path) -> None:
+@pytest.mark.parametrize("item_state", ITEM_STATES)
+def test_workers_join_and_leave_while_events_flow(
+    isolated_settings, movielens_format_dir, tmp_path, item_state
+) -> None:
     """A worker joins and the first one leaves cleanly, each while events are being published and handled.
 
     The stream is cut where the memberships change, not by the clock: the
@@ -213,7 +222,7 @@ def test_workers_join_and_leave_while_events_flow(isolated_settings, movielens_f
     is published after it left. However slow the machine, events arrive before,
     during and after each change.
     """
-    settings = scale_settings(isolated_settings, "elastic", partitions=4)
+    settings = scale_settings(isolated_settings, f"elastic-{item_state}", partitions=4, item_state=item_state)
     ensure_topics(settings)
     ratings = ratings_of(movielens_format_dir, 6000)
     parts = [ratings[:1500], ratings[1500:3000], ratings[3000:4500], ratings[4500:]]
@@ -239,6 +248,52 @@ def test_workers_join_and_leave_while_events_flow(isolated_settings, movielens_f
         time.sleep(0.2)
     assert owned_partitions(tmp_path / "b.log") == set(range(4)), second.log_tail()
     assert second.stop() == 0, second.log_tail()
+    assert_equals_an_uninterrupted_run(rebuilt(settings), ratings)
+
+
+@pytest.mark.parametrize("item_state", ITEM_STATES)
+def test_a_worker_that_starts_from_a_snapshot_holds_what_the_others_hold(
+    isolated_settings, movielens_format_dir, tmp_path, item_state
+) -> None:
+    """Snapshots every second while events flow: a late worker starts from one, then alone writes the last.
+
+    The last snapshot is the late worker's item state (plus, with item owners,
+    the pieces it holds that no merge had returned yet), so the state rebuilt
+    from it equals one model of every event only if that worker's state did.
+    """
+    settings = scale_settings(
+        isolated_settings, f"snap-{item_state}", partitions=6, item_state=item_state, snapshot_interval=1.0
+    )
+    ensure_topics(settings)
+    ratings = ratings_of(movielens_format_dir, 6000)
+    parts = [ratings[:2500], ratings[2500:5000], ratings[5000:]]
+    early = [start_worker(settings, tmp_path, f"e{j}") for j in range(2)]  # 3 each; then 2 each with the late one
+    with EventPublisher(settings) as publisher:
+        publisher.publish(parts[0], rate=800, progress=False)
+    early[0].wait_processed(len(parts[0]), TIMEOUT)
+    late = start_worker(settings, tmp_path, "late")
+    publishing = PacedPublisher(settings, parts[1], rate=400).start()  # while the late worker joins
+    deadline = time.monotonic() + TIMEOUT
+    while not owned_partitions(tmp_path / "late.log") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert owned_partitions(tmp_path / "late.log"), late.log_tail()
+    publishing.join()
+    topic = settings.topic("ratings")
+    wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
+    assert "item state from snapshot" in late.log_path.read_text(errors="replace"), late.log_tail()
+    for worker in early:
+        assert worker.stop() == 0, worker.log_tail()
+    deadline = time.monotonic() + TIMEOUT
+    while owned_partitions(tmp_path / "late.log") != set(range(6)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert owned_partitions(tmp_path / "late.log") == set(range(6)), late.log_tail()
+    time.sleep(1.5)  # a snapshot is due at the next commit
+    with EventPublisher(settings) as publisher:
+        publisher.publish(parts[2], rate=800, progress=False)
+    wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
+    assert late.stop() == 0, late.log_tail()
+    last = [line for line in late.log_path.read_text(errors="replace").splitlines() if "item-state snapshot" in line]
+    assert last, late.log_tail()
     assert_equals_an_uninterrupted_run(rebuilt(settings), ratings)
 
 
