@@ -32,6 +32,9 @@ Benchmarks, in order (each a module of this package with ``config(quick)``,
   separate the default model from popularity and from item-kNN, on the real logs when present;
 - ``workers``: CPU seconds and state bytes per event with 1, 2, 4 and 8 worker processes, and
   the cost model of today's design projected to 64 and 256 workers (``--live``);
+- ``owned_state``: one worker's cost of sharing item state per own event with 1 to 256 workers,
+  today's design (every worker applies every other's increments) against item parts' owners
+  merging them (``STREAMREC_ITEM_STATE=owned``), in one process with the models' sharing code;
 - ``sharing_cost``: per model, what sharing one event's item increments costs the worker that
   learned it and each other worker (in one process: no Kafka, no fixed per-process cost);
 - ``live_eval``: the worker's drain rate with live quality (and an experiment) on against off,
@@ -75,6 +78,7 @@ BENCHMARKS: dict[str, str] = {
     "experiment_separation": "Experiments: events an A/B split and an interleaving need to separate two models",
     "workers": "Workers: CPU and state bytes per event from 1 to 8 worker processes, and the cost model",
     "sharing_cost": "Sharing cost per model: one event's increments for its worker and for every other worker",
+    "owned_state": "Item state owned by item against today's design: one worker's sharing cost from 1 to 256 workers",
 }
 LIVE_MODULE = "bench.live"
 

@@ -71,11 +71,16 @@ def _log(limit: int | None) -> tuple[Any, str]:
     return log, source if n == len(log) else f"{source}, first {n:,} events"
 
 
-def split_run(log: Any, name: str, n_workers: int, cfg: Config, every: int | None = None) -> dict[str, Any]:
+def split_run(
+    log: Any, name: str, n_workers: int, cfg: Config, every: int | None = None, item_state: str = "broadcast"
+) -> dict[str, Any]:
     """HR@10 of ``name`` with the log's users over ``n_workers`` workers (see the module docstring).
 
     Increments are exchanged every ``cfg.exchange_seconds`` of event time, or
-    every ``every`` events when given.
+    every ``every`` events when given. ``item_state="owned"``: each worker cuts
+    its increments by item part (one part per partition), the owner of part
+    ``p`` (the worker of partition ``p``) merges them, and every worker applies
+    each merge less its own piece, as ``STREAMREC_ITEM_STATE=owned`` does.
     """
     from kafka.partitioner.default import murmur2
 
@@ -105,7 +110,11 @@ def split_run(log: Any, name: str, n_workers: int, cfg: Config, every: int | Non
     for j in range(n):
         user, item = users[j], items[j]
         due = (j % every == 0) if every else (times[j] - last_exchange >= cfg.exchange_seconds)
-        if n_workers > 1 and j and due:
+        if n_workers > 1 and j and due and item_state == "owned":
+            delta_bytes += _exchange_owned(workers, cfg.partitions)
+            exchanged += 1
+            last_exchange = times[j]
+        elif n_workers > 1 and j and due:
             blobs = [w_.take_item_delta().to_bytes(compress=False) for w_ in workers]
             delta_bytes += sum(len(b) for b in blobs)
             for a, target_worker in enumerate(workers):
@@ -130,6 +139,7 @@ def split_run(log: Any, name: str, n_workers: int, cfg: Config, every: int | Non
     return {
         "model": name,
         "workers": n_workers,
+        "item_state": item_state,
         "events": n,
         "hr": hits / n if n else float("nan"),
         "exchange": f"every {every:,} events" if every else f"every {cfg.exchange_seconds:g} s of event time",
@@ -139,6 +149,26 @@ def split_run(log: Any, name: str, n_workers: int, cfg: Config, every: int | Non
     }
 
 
+def _exchange_owned(workers: list[Any], parts: int) -> int:
+    """One exchange through item parts' owners; returns the bytes of the merges (each read by every worker)."""
+    from models.sharing import ItemDelta
+
+    pieces = [w.split_item_delta(w.take_item_delta(), parts) for w in workers]
+    written = 0
+    for p in range(parts):
+        held = [ItemDelta.from_bytes(q[p].to_bytes(compress=False)) for q in pieces if p in q]
+        if not held:
+            continue
+        blob = workers[p % len(workers)].merge_item_deltas(held).to_bytes(compress=False)
+        written += len(blob)
+        for worker, own in zip(workers, pieces, strict=True):
+            merged = ItemDelta.from_bytes(blob)
+            if p in own:
+                merged = worker.merge_item_deltas([merged, worker.negate_item_delta(own[p])])
+            worker.apply_item_delta(merged)
+    return written
+
+
 def run(cfg: Config) -> dict[str, Any]:
     from streamrec.settings import limit_torch_threads
 
@@ -146,7 +176,12 @@ def run(cfg: Config) -> dict[str, Any]:
     log, source = _log(cfg.limit)
     runs = [split_run(log, name, w, cfg) for name in cfg.models for w in cfg.workers]
     stress = [split_run(log, name, w, cfg, every=cfg.exchange_every) for name in cfg.models for w in cfg.stress_workers]
-    out: dict[str, Any] = {"config": asdict(cfg), "source": source, "runs": runs, "stress": stress, "targets": []}
+    import models
+
+    owned = [split_run(log, name, w, cfg, item_state="owned") for name in cfg.models for w in cfg.workers
+             if w > 1 and models.model_class(name).merges_item_deltas]  # fmt: skip
+    out: dict[str, Any] = {"config": asdict(cfg), "source": source, "runs": runs, "stress": stress, "owned": owned,
+                           "targets": []}  # fmt: skip
     for name in cfg.models:
         by_w = {r["workers"]: r["hr"] for r in runs if r["model"] == name}
         one = by_w.get(1)
@@ -159,6 +194,16 @@ def run(cfg: Config) -> dict[str, Any]:
                     "within 2% of one worker",
                     f"{hr:.4f} vs {one:.4f} ({hr / one - 1:+.1%})",
                     hr >= 0.98 * one,
+                    reference=f"1 worker {one:.4f}",
+                )
+            )
+        for r in (r for r in owned if r["model"] == name and one is not None):
+            out["targets"].append(
+                target(
+                    f"HR@10 of {name} over {r['workers']} workers, item state owned by item",
+                    "within 2% of one worker",
+                    f"{r['hr']:.4f} vs {one:.4f} ({r['hr'] / one - 1:+.1%})",
+                    r["hr"] >= 0.98 * one,
                     reference=f"1 worker {one:.4f}",
                 )
             )
@@ -181,11 +226,14 @@ def markdown(result: dict[str, Any]) -> str:
             row.append(f"{r['hr']:.4f} ({r['workers']} workers)")
         big = by_w.get(max(counts))
         row.append(f"{big['delta_bytes_per_event']:.0f}" if big else "–")
+        mine = [r for r in result.get("owned", []) if r["model"] == name]
+        row.append(" / ".join(f"{r['hr']:.4f} ({r['workers']})" for r in mine) if mine else "–")
         rows.append(row)
     head = ["model", *[f"{w} worker{'s' if w > 1 else ''}" for w in counts]]
     if stress:
         head.append(f"exchange every {cfg['exchange_every']:,} events")
     head.append(f"increment bytes/event ({max(counts)} workers)")
+    head.append("item state owned by item (workers)")
     return (
         f"{result['source']}, every event scored (HR@{cfg['k']}, per event at freshness 0); users over "
         f"{cfg['partitions']} partitions (murmur2, as the producer), partitions over the workers round-robin; "

@@ -72,6 +72,8 @@ class Config:
     apply_only: tuple[int, ...] = (2, 4, 8)
     apply_only_events: int = 20_000
     projected: tuple[int, ...] = (64, 256)
+    #: the designs compared: every worker applies every other's increments, or item parts' owners merge them
+    item_states: tuple[str, ...] = ("broadcast", "owned")
 
 
 def config(quick: bool = False) -> Config:
@@ -110,11 +112,14 @@ def _idle_rate(workers: list[WorkerProcess], seconds: float) -> dict[int, float]
     return {w.pid: (cpu_seconds(w.pid) - before[w.pid]) / seconds for w in workers}  # type: ignore[index]
 
 
-def _measure(base: Any, cfg: Config, n: int, state: Path, tag: str, apply_only: bool = False) -> dict[str, Any]:
-    kind = "a" if apply_only else "w"
+def _measure(
+    base: Any, cfg: Config, n: int, state: Path, tag: str, apply_only: bool = False, item_state: str = "broadcast"
+) -> dict[str, Any]:
+    kind = ("a" if apply_only else "w") + ("o" if item_state == "owned" else "")
     settings = replace(
         _settings(base, f"{kind}{n}-{tag}", LiveConfig(models=cfg.models, default_model=cfg.default_model), state),
         topic_partitions=cfg.partitions,
+        item_state=item_state,
     )
     ensure_topics(settings)
     stream = SyntheticStream(n_users=cfg.n_users, n_items=cfg.n_items, seed=5)
@@ -147,7 +152,8 @@ def _measure(base: Any, cfg: Config, n: int, state: Path, tag: str, apply_only: 
             time.sleep(cfg.settle_seconds)  # every worker joined, the group settled, the first commits made
             idle = _idle_rate(workers, cfg.idle_seconds)
             before = {w.pid: cpu_seconds(w.pid) for w in workers}  # type: ignore[index]
-            bytes_before = client.stats().get("shared_state_bytes_sent", 0.0)
+            counted = ("shared_state_bytes_sent", "shared_increment_bytes_sent", "shared_owner_bytes")
+            bytes_before = {k: client.stats().get(k, 0.0) for k in counted}
             started = time.perf_counter()
             publisher.publish(events[warmup:], progress=False)
             _wait(client, warmup + n_events, workers)
@@ -161,7 +167,10 @@ def _measure(base: Any, cfg: Config, n: int, state: Path, tag: str, apply_only: 
             w.stop()
     total_cpu = sum(cpu.values())
     net = {pid: c - idle[pid] * seconds for pid, c in cpu.items()}
-    state_bytes = stats.get("shared_state_bytes_sent", 0.0) - bytes_before
+    state_bytes, increment_bytes, merged_bytes = (stats.get(k, 0.0) - bytes_before[k] for k in counted)
+    # on the wire: what the workers wrote, and what they read again: every other worker's increments (broadcast),
+    # or every part owner's merges, which every worker reads (owned; each piece is read once, by its owner)
+    read_again = merged_bytes * n if item_state == "owned" else increment_bytes * (n - 1)
     out = {
         "workers": n,
         "events": n_events,
@@ -172,7 +181,11 @@ def _measure(base: Any, cfg: Config, n: int, state: Path, tag: str, apply_only: 
         "cpu_us_per_event": total_cpu / n_events * 1e6,
         "per_worker_us_per_own_event": total_cpu / n_events * 1e6,
         "net_us_per_event": sum(net.values()) / n_events * 1e6,
+        "item_state": item_state,
         "state_bytes_per_event": state_bytes / n_events,
+        "increment_bytes_per_event": increment_bytes / n_events,
+        "merged_bytes_per_event": merged_bytes / n_events,
+        "wire_bytes_per_event": (state_bytes + merged_bytes + read_again) / n_events,
         "apply_seconds": stats.get("shared_apply_seconds", 0.0),
     }
     if apply_only:  # the worker that learned the events spent the most; the others only applied
@@ -200,8 +213,25 @@ def fit(points: list[dict[str, Any]]) -> tuple[float, float]:
 def run(cfg: Config) -> dict[str, Any]:
     with services_for("bench-workers-") as (base, state):
         tag = f"{int(time.time())}"
-        points = [_measure(base, cfg, n, state, tag) for n in cfg.workers]
-        applying = [_measure(base, cfg, n, state, tag, apply_only=True) for n in cfg.apply_only]
+        points: dict[str, list[dict[str, Any]]] = {d: [] for d in cfg.item_states}
+        applying: dict[str, list[dict[str, Any]]] = {d: [] for d in cfg.item_states}
+        for n in cfg.workers:  # the designs alternate: the machine's drift falls on both
+            for design in cfg.item_states:
+                points[design].append(_measure(base, cfg, n, state, tag, item_state=design))
+        for n in cfg.apply_only:
+            for design in cfg.item_states:
+                applying[design].append(_measure(base, cfg, n, state, tag, apply_only=True, item_state=design))
+    designs = {d: _design(cfg, d, points[d], applying[d]) for d in cfg.item_states}
+    return {"config": cfg.__dict__, "designs": designs,
+            "targets": [t for d in designs.values() for t in d["targets"]]}  # fmt: skip
+
+
+_NAMES = {"broadcast": "today's design", "owned": "item state owned by item"}
+
+
+def _design(cfg: Config, design: str, points: list[dict[str, Any]], applying: list[dict[str, Any]]) -> dict[str, Any]:
+    """One design's figures: the fitted and the apply-only cost models, projections and targets."""
+    name = _NAMES.get(design, design)
     a, b = fit(points)
     a_net = points[0]["net_us_per_event"]
     b_live = float(np.median([p["apply_us_per_event_per_other_worker"] for p in applying])) if applying else 0.0
@@ -218,27 +248,35 @@ def run(cfg: Config) -> dict[str, Any]:
     eight = next((p for p in points if p["workers"] == 8), points[-1])
     ratio = eight["per_worker_us_per_own_event"] / one
     at_64 = next(p for p in projected if p["workers"] == 64)
-    targets = [
-        target(f"per-worker CPU per own event, {eight['workers']} workers against 1", "within 1.2x",
-               f"{ratio:.2f}x ({eight['per_worker_us_per_own_event']:.0f} against {one:.0f} us)", ratio <= 1.2),
-        target("projected efficiency at 64 workers (today's design)", ">= 0.8", f"{at_64['efficiency']:.2f}",
-               at_64["efficiency"] >= 0.8, f"fitted a = {a:.0f} us own work, b = {b:.1f} us per other worker"),
-    ]  # fmt: skip
     at_64_net = next(p for p in projected_net if p["workers"] == 64)
-    targets.append(
-        target("projected efficiency at 64 workers (today's design, net of idle; b measured applying only)", ">= 0.8",
+    targets = [
+        target(f"{name}: per-worker CPU per own event, {eight['workers']} workers against 1", "within 1.2x",
+               f"{ratio:.2f}x ({eight['per_worker_us_per_own_event']:.0f} against {one:.0f} us)", ratio <= 1.2),
+        target(f"{name}: projected efficiency at 64 workers (fitted)", ">= 0.8", f"{at_64['efficiency']:.2f}",
+               at_64["efficiency"] >= 0.8, f"fitted a = {a:.0f} us own work, b = {b:.1f} us per other worker"),
+        target(f"{name}: projected efficiency at 64 workers (net of idle; b measured applying only)", ">= 0.8",
                f"{at_64_net['efficiency']:.2f}", at_64_net["efficiency"] >= 0.8,
-               f"a = {a_net:.0f} us (one worker, net of idle), b = {b_live:.1f} us per other worker")
-    )  # fmt: skip
-    return {"config": cfg.__dict__, "measured": points, "apply_only": applying, "model": {"a_us": a, "b_us": b},
+               f"a = {a_net:.0f} us (one worker, net of idle), b = {b_live:.1f} us per other worker"),
+    ]  # fmt: skip
+    return {"item_state": design, "measured": points, "apply_only": applying, "model": {"a_us": a, "b_us": b},
             "projected": projected, "model_net": {"a_us": a_net, "b_us": b_live}, "projected_net": projected_net,
             "targets": targets}  # fmt: skip
 
 
 def markdown(result: dict[str, Any]) -> str:
+    if "designs" not in result:  # a result from before the designs were compared
+        return _design_markdown(result)
+    return "\n".join(
+        f"\n**{_NAMES.get(d, d).capitalize()}** (`STREAMREC_ITEM_STATE={d}`):\n\n" + _design_markdown(r)
+        for d, r in result["designs"].items()
+    )
+
+
+def _design_markdown(result: dict[str, Any]) -> str:
     rows = [
         [p["workers"], f"{p['events']:,}", f"{p['events_per_s']:,.0f}", f"{p['cpu_us_per_event']:.0f}",
          f"{p['per_worker_us_per_own_event']:.0f}", f"{p['state_bytes_per_event']:.0f}",
+         f"{p['wire_bytes_per_event']:.0f}" if "wire_bytes_per_event" in p else "",
          " / ".join(f"{c:.1f}" for c in p["cpu_seconds_per_worker"])]
         for p in result["measured"]
     ]  # fmt: skip
@@ -255,12 +293,13 @@ def markdown(result: dict[str, Any]) -> str:
                 "CPU us per event (all workers)",
                 "per worker, us per own event",
                 "state bytes per event",
+                "bytes on the wire per event",
                 "CPU s of each worker",
             ],
             rows,
         )
-        + f"\n\nToday's design (every worker applies every other worker's increments), fitted: a = {model['a_us']:.0f} us "
-        f"of own work per event, b = {model['b_us']:.1f} us per other worker:\n\n"
+        + f"\n\nFitted a + b (n - 1): a = {model['a_us']:.0f} us of own work per event, b = {model['b_us']:.1f} us "
+        "per other worker:\n\n"
         + md_table(["workers", "per worker, us per own event", "efficiency"], projected)
         + "\n"
         + _net_markdown(result)
@@ -294,7 +333,7 @@ def _net_markdown(result: dict[str, Any]) -> str:
         + "\n\nApply only (every event to partition 0: one worker learns, the others apply its increments), "
         "net of idle:\n\n"
         + md_table(["workers", "events", "learning worker, us per event", "each other worker, us per event"], applying)
-        + f"\n\nToday's design with a = {model['a_us']:.0f} us (one worker, net of idle) and b = {model['b_us']:.1f} us "
+        + f"\n\nWith a = {model['a_us']:.0f} us (one worker, net of idle) and b = {model['b_us']:.1f} us "
         "(measured applying only, median):\n\n"
         + md_table(["workers", "per worker, us per own event", "efficiency"], projected)
         + "\n"

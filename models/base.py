@@ -1004,6 +1004,8 @@ class OnlineRecommender(ABC):
         >>> model.merge_item_deltas([merged, model.negate_item_delta(a)]).arrays["_acc"].tolist()
         [2.0, 1.0]
         """
+        if len(deltas) == 1:  # one worker's piece: nothing to add up (the pieces are not changed in place)
+            return self._require_merging(deltas[0])
         deltas = self._in_one_frame([self._require_merging(d) for d in deltas])
         model = deltas[0].model if deltas else self.name
         ids, arrays, globals_ = sum_item_rows(deltas, self._nonnegative_item_arrays)

@@ -313,7 +313,8 @@ def sum_item_rows(
 
     Each delta holds an item at most once (as :meth:`~models.base.OnlineRecommender.take_item_delta`
     writes them). An array a delta lacks adds nothing to its items. ``nonnegative`` clips sums
-    at 0 (counts, where a negated increment is subtracted from a sum that holds it).
+    at 0 (counts, where a negated increment is subtracted from a sum that holds it). Items whose
+    every array sums to 0 are left out, as ``take_item_delta`` leaves out rows that did not change.
 
     Examples
     --------
@@ -322,6 +323,8 @@ def sum_item_rows(
     >>> ids, arrays, _ = sum_item_rows([a, b])
     >>> ids, arrays["n"].tolist()
     (['x', 'y', 'z'], [1.0, 5.0, 4.0])
+    >>> sum_item_rows([a, ItemDelta("m", ["x"], {"n": np.array([-1.0])})])[0]
+    ['y']
     """
     at: dict[str, int] = {}
     rows = [
@@ -340,6 +343,14 @@ def sum_item_rows(
     if nonnegative:
         for values in arrays.values():
             np.maximum(values, 0, out=values)
+    if arrays and len(deltas) > 1:  # rows that sum to 0 (a worker's own piece taken back): nothing to apply
+        keep = np.zeros(len(ids), dtype=bool)
+        for values in arrays.values():
+            keep |= values.reshape(len(ids), -1).any(axis=1)
+        if not keep.all():
+            rows = np.flatnonzero(keep)
+            ids = [ids[r] for r in rows.tolist()]
+            arrays = {name: values[rows] for name, values in arrays.items()}
     return ids, arrays, globals_
 
 

@@ -364,6 +364,7 @@ class StateWriter:
         self._headers = [(TXN_HEADER, self.transactional_id.encode())]
         self.sequence = 0
         self.bytes_sent = 0  # increments, user states and markers written so far
+        self.increment_bytes = 0  # of which item increments (every other worker, or a part's owner, reads them)
         self._producer: Any = None
 
     async def start(self) -> None:
@@ -441,6 +442,7 @@ class StateWriter:
                 meta = {"at": time.time(), "part": partition}
                 value = await asyncio.to_thread(pack_deltas, self.worker_id, self.sequence, batch, meta)
                 self.bytes_sent += len(value)
+                self.increment_bytes += len(value)
                 for part in split_record(value, f"{self.worker_id}-{self.sequence}-{partition}-{len(value)}"):
                     await producer.send(settings.state_topic(kind), value=part, key=self.worker_id.encode(),
                                         partition=partition)  # fmt: skip

@@ -637,6 +637,7 @@ class StreamWorker:
             **self.shared.counters,
             **self.shared.owner_counters(),
             "state_bytes_sent": float(self.shared.writer.bytes_sent),
+            "increment_bytes_sent": float(self.shared.writer.increment_bytes),
         }
         for name, value in totals.items():
             change = value - self._sharing_reported.get(name, 0.0)

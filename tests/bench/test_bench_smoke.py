@@ -311,3 +311,16 @@ def test_sharing_cost_measures_what_an_event_costs_its_worker_and_the_others() -
     assert set(rows) == {"popularity", "itemknn"}
     assert all(r["bytes"] > 0 and r["receive_us"] > 0 and 0 < r["efficiency"]["64"] <= 1 for r in rows.values())
     assert "b: receive (us)" in sharing_cost.markdown(result)
+
+
+def test_owned_state_compares_both_designs_and_each_holds_one_model() -> None:
+    from bench import owned_state
+
+    cfg = dataclasses.replace(owned_state.config(quick=True), workers=(1, 3), warmup_events=500, per_worker=100)
+    result = owned_state.run(cfg)
+    rows = {(r["model"], r["workers"]): r for r in result["rows"]}
+    assert set(rows) == {(m, n) for m in ("popularity", "itemknn") for n in (1, 3)}
+    assert all(r["same_as_one_model"] for r in rows.values())
+    assert rows[("itemknn", 1)]["broadcast_us"] == 0.0 or rows[("itemknn", 1)]["broadcast_bytes"] == 0.0
+    assert rows[("itemknn", 3)]["owned_bytes"] > 0 and rows[("itemknn", 3)]["broadcast_bytes"] > 0
+    assert "owned: us per own event" in owned_state.markdown(result)
