@@ -57,11 +57,27 @@ class Config:
     per_worker: int = 1_000
     intervals: int = 3
     #: a worker's whole own work per event (us): the live workers benchmark's one worker, net of idle
+    #: (read from ``bench/results/workers.json`` when it holds one)
     a_us: float = 600.0
     seed: int = 0
 
 
+def _live_a(path: Any = None) -> float | None:
+    """The workers benchmark's one-worker CPU per event net of idle (``bench/results/workers.json``), if any."""
+    import json
+
+    from bench.common import REPO_ROOT
+
+    try:
+        doc = json.loads((path or REPO_ROOT / "bench" / "results" / "workers.json").read_text())
+        return float(doc["result"]["designs"]["broadcast"]["model_net"]["a_us"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def config(quick: bool = False) -> Config:
+    if not quick and (a := _live_a()) is not None:
+        return Config(a_us=round(a, 1))
     if quick:
         return Config(models=("popularity", "itemknn"), workers=(1, 2, 8), n_users=5_000, n_items=5_000,
                       warmup_events=5_000, per_worker=200, intervals=2)  # fmt: skip
@@ -128,9 +144,8 @@ def measure(name: str, n: int, cfg: Config) -> dict[str, Any]:
         started = time.perf_counter()
         for p, data in merged.items():
             delta = ItemDelta.from_bytes(data)
-            if p in own_pieces:
-                delta = owned.merge_item_deltas([delta, owned.negate_item_delta(own_pieces[p])])
-            owned.apply_item_delta(delta)
+            for part in owned.net_item_deltas(delta, [own_pieces[p]] if p in own_pieces else []):
+                owned.apply_item_delta(part)
         apply_s = time.perf_counter() - started
         events = max(len(mine0), 1)
         figures["own_events"].append(len(mine0))

@@ -162,10 +162,8 @@ def _exchange_owned(workers: list[Any], parts: int) -> int:
         blob = workers[p % len(workers)].merge_item_deltas(held).to_bytes(compress=False)
         written += len(blob)
         for worker, own in zip(workers, pieces, strict=True):
-            merged = ItemDelta.from_bytes(blob)
-            if p in own:
-                merged = worker.merge_item_deltas([merged, worker.negate_item_delta(own[p])])
-            worker.apply_item_delta(merged)
+            for part in worker.net_item_deltas(ItemDelta.from_bytes(blob), [own[p]] if p in own else []):
+                worker.apply_item_delta(part)
     return written
 
 

@@ -1021,6 +1021,17 @@ class OnlineRecommender(ABC):
         self._merge_item_deltas_extra(deltas, merged)
         return merged
 
+    def net_item_deltas(self, merged: ItemDelta, held: Sequence[ItemDelta]) -> list[ItemDelta]:
+        """Deltas that, applied in order, add ``merged`` less the ``held`` pieces it includes (applied here already).
+
+        Default: one delta, the merge of ``merged`` and the negated pieces.
+        A model whose merge costs more than its apply (item-kNN's cells) may
+        apply the merge and then the negated pieces instead.
+        """
+        if not held:
+            return [merged]
+        return [self.merge_item_deltas([merged, *(self.negate_item_delta(d) for d in held)])]
+
     def negate_item_delta(self, delta: ItemDelta) -> ItemDelta:
         """A delta that takes back what ``delta`` adds (a worker's own piece, which it learned already)."""
         self._require_merging(delta)

@@ -280,7 +280,7 @@ class HeldPieces:
     >>> held = HeldPieces()
     >>> held.hold("w1", {3: mine}, sequence=7)
     >>> merged = {"popularity": ItemDelta("popularity", ["a"], {"_acc": np.array([5.0])})}
-    >>> held.less(pop, merged, {"part": 3, "included": {"w1": 7, "w2": 2}})["popularity"].arrays["_acc"].tolist()
+    >>> held.less(pop, merged, {"part": 3, "included": {"w1": 7, "w2": 2}})["popularity"][0].arrays["_acc"].tolist()
     [4.0]
     >>> len(held)
     0
@@ -320,20 +320,22 @@ class HeldPieces:
 
     def less(
         self, models: Mapping[str, OnlineRecommender], deltas: Mapping[str, ItemDelta], header: Mapping[str, Any]
-    ) -> dict[str, ItemDelta]:
-        """A merged record less the held pieces it includes (which are then no longer held)."""
+    ) -> dict[str, list[ItemDelta]]:
+        """What to apply, per model and in order, for a merged record: it less the held pieces it includes.
+
+        Those pieces are then no longer held.
+        """
         part = int(header.get("part", -1))
         taken: list[dict[str, ItemDelta]] = []
         for origin, upto in (header.get("included") or {}).items():
             queue = self.by_origin.get(origin, {}).get(part)
             while queue and queue[0][0] <= int(upto):
                 taken.append(queue.pop(0)[1])
-        out = dict(deltas)
+        out: dict[str, list[ItemDelta]] = {}
         for name, delta in deltas.items():
             model = models.get(name)
             own = [piece[name] for piece in taken if name in piece]
-            if model is not None and own:
-                out[name] = model.merge_item_deltas([delta, *(model.negate_item_delta(d) for d in own)])
+            out[name] = model.net_item_deltas(delta, own) if model is not None else [delta]
         return out
 
     def entries(self) -> dict[str, ItemDelta]:

@@ -179,19 +179,20 @@ class SharedState:
     async def _apply_locked(self, deltas: Mapping[str, ItemDelta], next_offset: int, header: Mapping[str, Any]) -> None:
         async with self.lock:
             started = time.perf_counter()
-            if self.item_owned:
-                deltas = self._held.less(self.models, deltas, header)
-            await asyncio.to_thread(self._apply_now, deltas)
+            netted = self._held.less(self.models, deltas, header) if self.item_owned else None
+            await asyncio.to_thread(self._apply_now, deltas, netted)
             self.counters["apply_seconds"] += time.perf_counter() - started
             assert self.follower is not None
             self.follower.position = next_offset  # under the lock: a snapshot sees deltas and position together
         self.counters["deltas_applied"] += 1
 
-    def _apply_now(self, deltas: Mapping[str, ItemDelta]) -> None:
+    def _apply_now(self, deltas: Mapping[str, ItemDelta], netted: Mapping[str, list[ItemDelta]] | None = None) -> None:
+        """Add ``deltas`` to the models (``netted``: a merge less the held pieces, as deltas in order)."""
         for name, delta in deltas.items():
             model = self.models.get(name)
             if model is not None:
-                model.apply_item_delta(delta)
+                for part in netted[name] if netted is not None else [delta]:
+                    model.apply_item_delta(part)
 
     # -- partitions -----------------------------------------------------------------------
 

@@ -718,13 +718,13 @@ async def rebuild_models(settings: Settings, names: Iterable[str], partitions: i
         start, skip = int(manifest["updates_offset"]), (manifest["origin"], int(manifest["sequence"]))
     kind = "item-merged" if owned else "model-updates"
     for header, deltas in await read_updates(settings, start, kind):
-        if owned:
-            deltas = held.less(built, deltas, header)
-        elif skip is not None and header.get("origin") == skip[0] and int(header.get("sequence", 0)) <= skip[1]:
-            continue
-        for name, delta in deltas.items():
-            if name in built:
-                built[name].apply_item_delta(delta)
+        mine = skip is not None and header.get("origin") == skip[0] and int(header.get("sequence", 0)) <= skip[1]
+        if mine and not owned:
+            continue  # the snapshot holds its writer's increments up to its sequence
+        netted = held.less(built, deltas, header) if owned else {name: [d] for name, d in deltas.items()}
+        for name, parts in netted.items():
+            for part in parts if name in built else []:
+                built[name].apply_item_delta(part)
     if owned:  # increments no owner has merged yet (and the snapshot does not hold)
         for header, deltas in await read_unmerged(settings):
             if held.take(str(header.get("origin")), int(header.get("part", -1)), int(header.get("sequence", 0))):

@@ -358,9 +358,9 @@ def owned_learning(
             merged = relay(workers[part % n_workers].merge_item_deltas(held))
             for w, worker in enumerate(workers):
                 own = pieces[w].get(part)
-                net = merged if own is None else worker.merge_item_deltas([merged, worker.negate_item_delta(own)])
-                worker.apply_item_delta(relay(net))
-                applied += len(net.items)
+                for net in worker.net_item_deltas(merged, [] if own is None else [own]):
+                    worker.apply_item_delta(relay(net))
+                    applied += len(net.items)
     return whole, workers, applied
 
 
