@@ -416,6 +416,21 @@ class ItemKNN(OnlineRecommender):
             return [merged]
         return [merged, self.merge_item_deltas([self.negate_item_delta(d) for d in held])]
 
+    def _join_item_deltas_extra(self, deltas: list[Any], joined: Any) -> None:
+        """Cells laid end to end (different parts hold different cells); ids may repeat across the parts."""
+        held = [d for d in deltas if "cells" in d.extra_arrays]
+        if not held:
+            return
+        ids: list[str] = []
+        cells, counts = [], []
+        for delta in held:
+            cells.append(delta.extra_arrays["cells"].astype(np.int64) + len(ids))
+            counts.append(delta.extra_arrays["cell_counts"])
+            ids.extend(delta.extra["cell_items"])
+        joined.extra["cell_items"] = ids
+        joined.extra_arrays["cells"] = np.concatenate(cells, axis=1)
+        joined.extra_arrays["cell_counts"] = np.concatenate(counts)
+
     def _negate_item_delta_extra(self, delta: Any) -> None:
         if "cell_counts" in delta.extra_arrays:
             delta.extra_arrays["cell_counts"] = -delta.extra_arrays["cell_counts"]

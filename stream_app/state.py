@@ -537,9 +537,13 @@ class UpdatesFollower:
         skip: Callable[[dict[str, Any]], bool],
         start_offset: int | None = None,
         kind: str = "model-updates",
+        apply_batch: Callable[[list[tuple[dict[str, ItemDelta], dict[str, Any]]], int], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.kind = kind
+        #: when given, the records of one fetch go to it together (``(deltas, header)`` each, and the offset after
+        #: the last), instead of one ``apply`` each: the item owners' merges, one per part, are applied at once
+        self.apply_batch = apply_batch
         self.apply = apply
         self.skip = skip
         self.start_offset = start_offset
@@ -580,22 +584,36 @@ class UpdatesFollower:
                 log.exception("reading the updates topic failed; retrying")
                 await asyncio.sleep(1.0)
                 continue
+            held: list[tuple[dict[str, ItemDelta], dict[str, Any]]] = []
+            after: int | None = None  # the offset after the last whole record of this fetch
             for message in batch.get(tp, []):
                 value = self._joiner.feed(message.value)
                 if value is None:
                     continue  # a chunk: the position stays before the record's first chunk until it is whole
+                after = message.offset + 1
                 try:
                     header, deltas = unpack_deltas(value)
                 except Exception:
                     log.exception("an unreadable record at %s@%d of the updates topic: skipped", tp, message.offset)
-                    self.position = message.offset + 1
+                    if self.apply_batch is None:
+                        self.position = after
                     continue
                 if self.skip(header):
-                    self.position = message.offset + 1
+                    if self.apply_batch is None:
+                        self.position = after
                     continue
-                await self.apply(deltas, message.offset + 1, header)
-                self.applied += 1
                 self.lag_seconds = max(0.0, time.time() - float(header.get("at", time.time())))
+                if self.apply_batch is not None:
+                    held.append((deltas, header))
+                    continue
+                await self.apply(deltas, after, header)
+                self.applied += 1
+            if self.apply_batch is not None and after is not None:
+                if held:
+                    await self.apply_batch(held, after)
+                    self.applied += len(held)
+                else:
+                    self.position = after
             if not self.caught_up.is_set() and await consumer.position(tp) >= self._end_at_start:
                 self.caught_up.set()
 

@@ -334,7 +334,8 @@ def owned_learning(
 
     After each block every worker cuts its delta by item part; the owner of a
     part (the worker ``part % n_workers``) merges every worker's piece of it;
-    every worker applies each merge less its own piece. Returns the whole
+    every worker applies each merge less its own piece, every part's joined
+    into one delta (as a worker applies one fetch of merges). Returns the whole
     model, the workers, and how many merged item rows the workers applied.
     """
     whole = models.create(name, **params)
@@ -351,6 +352,7 @@ def owned_learning(
             if len(mine):
                 worker.learn(events.select(mine))
         pieces = [worker.split_item_delta(relay(worker.take_item_delta()), parts) for worker in workers]
+        netted: list[list[list[ItemDelta]]] = [[] for _ in workers]  # per worker, per part: what to apply in order
         for part in range(parts):
             held = [relay(p[part]) for p in pieces if part in p]
             if not held:
@@ -358,9 +360,12 @@ def owned_learning(
             merged = relay(workers[part % n_workers].merge_item_deltas(held))
             for w, worker in enumerate(workers):
                 own = pieces[w].get(part)
-                for net in worker.net_item_deltas(merged, [] if own is None else [own]):
-                    worker.apply_item_delta(relay(net))
-                    applied += len(net.items)
+                netted[w].append(worker.net_item_deltas(merged, [] if own is None else [own]))
+        for worker, lists in zip(workers, netted, strict=True):  # every part's merge at once, as a worker's fetch
+            for k in range(max((len(x) for x in lists), default=0)):
+                joined = relay(worker.join_item_deltas([x[k] for x in lists if len(x) > k]))
+                worker.apply_item_delta(joined)
+                applied += len(joined.items)
     return whole, workers, applied
 
 
