@@ -284,11 +284,17 @@ class HeldPieces:
     [4.0]
     >>> len(held)
     0
+    >>> mine = HeldPieces(own="w1")
+    >>> mine.hold("w1", {3: {"popularity": merged["popularity"]}}, sequence=8)
+    >>> mine.less(pop, merged, {"part": 3, "included": {"w1": 8}}), len(mine)
+    ({}, 0)
     """
 
     PREFIX = "pending/"
 
-    def __init__(self) -> None:
+    def __init__(self, own: str | None = None) -> None:
+        #: this worker's origin: it holds every piece it sent, so a merge of its pieces alone adds nothing here
+        self.own = own
         self.by_origin: dict[str, dict[int, list[tuple[int, dict[str, ItemDelta]]]]] = {}
 
     def __len__(self) -> int:
@@ -326,11 +332,14 @@ class HeldPieces:
         Those pieces are then no longer held.
         """
         part = int(header.get("part", -1))
+        included = header.get("included") or {}
         taken: list[dict[str, ItemDelta]] = []
-        for origin, upto in (header.get("included") or {}).items():
+        for origin, upto in included.items():
             queue = self.by_origin.get(origin, {}).get(part)
             while queue and queue[0][0] <= int(upto):
                 taken.append(queue.pop(0)[1])
+        if self.own is not None and set(included) == {self.own}:
+            return {}  # the merge of this worker's own pieces alone: it holds all of them
         out: dict[str, list[ItemDelta]] = {}
         for name, delta in deltas.items():
             model = models.get(name)

@@ -115,7 +115,7 @@ class SharedState:
         #: increments the local item state holds that merged records will hold too (origin -> part -> [(sequence,
         #: pieces)]): this worker's own, and those a snapshot it started from held
         self.owners = ItemOwners(settings, self.models) if self.item_owned else None
-        self._held = HeldPieces()
+        self._held = HeldPieces(own=self.worker_id)
         #: what sharing cost this worker so far (the stream app adds them to its counters)
         self.counters: dict[str, float] = {
             "restored_users": 0,
@@ -215,7 +215,7 @@ class SharedState:
         for name, delta in deltas.items():
             model = self.models.get(name)
             if model is not None:
-                for part in netted[name] if netted is not None else [delta]:
+                for part in netted.get(name, []) if netted is not None else [delta]:
                     model.apply_item_delta(part)
 
     # -- partitions -----------------------------------------------------------------------
