@@ -196,8 +196,17 @@ class SharedState:
     ) -> None:
         async with self.lock:
             started = time.perf_counter()
-            netted = [self._held.less(self.models, deltas, header) for deltas, header in records]
-            await asyncio.to_thread(self._apply_joined, netted)
+            # a fetch may hold several merges of one part (they share items): each round holds one per part at most
+            rounds: list[list[dict[str, list[ItemDelta]]]] = []
+            seen: dict[int, int] = {}
+            for deltas, header in records:
+                part = int(header.get("part", -1))
+                n = seen[part] = seen.get(part, -1) + 1
+                if n == len(rounds):
+                    rounds.append([])
+                rounds[n].append(self._held.less(self.models, deltas, header))
+            for netted in rounds:
+                await asyncio.to_thread(self._apply_joined, netted)
             self.counters["apply_seconds"] += time.perf_counter() - started
             assert self.follower is not None
             self.follower.position = next_offset
