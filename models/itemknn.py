@@ -414,7 +414,7 @@ class ItemKNN(OnlineRecommender):
         """
         if not held:
             return [merged]
-        return [merged, self.merge_item_deltas([self.negate_item_delta(d) for d in held])]
+        return [merged, self.negate_item_delta(self.merge_item_deltas(list(held)))]  # merges keep cells over 0
 
     def _join_item_deltas_extra(self, deltas: list[Any], joined: Any) -> None:
         """Cells laid end to end (different parts hold different cells); ids may repeat across the parts."""
