@@ -18,6 +18,12 @@ Three topics beside the event topics (names from :class:`~streamrec.settings.Set
   owns partition 0, so that a worker that starts does not replay the updates
   topic from its beginning.
 
+With ``STREAMREC_ITEM_STATE=owned`` the increments go instead to
+``{prefix}.item-increments`` (cut by item part, one partition per part) and
+every worker reads the part owners' merges from ``{prefix}.item-merged``
+(see :mod:`stream_app.owners`); a snapshot then also holds the pieces its
+writer held that no merge had returned yet.
+
 A commit (:meth:`StateWriter.commit`) writes a worker's increments, the states
 of the users its batches touched and the offsets markers, and commits the
 event offsets to the consumer group, in **one Kafka transaction**: readers use
