@@ -9,6 +9,7 @@ adds their size to a Redis counter, nothing else. Configured by environment:
 from __future__ import annotations
 
 import os
+import tempfile
 
 import faust
 import redis.asyncio as aioredis
@@ -17,6 +18,7 @@ app = faust.App(
     os.environ.get("BENCH_APP_ID", "bench-bare"),
     broker=f"kafka://{os.environ.get('KAFKA_BOOTSTRAP_SERVERS', '127.0.0.1:9092')}",
     store="memory://",
+    datadir=os.path.join(tempfile.gettempdir(), "{conf.name}-data"),  # not the working folder
     key_serializer="raw",
     value_serializer="raw",
     consumer_auto_offset_reset="earliest",
