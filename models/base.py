@@ -1009,15 +1009,7 @@ class OnlineRecommender(ABC):
         deltas = self._in_one_frame([self._require_merging(d) for d in deltas])
         model = deltas[0].model if deltas else self.name
         ids, arrays, globals_ = sum_item_rows(deltas, self._nonnegative_item_arrays)
-        extra: dict[str, Any] = {}
-        for delta in deltas:
-            for key, value in delta.extra.items():
-                if key in self._frame_keys:
-                    extra[key] = value
-        times = [float(d.extra["last_timestamp"]) for d in deltas if d.extra.get("last_timestamp") is not None]
-        if times:
-            extra["last_timestamp"] = max(times)
-        merged = ItemDelta(model, ids, arrays, globals_, extra)
+        merged = ItemDelta(model, ids, arrays, globals_, self._frame_of(deltas))
         self._merge_item_deltas_extra(deltas, merged)
         return merged
 
@@ -1050,17 +1042,20 @@ class OnlineRecommender(ABC):
             ])
             for name, like in names.items()
         }  # fmt: skip
-        globals_: dict[str, np.ndarray] = {}
-        for delta in deltas:
-            for name, values in delta.globals.items():
-                globals_[name] = globals_[name] + values if name in globals_ else np.array(values, copy=True)
+        globals_ = sum_item_rows([ItemDelta(d.model, globals=d.globals) for d in deltas])[2]
+        joined = ItemDelta(
+            deltas[0].model, [i for d in deltas for i in d.items], arrays, globals_, self._frame_of(deltas)
+        )
+        self._join_item_deltas_extra(deltas, joined)
+        return joined
+
+    def _frame_of(self, deltas: Sequence[ItemDelta]) -> dict[str, Any]:
+        """The frame of ``deltas`` brought into one (:meth:`_in_one_frame`), and the newest event time among them."""
         extra: dict[str, Any] = {k: v for d in deltas for k, v in d.extra.items() if k in self._frame_keys}
         times = [float(d.extra["last_timestamp"]) for d in deltas if d.extra.get("last_timestamp") is not None]
         if times:
             extra["last_timestamp"] = max(times)
-        joined = ItemDelta(deltas[0].model, [i for d in deltas for i in d.items], arrays, globals_, extra)
-        self._join_item_deltas_extra(deltas, joined)
-        return joined
+        return extra
 
     def _join_item_deltas_extra(self, deltas: list[ItemDelta], joined: ItemDelta) -> None:
         """Join what the deltas carry beyond item and global arrays (default: as :meth:`merge_item_deltas` merges it)."""

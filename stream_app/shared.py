@@ -166,7 +166,7 @@ class SharedState:
 
     def _skip(self, header: Mapping[str, Any]) -> bool:
         if self.item_owned:
-            return False  # a merge holds every worker's pieces: _apply_now takes the held ones back
+            return False  # a merge holds every worker's pieces: _apply_batch takes the held ones back
         if header.get("origin") == self.worker_id:
             return True  # our own increments are in the local models already
         if self._snapshot_skip is not None and header.get("origin") == self._snapshot_skip[0]:
@@ -180,8 +180,7 @@ class SharedState:
     async def _apply_locked(self, deltas: Mapping[str, ItemDelta], next_offset: int, header: Mapping[str, Any]) -> None:
         async with self.lock:
             started = time.perf_counter()
-            netted = self._held.less(self.models, deltas, header) if self.item_owned else None
-            await asyncio.to_thread(self._apply_now, deltas, netted)
+            await asyncio.to_thread(self._apply_now, deltas)  # broadcast only: owned merges come in batches
             self.counters["apply_seconds"] += time.perf_counter() - started
             assert self.follower is not None
             self.follower.position = next_offset  # under the lock: a snapshot sees deltas and position together
@@ -219,13 +218,11 @@ class SharedState:
             for k in range(max((len(x) for x in lists), default=0)):
                 model.apply_item_delta(model.join_item_deltas([x[k] for x in lists if len(x) > k]))
 
-    def _apply_now(self, deltas: Mapping[str, ItemDelta], netted: Mapping[str, list[ItemDelta]] | None = None) -> None:
-        """Add ``deltas`` to the models (``netted``: a merge less the held pieces, as deltas in order)."""
+    def _apply_now(self, deltas: Mapping[str, ItemDelta]) -> None:
         for name, delta in deltas.items():
             model = self.models.get(name)
             if model is not None:
-                for part in netted.get(name, []) if netted is not None else [delta]:
-                    model.apply_item_delta(part)
+                model.apply_item_delta(delta)
 
     # -- partitions -----------------------------------------------------------------------
 
