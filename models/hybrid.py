@@ -174,6 +174,8 @@ class Hybrid(OnlineRecommender):
     #: ``_item_events`` changes on learned items only (and freed rows): deltas compare those rows.
     item_changes_tracked: ClassVar[bool] = True
     _item_arrays: ClassVar[tuple[str, ...]] = ("_item_events",)
+    #: Members' deltas are cut, merged and negated by the members; hit counters go with part 0.
+    merges_item_deltas: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -679,6 +681,86 @@ class Hybrid(OnlineRecommender):
             self._unsent_hits[:] = 0.0
             self._unsent_trials[:] = 0.0
             self._unsent_updates[:] = 0
+
+    # -- item state owned by item: each member cuts, merges and negates its own delta
+
+    def split_item_delta(self, delta: ItemDelta, parts: int) -> dict[int, ItemDelta]:
+        """Cut the hybrid's rows and each member's delta by item part (see :meth:`OnlineRecommender.split_item_delta`)."""
+        self._require_merging(delta)
+        members, bare = self._members_of(delta)
+        out = super().split_item_delta(bare, parts)
+        cut = [
+            model.split_item_delta(part, parts) if part is not None else {}
+            for model, part in zip(self._owned(), members, strict=True)
+        ]
+        frame = {k: v for k, v in delta.extra.items() if k in self._frame_keys}
+        for p in sorted(set().union(*cut)):
+            piece = out.setdefault(p, ItemDelta(delta.model, [], {}, {}, dict(frame)))
+            self._pack_members(piece, [c.get(p, ItemDelta(m.name)) for c, m in zip(cut, self._owned(), strict=True)])
+        return out
+
+    def _members_of(self, delta: ItemDelta) -> tuple[list[ItemDelta | None], ItemDelta]:
+        """Each owned model's delta inside ``delta``, and ``delta`` without them."""
+        members = [self._unpack_member(delta, j) for j in range(len(self._owned()))]
+        bare = ItemDelta(
+            delta.model,
+            list(delta.items),
+            dict(delta.arrays),
+            dict(delta.globals),
+            {k: v for k, v in delta.extra.items() if k not in ("members", "member_items")},
+            {k: v for k, v in delta.extra_arrays.items() if not _MEMBER_KEY.match(k)},
+        )
+        return members, bare
+
+    def _merge_item_deltas_extra(self, deltas: list[ItemDelta], merged: ItemDelta) -> None:
+        self._combine_members(deltas, merged, join=False)
+
+    def _join_item_deltas_extra(self, deltas: list[ItemDelta], joined: ItemDelta) -> None:
+        self._combine_members(deltas, joined, join=True)
+
+    def _combine_members(self, deltas: list[ItemDelta], into: ItemDelta, join: bool) -> None:
+        """Merge (or join) each member's deltas into ``into``, and the hit counters in the deltas' order."""
+        combined: list[ItemDelta] = []
+        for j, model in enumerate(self._owned()):
+            held = [part for part in (self._unpack_member(d, j) for d in deltas) if part is not None]
+            if not held:
+                combined.append(ItemDelta(model.name))
+            else:
+                combined.append(model.join_item_deltas(held) if join else model.merge_item_deltas(held))
+        self._pack_members(into, combined)
+        counted = [d for d in deltas if "hybrid_updates" in d.extra]
+        if not counted:
+            return
+        rate = 0.5 ** (1.0 / self.half_life)
+        hits = trials = updates = None
+        for d in counted:  # as applied one after the other: earlier counts decay by the later updates
+            u = np.asarray(d.extra["hybrid_updates"], dtype=np.float64)
+            h, t = np.asarray(d.extra["hybrid_hits"], np.float64), np.asarray(d.extra["hybrid_trials"], np.float64)
+            if hits is None:
+                hits, trials, updates = h, t, u
+            else:
+                keep = rate ** u[:, None]
+                hits, trials, updates = keep * hits + h, keep * trials + t, updates + u
+        into.extra["hybrid_hits"] = hits.tolist()  # type: ignore[union-attr]
+        into.extra["hybrid_trials"] = trials.tolist()  # type: ignore[union-attr]
+        into.extra["hybrid_updates"] = updates.tolist()  # type: ignore[union-attr]
+
+    def _negate_item_delta_extra(self, delta: ItemDelta) -> None:
+        members, bare = self._members_of(delta)
+        delta.extra, delta.extra_arrays = bare.extra, bare.extra_arrays
+        self._pack_members(
+            delta,
+            [
+                model.negate_item_delta(part) if part is not None else ItemDelta(model.name)
+                for model, part in zip(self._owned(), members, strict=True)
+            ],
+        )
+        if "hybrid_updates" in delta.extra:  # the counters' inverse: undo the decay, then the counts
+            u = np.asarray(delta.extra["hybrid_updates"], dtype=np.float64)
+            undo = (0.5 ** (1.0 / self.half_life)) ** -u[:, None]
+            for key in ("hybrid_hits", "hybrid_trials"):
+                delta.extra[key] = (-undo * np.asarray(delta.extra[key], dtype=np.float64)).tolist()
+            delta.extra["hybrid_updates"] = (-u).tolist()
 
     def _export_items_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
         self._pack_members(delta, [model.export_items() for model in self._owned()])

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from models.base import Interactions, OnlineRecommender
-from models.sharing import ItemDelta
+from models.sharing import ItemDelta, item_parts
 
 __all__ = ["SessionKNN"]
 
@@ -168,6 +168,8 @@ class SessionKNN(OnlineRecommender):
     shares_state: ClassVar[bool] = True
     #: Exact only while no index ring overflows and no neighbour sample is cut (see the class notes).
     sharing_is_exact: ClassVar[bool] = False
+    #: Sessions are cut by user, not item: a replica replays a user's appends in order (see the class notes).
+    merges_item_deltas: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -501,21 +503,45 @@ class SessionKNN(OnlineRecommender):
             last_removal = {user: n for n, (user, _, p) in enumerate(log) if p < 0}
             removed = list(last_removal)
             appends = [e for n, e in enumerate(log) if e[2] >= 0 and last_removal.get(e[0], -1) < n]
-        if removed:
-            delta.extra["sknn_removed"] = removed
-        if appends:
-            user_refs: dict[str, int] = {}
-            item_refs: dict[str, int] = {}
-            table = np.array(
-                [
-                    (user_refs.setdefault(u, len(user_refs)), item_refs.setdefault(i, len(item_refs)), p)  # type: ignore[arg-type]
-                    for u, i, p in appends
-                ],
-                dtype=np.int64,
-            ).T
-            delta.extra["sknn_users"] = list(user_refs)
-            delta.extra["sknn_items"] = list(item_refs)
-            delta.extra_arrays["sknn_appends"] = table
+        _put_log(delta, removed, appends)
+
+    # -- item state owned by item: session appends go to the part of their user, in order
+
+    def _split_item_delta_extra(
+        self, rest: ItemDelta, parts: int, out: dict[int, ItemDelta], frame: dict[str, Any]
+    ) -> None:
+        """Send each user's appends and removal to the part of the user (a replica replays a user's appends in order)."""
+        removed, appends = _log_of(rest)
+        for key in (*_LOG_KEYS, "sknn_appends"):
+            rest.extra.pop(key, None)
+            rest.extra_arrays.pop(key, None)
+        super()._split_item_delta_extra(rest, parts, out, frame)
+        if not removed and not appends:
+            return
+        users = sorted({*removed, *(u for u, _, _ in appends)})
+        part_of = dict(zip(users, item_parts(users, parts).tolist(), strict=True))
+        for p in sorted(set(part_of.values())):
+            piece = out.setdefault(p, ItemDelta(rest.model, [], {}, {}, dict(frame)))
+            _put_log(piece, [u for u in removed if part_of[u] == p], [e for e in appends if part_of[e[0]] == p])
+
+    def _merge_item_deltas_extra(self, deltas: list[ItemDelta], merged: ItemDelta) -> None:
+        """Lay the deltas' appends end to end; a later removal of a user drops the user's earlier appends."""
+        removed: dict[str, None] = {}
+        appends: list[tuple[str, str, int]] = []
+        for delta in deltas:
+            gone, added = _log_of(delta)
+            if gone:
+                dropped = set(gone)
+                appends = [e for e in appends if e[0] not in dropped]
+                removed.update(dict.fromkeys(gone))
+            appends += added
+        _put_log(merged, list(removed), appends)
+
+    def _negate_item_delta_extra(self, delta: ItemDelta) -> None:
+        """Nothing to take back: a replica skips the appends it holds, and keeps the users it owns."""
+        for key in (*_LOG_KEYS, "sknn_appends"):
+            delta.extra.pop(key, None)
+            delta.extra_arrays.pop(key, None)
 
     def _apply_item_delta_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
         if delta.extra.get("absolute"):
@@ -716,3 +742,35 @@ class SessionKNN(OnlineRecommender):
             {"k": 5, "sample_size": 8, "session_length": 3, "window": 5, "index_size": 4, "span": 2},
             {"dense_max_items": 0},
         ]
+
+
+_LOG_KEYS = ("sknn_removed", "sknn_users", "sknn_items")
+
+
+def _log_of(delta: ItemDelta) -> tuple[list[str], list[tuple[str, str, int]]]:
+    """The users a session delta removes, and its ``(user, item, position)`` appends in order."""
+    removed = list(delta.extra.get("sknn_removed", []))
+    if "sknn_appends" not in delta.extra_arrays:
+        return removed, []
+    users, items = delta.extra["sknn_users"], delta.extra["sknn_items"]
+    u, i, p = np.asarray(delta.extra_arrays["sknn_appends"]).tolist()
+    return removed, [(users[a], items[b], c) for a, b, c in zip(u, i, p, strict=True)]
+
+
+def _put_log(delta: ItemDelta, removed: list[str], appends: list[tuple[str, str, int]]) -> None:
+    """Write removals and appends into ``delta`` (users and items listed once, appends as a table of references)."""
+    if removed:
+        delta.extra["sknn_removed"] = removed
+    if appends:
+        user_refs: dict[str, int] = {}
+        item_refs: dict[str, int] = {}
+        table = np.array(
+            [
+                (user_refs.setdefault(u, len(user_refs)), item_refs.setdefault(i, len(item_refs)), p)
+                for u, i, p in appends
+            ],
+            dtype=np.int64,
+        ).T
+        delta.extra["sknn_users"] = list(user_refs)
+        delta.extra["sknn_items"] = list(item_refs)
+        delta.extra_arrays["sknn_appends"] = table

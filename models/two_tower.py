@@ -26,7 +26,7 @@ from models.devices import resolve_device
 from models.ids import IdIndex
 from models.retrieval import ItemVectorIndex
 from models.scoring import dot_scores
-from models.sharing import ItemDelta, id_rows
+from models.sharing import ItemDelta, id_rows, sum_item_rows
 
 __all__ = ["TwoTower", "title_tokens"]
 
@@ -231,6 +231,7 @@ class TwoTower(OnlineRecommender):
     shares_state: ClassVar[bool] = True
     sparse_rest_zero: ClassVar[bool] = False  # lists rank the item index's candidates
     sharing_is_exact: ClassVar[bool] = False  # asynchronous SGD (see "Several workers")
+    merges_item_deltas: ClassVar[bool] = True  # vocabulary rows (tags, title words) go with part 0
     _user_arrays: ClassVar[tuple[str, ...]] = ("_hist",)
     _user_item_refs: ClassVar[tuple[str, ...]] = ("_hist",)
     _item_arrays: ClassVar[tuple[str, ...]] = (
@@ -1000,6 +1001,26 @@ class TwoTower(OnlineRecommender):
                 for key, diff in diffs.items():
                     delta.extra_arrays[f"two_tower.{key}"] = diff[rows]
             base.update(now)
+
+    def _merge_item_deltas_extra(self, deltas: list[ItemDelta], merged: ItemDelta) -> None:
+        """Sum the vocabularies' rows (tag, title word and feature embeddings) by id, as item rows are."""
+        for kind, names in _VOCABS.items():
+            keys = [f"two_tower.{key}" for name in names for key in (name, f"{name}.adagrad")]
+            held = [
+                ItemDelta(d.model, d.extra[f"two_tower.{kind}"], {k: d.extra_arrays[k] for k in keys})
+                for d in deltas
+                if d.extra.get(f"two_tower.{kind}")
+            ]
+            if not held:
+                continue
+            ids, arrays, _ = sum_item_rows(held)
+            if ids:
+                merged.extra[f"two_tower.{kind}"] = ids
+                merged.extra_arrays.update(arrays)
+
+    def _negate_item_delta_extra(self, delta: ItemDelta) -> None:
+        for key in [k for k in delta.extra_arrays if k.startswith("two_tower.")]:
+            delta.extra_arrays[key] = -delta.extra_arrays[key]
 
     def _export_items_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
         for kind, names in _VOCABS.items():

@@ -335,6 +335,7 @@ def owned_learning(
     parts: int = 4,
     every: int = 25,
     merge_every: int = 1,
+    tagged: bool = False,
 ) -> tuple[OnlineRecommender, list[OnlineRecommender], int]:
     """One model of all events, and workers whose item state comes through the owners of item parts.
 
@@ -342,12 +343,17 @@ def owned_learning(
     part (the worker ``part % n_workers``) merges every worker's piece of it;
     every worker applies each merge less its own piece, every part's joined
     into one delta (as a worker applies one fetch of merges). Returns the whole
-    model, the workers, and how many merged item rows the workers applied.
+    model, the workers, and how many merged item rows (or row-less merges) the workers applied.
     The owners merge every ``merge_every`` blocks: a merge then holds several
     pieces of each worker, as when an owner merges less often than workers commit.
+    ``tagged``: the catalogue comes first, every item with a tag (content models learn tag rows).
     """
     whole = models.create(name, **params)
     workers = [models.create(name, **params) for _ in range(n_workers)]
+    if tagged:
+        ids = sorted(set(events.items.tolist()))
+        for model in (whole, *workers):
+            model.add_items(ids, tags=[(f"g{int(i[1:]) % 3}",) for i in ids])
     for worker in workers:
         worker.begin_sharing()
     owner = np.array([partition(u, n_workers) for u in events.users.tolist()])
@@ -377,12 +383,12 @@ def owned_learning(
             for k in range(max((len(x) for x in lists), default=0)):
                 joined = relay(worker.join_item_deltas([x[k] for x in lists if len(x) > k]))
                 worker.apply_item_delta(joined)
-                applied += len(joined.items)
+                applied += len(joined.items) or len(joined.extra_arrays)  # session appends name no item rows
     return whole, workers, applied
 
 
 def test_the_models_that_merge_item_deltas_are_tested() -> None:
-    assert {"popularity", "itemknn", "adaptive_popularity", "sasrec"} <= {p.values[0] for p in OWNED}
+    assert {p.values[0] for p in SHARING} == {p.values[0] for p in OWNED}  # every model that shares
 
 
 @pytest.mark.parametrize(("name", "params"), OWNED)
@@ -425,6 +431,67 @@ def test_workers_fed_by_item_owners_equal_one_model(name: str, params: dict, mer
             assert overlap(got, want) >= floor, f"{name}: lists overlap {overlap(got, want):.2f}"
 
 
+@pytest.mark.parametrize("name", ["two_tower", "hybrid"])
+def test_workers_fed_by_item_owners_learn_content_rows_like_one_model(name: str) -> None:
+    """Tag embeddings (two-tower's vocabulary rows, with part 0) reach every worker through the owners."""
+    events = stream()
+    params = (
+        {**INEXACT[name][0], "components": ("itemknn", "sknn", "two_tower")} if name == "hybrid" else INEXACT[name][0]
+    )
+    whole, workers, _ = owned_learning(name, params, events, tagged=True)
+    users = sorted(set(events.users.tolist()))
+    for w, worker in enumerate(workers):
+        mine = [u for u in users if partition(u, len(workers)) == w]
+        got, want = worker.recommend(mine, k=10), whole.recommend(mine, k=10)
+        assert overlap(got, want) >= 0.5, f"{name}: lists overlap {overlap(got, want):.2f}"
+
+
+def test_two_tower_vocabulary_rows_are_summed_by_id_and_a_workers_own_taken_back() -> None:
+    params = INEXACT["two_tower"][0]
+    events = stream(n=400)
+    ids = sorted(set(events.items.tolist()))
+    a, b = models.create("two_tower", **params), models.create("two_tower", **params)
+    for m, half in ((a, np.arange(0, 200)), (b, np.arange(200, 400))):
+        m.add_items(ids, tags=[(f"g{int(i[1:]) % 3}",) for i in ids])
+        m.begin_sharing()
+        m.learn(events.select(half))
+    da, db = relay(a.take_item_delta()), relay(b.take_item_delta())
+    assert da.extra.get("two_tower.tag") and db.extra.get("two_tower.tag")
+    merged = relay(a.merge_item_deltas([da, db]))
+    for key in ("two_tower.tag", "two_tower.tag.adagrad"):
+        by_tag = dict(zip(merged.extra["two_tower.tag"], merged.extra_arrays[key], strict=True))
+        want = {t: v.copy() for t, v in zip(da.extra["two_tower.tag"], da.extra_arrays[key], strict=True)}
+        for t, v in zip(db.extra["two_tower.tag"], db.extra_arrays[key], strict=True):
+            want[t] = want[t] + v if t in want else v
+        for tag, value in want.items():
+            np.testing.assert_allclose(by_tag[tag], value, rtol=1e-5, atol=1e-7)
+    (net,) = a.net_item_deltas(merged, [da])
+    got = dict(zip(net.extra["two_tower.tag"], net.extra_arrays["two_tower.tag"], strict=True))
+    for tag, value in zip(db.extra["two_tower.tag"], db.extra_arrays["two_tower.tag"], strict=True):
+        np.testing.assert_allclose(got[tag], value, rtol=1e-4, atol=1e-6)
+
+
+def test_session_appends_go_to_the_part_of_their_user_in_order_and_a_removal_drops_earlier_ones() -> None:
+    model = models.create("sknn")
+    model.begin_sharing()
+    model.learn(Interactions.from_columns(["ann", "bob", "ann", "cat"], ["tea", "tea", "jam", "ham"]))
+    first = relay(model.take_item_delta())
+    pieces = model.split_item_delta(first, 4)
+    for part, piece in pieces.items():
+        users = piece.extra.get("sknn_users", [])
+        assert set(models.sharing.item_parts(users, 4).tolist()) <= {part}
+    model.forget_user("ann")
+    model.learn(Interactions.from_columns(["ann", "bob"], ["cake", "jam"]))
+    second = relay(model.take_item_delta())
+    merged = model.merge_item_deltas([first, second])
+    users, items = merged.extra["sknn_users"], merged.extra["sknn_items"]
+    appends = [(users[u], items[i], p) for u, i, p in merged.extra_arrays["sknn_appends"].T.tolist()]
+    assert merged.extra["sknn_removed"] == ["ann"]
+    assert [a for a in appends if a[0] == "ann"] == [("ann", "cake", 0)]  # the appends before the removal went
+    assert [a for a in appends if a[0] == "bob"] == [("bob", "tea", 0), ("bob", "jam", 1)]
+    assert model.negate_item_delta(second).extra_arrays == {}  # a replica skips appends it holds
+
+
 @pytest.mark.parametrize(("name", "params"), OWNED)
 def test_merging_leaves_the_owner_unchanged(name: str, params: dict) -> None:
     events = stream(n=400)
@@ -443,8 +510,9 @@ def test_merging_leaves_the_owner_unchanged(name: str, params: dict) -> None:
     assert after.items == before.items and after.scores == before.scores
 
 
-def test_a_model_that_cannot_merge_says_so() -> None:
+def test_a_model_that_cannot_merge_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     model = models.create("sknn")
+    monkeypatch.setattr(type(model), "merges_item_deltas", False)  # every sharing model merges today
     model.begin_sharing()
     with pytest.raises(NotImplementedError, match="broadcast"):
         model.split_item_delta(model.take_item_delta(), 2)
