@@ -7,6 +7,7 @@ that took over every partition would start from.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -16,9 +17,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+import models
 from producers.publisher import EventPublisher
+from stream_app.state import rebuild_models
 from streamrec.eventlog import read_movielens_ratings
-from streamrec.events import Rating
+from streamrec.events import Rating, to_interactions
 from streamrec.redis_cluster import LocalRedisCluster
 from streamrec.settings import Settings
 from streamrec.store import RecsClient
@@ -47,11 +50,9 @@ def scale_settings(base: Settings, tag: str, partitions: int, **changes: object)
         topic_prefix=f"{base.topic_prefix}-{tag}",
         key_prefix=f"{base.key_prefix}-{tag}",
         topic_partitions=partitions,
-        models=("popularity", "itemknn"),
-        default_model="itemknn",
+        **{"models": ("popularity", "itemknn"), "default_model": "itemknn", **changes},  # type: ignore[arg-type]
         checkpoint_interval=0.5,
         batch_size=200,
-        **changes,  # type: ignore[arg-type]
     )
 
 
@@ -295,6 +296,71 @@ def test_a_worker_that_starts_from_a_snapshot_holds_what_the_others_hold(
     last = [line for line in late.log_path.read_text(errors="replace").splitlines() if "item-state snapshot" in line]
     assert last, late.log_tail()
     assert_equals_an_uninterrupted_run(rebuilt(settings), ratings)
+
+
+def sessions(model) -> dict[str, list[str]]:
+    """Each user's session window in a session kNN model (item ids, oldest first), as its replica holds it."""
+    out = {}
+    for row, user in enumerate(model.user_index.ids):
+        if user is not None and model._n_pos[row] > 0:
+            window, _ = model._session_of(row)
+            out[user] = [model.item_index.ids[i] for i in window.tolist() if i >= 0]
+    return out
+
+
+def test_session_and_torch_models_share_through_item_owners(isolated_settings, movielens_format_dir, tmp_path) -> None:
+    """Session kNN, two-tower and a hybrid of them share with item state owned by item, nothing lost or doubled.
+
+    Three workers over six partitions. Read back from the merges on Kafka
+    (without the users' own state in the changelog), every user's session
+    is one model's, for session kNN and the hybrid's session member, and the
+    additive per-item event counts of the hybrid and its two-tower member are
+    one model's.
+    """
+    settings = scale_settings(
+        isolated_settings,
+        "owned-models",
+        partitions=6,
+        item_state="owned",
+        models=("sknn", "hybrid"),
+        default_model="hybrid",
+        model_params={"hybrid": {"components": ["itemknn", "sknn", "two_tower"]}},
+    )
+    ensure_topics(settings)
+    ratings = ratings_of(movielens_format_dir, 3000)
+    workers = [start_worker(settings, tmp_path, f"m{j}") for j in range(3)]
+    with EventPublisher(settings) as publisher:
+        publisher.publish(ratings, rate=1000, progress=False)
+    workers[0].wait_processed(len(ratings), TIMEOUT)
+    topic = settings.topic("ratings")
+    wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
+    client = RecsClient(settings.redis_url, settings.key_prefix)
+    try:
+        lists = client.get_many(sorted({r.user_id for r in ratings}))
+    finally:
+        client.close()
+    seen: dict[str, set[str]] = {}
+    for r in ratings:
+        seen.setdefault(r.user_id, set()).add(r.item_id)
+    assert all(lists.values()), [u for u, v in lists.items() if v is None][:5]
+    assert not [u for u, rec in lists.items() if rec is not None and set(rec.items) & seen[u]]
+    for worker in workers:
+        assert worker.stop() == 0, worker.log_tail()
+    # the item side only (the merges, and increments not merged yet): no user state from the changelog
+    held = asyncio.run(rebuild_models(settings, settings.models, partitions=0))
+    one = models.create("sknn")
+    one.learn(to_interactions(ratings))
+    assert sessions(held["sknn"]) == sessions(one)
+    hybrid = held["hybrid"]
+    assert sessions(hybrid._models[1]) == sessions(one)
+    counts: dict[str, int] = {}
+    for r in ratings:
+        counts[r.item_id] = counts.get(r.item_id, 0) + 1
+    ids = sorted(counts)
+    for model in (hybrid, hybrid._models[2]):  # the hybrid's and the two-tower member's event counts
+        rows = model.item_index.lookup(ids)
+        assert (rows >= 0).all()
+        assert model._item_events[rows].tolist() == [counts[i] for i in ids], model.name
 
 
 def test_end_to_end_with_a_redis_cluster(isolated_settings, movielens_format_dir, tmp_path) -> None:
