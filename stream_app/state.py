@@ -550,6 +550,8 @@ class UpdatesFollower:
         #: when given, the records of one fetch go to it together (``(deltas, header)`` each, and the offset after
         #: the last), instead of one ``apply`` each: the item owners' merges, one per part, are applied at once
         self.apply_batch = apply_batch
+        #: seconds a batched follower waits after a fetch for the records that come with it (merges of one round)
+        self.linger = 0.05 if apply_batch is not None else 0.0
         self.apply = apply
         self.skip = skip
         self.start_offset = start_offset
@@ -590,9 +592,17 @@ class UpdatesFollower:
                 log.exception("reading the updates topic failed; retrying")
                 await asyncio.sleep(1.0)
                 continue
+            messages = batch.get(tp, [])
+            if messages and self.apply_batch is not None and self.linger > 0:
+                # the owners merge together once an interval: wait for the other parts' merges of this round,
+                # so that one apply takes them all (an apply per part cost each worker a lock, a thread and a
+                # co-occurrence fold per part and interval)
+                await asyncio.sleep(self.linger)
+                more = await consumer.getmany(tp, timeout_ms=0, max_records=500)
+                messages = [*messages, *more.get(tp, [])]
             held: list[tuple[dict[str, ItemDelta], dict[str, Any]]] = []
             after: int | None = None  # the offset after the last whole record of this fetch
-            for message in batch.get(tp, []):
+            for message in messages:
                 value = self._joiner.feed(message.value)
                 if value is None:
                     continue  # a chunk: the position stays before the record's first chunk until it is whole
