@@ -99,6 +99,21 @@ def ratings_of(folder: Path, n: int) -> list[Rating]:
     return sorted(read_movielens_ratings(folder / "u.data"), key=lambda e: e.timestamp)[:n]
 
 
+def assert_every_user_has_a_list_without_seen_items(settings: Settings, ratings: list[Rating]) -> None:
+    """Every user of ``ratings`` has a list in Redis, and no list holds an item its user rated."""
+    client = RecsClient(settings.redis_url, settings.key_prefix)
+    try:
+        lists = client.get_many(sorted({r.user_id for r in ratings}))
+    finally:
+        client.close()
+    seen: dict[str, set[str]] = {}
+    for r in ratings:
+        seen.setdefault(r.user_id, set()).add(r.item_id)
+    assert all(lists.values()), [u for u, v in lists.items() if v is None][:5]
+    with_seen = {u: sorted(set(rec.items) & seen[u]) for u, rec in lists.items() if rec is not None}
+    assert not {u: s for u, s in with_seen.items() if s}, "lists holding items their user has seen"
+
+
 #: How workers share item state: every worker adds every other's increments, or item parts' owners merge them.
 ITEM_STATES = ["broadcast", "owned"]
 
@@ -119,18 +134,7 @@ def test_three_workers_over_six_partitions_hold_what_one_worker_holds(
         topic = settings.topic("ratings")
         wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
         if n == 3:  # every user got a list from the worker that owns them, without seen items
-            client = RecsClient(settings.redis_url, settings.key_prefix)
-            try:
-                users = sorted({r.user_id for r in ratings})
-                lists = client.get_many(users)
-            finally:
-                client.close()
-            seen: dict[str, set[str]] = {}
-            for r in ratings:
-                seen.setdefault(r.user_id, set()).add(r.item_id)
-            assert all(lists.values()), [u for u, v in lists.items() if v is None][:5]
-            with_seen = {u: sorted(set(rec.items) & seen[u]) for u, rec in lists.items() if rec is not None}
-            assert not {u: s for u, s in with_seen.items() if s}, "lists holding items their user has seen"
+            assert_every_user_has_a_list_without_seen_items(settings, ratings)
             deadline = time.monotonic() + 30  # the last assignment's restores are logged after the commits
             while time.monotonic() < deadline:
                 owned = [owned_partitions(tmp_path / f"3w-{j}.log") for j in range(3)]
@@ -334,16 +338,7 @@ def test_session_and_torch_models_share_through_item_owners(isolated_settings, m
     workers[0].wait_processed(len(ratings), TIMEOUT)
     topic = settings.topic("ratings")
     wait_committed(settings, topic, end_offsets(settings, topic), TIMEOUT)
-    client = RecsClient(settings.redis_url, settings.key_prefix)
-    try:
-        lists = client.get_many(sorted({r.user_id for r in ratings}))
-    finally:
-        client.close()
-    seen: dict[str, set[str]] = {}
-    for r in ratings:
-        seen.setdefault(r.user_id, set()).add(r.item_id)
-    assert all(lists.values()), [u for u, v in lists.items() if v is None][:5]
-    assert not [u for u, rec in lists.items() if rec is not None and set(rec.items) & seen[u]]
+    assert_every_user_has_a_list_without_seen_items(settings, ratings)
     for worker in workers:
         assert worker.stop() == 0, worker.log_tail()
     # the item side only (the merges, and increments not merged yet): no user state from the changelog
