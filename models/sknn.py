@@ -103,7 +103,10 @@ class SessionKNN(OnlineRecommender):
     in order, into its replica (an append a replica holds already is
     skipped, so a delta applied twice or a session restored from the
     changelog first is harmless). Handing users off
-    (:meth:`drop_users`) keeps their sessions in the replica. Split learning
+    (:meth:`drop_users`) keeps their sessions in the replica. With item
+    state owned by item (:meth:`~models.base.OnlineRecommender.split_item_delta`),
+    a user's appends go to the part of the user, so that a merge keeps them in
+    order; a worker's own appends need no taking back (it skips them). Split learning
     is exact (what one model gives) as long as no index ring overflows and no
     neighbour sample is cut, as the replicas then hold the same entries; past
     those caps, which entries a ring keeps and which neighbours count as the
