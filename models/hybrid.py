@@ -686,7 +686,6 @@ class Hybrid(OnlineRecommender):
 
     def split_item_delta(self, delta: ItemDelta, parts: int) -> dict[int, ItemDelta]:
         """Cut the hybrid's rows and each member's delta by item part (see :meth:`OnlineRecommender.split_item_delta`)."""
-        self._require_merging(delta)
         members, bare = self._members_of(delta)
         out = super().split_item_delta(bare, parts)
         cut = [
@@ -731,19 +730,20 @@ class Hybrid(OnlineRecommender):
         counted = [d for d in deltas if "hybrid_updates" in d.extra]
         if not counted:
             return
-        rate = 0.5 ** (1.0 / self.half_life)
-        hits = trials = updates = None
+        hits = trials = updates = np.zeros(1)
         for d in counted:  # as applied one after the other: earlier counts decay by the later updates
             u = np.asarray(d.extra["hybrid_updates"], dtype=np.float64)
-            h, t = np.asarray(d.extra["hybrid_hits"], np.float64), np.asarray(d.extra["hybrid_trials"], np.float64)
-            if hits is None:
-                hits, trials, updates = h, t, u
-            else:
-                keep = rate ** u[:, None]
-                hits, trials, updates = keep * hits + h, keep * trials + t, updates + u
-        into.extra["hybrid_hits"] = hits.tolist()  # type: ignore[union-attr]
-        into.extra["hybrid_trials"] = trials.tolist()  # type: ignore[union-attr]
-        into.extra["hybrid_updates"] = updates.tolist()  # type: ignore[union-attr]
+            keep = self._kept(u)
+            hits = keep * hits + np.asarray(d.extra["hybrid_hits"], dtype=np.float64)
+            trials = keep * trials + np.asarray(d.extra["hybrid_trials"], dtype=np.float64)
+            updates = updates + u
+        into.extra["hybrid_hits"] = hits.tolist()
+        into.extra["hybrid_trials"] = trials.tolist()
+        into.extra["hybrid_updates"] = updates.tolist()
+
+    def _kept(self, updates: np.ndarray) -> np.ndarray:
+        """The share of each bucket's hit counts kept after ``updates`` more updates (a column per bucket)."""
+        return (0.5 ** (1.0 / self.half_life)) ** updates[:, None]
 
     def _negate_item_delta_extra(self, delta: ItemDelta) -> None:
         members, bare = self._members_of(delta)
@@ -757,7 +757,7 @@ class Hybrid(OnlineRecommender):
         )
         if "hybrid_updates" in delta.extra:  # the counters' inverse: undo the decay, then the counts
             u = np.asarray(delta.extra["hybrid_updates"], dtype=np.float64)
-            undo = (0.5 ** (1.0 / self.half_life)) ** -u[:, None]
+            undo = self._kept(-u)
             for key in ("hybrid_hits", "hybrid_trials"):
                 delta.extra[key] = (-undo * np.asarray(delta.extra[key], dtype=np.float64)).tolist()
             delta.extra["hybrid_updates"] = (-u).tolist()
@@ -791,7 +791,7 @@ class Hybrid(OnlineRecommender):
                 self._hits, self._trials = hits.copy(), trials.copy()
             else:  # their updates after ours: ours decay by as many updates as theirs span
                 updates = np.asarray(delta.extra.get("hybrid_updates", np.zeros(len(hits))), dtype=np.float64)
-                keep = (0.5 ** (1.0 / self.half_life)) ** updates[:, None]
+                keep = self._kept(updates)
                 self._hits = keep * self._hits + hits
                 self._trials = keep * self._trials + trials
         if absolute and delta.extra.get("hybrid_tags"):

@@ -515,9 +515,7 @@ class SessionKNN(OnlineRecommender):
     ) -> None:
         """Send each user's appends and removal to the part of the user (a replica replays a user's appends in order)."""
         removed, appends = _log_of(rest)
-        for key in (*_LOG_KEYS, "sknn_appends"):
-            rest.extra.pop(key, None)
-            rest.extra_arrays.pop(key, None)
+        _drop_log(rest)
         super()._split_item_delta_extra(rest, parts, out, frame)
         if not removed and not appends:
             return
@@ -542,9 +540,7 @@ class SessionKNN(OnlineRecommender):
 
     def _negate_item_delta_extra(self, delta: ItemDelta) -> None:
         """Nothing to take back: a replica skips the appends it holds, and keeps the users it owns."""
-        for key in (*_LOG_KEYS, "sknn_appends"):
-            delta.extra.pop(key, None)
-            delta.extra_arrays.pop(key, None)
+        _drop_log(delta)
 
     def _apply_item_delta_extra(self, delta: ItemDelta, rows: np.ndarray) -> None:
         if delta.extra.get("absolute"):
@@ -747,9 +743,6 @@ class SessionKNN(OnlineRecommender):
         ]
 
 
-_LOG_KEYS = ("sknn_removed", "sknn_users", "sknn_items")
-
-
 def _log_of(delta: ItemDelta) -> tuple[list[str], list[tuple[str, str, int]]]:
     """The users a session delta removes, and its ``(user, item, position)`` appends in order."""
     removed = list(delta.extra.get("sknn_removed", []))
@@ -758,6 +751,13 @@ def _log_of(delta: ItemDelta) -> tuple[list[str], list[tuple[str, str, int]]]:
     users, items = delta.extra["sknn_users"], delta.extra["sknn_items"]
     u, i, p = np.asarray(delta.extra_arrays["sknn_appends"]).tolist()
     return removed, [(users[a], items[b], c) for a, b, c in zip(u, i, p, strict=True)]
+
+
+def _drop_log(delta: ItemDelta) -> None:
+    """Take the session removals and appends out of ``delta``."""
+    for key in ("sknn_removed", "sknn_users", "sknn_items"):
+        delta.extra.pop(key, None)
+    delta.extra_arrays.pop("sknn_appends", None)
 
 
 def _put_log(delta: ItemDelta, removed: list[str], appends: list[tuple[str, str, int]]) -> None:

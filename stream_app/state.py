@@ -78,6 +78,8 @@ TXN_HEADER = "streamrec-txn"
 #: Seconds a restore waits for an open transaction on the changelog before it fences its writer: a commit
 #: takes well under a second, so one open this long belongs to a worker that died mid-commit (or hangs).
 FENCE_AFTER = 5.0
+#: Records a follower of the updates (or merged) topic takes per fetch.
+_FOLLOW_RECORDS = 50
 _CHUNK = 512 * 1024
 
 
@@ -585,7 +587,7 @@ class UpdatesFollower:
         consumer, tp = self._consumer, self._tp
         while True:
             try:
-                batch = await consumer.getmany(tp, timeout_ms=200, max_records=50)
+                batch = await consumer.getmany(tp, timeout_ms=200, max_records=_FOLLOW_RECORDS)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -593,10 +595,10 @@ class UpdatesFollower:
                 await asyncio.sleep(1.0)
                 continue
             messages = batch.get(tp, [])
-            if messages and self.apply_batch is not None and self.linger > 0:
-                # the owners merge together once an interval: wait for the other parts' merges of this round,
-                # so that one apply takes them all (an apply per part cost each worker a lock, a thread and a
-                # co-occurrence fold per part and interval)
+            if 0 < len(messages) < _FOLLOW_RECORDS and self.linger > 0 and self.caught_up.is_set():
+                # at the end of the topic, the owners' merges of one interval land together: wait for the rest of
+                # the round, so that one apply takes them all (each apply takes the models' lock, a thread hop and,
+                # for item-kNN, a merge into its co-occurrence side store); catching up, the records are there
                 await asyncio.sleep(self.linger)
                 more = await consumer.getmany(tp, timeout_ms=0, max_records=500)
                 messages = [*messages, *more.get(tp, [])]
