@@ -324,3 +324,18 @@ def test_owned_state_compares_both_designs_and_each_holds_one_model() -> None:
     assert rows[("itemknn", 1)]["broadcast_us"] == 0.0 or rows[("itemknn", 1)]["broadcast_bytes"] == 0.0
     assert rows[("itemknn", 3)]["owned_bytes"] > 0 and rows[("itemknn", 3)]["broadcast_bytes"] > 0
     assert "owned: us per own event" in owned_state.markdown(result)
+
+
+def test_learned_fusion_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The learned fusion starts at RRF (same hits without learning) and never exceeds what the candidates hold."""
+    from bench import learned_fusion
+
+    rng = np.random.default_rng(0)
+    users = np.array([f"u{j}" for j in rng.integers(0, 40, 600)])
+    items = np.array([f"i{j}" for j in rng.integers(0, 30, 600)])
+    monkeypatch.setattr(learned_fusion, "load", lambda name: (users, items, np.arange(600.0)))
+    still = learned_fusion.run("yoochoose", lr=0.0, fraction=1.0)
+    assert still["HR@10"]["learned"] == still["HR@10"]["rrf"] > 0
+    moved = learned_fusion.run("yoochoose", rules=True, trending=True, fraction=1.0)
+    assert moved["warm_events"] == still["warm_events"] > 500
+    assert max(moved["HR@10"].values()) <= moved["candidates_hold_item"] <= 1.0
