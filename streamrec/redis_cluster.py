@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from streamrec.services import ServiceError, _ensure_redis_server, _free_port, _port_open, _stop_pid
+from streamrec.services import ServiceError, _free_port, _port_open, _stop_pid, ensure_redis_server
 
 __all__ = ["LocalRedisCluster"]
 
@@ -46,7 +46,7 @@ class LocalRedisCluster:
         return f"redis://127.0.0.1:{self.ports[0]}/0" if self.ports else ""
 
     def start(self, timeout: float = 60.0) -> LocalRedisCluster:
-        server = _ensure_redis_server()
+        server = ensure_redis_server()
         cli = str(Path(server).with_name("redis-cli"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         for n in range(self.nodes):

@@ -37,6 +37,7 @@ __all__ = [
     "LocalServices",
     "ServiceError",
     "ensure_kafka_jars",
+    "ensure_redis_server",
     "kafka_log_config",
     "kafka_pom",
     "resolve_kafka_version",
@@ -319,7 +320,8 @@ def ensure_kafka_jars(version: str | None = None, cache: Path | None = None) -> 
     return libs
 
 
-def _ensure_redis_server() -> str:
+def ensure_redis_server() -> str:
+    """The path of ``redis-server``, installed with ``apt-get`` when missing (as root, unless ``STREAMREC_NO_APT``)."""
     found = shutil.which("redis-server")
     if found:
         return found
@@ -588,7 +590,7 @@ class LocalServices:
         return ["--port", str(port)]
 
     def _start_redis(self, port: int | None = None) -> dict:
-        server = _ensure_redis_server()
+        server = ensure_redis_server()
         rdir = self.state_dir / "redis"
         rdir.mkdir(parents=True, exist_ok=True)
         port = port or _free_port()

@@ -12,7 +12,7 @@ import pytest
 
 from producers.movielens_format import write_movielens
 from streamrec.datasets import MOVIELENS_URL, find_movielens
-from streamrec.services import LocalServices
+from streamrec.services import LocalServices, ensure_redis_server
 from streamrec.settings import Settings, limit_torch_threads
 from streamrec.workerproc import WorkerProcess
 
@@ -40,6 +40,12 @@ def real_movielens_dir() -> Path:
             "(or run `./scripts/streamrec demo` once with network access: it caches the set)"
         )
     return folder
+
+
+@pytest.fixture(scope="session")
+def redis_server_binary() -> str:
+    """``redis-server``, installed as the local services install it: tests that start their own run, never skip."""
+    return ensure_redis_server()
 
 
 @pytest.fixture(scope="session")

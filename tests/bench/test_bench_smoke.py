@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +55,7 @@ def test_offline_tiny() -> None:
     json.dumps(result)  # JSON-ready apart from NaN handling done by write_json
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+@pytest.mark.usefixtures("redis_server_binary")
 def test_reads_tiny() -> None:
     cfg = dataclasses.replace(
         reads.config(quick=True),
@@ -76,7 +75,7 @@ def test_reads_tiny() -> None:
     assert "redis-benchmark" in reads.markdown(result)
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+@pytest.mark.usefixtures("redis_server_binary")
 def test_redis_server_is_stopped_by_pid() -> None:
     server = reads.RedisServer().start()
     pid = server.pid

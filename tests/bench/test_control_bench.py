@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 
 import pytest
 
 from bench import control
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+@pytest.mark.usefixtures("redis_server_binary")
 def test_control_tiny() -> None:
     cfg = dataclasses.replace(
         control.config(quick=True), users=200, items=500, hidden=50, rate=1_000, paced_s=0.3, live=False,
