@@ -492,7 +492,14 @@ def write_snapshot(deltas: Mapping[str, ItemDelta]) -> list[bytes]:
 
 
 async def read_snapshot(settings: Settings) -> tuple[dict[str, Any], dict[str, ItemDelta]] | None:
-    """The newest complete snapshot: its manifest and every model's item state, or ``None``."""
+    """The newest complete snapshot: its manifest and every model's item state, or ``None``.
+
+    A snapshot is complete when every chunk its manifest names, with its id,
+    came before the manifest. The newest complete one is kept as it is read:
+    the end of the topic may fall inside the transaction of a newer snapshot
+    whose first chunks replace an older snapshot's under the same keys before
+    the newer manifest comes, and the older one must not be judged by them.
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     tp = TopicPartition(settings.state_topic("item-state"), 0)
@@ -500,7 +507,9 @@ async def read_snapshot(settings: Settings) -> tuple[dict[str, Any], dict[str, I
         group_id=None, enable_auto_commit=False, isolation_level="read_committed", **_client_kwargs(settings)
     )
     await consumer.start()
-    latest: dict[bytes, bytes] = {}
+    latest: dict[bytes, bytes] = {}  # chunk key -> its newest value
+    complete: tuple[dict[str, Any], list[bytes]] | None = None
+    incomplete: bytes | None = None  # the id of the newest manifest whose chunks were not all there
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
@@ -508,22 +517,40 @@ async def read_snapshot(settings: Settings) -> tuple[dict[str, Any], dict[str, I
         while await consumer.position(tp) < end:
             batch = await consumer.getmany(tp, timeout_ms=500)
             for message in batch.get(tp, []):
-                latest[message.key] = message.value
+                if message.key != b"manifest":
+                    latest[message.key] = message.value
+                    continue
+                manifest = orjson.loads(message.value)
+                chunks = _snapshot_chunks(manifest, latest)
+                if chunks is None:
+                    incomplete = manifest["snapshot_id"].encode()
+                else:
+                    complete, incomplete = (manifest, chunks), None
     finally:
         await consumer.stop()
-    if b"manifest" not in latest:
+    if incomplete is not None:
+        log.warning(
+            "item snapshot %s is incomplete; %s",
+            incomplete,
+            "using the one before it" if complete else "starting from the updates topic",
+        )
+    if complete is None:
         return None
-    manifest = orjson.loads(latest[b"manifest"])
+    manifest, chunks = complete
+    _, deltas = unpack_deltas(b"".join(chunks))
+    return manifest, deltas
+
+
+def _snapshot_chunks(manifest: Mapping[str, Any], latest: Mapping[bytes, bytes]) -> list[bytes] | None:
+    """The manifest's chunks (without their id prefix) among the newest values of ``latest``, or ``None``."""
     prefix = manifest["snapshot_id"].encode() + b"\n"
     chunks = []
     for n in range(manifest["chunks"]):
         value = latest.get(f"chunk-{n:05d}".encode(), b"")
         if not value.startswith(prefix):
-            log.warning("item snapshot %s is incomplete (chunk %d); starting from the updates topic", prefix, n)
             return None
         chunks.append(value[len(prefix) :])
-    _, deltas = unpack_deltas(b"".join(chunks))
-    return manifest, deltas
+    return chunks
 
 
 class UpdatesFollower:
